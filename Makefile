@@ -1,0 +1,40 @@
+# The two commands: `make up` runs the system, `make test` runs every test. Both build the environment
+# themselves from the lock file on a machine that has only Python 3.11+, make and git.
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+VENV := .venv
+UV := .uv/bin/uv
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: up test install lint format bench clean
+
+up: $(VENV)/.installed
+	$(VENV)/bin/avatar-crm up
+
+test: $(VENV)/.installed
+	$(VENV)/bin/pytest
+
+install: $(VENV)/.installed
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/python benchmarks/gateway_ingest.py
+
+$(UV):
+	$(PYTHON) -m venv .uv
+	.uv/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+$(VENV)/.installed: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python "$$($(PYTHON) -c 'import sys; print(sys.executable)')"
+	touch $@
+
+clean:
+	rm -rf $(VENV) .uv .pytest_cache .ruff_cache

@@ -1,0 +1,397 @@
+"""`booking-intake`: apply one Wix booking event to the CRM and tell the patient what changed.
+
+Wix redelivers events, sometimes hours late and out of order, so this flow is written to be run any number of
+times for any event in any order and still end right:
+- the booking keeps the state of the highest `revision` seen; an older revision changes nothing;
+- the contact, booking, audit entries, the patient messages to send and the inbox row's new status are
+  committed in one transaction (a transactional outbox), so a crash leaves all or nothing;
+- every message has an idempotency key derived from booking, kind and revision, so a replay queues nothing
+  new, and pending messages an update makes obsolete are dropped rather than sent late.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+from prefect.runtime import flow_run
+from prefect.states import Completed, Failed, State
+from sqlmodel import Session, select
+
+from flows.contacts import (
+    ContactInput,
+    can_receive_sms,
+    lock_keys,
+    mask_phone,
+    normalize_email,
+    normalize_phone,
+    upsert_contact,
+)
+from flows.messages import BookingFacts, render
+from flows.outbox import queue_message, transition
+from flows.tasks.sms import send_sms
+from models import (
+    AuditLog,
+    Booking,
+    BookingStatus,
+    Channel,
+    Contact,
+    InboxStatus,
+    MessageKind,
+    MessageStatus,
+    OutboundMessage,
+    Purpose,
+    WebhookEvent,
+    get_settings,
+    session_scope,
+)
+from models.types import utcnow
+from providers import wix
+
+ACTOR = "booking-intake"
+_BOOKING_MESSAGE_KINDS = [k.value for k in MessageKind]
+_INFORMED = [MessageStatus.SENDING, MessageStatus.SENT, MessageStatus.SANDBOXED, MessageStatus.DELIVERED]
+
+
+@dataclass
+class IntakeOutcome:
+    event_id: int
+    summary: str
+    booking_id: str | None = None
+    stale: bool = False
+    queued: list[str] = field(default_factory=list)
+    to_send: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class BookingChange:
+    booking: Booking
+    is_new: bool
+    stale: bool
+    previous_status: str | None = None
+    previous_start: datetime | None = None
+
+
+# --- the pieces ---------------------------------------------------------------------------------------
+
+
+def apply_booking(
+    session: Session, event: wix.BookingEvent, contact_id: int | None, event_id: int
+) -> BookingChange:
+    """Upsert the booking, letting only a newer revision through."""
+    incoming = event.booking
+    booking = session.exec(select(Booking).where(Booking.wix_booking_id == incoming.booking_id)).first()
+    revision = incoming.revision
+    if booking is not None:
+        if (
+            revision is None
+        ):  # the simple JSON format has no revision: a create never overwrites, else arrival order
+            revision = booking.revision + 1 if event.action != wix.BookingAction.CREATED else booking.revision
+        if revision <= booking.revision:
+            return BookingChange(booking, is_new=False, stale=True)
+    previous_status = booking.status if booking else None
+    previous_start = booking.start_at if booking else None
+    if booking is None:
+        booking = Booking(
+            wix_booking_id=incoming.booking_id, status=incoming.status, start_at=incoming.start_at
+        )
+    booking.wix_instance_id = event.instance_id or booking.wix_instance_id
+    booking.contact_id = contact_id or booking.contact_id
+    booking.status = incoming.status
+    booking.revision = revision if revision is not None else 1
+    booking.service_name = incoming.service_name or booking.service_name
+    booking.location = incoming.location or booking.location
+    booking.timezone = incoming.timezone or booking.timezone
+    booking.start_at = incoming.start_at
+    booking.end_at = incoming.end_at
+    booking.last_event_id = event_id
+    booking.updated_at = utcnow()
+    session.add(booking)
+    session.flush()
+    return BookingChange(booking, previous_status is None, False, previous_status, previous_start)
+
+
+def decide_messages(change: BookingChange, patient_informed: bool) -> list[MessageKind]:
+    """Which message this change owes the patient: at most one, and only about the newest state."""
+    if change.stale:
+        return []
+    status = BookingStatus(change.booking.status)
+    previous = BookingStatus(change.previous_status) if change.previous_status else None
+    was_active = previous is not None and previous.is_active
+    moved = change.previous_start is not None and change.previous_start != change.booking.start_at
+    if status == BookingStatus.PENDING:
+        if not patient_informed:
+            return [MessageKind.REQUEST_RECEIVED]
+        return [MessageKind.RESCHEDULE] if moved else []
+    if status in {BookingStatus.CREATED, BookingStatus.CONFIRMED}:
+        if not patient_informed or previous in {None, BookingStatus.PENDING} or not was_active:
+            return [MessageKind.CONFIRMATION]
+        return [MessageKind.RESCHEDULE] if moved else []
+    if status == BookingStatus.CANCELED and was_active:
+        return [MessageKind.CANCELLATION]
+    if status == BookingStatus.DECLINED and was_active:
+        return [MessageKind.DECLINED]
+    return []
+
+
+def _patient_informed(session: Session, booking_id: int) -> bool:
+    """Has the patient been told about this booking (or is a message telling them on its way)?"""
+    informing = [MessageKind.CONFIRMATION, MessageKind.REQUEST_RECEIVED, MessageKind.RESCHEDULE]
+    found = session.exec(
+        select(OutboundMessage.id).where(
+            OutboundMessage.booking_id == booking_id,
+            OutboundMessage.kind.in_(informing),  # type: ignore[attr-defined]
+            OutboundMessage.status.in_(_INFORMED),  # type: ignore[attr-defined]
+        )
+    ).first()
+    return found is not None
+
+
+def _drop_superseded(session: Session, booking: Booking) -> int:
+    """Pending messages about an older revision would tell the patient something no longer true."""
+    stale = session.exec(
+        select(OutboundMessage).where(
+            OutboundMessage.booking_id == booking.id,
+            OutboundMessage.status == MessageStatus.PENDING,
+            OutboundMessage.kind.in_(_BOOKING_MESSAGE_KINDS),  # type: ignore[attr-defined]
+        )
+    ).all()
+    for message in stale:
+        transition(
+            session, message, MessageStatus.DROPPED, f"superseded by booking revision {booking.revision}"
+        )
+    return len(stale)
+
+
+def _audit(session: Session, action: str, entity_type: str, entity_id: int | None, **detail: object) -> None:
+    session.add(
+        AuditLog(
+            actor=ACTOR,
+            action=action,
+            entity_type=entity_type,
+            entity_id=entity_id,
+            flow_run_id=str(flow_run.id) if flow_run.id else None,
+            detail=detail,
+        )
+    )
+
+
+def apply_event(event_id: int) -> IntakeOutcome:
+    """The whole CRM side of one event, in one transaction."""
+    settings = get_settings()
+    now = utcnow()
+    with session_scope() as session:
+        row = session.get(WebhookEvent, event_id)
+        if row is None:
+            raise LookupError(f"inbox event {event_id} does not exist")
+        event = wix.decode_stored(row.body, row.event_type)
+        if event is None:
+            _finish(row, InboxStatus.PROCESSED, None)
+            session.add(row)
+            return IntakeOutcome(event_id, f"ignored {row.event_type}: not a booking event")
+
+        incoming = event.booking
+        lock_keys(session, [f"booking:{incoming.booking_id}"])
+        region = incoming.contact.country_code or settings.default_phone_region
+        phone = normalize_phone(incoming.contact.phone, region)
+        contact_change = upsert_contact(
+            session,
+            ContactInput(
+                first_name=incoming.contact.first_name,
+                last_name=incoming.contact.last_name,
+                email=normalize_email(incoming.contact.email),
+                phone=phone,
+                wix_contact_id=incoming.contact.contact_id,
+            ),
+        )
+        contact = contact_change.contact
+        if contact_change.created or contact_change.changed_fields:
+            _audit(
+                session,
+                "contact.created" if contact_change.created else "contact.updated",
+                "contact",
+                contact.id,
+                fields=list(contact_change.changed_fields),
+                event_id=event_id,
+            )
+
+        change = apply_booking(session, event, contact.id, event_id)
+        booking = change.booking
+        outcome = IntakeOutcome(event_id, "", booking_id=incoming.booking_id, stale=change.stale)
+        if change.stale:
+            _audit(
+                session,
+                "booking.stale_event_ignored",
+                "booking",
+                booking.id,
+                event_id=event_id,
+                event_revision=incoming.revision,
+                current_revision=booking.revision,
+            )
+            outcome.summary = f"stale revision {incoming.revision} ≤ {booking.revision}: nothing changed"
+        else:
+            dropped = _drop_superseded(session, booking)
+            _audit(
+                session,
+                "booking.created" if change.is_new else "booking.updated",
+                "booking",
+                booking.id,
+                event_id=event_id,
+                wix_action=event.action.value,
+                status=booking.status,
+                previous_status=change.previous_status,
+                revision=booking.revision,
+                start_at=booking.start_at.isoformat(),
+                previous_start_at=change.previous_start.isoformat() if change.previous_start else None,
+                superseded_messages=dropped,
+            )
+            kinds = decide_messages(change, _patient_informed(session, booking.id))  # type: ignore[arg-type]
+            outcome.queued = _queue_sms(session, kinds, booking, contact, phone, now)
+            outcome.summary = (
+                f"{event.action.value}: booking now {booking.status} rev {booking.revision}; "
+                f"queued {', '.join(outcome.queued) or 'no message'}"
+            )
+        _finish(row, InboxStatus.PROCESSED, None)
+        session.add(row)
+        outcome.to_send = list(
+            session.exec(
+                select(OutboundMessage.id).where(
+                    OutboundMessage.booking_id == booking.id,
+                    OutboundMessage.status == MessageStatus.PENDING,
+                    OutboundMessage.send_after <= now,
+                )
+            ).all()
+        )  # type: ignore[arg-type]
+        return outcome
+
+
+def _queue_sms(
+    session: Session,
+    kinds: list[MessageKind],
+    booking: Booking,
+    contact: Contact,
+    phone: str | None,
+    now: datetime,
+) -> list[str]:
+    settings = get_settings()
+    queued: list[str] = []
+    for kind in kinds:
+        skip_reason = None
+        if phone is None:
+            skip_reason = "no valid phone number"
+        elif not can_receive_sms(phone):
+            skip_reason = "phone number cannot receive SMS"
+        elif booking.start_at <= now:
+            skip_reason = "appointment time has already passed"
+        if skip_reason:
+            _audit(session, "message.skipped", "booking", booking.id, kind=kind.value, reason=skip_reason)
+            continue
+        facts = BookingFacts(
+            first_name=contact.first_name,
+            service=booking.service_name,
+            location=booking.location,
+            start_at=booking.start_at,
+            timezone=booking.timezone or settings.clinic_timezone,
+            clinic_name=settings.clinic_name,
+            clinic_phone=settings.clinic_phone,
+        )
+        message = OutboundMessage(
+            idempotency_key=f"booking:{booking.wix_booking_id}:{kind.value}:rev{booking.revision}",
+            channel=Channel.SMS,
+            purpose=Purpose.TRANSACTIONAL,
+            kind=kind,
+            contact_id=contact.id,
+            booking_id=booking.id,
+            recipient=phone,
+            body=render(kind, facts),
+            deadline=booking.start_at,
+        )
+        result = queue_message(session, message)
+        if result.created:
+            _audit(
+                session,
+                "message.queued",
+                "outbound_message",
+                result.id,
+                kind=kind.value,
+                to=mask_phone(phone),
+            )
+            queued.append(kind.value)
+    return queued
+
+
+def _finish(row: WebhookEvent, status: InboxStatus, error: str | None) -> None:
+    row.status = status
+    row.processed_at = utcnow()
+    row.last_error = error
+    row.flow_run_id = row.flow_run_id or (str(flow_run.id) if flow_run.id else None)
+
+
+def mark_failed(event_id: int, reason: str) -> None:
+    with session_scope() as session:
+        row = session.get(WebhookEvent, event_id)
+        if row is not None:
+            _finish(row, InboxStatus.FAILED, reason[:1000])
+            session.add(row)
+
+
+def describe_event(event_id: int) -> str:
+    """A run name ops can read at a glance, e.g. `rescheduled 4d5088e6 rev 2` (no patient data)."""
+    try:
+        with session_scope() as session:
+            row = session.get(WebhookEvent, event_id)
+            event = wix.decode_stored(row.body, row.event_type) if row else None
+    except Exception:
+        event = None
+    if event is None:
+        return f"booking-event-{event_id}"
+    revision = f" rev {event.booking.revision}" if event.booking.revision is not None else ""
+    return f"{event.action.value} {event.booking.booking_id[:8]}{revision} (event {event_id})"
+
+
+# --- Prefect tasks and the flow ---------------------------------------------------------------------
+
+
+@task(
+    name="apply-booking-event",
+    cache_policy=NO_CACHE,
+    retries=3,
+    retry_delay_seconds=[1, 3, 10],
+    retry_jitter_factor=0.5,
+)
+async def apply_booking_event(event_id: int) -> IntakeOutcome:
+    """Retried: the database may be briefly busy; the work is idempotent."""
+    return await asyncio.to_thread(apply_event, event_id)
+
+
+def _run_name() -> str:
+    return describe_event(int(flow_run.parameters["event_id"]))
+
+
+@flow(name="booking-intake", flow_run_name=_run_name, description=__doc__.split("\n\n")[0])
+async def booking_intake(event_id: int) -> State:
+    """Apply inbox event `event_id` (a Wix booking event) and send the patient what it calls for."""
+    logger = get_run_logger()
+    try:
+        outcome = await apply_booking_event(event_id)
+    except Exception as exc:
+        await asyncio.to_thread(mark_failed, event_id, f"{type(exc).__name__}: {exc}")
+        logger.error("event %s could not be applied: %s", event_id, type(exc).__name__)
+        raise
+    logger.info("event %s: %s", event_id, outcome.summary)
+
+    statuses = {message_id: await send_sms(message_id) for message_id in outcome.to_send}
+    failed = [mid for mid, status in statuses.items() if status == MessageStatus.FAILED]
+    if failed:
+        return Failed(message=f"{outcome.summary}; message(s) {failed} could not be delivered (see outbox)")
+    return Completed(message=outcome.summary)
+
+
+if __name__ == "__main__":
+    import sys
+
+    asyncio.run(booking_intake(int(sys.argv[1])))

@@ -1,0 +1,69 @@
+"""What patients read. Kept in one place so wording is reviewed once and reused by every flow.
+
+Rules the wording follows: the clinic names itself (Spam Act: identify the sender); times are the patient's
+local appointment time ("Tue 3 Mar, 9:00am"); replies are invited with single letters (Y / R / N) and never
+with STOP-family words, which carriers and the law treat as opt-outs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from models import MessageKind
+
+
+def format_local_time(moment: datetime, timezone: str) -> str:
+    """ "Tue 3 Mar, 9:00am" in the appointment's timezone (no leading zeros, lower-case am/pm)."""
+    local = moment.astimezone(ZoneInfo(timezone))
+    hour = local.hour % 12 or 12
+    suffix = "am" if local.hour < 12 else "pm"
+    return f"{local:%a} {local.day} {local:%b}, {hour}:{local:%M}{suffix}"
+
+
+@dataclass(frozen=True)
+class BookingFacts:
+    first_name: str | None
+    service: str | None
+    location: str | None
+    start_at: datetime
+    timezone: str
+    clinic_name: str
+    clinic_phone: str = ""
+
+
+def render(kind: MessageKind, facts: BookingFacts) -> str:
+    hello = f"Hi {facts.first_name}," if facts.first_name else "Hi,"
+    what = facts.service or "appointment"
+    when = format_local_time(facts.start_at, facts.timezone)
+    where = f" at {facts.location}" if facts.location else ""
+    call = f" on {facts.clinic_phone}" if facts.clinic_phone else ""
+    clinic = facts.clinic_name
+    match kind:
+        case MessageKind.CONFIRMATION:
+            return (
+                f"{hello} your {what} with {clinic} is booked for {when}{where}. "
+                "Reply Y to confirm, R to reschedule or N to cancel."
+            )
+        case MessageKind.REQUEST_RECEIVED:
+            return (
+                f"{hello} {clinic} has received your request for {what} on {when}{where}. "
+                "We'll text you once it is confirmed."
+            )
+        case MessageKind.RESCHEDULE:
+            return (
+                f"{hello} your {what} with {clinic} has moved to {when}{where}. "
+                "Reply Y to confirm the new time or R to choose another."
+            )
+        case MessageKind.CANCELLATION:
+            return (
+                f"{hello} your {what} with {clinic} on {when} has been cancelled. "
+                f"To book again, visit our website or call us{call}."
+            )
+        case MessageKind.DECLINED:
+            return (
+                f"{hello} {clinic} could not accept your request for {what} on {when}. "
+                f"Please choose another time on our website or call us{call}."
+            )
+    raise ValueError(f"no wording for {kind}")

@@ -1,0 +1,60 @@
+"""States the CRM's rows move through. Stored as plain strings so migrations never fight enum types."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class InboxStatus(StrEnum):
+    RECEIVED = "received"  # verified and committed; not yet handed to Prefect
+    DISPATCHED = "dispatched"  # a flow run exists for it
+    PROCESSED = "processed"  # the flow applied it
+    FAILED = "failed"  # the flow gave up; `last_error` says why
+
+
+class BookingStatus(StrEnum):
+    """Wix Bookings v2 `booking.status` values."""
+
+    CREATED = "CREATED"
+    CONFIRMED = "CONFIRMED"
+    PENDING = "PENDING"
+    WAITING_LIST = "WAITING_LIST"
+    CANCELED = "CANCELED"
+    DECLINED = "DECLINED"
+
+    @property
+    def is_active(self) -> bool:
+        return self in {BookingStatus.CREATED, BookingStatus.CONFIRMED, BookingStatus.PENDING}
+
+
+class Channel(StrEnum):
+    SMS = "sms"
+    EMAIL = "email"
+
+
+class Purpose(StrEnum):
+    TRANSACTIONAL = "transactional"
+    MARKETING = "marketing"
+
+
+class MessageKind(StrEnum):
+    CONFIRMATION = "confirmation"
+    REQUEST_RECEIVED = "request_received"
+    RESCHEDULE = "reschedule"
+    CANCELLATION = "cancellation"
+    DECLINED = "declined"
+
+
+class MessageStatus(StrEnum):
+    PENDING = "pending"  # waiting to be sent (first try, or a retry after a provider outage)
+    SENDING = "sending"  # claimed by a sender; the provider may or may not have it
+    SENT = "sent"  # the provider accepted it
+    SANDBOXED = "sandboxed"  # sandbox mode: recorded, nothing left the machine
+    DELIVERED = "delivered"
+    BLOCKED = "blocked"  # the provider refused the recipient (opted out)
+    FAILED = "failed"  # permanent failure; `last_error` says why
+    DROPPED = "dropped"  # its deadline passed before it could be sent
+
+    @property
+    def is_final(self) -> bool:
+        return self not in {MessageStatus.PENDING, MessageStatus.SENDING}

@@ -1,0 +1,44 @@
+"""The webhook inbox: every verified provider event, committed before the provider gets its answer."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Column, Index, String, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from models.crypto import EncryptedBytes
+from models.enums import InboxStatus
+from models.types import UTCDateTime, utcnow
+
+
+class WebhookEvent(SQLModel, table=True):
+    """One provider event. `(source, dedupe_key)` is unique, so a redelivery finds the original row.
+
+    The raw body is kept (encrypted: it carries patient details) so a flow can re-parse it and ops can
+    replay it; the signature was checked on these exact bytes.
+    """
+
+    __table_args__ = (
+        UniqueConstraint("source", "dedupe_key", name="uq_webhookevent_source_dedupe_key"),
+        Index("ix_webhookevent_dispatch", "status", "next_dispatch_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    source: str = Field(max_length=32)
+    dedupe_key: str = Field(max_length=128)
+    event_type: str = Field(max_length=128)
+    body: bytes = Field(sa_column=Column(EncryptedBytes, nullable=False))
+    status: str = Field(default=InboxStatus.RECEIVED, sa_type=String(16))
+    received_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    dispatch_attempts: int = Field(default=0)
+    next_dispatch_at: datetime | None = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    dispatched_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    flow_run_id: str | None = Field(default=None, max_length=36)
+    processed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+    @property
+    def idempotency_key(self) -> str:
+        """The Prefect flow-run idempotency key: a redelivered event can never start a second run."""
+        return f"{self.source}:{self.dedupe_key}"

@@ -1,0 +1,49 @@
+"""The outbox: one row per message we intend to send, so nothing is sent twice or silently lost."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Column, String, Text
+from sqlmodel import Field, SQLModel
+
+from models.crypto import EncryptedText
+from models.enums import MessageStatus
+from models.types import UTCDateTime, utcnow
+
+
+class OutboundMessage(SQLModel, table=True):
+    """A message to a patient. `idempotency_key` is unique and is also sent to the provider.
+
+    Recipient and text are encrypted: the text names the patient and their procedure.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    idempotency_key: str = Field(max_length=200, unique=True)
+    channel: str = Field(sa_type=String(16))
+    purpose: str = Field(sa_type=String(16))
+    kind: str = Field(sa_type=String(32))
+    contact_id: int | None = Field(default=None, foreign_key="contact.id", index=True)
+    booking_id: int | None = Field(default=None, foreign_key="booking.id", index=True)
+    recipient: str = Field(sa_column=Column(EncryptedText, nullable=False))
+    body: str = Field(sa_column=Column(EncryptedText, nullable=False))
+    status: str = Field(default=MessageStatus.PENDING, sa_type=String(16), index=True)
+    provider: str | None = Field(default=None, max_length=32)
+    provider_message_id: str | None = Field(default=None, max_length=100, index=True)
+    attempts: int = Field(default=0)
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    send_after: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    deadline: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class OutboundMessageEvent(SQLModel, table=True):
+    """The status history of an outbound message: what happened, when, and why."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: int = Field(foreign_key="outboundmessage.id", index=True)
+    status: str = Field(sa_type=String(16))
+    detail: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)

@@ -1,0 +1,94 @@
+"""Test session setup: the environment is fixed before any settings are read.
+
+`make test` runs everything on a fresh SQLite file; `.ci/run` runs the `db`-marked tests again with
+`CRM_TEST_DATABASE_URL` pointing at PostgreSQL, where each session gets a database of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="avatar-crm-tests-"))
+
+os.environ.update(
+    {
+        "CRM_DATA_DIR": str(_SESSION_DIR),
+        "CRM_ENCRYPTION_KEY": "tSJFpnbbGTeAj1QGk0jXrVZr2oDsEW3V3KdxwCdWFNk=",
+        "CLINIC_NAME": "Avatar Imaging",
+        "CLINIC_TIMEZONE": "Australia/Brisbane",
+        "DEFAULT_PHONE_REGION": "AU",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        "DISPATCH_POLL_SECONDS": "0.5",
+    }
+)
+for _name in ("CRM_DATABASE_URL", "WIX_PUBLIC_KEY", "WIX_WEBHOOK_SECRET", "SMS_PROVIDER", "PREFECT_API_URL"):
+    os.environ.pop(_name, None)
+
+
+def _create_database() -> tuple[str, str | None]:
+    """The session's database URL, and the PostgreSQL database to drop afterwards (if any)."""
+    requested = os.environ.get("CRM_TEST_DATABASE_URL", "")
+    if not requested.startswith("postgres"):
+        return f"sqlite:///{_SESSION_DIR / 'crm.db'}", None
+    from models.db import normalize_url
+
+    server_url = make_url(normalize_url(requested))
+    name = f"crm_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return server_url.set(database=name).render_as_string(hide_password=False), name
+
+
+_DATABASE_URL, _PG_DATABASE = _create_database()
+os.environ["CRM_DATABASE_URL"] = _DATABASE_URL
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """The migrated session database (migrations are part of what is tested)."""
+    from models.migrate import upgrade
+
+    upgrade(_DATABASE_URL)
+    yield _DATABASE_URL
+    from models.db import get_engine
+
+    get_engine(_DATABASE_URL).dispose()
+    if _PG_DATABASE:
+        admin = create_engine(make_url(_DATABASE_URL).set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{_PG_DATABASE}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[str]:
+    """An empty CRM (tables truncated) for one test."""
+    from models.db import get_engine
+
+    engine = get_engine(database_url)
+    with engine.begin() as connection:
+        for table in (
+            "outboundmessageevent",
+            "outboundmessage",
+            "auditlog",
+            "booking",
+            "contact",
+            "webhookevent",
+        ):
+            connection.execute(text(f"DELETE FROM {table}"))  # noqa: S608 (fixed table names)
+    yield database_url
+
+
+def is_postgres() -> bool:
+    return _PG_DATABASE is not None

@@ -1,0 +1,120 @@
+"""The integration rig: a real Prefect server, a real flow runner process, a real gateway on a loopback port,
+a fake MobileMessage speaking the real API, and the session database. Started once per session."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from prefect.settings import PREFECT_API_URL
+from prefect.testing.utilities import prefect_test_harness
+
+from models import get_settings
+from tests.fakes.mobilemessage import FakeMobileMessage
+from tests.fakes.wix import WixKeys
+from tests.servers import ThreadedServer
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SMS_USERNAME, SMS_PASSWORD = "avatar-clinic", "mm-test-password"
+WIX_SECRET = "wix-hmac-test-secret"
+SENDER = "61400000010"
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Rig:
+    prefect_api_url: str
+    sms: FakeMobileMessage
+    wix_keys: WixKeys
+
+
+@pytest.fixture(scope="session")
+def sms_fake() -> Iterator[FakeMobileMessage]:
+    fake = FakeMobileMessage(username=SMS_USERNAME, password=SMS_PASSWORD)
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="session")
+def wix_keys() -> WixKeys:
+    return WixKeys()
+
+
+@pytest.fixture(scope="session")
+def rig(database_url: str, sms_fake: FakeMobileMessage, wix_keys: WixKeys) -> Iterator[Rig]:
+    os.environ.update(
+        {
+            "SMS_PROVIDER": "mobilemessage",
+            "MOBILEMESSAGE_API_URL": sms_fake.url,
+            "MOBILEMESSAGE_API_USERNAME": SMS_USERNAME,
+            "MOBILEMESSAGE_API_PASSWORD": SMS_PASSWORD,
+            "MOBILEMESSAGE_FROM_NUMBER": SENDER,
+            "WIX_PUBLIC_KEY": wix_keys.public_pem,
+            "WIX_WEBHOOK_SECRET": WIX_SECRET,
+        }
+    )
+    get_settings.cache_clear()
+
+    with prefect_test_harness(server_startup_timeout=120):
+        api_url = PREFECT_API_URL.value()
+        env = {
+            **os.environ,
+            "PREFECT_API_URL": api_url,
+            "PREFECT_HOME": str(Path(os.environ["CRM_DATA_DIR"]) / "runner"),
+        }
+        runner = subprocess.Popen(
+            [sys.executable, "-m", "deployments.serve"], env=env, cwd=REPO_ROOT, start_new_session=True
+        )
+        try:
+            _wait_for_deployments(
+                api_url, runner, ["booking-intake/booking-intake", "outbox-flush/outbox-flush"]
+            )
+            yield Rig(api_url, sms_fake, wix_keys)
+        finally:
+            os.killpg(runner.pid, signal.SIGTERM)
+            try:
+                runner.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(runner.pid, signal.SIGKILL)
+
+
+def _wait_for_deployments(api_url: str, runner: subprocess.Popen[bytes], names: list[str]) -> None:
+    deadline = time.monotonic() + 90
+    pending = set(names)
+    while pending:
+        if runner.poll() is not None:
+            raise RuntimeError(f"flow runner exited with {runner.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"deployments never appeared: {pending}")
+        for name in list(pending):
+            flow_name, deployment_name = name.split("/")
+            response = httpx.get(f"{api_url}/deployments/name/{flow_name}/{deployment_name}", timeout=5)
+            if response.status_code == 200:
+                pending.discard(name)
+        time.sleep(0.5)
+
+
+@pytest.fixture
+def sms(rig: Rig, db: str) -> FakeMobileMessage:
+    """The fake provider, emptied for this test (and the CRM database emptied too)."""
+    rig.sms.reset()
+    return rig.sms
+
+
+@pytest.fixture
+def gateway_url(rig: Rig, sms: FakeMobileMessage) -> Iterator[str]:
+    """A gateway for this test only, so no other test's dispatcher touches its inbox rows."""
+    from webhook_gateway.app import create_app
+
+    with ThreadedServer(create_app(prefect_api_url=rig.prefect_api_url)) as gateway:
+        yield gateway.url

@@ -1,0 +1,101 @@
+"""Shared steps for integration tests: post a signed webhook, wait for the CRM, read what it holds."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+import httpx
+from sqlmodel import select
+
+from models import Booking, InboxStatus, MessageStatus, OutboundMessage, WebhookEvent, session_scope
+from tests.fakes.wix import WixKeys, booking_payload, sign_wix_jwt, wix_event
+
+BRISBANE = ZoneInfo("Australia/Brisbane")
+T = TypeVar("T")
+
+
+def local_slot(days_ahead: int, hour: int, minute: int = 0, tz: ZoneInfo = BRISBANE) -> datetime:
+    """An appointment time a few days from now, at a chosen local wall-clock time."""
+    day = (datetime.now(tz) + timedelta(days=days_ahead)).date()
+    return datetime(day.year, day.month, day.day, hour, minute, tzinfo=tz)
+
+
+def spoken(moment: datetime, clock: str) -> str:
+    """How the patient should read it, e.g. "Tue 3 Mar, 9:00am" (the clock part is spelled by the test)."""
+    return f"{moment:%a} {moment.day} {moment:%b}, {clock}"
+
+
+def new_booking_id() -> str:
+    return str(uuid.uuid4())
+
+
+def signed_event(
+    keys: WixKeys, event_type: str, booking: dict[str, Any], event_id: str | None = None
+) -> bytes:
+    inner = wix_event(event_type, booking, event_id=event_id or str(uuid.uuid4()))
+    return sign_wix_jwt(keys, inner, event_type)
+
+
+def booking(booking_id: str, revision: int, start: datetime, **overrides: Any) -> dict[str, Any]:
+    return booking_payload(booking_id=booking_id, revision=revision, start=start, **overrides)
+
+
+def post_wix(gateway_url: str, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.post(
+        f"{gateway_url}/webhooks/wix/bookings",
+        content=body,
+        headers={"Content-Type": "text/plain", **(headers or {})},
+        timeout=10,
+    )
+
+
+def wait_until(probe: Callable[[], T], timeout: float = 90.0, interval: float = 0.25) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
+        time.sleep(interval)
+
+
+def inbox_rows() -> list[WebhookEvent]:
+    with session_scope() as session:
+        return list(session.exec(select(WebhookEvent).order_by(WebhookEvent.id)).all())
+
+
+def wait_processed(count: int, timeout: float = 90.0) -> list[WebhookEvent]:
+    """Wait until `count` inbox events are finished and no message is still on its way."""
+
+    def done() -> list[WebhookEvent] | None:
+        rows = inbox_rows()
+        finished = [r for r in rows if r.status in {InboxStatus.PROCESSED, InboxStatus.FAILED}]
+        in_flight = [m for m in messages() if m.status == MessageStatus.SENDING]
+        return rows if len(finished) >= count and not in_flight else None
+
+    return wait_until(done, timeout)
+
+
+def messages(wix_booking_id: str | None = None) -> list[OutboundMessage]:
+    with session_scope() as session:
+        query = select(OutboundMessage).order_by(OutboundMessage.id)
+        if wix_booking_id:
+            query = query.join(Booking, Booking.id == OutboundMessage.booking_id).where(
+                Booking.wix_booking_id == wix_booking_id
+            )
+        return list(session.exec(query).all())
+
+
+def stored_booking(wix_booking_id: str) -> Booking | None:
+    with session_scope() as session:
+        return session.exec(select(Booking).where(Booking.wix_booking_id == wix_booking_id)).first()
+
+
+def utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC)

@@ -1,0 +1,226 @@
+"""The gateway's contract with providers: verify, store durably and idempotently, then answer; never a 500.
+
+Prefect is deliberately unreachable here (a closed port): acceptance must not depend on it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from litestar.testing import AsyncTestClient
+from sqlalchemy import create_engine, text
+
+from models import InboxStatus, Settings, WebhookEvent, session_scope
+from tests.fakes.wix import WixKeys, booking_payload, sign_hmac, sign_wix_jwt, simple_event, wix_event
+from webhook_gateway.app import create_app
+
+pytestmark = pytest.mark.db
+
+URL = "/webhooks/wix/bookings"
+SECRET = b"gateway-unit-secret"
+KEYS = WixKeys()
+START = datetime.now(UTC).replace(microsecond=0) + timedelta(days=3)
+
+
+def _settings(database_url: str, **overrides: object) -> Settings:
+    values = {
+        "crm_database_url": database_url,
+        "wix_public_key": KEYS.public_pem,
+        "wix_webhook_secret": SECRET.decode(),
+        "gateway_max_body_bytes": 64 * 1024,
+        "dispatch_poll_seconds": 60.0,
+    }
+    return Settings(**{**values, **overrides})  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def client(db: str) -> AsyncIterator[AsyncTestClient]:
+    app = create_app(_settings(db), prefect_api_url="http://127.0.0.1:9/api")
+    async with AsyncTestClient(app=app) as test_client:
+        yield test_client
+
+
+def _jwt(
+    event_type: str = "wix.bookings.v2.booking_created", event_id: str | None = None, **kw: object
+) -> bytes:
+    booking = booking_payload(booking_id=str(uuid.uuid4()), start=START)
+    return sign_wix_jwt(KEYS, wix_event(event_type, booking, event_id=event_id), event_type, **kw)  # type: ignore[arg-type]
+
+
+def _rows() -> list[int]:
+    with session_scope() as session:
+        return list(session.execute(text("SELECT id FROM webhookevent")).scalars())
+
+
+async def test_a_verified_wix_jwt_is_stored_before_the_answer(client: AsyncTestClient, db: str) -> None:
+    body = _jwt(event_id="evt-123")
+    response = await client.post(URL, content=body, headers={"Content-Type": "application/json"})
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "accepted"
+    # A brand-new connection (another process, as it were) already sees the committed row.
+    fresh = create_engine(db)
+    with fresh.connect() as connection:
+        row = connection.execute(
+            text("SELECT id, source, dedupe_key, event_type, status FROM webhookevent")
+        ).one()
+    fresh.dispose()
+    assert row.id == response.json()["event_id"]
+    assert (row.source, row.dedupe_key, row.status) == ("wix", "evt-123", InboxStatus.RECEIVED)
+    assert row.event_type == "wix.bookings.v2.booking_created"
+    with session_scope() as session:
+        stored = session.get(WebhookEvent, row.id)
+        assert stored is not None and stored.body == body  # decrypts to the exact signed bytes
+
+
+async def test_redelivery_is_answered_duplicate_with_the_original_id(client: AsyncTestClient) -> None:
+    first = await client.post(URL, content=_jwt(event_id="evt-dup"))
+    again = await client.post(URL, content=_jwt(event_id="evt-dup"))  # re-signed, same Wix event id
+    assert first.json()["status"] == "accepted"
+    assert again.status_code == 200
+    assert again.json() == {"status": "duplicate", "event_id": first.json()["event_id"]}
+    assert len(_rows()) == 1
+
+
+async def test_concurrent_redeliveries_store_one_row(client: AsyncTestClient) -> None:
+    import asyncio
+
+    body = _jwt(event_id="evt-race")
+    answers = await asyncio.gather(*(client.post(URL, content=body) for _ in range(20)))
+    statuses = sorted(a.json()["status"] for a in answers)
+    assert statuses == ["accepted"] + ["duplicate"] * 19
+    assert len({a.json()["event_id"] for a in answers}) == 1
+    assert len(_rows()) == 1
+
+
+@pytest.mark.parametrize(
+    ("case", "body"),
+    [
+        ("expired", lambda: _jwt(iat=int(datetime.now(UTC).timestamp()) - 3600)),
+        (
+            "wrong key",
+            lambda: sign_wix_jwt(
+                WixKeys(),
+                wix_event("wix.bookings.v2.booking_created", booking_payload()),
+                "wix.bookings.v2.booking_created",
+            ),
+        ),
+        ("tampered", lambda: _jwt()[:-6] + b"AAAAAA"),
+        ("not a token", lambda: b'{"hello": "world"}'),
+        ("empty", lambda: b""),
+    ],
+)
+async def test_bad_jwt_is_401_and_stores_nothing(client: AsyncTestClient, case: str, body) -> None:  # type: ignore[no-untyped-def]
+    response = await client.post(URL, content=body())
+    assert response.status_code == 401, case
+    assert "signature" in response.json()["detail"]
+    assert _rows() == []
+
+
+async def test_hmac_simple_json_accepted_and_deduplicated_on_the_body(client: AsyncTestClient) -> None:
+    body = simple_event("bookings/created", str(uuid.uuid4()), start=START)
+    headers = {"X-Wix-Webhook-Signature": sign_hmac(body, SECRET)}
+    first = await client.post(URL, content=body, headers=headers)
+    second = await client.post(
+        URL, content=body, headers={"X-Wix-Webhook-Signature": sign_hmac(body, SECRET, prefix=False)}
+    )
+    assert first.json()["status"] == "accepted"
+    assert second.json()["status"] == "duplicate"
+    import hashlib
+
+    with session_scope() as session:
+        row = session.get(WebhookEvent, first.json()["event_id"])
+        assert row is not None and row.dedupe_key == hashlib.sha256(body).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "signature",
+    ["sha256=" + "0" * 64, "", "sha256=", "not-hex", sign_hmac(b"other body", SECRET)],
+)
+async def test_bad_hmac_is_401(client: AsyncTestClient, signature: str) -> None:
+    body = simple_event("bookings/created", start=START)
+    response = await client.post(URL, content=body, headers={"X-Wix-Webhook-Signature": signature})
+    assert response.status_code == 401
+    assert _rows() == []
+
+
+async def test_hmac_when_no_secret_is_configured_is_401(db: str) -> None:
+    app = create_app(_settings(db, wix_webhook_secret=None), prefect_api_url="http://127.0.0.1:9/api")
+    body = simple_event("bookings/created", start=START)
+    async with AsyncTestClient(app=app) as client:
+        response = await client.post(
+            URL, content=body, headers={"X-Wix-Webhook-Signature": sign_hmac(body, SECRET)}
+        )
+    assert response.status_code == 401
+
+
+async def test_signed_but_malformed_body_is_400_with_a_reason(client: AsyncTestClient) -> None:
+    body = b'{"event": "bookings/created", "data": {"booking_id": "b1"}}'
+    response = await client.post(
+        URL, content=body, headers={"X-Wix-Webhook-Signature": sign_hmac(body, SECRET)}
+    )
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("malformed body: ")
+    assert len(response.json()["detail"]) > len("malformed body: ")
+    assert _rows() == []
+
+
+async def test_a_verified_event_that_is_not_about_bookings_is_acknowledged_and_ignored(
+    client: AsyncTestClient,
+) -> None:
+    inner = {"id": str(uuid.uuid4()), "entityFqdn": "wix.contacts.v4.contact", "slug": "created"}
+    body = sign_wix_jwt(KEYS, inner, "wix.contacts.v4.contact_created")
+    response = await client.post(URL, content=body)
+    assert response.status_code == 200
+    assert response.json()["status"] == "ignored"
+    assert _rows() == []
+
+
+async def test_an_oversized_body_is_413(client: AsyncTestClient) -> None:
+    response = await client.post(URL, content=b"x" * (64 * 1024 + 1))
+    assert response.status_code == 413
+    assert _rows() == []
+
+
+async def test_health_ready_and_openapi(client: AsyncTestClient) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok", "checks": {}}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 503  # Prefect is unreachable in these tests
+    assert ready.json()["checks"]["database"] == "ok"
+    assert ready.json()["checks"]["prefect"].startswith("unavailable")
+    schema = (await client.get("/schema/openapi.json")).json()
+    assert URL in schema["paths"]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    body=st.one_of(
+        st.binary(max_size=2048),
+        st.text(max_size=512).map(str.encode),
+        st.builds(lambda parts: b".".join(parts), st.lists(st.binary(max_size=64), min_size=3, max_size=3)),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+            lambda children: (
+                st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+            ),
+            max_leaves=12,
+        ).map(lambda v: __import__("json").dumps({"event": "bookings/created", "data": v}).encode()),
+    ),
+    signed=st.booleans(),
+    content_type=st.sampled_from(
+        ["application/json", "text/plain", "application/x-www-form-urlencoded", "", "multipart/form-data"]
+    ),
+)
+async def test_no_input_yields_a_500(
+    client: AsyncTestClient, body: bytes, signed: bool, content_type: str
+) -> None:
+    headers = {"Content-Type": content_type} if content_type else {}
+    if signed:
+        headers["X-Wix-Webhook-Signature"] = sign_hmac(body, SECRET)
+    response = await client.post(URL, content=body, headers=headers)
+    assert response.status_code in {200, 400, 401, 413}, (response.status_code, response.text)

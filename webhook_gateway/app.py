@@ -1,0 +1,88 @@
+"""The gateway application factory.
+
+`create_app()` wires the inbox writer, the Prefect client and the dispatcher into the app's lifespan, so a
+test, `make up` and a production ASGI server all build exactly the same thing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager, suppress
+
+from litestar import Litestar, MediaType, Request, Response
+from litestar.openapi import OpenAPIConfig
+from prefect.client.orchestration import PrefectClient, get_client
+from sqlalchemy.exc import SQLAlchemyError
+
+from models import Settings, get_engine, get_settings
+from webhook_gateway.dispatcher import Dispatcher
+from webhook_gateway.health import HealthController
+from webhook_gateway.inbox import InboxWriter
+from webhook_gateway.wix import WixWebhookController
+
+logger = logging.getLogger(__name__)
+
+# Which deployment turns an inbox row from each source into work.
+DEPLOYMENTS: Mapping[str, str] = {"wix": "booking-intake/booking-intake"}
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    prefect_api_url: str | None = None,
+    deployments: Mapping[str, str] = DEPLOYMENTS,
+) -> Litestar:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        engine = get_engine(settings.crm_database_url)
+        inbox = InboxWriter(engine)
+        inbox.start()
+        client = PrefectClient(api=prefect_api_url) if prefect_api_url else get_client()
+        try:
+            async with client:
+                dispatcher = Dispatcher(
+                    engine,
+                    client,
+                    deployments,
+                    poll_seconds=settings.dispatch_poll_seconds,
+                    max_backoff_seconds=settings.dispatch_max_backoff_seconds,
+                )
+                app.state.update(
+                    settings=settings, engine=engine, inbox=inbox, dispatcher=dispatcher, prefect=client
+                )
+                task = asyncio.create_task(dispatcher.run_forever(), name="inbox-dispatcher")
+                try:
+                    yield
+                finally:
+                    task.cancel()
+                    with suppress(asyncio.CancelledError):
+                        await task
+        finally:
+            inbox.stop()
+
+    return Litestar(
+        route_handlers=[WixWebhookController, HealthController],
+        lifespan=[lifespan],
+        request_max_body_size=settings.gateway_max_body_bytes,
+        exception_handlers={SQLAlchemyError: _storage_unavailable},
+        openapi_config=OpenAPIConfig(
+            title="avatar-crm webhook gateway",
+            version="0.1.0",
+            description="Verifies provider webhooks, stores them durably, and starts Prefect flow runs.",
+        ),
+    )
+
+
+def _storage_unavailable(request: Request, exc: SQLAlchemyError) -> Response[dict[str, str]]:
+    """The event was NOT stored: say so with a retryable status so the provider sends it again."""
+    logger.error("storage unavailable for %s: %s", request.url.path, type(exc).__name__)
+    return Response(
+        {"status": "error", "detail": "storage temporarily unavailable; retry later"},
+        status_code=503,
+        headers={"Retry-After": "5"},
+        media_type=MediaType.JSON,
+    )

@@ -1,0 +1,170 @@
+"""Hands committed inbox rows to Prefect as flow runs, and keeps trying until Prefect has them.
+
+One loop creates the runs (a SQLite-backed Prefect server locks under concurrent writes), woken as soon as
+a new event is stored and otherwise polling. The flow-run idempotency key is derived from the inbox row, so
+whatever happens — a crash between creating the run and recording it, two gateways racing — Prefect holds
+at most one run per event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from uuid import UUID
+
+from anyio import to_thread
+from prefect.client.orchestration import PrefectClient
+from sqlalchemy import Engine, case, select, update
+
+from models import InboxStatus, WebhookEvent
+from models.types import utcnow
+
+logger = logging.getLogger(__name__)
+
+_TABLE = WebhookEvent.__table__  # type: ignore[attr-defined]
+_BATCH = 50
+
+
+@dataclass(frozen=True)
+class _Due:
+    id: int
+    source: str
+    dedupe_key: str
+    event_type: str
+    dispatch_attempts: int
+
+
+class Dispatcher:
+    """Creates one Prefect flow run per inbox row; `deployments` maps an inbox source to a deployment name."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        client: PrefectClient,
+        deployments: Mapping[str, str],
+        *,
+        poll_seconds: float = 2.0,
+        max_backoff_seconds: float = 300.0,
+    ) -> None:
+        self._engine = engine
+        self._client = client
+        self._deployments = dict(deployments)
+        self._poll_seconds = poll_seconds
+        self._max_backoff = max_backoff_seconds
+        self._wakeup = asyncio.Event()
+        self._deployment_ids: dict[str, UUID] = {}
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                await self.dispatch_due()
+            except Exception:  # the loop must outlive any one bad round (DB briefly locked, etc.)
+                logger.exception("dispatch round failed; will retry")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout=self._poll_seconds)
+            self._wakeup.clear()
+
+    async def dispatch_due(self) -> int:
+        """Dispatch every row that is due; returns how many now have a flow run."""
+        dispatched = 0
+        while True:
+            due = await to_thread.run_sync(self._select_due)
+            if not due:
+                return dispatched
+            for row in due:
+                try:
+                    flow_run_id = await self._create_run(row)
+                except Exception as exc:
+                    await to_thread.run_sync(self._record_failure, row, _reason(exc))
+                    return dispatched  # Prefect is probably down: back off instead of hammering it
+                await to_thread.run_sync(self._record_success, row.id, flow_run_id)
+                dispatched += 1
+            if len(due) < _BATCH:
+                return dispatched
+
+    async def _create_run(self, row: _Due) -> UUID:
+        deployment_name = self._deployments.get(row.source)
+        if deployment_name is None:
+            raise LookupError(f"no deployment handles source {row.source!r}")
+        deployment_id = self._deployment_ids.get(deployment_name)
+        if deployment_id is None:
+            deployment = await self._client.read_deployment_by_name(deployment_name)
+            deployment_id = self._deployment_ids[deployment_name] = deployment.id
+        flow_run = await self._client.create_flow_run_from_deployment(
+            deployment_id,
+            parameters={"event_id": row.id},
+            idempotency_key=f"{row.source}:{row.dedupe_key}",
+            name=f"{row.source}-event-{row.id}",
+            tags=[f"source:{row.source}"],
+        )
+        logger.info("inbox event %s (%s) -> flow run %s", row.id, row.event_type, flow_run.id)
+        return flow_run.id
+
+    # --- database side (run in a worker thread) ------------------------------------------------------
+
+    def _select_due(self) -> list[_Due]:
+        query = (
+            select(
+                _TABLE.c.id,
+                _TABLE.c.source,
+                _TABLE.c.dedupe_key,
+                _TABLE.c.event_type,
+                _TABLE.c.dispatch_attempts,
+            )
+            .where(_TABLE.c.status == InboxStatus.RECEIVED, _TABLE.c.next_dispatch_at <= utcnow())
+            .order_by(_TABLE.c.id)
+            .limit(_BATCH)
+        )
+        with self._engine.connect() as connection:
+            return [_Due(*row) for row in connection.execute(query)]
+
+    def _record_success(self, event_id: int, flow_run_id: UUID) -> None:
+        # The run may already have finished and marked the row processed: never move it backwards.
+        with self._engine.begin() as connection:
+            connection.execute(
+                update(_TABLE)
+                .where(_TABLE.c.id == event_id)
+                .values(
+                    flow_run_id=str(flow_run_id),
+                    dispatched_at=utcnow(),
+                    last_error=None,
+                    status=case(
+                        (_TABLE.c.status == InboxStatus.RECEIVED, InboxStatus.DISPATCHED),
+                        else_=_TABLE.c.status,
+                    ),
+                )
+            )
+
+    def _record_failure(self, row: _Due, reason: str) -> None:
+        attempts = row.dispatch_attempts + 1
+        delay = min(self._max_backoff, 2 ** min(attempts, 16)) * random.uniform(0.5, 1.0)
+        logger.warning(
+            "could not dispatch inbox event %s (attempt %s): %s; next try in %.0fs",
+            row.id,
+            attempts,
+            reason,
+            delay,
+        )
+        with self._engine.begin() as connection:
+            connection.execute(
+                update(_TABLE)
+                .where(_TABLE.c.id == row.id, _TABLE.c.status == InboxStatus.RECEIVED)
+                .values(
+                    dispatch_attempts=attempts,
+                    next_dispatch_at=utcnow() + timedelta(seconds=delay),
+                    last_error=reason[:500],
+                )
+            )
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}"[:500]

@@ -1,0 +1,150 @@
+"""Durable, idempotent storage of verified webhooks, fast enough to answer inside a provider's timeout.
+
+Every accepted webhook must be committed before we answer, and a commit with `synchronous=FULL` is an fsync.
+Rather than one fsync per request, a single writer thread takes whatever requests are waiting and commits them
+together (group commit): under load many webhooks share one fsync, at idle a webhook waits for nobody. Each
+request still gets its answer only after the transaction holding its row has committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from contextlib import suppress
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection, Engine, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from models import InboxStatus, WebhookEvent
+from models.types import utcnow
+
+logger = logging.getLogger(__name__)
+
+_TABLE = WebhookEvent.__table__  # type: ignore[attr-defined]
+_MAX_BATCH = 256
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    event_id: int
+    duplicate: bool
+    status: str
+
+
+@dataclass
+class _Pending:
+    source: str
+    dedupe_key: str
+    event_type: str
+    body: bytes
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[StoredEvent] = field(repr=False)
+
+
+class InboxWriter:
+    """Owns the inbox's write path: `await store(...)` returns once the row is durably committed."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self._insert = (
+            insert(_TABLE)
+            .on_conflict_do_nothing(index_elements=["source", "dedupe_key"])
+            .returning(_TABLE.c.id)
+        )
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="inbox-writer", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    async def store(self, source: str, dedupe_key: str, event_type: str, body: bytes) -> StoredEvent:
+        loop = asyncio.get_running_loop()
+        pending = _Pending(source, dedupe_key, event_type, body, loop, loop.create_future())
+        self._queue.put(pending)
+        return await pending.future
+
+    # --- the writer thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < _MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)  # finish this batch, then stop
+                    break
+                batch.append(item)
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            with self._engine.begin() as connection:
+                results = [self._write(connection, item) for item in batch]
+        except Exception as exc:
+            if len(batch) > 1:  # one bad row must not fail its neighbours: retry each on its own
+                for item in batch:
+                    self._commit([item])
+                return
+            logger.exception("inbox write failed")
+            _resolve(batch[0], exc)
+            return
+        for item, result in zip(batch, results, strict=True):
+            _resolve(item, result)
+
+    def _write(self, connection: Connection, item: _Pending) -> StoredEvent:
+        new_id = connection.execute(
+            self._insert,
+            {
+                "source": item.source,
+                "dedupe_key": item.dedupe_key,
+                "event_type": item.event_type,
+                "body": item.body,
+                "status": InboxStatus.RECEIVED,
+                "dispatch_attempts": 0,
+                **_timestamps(),
+            },
+        ).scalar_one_or_none()
+        if new_id is not None:
+            return StoredEvent(new_id, duplicate=False, status=InboxStatus.RECEIVED)
+        existing = connection.execute(
+            select(_TABLE.c.id, _TABLE.c.status).where(
+                _TABLE.c.source == item.source, _TABLE.c.dedupe_key == item.dedupe_key
+            )
+        ).one()
+        return StoredEvent(existing.id, duplicate=True, status=existing.status)
+
+
+def _timestamps() -> dict[str, object]:
+    now = utcnow()
+    return {"received_at": now, "next_dispatch_at": now}
+
+
+def _resolve(item: _Pending, outcome: StoredEvent | BaseException) -> None:
+    def _set() -> None:
+        if item.future.done():
+            return
+        if isinstance(outcome, BaseException):
+            item.future.set_exception(outcome)
+        else:
+            item.future.set_result(outcome)
+
+    with suppress(RuntimeError):  # the request's loop is gone (shutdown): nothing is waiting any more
+        item.loop.call_soon_threadsafe(_set)
