@@ -262,7 +262,7 @@ def apply_event(event_id: int) -> IntakeOutcome:
                 select(OutboundMessage.id).where(
                     OutboundMessage.booking_id == booking.id,
                     OutboundMessage.status == MessageStatus.PENDING,
-                    OutboundMessage.send_after <= now,
+                    OutboundMessage.send_after <= utcnow(),
                 )
             ).all()
         )  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import httpx
+from prefect.settings import PREFECT_API_URL
 from sqlmodel import select
 
 from models import Booking, InboxStatus, MessageStatus, OutboundMessage, WebhookEvent, session_scope
@@ -17,6 +18,7 @@ from tests.fakes.wix import WixKeys, booking_payload, sign_wix_jwt, wix_event
 
 BRISBANE = ZoneInfo("Australia/Brisbane")
 T = TypeVar("T")
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
 def local_slot(days_ahead: int, hour: int, minute: int = 0, tz: ZoneInfo = BRISBANE) -> datetime:
@@ -70,14 +72,28 @@ def inbox_rows() -> list[WebhookEvent]:
         return list(session.exec(select(WebhookEvent).order_by(WebhookEvent.id)).all())
 
 
+def flow_run_state(flow_run_id: str) -> str | None:
+    response = httpx.get(f"{PREFECT_API_URL.value()}/flow_runs/{flow_run_id}", timeout=10)
+    response.raise_for_status()
+    state = response.json().get("state") or {}
+    return state.get("type")
+
+
 def wait_processed(count: int, timeout: float = 90.0) -> list[WebhookEvent]:
-    """Wait until `count` inbox events are finished and no message is still on its way."""
+    """Wait until `count` inbox events are finished and the flow runs that handled them have ended
+    (the inbox row is marked processed before the run sends the patient's message)."""
 
     def done() -> list[WebhookEvent] | None:
         rows = inbox_rows()
         finished = [r for r in rows if r.status in {InboxStatus.PROCESSED, InboxStatus.FAILED}]
-        in_flight = [m for m in messages() if m.status == MessageStatus.SENDING]
-        return rows if len(finished) >= count and not in_flight else None
+        if len(finished) < count:
+            return None
+        run_ids = {r.flow_run_id for r in rows if r.flow_run_id}
+        if any(flow_run_state(run_id) not in TERMINAL for run_id in run_ids):
+            return None
+        if any(m.status == MessageStatus.SENDING for m in messages()):
+            return None
+        return rows
 
     return wait_until(done, timeout)
 
