@@ -14,6 +14,7 @@ import base64
 import binascii
 import json
 import threading
+import time
 import uuid
 from collections import deque
 from typing import Any
@@ -105,6 +106,7 @@ class FakeMobileMessage:
             "path": request.url.path,
             "headers": headers,
             "json": _maybe_json(body),
+            "received_at": time.time(),
         }
         with self._lock:
             self.requests.append(record)
