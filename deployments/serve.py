@@ -2,25 +2,32 @@
 
 Reading `prefect.yaml` here keeps one definition of each deployment: the same names, schedules, tags and
 limits whether the clinic runs `make up` on one machine or `prefect deploy --all` onto a work pool.
-Runs start within about a second of being created when `PREFECT_RUNNER_POLL_FREQUENCY=1` (set by `up`).
+
+Prefect's runner starts every flow run in a fresh *spawned* interpreter that imports Prefect and our code
+again: 3–5 s of CPU per run on this 2-core machine class, so at one booking a second runs queue up for
+tens of seconds (measured with `benchmarks/e2e_latency.py`). The flows are therefore registered as
+in-memory flows (`Runner.add_flow`, so no code is re-loaded from storage), and the runner's process start
+is pointed at a `forkserver` that has imported them once: each run is then a fork of a warm process,
+still isolated from the runner and from other runs. Runs start within about a second of being created
+when `PREFECT_RUNNER_POLL_FREQUENCY=1` (set by `up`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
+import multiprocessing
+import multiprocessing.forkserver
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import prefect.flow_engine
 import yaml
-from prefect import serve
-from prefect.client.orchestration import get_client
-from prefect.deployments.runner import RunnerDeployment
 from prefect.flows import Flow
+from prefect.runner import Runner
 from prefect.schedules import Cron, Interval, RRule, Schedule
-
-from flows.tasks.sms import CONCURRENCY_LIMIT_NAME
-from models import get_settings
 
 PREFECT_YAML = Path(__file__).resolve().parent.parent / "prefect.yaml"
 RUN_LIMIT = 8  # flow runs at once: each is a subprocess, and this machine class has 2 cores
@@ -31,9 +38,8 @@ def load_definitions(path: Path = PREFECT_YAML) -> list[dict[str, Any]]:
 
 
 def _load_flow(entrypoint: str) -> Flow[..., Any]:
-    file_path, _, attribute = entrypoint.partition(":")
-    module = importlib.import_module(file_path.removesuffix(".py").replace("/", "."))
-    return getattr(module, attribute)
+    module = importlib.import_module(_module(entrypoint))
+    return getattr(module, entrypoint.partition(":")[2])
 
 
 def _schedule(spec: dict[str, Any]) -> Schedule:
@@ -47,34 +53,55 @@ def _schedule(spec: dict[str, Any]) -> Schedule:
     raise ValueError(f"unsupported schedule {spec!r}")
 
 
-def build_deployments(path: Path = PREFECT_YAML) -> list[RunnerDeployment]:
-    deployments = []
+async def add_deployments(runner: Runner, path: Path = PREFECT_YAML) -> list[str]:
+    """Register each deployment with its flow object, so runs execute the code already imported here."""
+    names = []
     for spec in load_definitions(path):
         flow = _load_flow(spec["entrypoint"])
-        deployments.append(
-            flow.to_deployment(
-                name=spec["name"],
-                description=spec.get("description"),
-                tags=spec.get("tags"),
-                parameters=spec.get("parameters"),
-                schedules=[_schedule(s) for s in spec.get("schedules", [])],
-                concurrency_limit=spec.get("concurrency_limit"),
-            )
+        await runner.aadd_flow(
+            flow,
+            name=spec["name"],
+            description=spec.get("description"),
+            tags=spec.get("tags"),
+            parameters=spec.get("parameters"),
+            schedules=[_schedule(s) for s in spec.get("schedules", [])],
+            concurrency_limit=spec.get("concurrency_limit"),
         )
-    return deployments
+        names.append(f"{flow.name}/{spec['name']}")
+    return names
 
 
-async def ensure_concurrency_limits() -> None:
-    """Provider limits shared by every process (MobileMessage allows 5 simultaneous requests)."""
-    async with get_client() as client:
-        await client.upsert_global_concurrency_limit_by_name(
-            CONCURRENCY_LIMIT_NAME, get_settings().mobilemessage_max_in_flight
-        )
+def use_preloaded_forkserver(modules: list[str]) -> None:
+    """Start flow-run processes by forking a server that has imported `modules`, instead of spawning.
+
+    `prefect.flow_engine.run_flow_in_subprocess` asks `multiprocessing` for the "spawn" context; it gets the
+    forkserver context instead. The forkserver itself is a single-threaded process started on first use,
+    so forking it is safe (unlike forking the runner, which has threads and open connections).
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(modules)
+    multiprocessing.forkserver.ensure_running()  # pay the imports now, not on the first patient's booking
+    prefect.flow_engine.multiprocessing = SimpleNamespace(  # type: ignore[attr-defined]
+        get_context=lambda method=None: context, context=multiprocessing.context
+    )
+
+
+async def run() -> None:
+    runner = Runner(name="avatar-crm", limit=RUN_LIMIT, pause_on_shutdown=True)
+    await add_deployments(runner)
+    await runner.start()
+
+
+def _module(entrypoint: str) -> str:
+    return entrypoint.partition(":")[0].removesuffix(".py").replace("/", ".")
 
 
 def main() -> None:
-    asyncio.run(ensure_concurrency_limits())
-    serve(*build_deployments(), limit=RUN_LIMIT, print_starting_message=False)
+    use_preloaded_forkserver(
+        ["prefect.flow_engine", *(_module(spec["entrypoint"]) for spec in load_definitions())]
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
 
 
 if __name__ == "__main__":

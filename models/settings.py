@@ -60,6 +60,18 @@ class Settings(BaseSettings):
         if self.sms_provider is None:
             has_credentials = bool(self.mobilemessage_api_username and self.mobilemessage_api_password)
             self.sms_provider = "mobilemessage" if has_credentials else "sandbox"
+        if self.sms_provider == "mobilemessage":
+            missing = [
+                name
+                for name, value in (
+                    ("MOBILEMESSAGE_API_USERNAME", self.mobilemessage_api_username),
+                    ("MOBILEMESSAGE_API_PASSWORD", self.mobilemessage_api_password),
+                    ("MOBILEMESSAGE_FROM_NUMBER", self.mobilemessage_from_number.strip()),
+                )
+                if not value
+            ]
+            if missing:  # refuse to start rather than fail every patient message later
+                raise ValueError(f"SMS_PROVIDER=mobilemessage needs {', '.join(missing)} to be set")
         return self
 
     @property

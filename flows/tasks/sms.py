@@ -3,8 +3,8 @@
 Transient trouble (timeouts, 429, 5xx) is retried inside the client with backoff and jitter; if the provider
 is still down after that, the message goes back to pending for the outbox sweep, so an outage delays a
 message but never loses it. The outbox key doubles as MobileMessage's `Idempotency-Key`, so even a send
-whose answer was lost is not delivered twice. A Prefect global concurrency limit keeps every process
-together within MobileMessage's five simultaneous requests.
+whose answer was lost is not delivered twice. Provider slots (`flows/provider_slots.py`) keep every
+process together within MobileMessage's five simultaneous requests.
 """
 
 from __future__ import annotations
@@ -14,14 +14,13 @@ import logging
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.concurrency.asyncio import concurrency
 from prefect.logging import get_run_logger
 
 from flows import outbox
+from flows.provider_slots import ProviderSlots, SlotTimeoutError
 from models import MessageStatus, get_settings
 from providers.mobilemessage import MobileMessageClient, MobileMessageError, SmsMessage
 
-CONCURRENCY_LIMIT_NAME = "mobilemessage-api"
 PROVIDER = "mobilemessage"
 
 _clients: dict[int, MobileMessageClient] = {}
@@ -67,10 +66,10 @@ async def send_sms(message_id: int) -> str:
         custom_ref=f"msg:{message_id}",
     )
     try:
-        async with concurrency(CONCURRENCY_LIMIT_NAME, occupy=1, strict=False):
+        async with ProviderSlots(PROVIDER, settings.mobilemessage_max_in_flight).hold():
             results = await get_sms_client().send([sms], idempotency_key=claimed.idempotency_key)
-    except MobileMessageError as exc:
-        if exc.retryable:
+    except (MobileMessageError, SlotTimeoutError) as exc:
+        if isinstance(exc, SlotTimeoutError) or exc.retryable:
             when = outbox.retry_later(message_id, str(exc))
             logger.warning(
                 "message %s delayed by provider trouble (%s); next try at %s", message_id, exc, when
