@@ -58,6 +58,11 @@ class Dispatcher:
         self._max_backoff = max_backoff_seconds
         self._wakeup = asyncio.Event()
         self._deployment_ids: dict[str, UUID] = {}
+        self._failed_rounds = 0
+
+    def _pause_after_failure(self) -> float:
+        """While Prefect is down, new webhooks must not each trigger another doomed attempt."""
+        return min(self._max_backoff, 2.0 ** min(self._failed_rounds, 16)) * random.uniform(0.5, 1.0)
 
     def wake(self) -> None:
         self._wakeup.set()
@@ -68,6 +73,9 @@ class Dispatcher:
                 await self.dispatch_due()
             except Exception:  # the loop must outlive any one bad round (DB briefly locked, etc.)
                 logger.exception("dispatch round failed; will retry")
+            if self._failed_rounds:
+                await asyncio.sleep(self._pause_after_failure())
+                continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=self._poll_seconds)
             self._wakeup.clear()
@@ -83,8 +91,10 @@ class Dispatcher:
                 try:
                     flow_run_id = await self._create_run(row)
                 except Exception as exc:
+                    self._failed_rounds += 1
                     await to_thread.run_sync(self._record_failure, row, _reason(exc))
                     return dispatched  # Prefect is probably down: back off instead of hammering it
+                self._failed_rounds = 0
                 await to_thread.run_sync(self._record_success, row.id, flow_run_id)
                 dispatched += 1
             if len(due) < _BATCH:

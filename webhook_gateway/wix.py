@@ -50,9 +50,9 @@ class WixWebhookController(Controller):
             return WebhookAck(status="ignored", reason="not a booking event")
         stored = await state.inbox.store(SOURCE, event.dedupe_key, event.event_type, raw)
         if stored.duplicate:
-            logger.info("duplicate wix event %s (%s)", stored.event_id, event.event_type)
+            logger.debug("duplicate wix event %s (%s)", stored.event_id, event.event_type)
             return WebhookAck(status="duplicate", event_id=stored.event_id)
-        logger.info("accepted wix event %s (%s)", stored.event_id, event.event_type)
+        logger.debug("accepted wix event %s (%s)", stored.event_id, event.event_type)
         state.dispatcher.wake()
         return WebhookAck(status="accepted", event_id=stored.event_id)
 

@@ -271,7 +271,7 @@ def sign_wix_jwt(
         "accountInfo": {"accountId": str(uuid.UUID(int=1)), "siteId": instance_id},
     }
     claims = {"data": json.dumps(envelope), "iat": issued, "exp": issued + exp_seconds}
-    token = jwt.encode(claims, keys.private_pem, algorithm="RS256", headers={"kid": WIX_KEY_ID, "typ": None})
+    token = jwt.encode(claims, keys.private_key, algorithm="RS256", headers={"kid": WIX_KEY_ID, "typ": None})
     return token.encode()
 
 
