@@ -27,6 +27,7 @@ format: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/gateway_ingest.py
+	$(VENV)/bin/python benchmarks/e2e_latency.py
 
 $(UV):
 	$(PYTHON) -m venv .uv
