@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import itertools
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -179,6 +180,11 @@ def presign(count: int) -> tuple[list[bytes], str]:
     return bodies, keys.public_pem
 
 
+def _count_rows(database: Path) -> int:
+    with sqlite3.connect(database) as connection:
+        return connection.execute("SELECT count(*) FROM webhookevent").fetchone()[0]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per concurrency level")
@@ -231,6 +237,8 @@ def main() -> int:
     finally:
         for server in servers:
             server.stop()
+    stored = _count_rows(database)
+    shutil.rmtree(scratch, ignore_errors=True)
 
     print(f"\n{'target':<9}{'c':>4}{'requests':>10}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
     for r in results:
@@ -244,8 +252,6 @@ def main() -> int:
         gate = next(r for r in results if r.target == "gateway" and r.concurrency == concurrency)
         print(f"  c={concurrency:<3} {gate.rps / base.rps:.2f}")
 
-    with sqlite3.connect(database) as connection:
-        stored = connection.execute("SELECT count(*) FROM webhookevent").fetchone()[0]
     accepted = sum(r.accepted for r in results if r.target == "gateway")
     print(
         f"\ninbox rows {stored}, 'accepted' answers {accepted}: {'OK' if stored == accepted else 'MISMATCH'}"

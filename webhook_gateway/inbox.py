@@ -55,7 +55,7 @@ class InboxWriter:
         self._insert = (
             insert(_TABLE)
             .on_conflict_do_nothing(index_elements=["source", "dedupe_key"])
-            .returning(_TABLE.c.id)
+            .returning(_TABLE.c.id, _TABLE.c.source, _TABLE.c.dedupe_key)
         )
 
     def start(self) -> None:
@@ -97,7 +97,7 @@ class InboxWriter:
     def _commit(self, batch: list[_Pending]) -> None:
         try:
             with self._engine.begin() as connection:
-                results = [self._write(connection, item) for item in batch]
+                results = self._write(connection, batch)
         except Exception as exc:
             if len(batch) > 1:  # one bad row must not fail its neighbours: retry each on its own
                 for item in batch:
@@ -109,9 +109,14 @@ class InboxWriter:
         for item, result in zip(batch, results, strict=True):
             _resolve(item, result)
 
-    def _write(self, connection: Connection, item: _Pending) -> StoredEvent:
-        new_id = connection.execute(
-            self._insert,
+    def _write(self, connection: Connection, batch: list[_Pending]) -> list[StoredEvent]:
+        """One multi-row `INSERT … ON CONFLICT DO NOTHING RETURNING` for the batch; rows it did not insert
+        were already there (or earlier in this batch) and are answered as duplicates."""
+        now = utcnow()
+        first: dict[tuple[str, str], _Pending] = {}
+        for item in batch:
+            first.setdefault((item.source, item.dedupe_key), item)
+        rows = [
             {
                 "source": item.source,
                 "dedupe_key": item.dedupe_key,
@@ -119,22 +124,34 @@ class InboxWriter:
                 "body": item.body,
                 "status": InboxStatus.RECEIVED,
                 "dispatch_attempts": 0,
-                **_timestamps(),
-            },
-        ).scalar_one_or_none()
-        if new_id is not None:
-            return StoredEvent(new_id, duplicate=False, status=InboxStatus.RECEIVED)
-        existing = connection.execute(
-            select(_TABLE.c.id, _TABLE.c.status).where(
-                _TABLE.c.source == item.source, _TABLE.c.dedupe_key == item.dedupe_key
+                "received_at": now,
+                "next_dispatch_at": now,
+            }
+            for item in first.values()
+        ]
+        inserted = {
+            (row.source, row.dedupe_key): row.id for row in connection.execute(self._insert.values(rows))
+        }
+        existing: dict[tuple[str, str], tuple[int, str]] = {}
+        missing = [key for key in first if key not in inserted]
+        for source in {source for source, _ in missing}:
+            keys = [dedupe_key for s, dedupe_key in missing if s == source]
+            query = select(_TABLE.c.id, _TABLE.c.dedupe_key, _TABLE.c.status).where(
+                _TABLE.c.source == source, _TABLE.c.dedupe_key.in_(keys)
             )
-        ).one()
-        return StoredEvent(existing.id, duplicate=True, status=existing.status)
+            for row in connection.execute(query):
+                existing[(source, row.dedupe_key)] = (row.id, row.status)
 
-
-def _timestamps() -> dict[str, object]:
-    now = utcnow()
-    return {"received_at": now, "next_dispatch_at": now}
+        results = []
+        for item in batch:
+            key = (item.source, item.dedupe_key)
+            if key in inserted:
+                is_new = first[key] is item
+                results.append(StoredEvent(inserted[key], duplicate=not is_new, status=InboxStatus.RECEIVED))
+            else:
+                event_id, status = existing[key]
+                results.append(StoredEvent(event_id, duplicate=True, status=status))
+        return results
 
 
 def _resolve(item: _Pending, outcome: StoredEvent | BaseException) -> None:
