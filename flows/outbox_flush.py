@@ -5,8 +5,8 @@ backoff, and this scheduled flow (every minute) picks them up. Messages whose de
 dropped, never sent late. A table artifact shows ops what happened in each run.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: the runner hands this flow to its process pickled, and
+# Prefect builds the parameter model from the annotations; as strings, `datetime` no longer resolves there.
 import asyncio
 from collections import Counter
 from datetime import datetime
