@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,8 +33,11 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from stats import percentile  # noqa: E402
+
 from tests.fakes.mobilemessage import FakeMobileMessage  # noqa: E402
 from tests.fakes.wix import WixKeys, booking_payload, sign_wix_jwt, wix_event  # noqa: E402
+from tests.servers import free_port  # noqa: E402
 
 USER, PASSWORD = "bench", "bench-password"
 TARGET_P50, TARGET_P99 = 3.0, 10.0
@@ -50,17 +52,6 @@ class Sample:
     run_created: float | None = None
     run_started: float | None = None
     sms_at: float | None = None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
 
 
 def start_stack(
@@ -141,7 +132,7 @@ def post_bookings(gateway: str, keys: WixKeys, count: int, rate: float) -> list[
     return samples
 
 
-def collect(samples: list[Sample], sms: FakeMobileMessage, api: str, data_dir: Path, wait: float) -> None:
+def collect(samples: list[Sample], sms: FakeMobileMessage, api: str, wait: float) -> None:
     by_key = {f"booking:{s.booking_id}:confirmation:rev1": s for s in samples}
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
@@ -177,6 +168,10 @@ def _ts(value: object) -> float | None:
     return datetime.fromisoformat(str(value)).timestamp() if value else None
 
 
+def _ms(a: float | None, b: float | None) -> str:
+    return f"{(b - a) * 1000:.0f}" if a is not None and b is not None else "-"
+
+
 def report(samples: list[Sample], sms: FakeMobileMessage, verbose: bool = False) -> bool:
     def stage(name: str, values: list[float]) -> None:
         if values:
@@ -188,14 +183,10 @@ def report(samples: list[Sample], sms: FakeMobileMessage, verbose: bool = False)
     if verbose:
         print("\n   #  ack ms  dispatch ms  pick-up ms  flow ms  total ms")
         for i, s in enumerate(samples):
-
-            def ms(a: float | None, b: float | None) -> str:
-                return f"{(b - a) * 1000:.0f}" if a is not None and b is not None else "-"
-
             print(
-                f"{i:>4} {ms(s.posted, s.acked):>7} {ms(s.posted, s.run_created):>12} "
-                f"{ms(s.run_created, s.run_started):>11} {ms(s.run_started, s.sms_at):>8} "
-                f"{ms(s.posted, s.sms_at):>9}"
+                f"{i:>4} {_ms(s.posted, s.acked):>7} {_ms(s.posted, s.run_created):>12} "
+                f"{_ms(s.run_created, s.run_started):>11} {_ms(s.run_started, s.sms_at):>8} "
+                f"{_ms(s.posted, s.sms_at):>9}"
             )
     complete = [s for s in samples if s.sms_at is not None]
     print(f"\nbookings posted: {len(samples)}; confirmations received by the fake provider: {len(complete)}")
@@ -245,7 +236,7 @@ if __name__ == "__main__":
             f"posting {args.bookings} bookings at {args.rate}/s"
         )
         samples = post_bookings(gateway, keys, args.bookings, args.rate)
-        collect(samples, sms, api, scratch, wait=60)
+        collect(samples, sms, api, wait=60)
         ok = report(samples, sms, args.verbose)
     finally:
         if stack is not None:

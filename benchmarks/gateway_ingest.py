@@ -22,7 +22,6 @@ import itertools
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -40,13 +39,11 @@ import uvloop
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from stats import percentile  # noqa: E402
+
+from tests.servers import free_port  # noqa: E402
+
 TARGET_RPS, TARGET_P99_MS = 1000.0, 25.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- the two servers (each runs in its own process: `--serve gateway|baseline PORT`) -----------------
@@ -122,8 +119,7 @@ class Result:
         return len(self.latencies) / self.seconds
 
     def pct(self, p: float) -> float:
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))] * 1000 if ordered else 0.0
+        return percentile(self.latencies, p) * 1000
 
 
 async def load(server: Server, bodies: Iterator[bytes], concurrency: int, duration: float) -> Result:

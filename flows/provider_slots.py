@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import hashlib
 import os
 import random
@@ -37,6 +38,15 @@ class SlotTimeoutError(TimeoutError):
 def _lock_key(name: str) -> int:
     """A stable signed 32-bit key for the advisory lock's first half (the slot number is the second)."""
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big", signed=True)
+
+
+@functools.cache
+def _lock_directory(database: str | None) -> Path:
+    """Beside the SQLite file (created once per process, not on every attempt)."""
+    base = Path(database).resolve().parent if database and database != ":memory:" else Path(".")
+    directory = base / "locks"
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
 
 
 def _try_file_slot(directory: Path, name: str, slot: int) -> Callable[[], None] | None:
@@ -84,19 +94,14 @@ class ProviderSlots:
 
     def _try_acquire(self) -> Callable[[], None] | None:
         engine = self._engine or get_engine()
-        start = random.randrange(self.limit)  # spread contenders over the slots
-        order = [(start + i) % self.limit for i in range(self.limit)]
         if engine.dialect.name == "postgresql":
-            key = _lock_key(self.name)
-            attempt: Callable[[int], Callable[[], None] | None] = lambda slot: _try_pg_slot(engine, key, slot)  # noqa: E731
+            attempt = functools.partial(_try_pg_slot, engine, _lock_key(self.name))
         else:
-            database = make_url(engine.url).database
-            directory = Path(database).resolve().parent if database and database != ":memory:" else Path(".")
-            directory = directory / "locks"
-            directory.mkdir(parents=True, exist_ok=True)
-            attempt = lambda slot: _try_file_slot(directory, self.name, slot)  # noqa: E731
-        for slot in order:
-            release = attempt(slot)
+            directory = _lock_directory(make_url(engine.url).database)
+            attempt = functools.partial(_try_file_slot, directory, self.name)
+        start = random.randrange(self.limit)  # spread contenders over the slots
+        for i in range(self.limit):
+            release = attempt((start + i) % self.limit)
             if release is not None:
                 return release
         return None

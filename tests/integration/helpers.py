@@ -56,6 +56,15 @@ def post_wix(gateway_url: str, body: bytes, headers: dict[str, str] | None = Non
     )
 
 
+def post_new_booking(gateway_url: str, keys: WixKeys, start: datetime) -> str:
+    """Post a signed `booking_created` (revision 1) for a fresh booking id and return that id."""
+    booking_id = new_booking_id()
+    post_wix(
+        gateway_url, signed_event(keys, "wix.bookings.v2.booking_created", booking(booking_id, 1, start))
+    )
+    return booking_id
+
+
 def wait_until(probe: Callable[[], T], timeout: float = 90.0, interval: float = 0.25) -> T:
     deadline = time.monotonic() + timeout
     while True:

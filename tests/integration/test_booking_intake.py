@@ -18,6 +18,7 @@ from tests.integration.helpers import (
     local_slot,
     messages,
     new_booking_id,
+    post_new_booking,
     post_wix,
     signed_event,
     spoken,
@@ -187,13 +188,7 @@ def test_a_webhook_accepted_while_prefect_is_down_is_processed_once_it_is_back(r
 
 def test_provider_503_then_200_sends_one_sms(rig: Rig, sms, gateway_url: str) -> None:
     sms.script((503, {"message": "Service temporarily unavailable"}, {}))
-    booking_id = new_booking_id()
-    post_wix(
-        gateway_url,
-        signed_event(
-            rig.wix_keys, "wix.bookings.v2.booking_created", booking(booking_id, 1, local_slot(5, 9))
-        ),
-    )
+    booking_id = post_new_booking(gateway_url, rig.wix_keys, local_slot(5, 9))
     wait_processed(1)
 
     assert len(sms.sent) == 1
@@ -208,13 +203,7 @@ def test_provider_400_fails_the_message_with_its_reason_and_does_not_retry(
     rig: Rig, sms, gateway_url: str
 ) -> None:
     sms.script((400, {"message": "Invalid recipient number"}, {}))
-    booking_id = new_booking_id()
-    post_wix(
-        gateway_url,
-        signed_event(
-            rig.wix_keys, "wix.bookings.v2.booking_created", booking(booking_id, 1, local_slot(5, 9))
-        ),
-    )
+    booking_id = post_new_booking(gateway_url, rig.wix_keys, local_slot(5, 9))
     wait_processed(1)
     [message] = wait_until(lambda: [m for m in messages(booking_id) if m.status == MessageStatus.FAILED])
 

@@ -11,12 +11,9 @@ from sqlalchemy import text
 from models import MessageStatus, session_scope
 from tests.integration.conftest import Rig
 from tests.integration.helpers import (
-    booking,
     local_slot,
     messages,
-    new_booking_id,
-    post_wix,
-    signed_event,
+    post_new_booking,
     wait_processed,
     wait_until,
 )
@@ -44,13 +41,7 @@ def test_an_sms_delayed_by_a_provider_outage_is_sent_by_the_outbox_flush(
     rig: Rig, sms, gateway_url: str
 ) -> None:
     sms.script(*[UNAVAILABLE] * 5)  # every attempt the client makes during intake
-    booking_id = new_booking_id()
-    post_wix(
-        gateway_url,
-        signed_event(
-            rig.wix_keys, "wix.bookings.v2.booking_created", booking(booking_id, 1, local_slot(5, 9))
-        ),
-    )
+    booking_id = post_new_booking(gateway_url, rig.wix_keys, local_slot(5, 9))
     wait_processed(1)
     [message] = messages(booking_id)
     assert message.status == MessageStatus.PENDING

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -39,8 +40,8 @@ class RecordingSleep:
         self.delays.append(seconds)
 
 
-def client(url: str, sleep: RecordingSleep, **kwargs: object) -> MobileMessageClient:
-    return MobileMessageClient(url, USER, kwargs.pop("password", PASSWORD), sleep=sleep, **kwargs)  # type: ignore[arg-type]
+def client(url: str, sleep: RecordingSleep, password: str = PASSWORD, **kwargs: Any) -> MobileMessageClient:
+    return MobileMessageClient(url, USER, password, sleep=sleep, **kwargs)
 
 
 def sms(to: str = "+61412345678", text: str = "Hi Alex, your MRI is booked.") -> SmsMessage:

@@ -49,7 +49,10 @@ async def test_a_saturated_provider_times_out_instead_of_waiting_forever(databas
 
 async def test_limits_are_separate_per_provider(database_url: str) -> None:
     engine = get_engine(database_url)
-    async with ProviderSlots("provider-a", 1, engine).hold(), ProviderSlots("provider-b", 1, engine).hold():
+    async with (
+        ProviderSlots("provider-a", 1, engine).hold(max_wait=2),
+        ProviderSlots("provider-b", 1, engine).hold(max_wait=2),
+    ):
         pass
 
 
