@@ -83,6 +83,8 @@ def inbox_rows() -> list[WebhookEvent]:
 
 def flow_run_state(flow_run_id: str) -> str | None:
     response = httpx.get(f"{PREFECT_API_URL.value()}/flow_runs/{flow_run_id}", timeout=10)
+    if response.status_code == 503:  # the SQLite-backed server is briefly locked: ask again next poll
+        return None
     response.raise_for_status()
     state = response.json().get("state") or {}
     return state.get("type")
