@@ -10,8 +10,14 @@ import typer
 app = typer.Typer(help="Avatar Imaging CRM integration backbone.", no_args_is_help=True, add_completion=False)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 events_app = typer.Typer(help="The webhook inbox.", no_args_is_help=True)
+reminders_app = typer.Typer(help="Scheduled reminders.", no_args_is_help=True)
+suppress_app = typer.Typer(help="Who must not be contacted (staff entries to the suppression list).")
+sms_app = typer.Typer(help="Two-way SMS.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(events_app, name="events")
+app.add_typer(reminders_app, name="reminders")
+app.add_typer(suppress_app, name="suppress", no_args_is_help=True)
+app.add_typer(sms_app, name="sms")
 
 
 @app.command()
@@ -108,23 +114,116 @@ def events_list(
 
 @events_app.command("replay")
 def events_replay(event_id: int) -> None:
-    """Run booking intake again for a stored event (safe: processing is idempotent)."""
+    """Run the event's flow again (booking intake, SMS triage, receipts): safe, processing is idempotent."""
     from prefect.deployments import run_deployment
 
     from models import WebhookEvent, session_scope
-    from webhook_gateway.app import DEPLOYMENTS
+    from webhook_gateway.app import BATCHED_SOURCES, DEPLOYMENTS
 
     with session_scope() as session:
         row = session.get(WebhookEvent, event_id)
         if row is None:
             raise typer.BadParameter(f"no inbox event {event_id}")
         deployment = DEPLOYMENTS[row.source]
+        batched = row.source in BATCHED_SOURCES
+    parameters = {"event_ids": [event_id]} if batched else {"event_id": event_id}
 
     async def _run() -> str:
-        flow_run = await run_deployment(deployment, parameters={"event_id": event_id}, timeout=0)
+        flow_run = await run_deployment(deployment, parameters=parameters, timeout=0)
         return str(flow_run.id)
 
     typer.echo(f"replaying event {event_id} as flow run {asyncio.run(_run())}")
+
+
+@events_app.command("show")
+def events_show(event_id: int) -> None:
+    """Print one inbox event's stored body (decrypted: it holds patient details; for staff follow-up)."""
+    from models import WebhookEvent, session_scope
+
+    with session_scope() as session:
+        row = session.get(WebhookEvent, event_id)
+        if row is None:
+            raise typer.BadParameter(f"no inbox event {event_id}")
+        typer.echo(f"{row.source} {row.event_type} received {row.received_at:%Y-%m-%d %H:%M:%S} UTC")
+        typer.echo(row.body.decode("utf-8", errors="replace"))
+
+
+@reminders_app.command("sweep")
+def reminders_sweep(
+    now: Annotated[
+        str | None, typer.Option(help="Sweep as if it were this time (ISO 8601 with offset); default now.")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="At most this many messages.")] = 1000,
+) -> None:
+    """Send every due reminder (and delayed message) once, re-checked against its booking, then exit."""
+    from datetime import datetime
+
+    from flows.reminder_sweep import reminder_sweep
+
+    moment = None
+    if now is not None:
+        moment = datetime.fromisoformat(now)
+        if moment.tzinfo is None:
+            raise typer.BadParameter("--now needs a UTC offset, e.g. 2026-11-25T09:00:00+10:00")
+    counts = asyncio.run(reminder_sweep(now=moment, limit=limit))
+    typer.echo(", ".join(f"{status}: {n}" for status, n in sorted(counts.items())) or "nothing due")
+
+
+def _staff_change(phone: str, lift: bool, note: str) -> bool:
+    from flows import consent
+    from flows.contacts import normalize_phone
+    from flows.sms_triage import find_contact
+    from models import get_settings, session_scope
+
+    e164 = normalize_phone(phone, get_settings().default_phone_region)
+    if e164 is None:
+        raise typer.BadParameter(f"{phone!r} is not a valid phone number")
+    with session_scope() as session:
+        contact = find_contact(session, e164)
+        why = consent.ConsentSource("staff", "avatar-crm cli", note or None)
+        change = consent.grant if lift else consent.withdraw
+        return change(session, phone=e164, contact=contact, scopes=consent.OPT_OUT_SCOPES, why=why)
+
+
+@suppress_app.command("add")
+def suppress_add(
+    phone: str, note: Annotated[str, typer.Option(help="Why, in the patient's or staff's words.")] = ""
+) -> None:
+    """Stop all SMS and all marketing to this number (e.g. the patient asked at reception)."""
+    changed = _staff_change(phone, lift=False, note=note)
+    typer.echo("suppressed" if changed else "already suppressed")
+
+
+@suppress_app.command("remove")
+def suppress_remove(
+    phone: str, note: Annotated[str, typer.Option(help="How the patient gave consent again.")] = ""
+) -> None:
+    """Lift a suppression (only with the patient's consent; it is recorded in the consent ledger)."""
+    changed = _staff_change(phone, lift=True, note=note)
+    typer.echo("lifted" if changed else "was not suppressed")
+
+
+@sms_app.command("classify")
+def sms_classify() -> None:
+    """Classify replies read one per line on stdin; print one JSON object per line (model if SMS_LLM_URL)."""
+    import json
+    import sys
+
+    from flows.sms_classifier import classify_with_fallback
+    from models import get_settings
+
+    settings = get_settings()
+
+    async def _run() -> None:
+        for raw in sys.stdin.buffer:  # bytes, so a stray invalid byte cannot stop the batch
+            text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            if not text.strip():
+                continue
+            result = await classify_with_fallback(text, settings)
+            line = {"text": text, "intent": str(result.intent), "confidence": round(result.confidence, 3)}
+            typer.echo(json.dumps(line, ensure_ascii=False))
+
+    asyncio.run(_run())
 
 
 if __name__ == "__main__":

@@ -33,7 +33,8 @@ from flows.contacts import (
 )
 from flows.messages import BookingFacts, render
 from flows.outbox import queue_message, transition
-from flows.tasks.sms import send_sms
+from flows.reminder_policy import ReminderPolicy
+from flows.tasks.send import send_message
 from models import (
     AuditLog,
     Booking,
@@ -53,7 +54,15 @@ from models.types import utcnow
 from providers import wix
 
 ACTOR = "booking-intake"
-_BOOKING_MESSAGE_KINDS = [k.value for k in MessageKind]
+# Notices about a booking change: a newer revision makes a pending one obsolete. Reminders are kept in step
+# by `sync_reminders` instead, and replies to the patient are about what they said, not the booking.
+_BOOKING_MESSAGE_KINDS = [
+    MessageKind.CONFIRMATION,
+    MessageKind.REQUEST_RECEIVED,
+    MessageKind.RESCHEDULE,
+    MessageKind.CANCELLATION,
+    MessageKind.DECLINED,
+]
 _INFORMED = [MessageStatus.SENDING, MessageStatus.SENT, MessageStatus.SANDBOXED, MessageStatus.DELIVERED]
 
 
@@ -251,6 +260,7 @@ def apply_event(event_id: int) -> IntakeOutcome:
             )
             kinds = decide_messages(change, _patient_informed(session, booking.id))  # type: ignore[arg-type]
             outcome.queued = _queue_sms(session, kinds, booking, contact, phone, now)
+            outcome.queued += sync_reminders(session, booking, contact, phone, now)
             outcome.summary = (
                 f"{event.action.value}: booking now {booking.status} rev {booking.revision}; "
                 f"queued {', '.join(outcome.queued) or 'no message'}"
@@ -269,6 +279,47 @@ def apply_event(event_id: int) -> IntakeOutcome:
         return outcome
 
 
+def _sms_skip_reason(booking: Booking, phone: str | None, now: datetime) -> str | None:
+    if phone is None:
+        return "no valid phone number"
+    if not can_receive_sms(phone):
+        return "phone number cannot receive SMS"
+    if booking.start_at <= now:
+        return "appointment time has already passed"
+    return None
+
+
+def booking_facts(booking: Booking, contact: Contact | None) -> BookingFacts:
+    settings = get_settings()
+    return BookingFacts(
+        first_name=contact.first_name if contact else None,
+        service=booking.service_name,
+        location=booking.location,
+        start_at=booking.start_at,
+        timezone=booking.timezone or settings.clinic_timezone,
+        clinic_name=settings.clinic_name,
+        clinic_phone=settings.clinic_phone,
+    )
+
+
+def _booking_sms(
+    booking: Booking, contact: Contact, phone: str, kind: MessageKind, key: str, **schedule: datetime
+) -> OutboundMessage:
+    return OutboundMessage(
+        idempotency_key=key,
+        channel=Channel.SMS,
+        purpose=Purpose.TRANSACTIONAL,
+        kind=kind,
+        contact_id=contact.id,
+        booking_id=booking.id,
+        recipient=phone,
+        body=render(kind, booking_facts(booking, contact)),
+        booking_revision=booking.revision,
+        appointment_at=booking.start_at,
+        **schedule,
+    )
+
+
 def _queue_sms(
     session: Session,
     kinds: list[MessageKind],
@@ -277,39 +328,15 @@ def _queue_sms(
     phone: str | None,
     now: datetime,
 ) -> list[str]:
-    settings = get_settings()
     queued: list[str] = []
     for kind in kinds:
-        skip_reason = None
-        if phone is None:
-            skip_reason = "no valid phone number"
-        elif not can_receive_sms(phone):
-            skip_reason = "phone number cannot receive SMS"
-        elif booking.start_at <= now:
-            skip_reason = "appointment time has already passed"
+        skip_reason = _sms_skip_reason(booking, phone, now)
         if skip_reason:
             _audit(session, "message.skipped", "booking", booking.id, kind=kind.value, reason=skip_reason)
             continue
-        facts = BookingFacts(
-            first_name=contact.first_name,
-            service=booking.service_name,
-            location=booking.location,
-            start_at=booking.start_at,
-            timezone=booking.timezone or settings.clinic_timezone,
-            clinic_name=settings.clinic_name,
-            clinic_phone=settings.clinic_phone,
-        )
-        message = OutboundMessage(
-            idempotency_key=f"booking:{booking.wix_booking_id}:{kind.value}:rev{booking.revision}",
-            channel=Channel.SMS,
-            purpose=Purpose.TRANSACTIONAL,
-            kind=kind,
-            contact_id=contact.id,
-            booking_id=booking.id,
-            recipient=phone,
-            body=render(kind, facts),
-            deadline=booking.start_at,
-        )
+        assert phone is not None
+        key = f"booking:{booking.wix_booking_id}:{kind.value}:rev{booking.revision}"
+        message = _booking_sms(booking, contact, phone, kind, key, deadline=booking.start_at)
         result = queue_message(session, message)
         if result.created:
             _audit(
@@ -321,6 +348,55 @@ def _queue_sms(
                 to=mask_phone(phone),
             )
             queued.append(kind.value)
+    return queued
+
+
+def sync_reminders(
+    session: Session, booking: Booking, contact: Contact, phone: str | None, now: datetime
+) -> list[str]:
+    """Make the booking's pending reminders match its newest state: planned for its current start time if it
+    is active, none otherwise. A reminder keyed to the old start time is dropped, so a reschedule moves the
+    reminders and a cancellation removes them; one already sent stays sent."""
+    settings = get_settings()
+    planned = {}
+    if BookingStatus(booking.status).is_active and _sms_skip_reason(booking, phone, now) is None:
+        plan = ReminderPolicy.from_settings(settings).plan(
+            booking.start_at,
+            now=now,
+            timezone=booking.timezone or settings.clinic_timezone,
+            service=booking.service_name,
+        )
+        stamp = f"{booking.start_at:%Y%m%dT%H%MZ}"
+        planned = {f"booking:{booking.wix_booking_id}:reminder-{r.label}:{stamp}": r for r in plan.reminders}
+        for label, reason in plan.skipped:
+            _audit(session, "reminder.not_planned", "booking", booking.id, reminder=label, reason=reason)
+
+    pending = session.exec(
+        select(OutboundMessage).where(
+            OutboundMessage.booking_id == booking.id,
+            OutboundMessage.kind == MessageKind.REMINDER,
+            OutboundMessage.status == MessageStatus.PENDING,
+        )
+    ).all()
+    for message in pending:
+        if message.idempotency_key not in planned:
+            why = "booking moved" if BookingStatus(booking.status).is_active else f"booking {booking.status}"
+            transition(session, message, MessageStatus.DROPPED, f"{why} (revision {booking.revision})")
+
+    queued = []
+    for key, reminder in planned.items():
+        assert phone is not None
+        message = _booking_sms(
+            booking,
+            contact,
+            phone,
+            MessageKind.REMINDER,
+            key,
+            send_after=reminder.send_at,
+            deadline=reminder.deadline,
+        )
+        if queue_message(session, message).created:
+            queued.append(f"reminder {reminder.label} at {reminder.send_at:%Y-%m-%d %H:%M}Z")
     return queued
 
 
@@ -384,7 +460,7 @@ async def booking_intake(event_id: int) -> State:
         raise
     logger.info("event %s: %s", event_id, outcome.summary)
 
-    statuses = {message_id: await send_sms(message_id) for message_id in outcome.to_send}
+    statuses = {message_id: await send_message(message_id) for message_id in outcome.to_send}
     failed = [mid for mid, status in statuses.items() if status == MessageStatus.FAILED]
     if failed:
         return Failed(message=f"{outcome.summary}; message(s) {failed} could not be delivered (see outbox)")

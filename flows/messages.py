@@ -56,6 +56,11 @@ def render(kind: MessageKind, facts: BookingFacts) -> str:
                 f"{hello} your {what} with {clinic} has moved to {when}{where}. "
                 "Reply Y to confirm the new time or R to choose another."
             )
+        case MessageKind.REMINDER:
+            return (
+                f"{hello} a reminder of your {what} with {clinic} on {when}{where}. "
+                "Reply Y to confirm, R to reschedule or N to cancel."
+            )
         case MessageKind.CANCELLATION:
             return (
                 f"{hello} your {what} with {clinic} on {when} has been cancelled. "
@@ -67,3 +72,44 @@ def render(kind: MessageKind, facts: BookingFacts) -> str:
                 f"Please choose another time on our website or call us{call}."
             )
     raise ValueError(f"no wording for {kind}")
+
+
+# --- answers to a patient's SMS (sms-triage) ---------------------------------------------------------------
+# These may name STOP/START: they describe how to opt out or back in, they never use the words for an action.
+
+
+def reply_confirmed(facts: BookingFacts) -> str:
+    thanks = f"Thanks {facts.first_name}!" if facts.first_name else "Thanks!"
+    what = facts.service or "appointment"
+    when = format_local_time(facts.start_at, facts.timezone)
+    return f"{thanks} Your {what} on {when} is confirmed. See you then. - {facts.clinic_name}"
+
+
+def reply_staff_will_call(clinic_name: str, clinic_phone: str, request: str) -> str:
+    """`request` is "cancel" or "reschedule": the booking stays as it is until a person has spoken to them."""
+    what = "cancel your appointment" if request == "cancel" else "find you a new time"
+    call = f" or call us on {clinic_phone}" if clinic_phone else ""
+    return f"Thanks for letting us know. The {clinic_name} team will contact you shortly to {what}{call}."
+
+
+def reply_passed_to_staff(clinic_name: str) -> str:
+    return f"Thanks for your message. A member of the {clinic_name} team will get back to you."
+
+
+def help_text(clinic_name: str, clinic_phone: str) -> str:
+    call = f" Call us on {clinic_phone}." if clinic_phone else ""
+    return (
+        f"{clinic_name} appointment messages. Reply Y to confirm, R to reschedule or N to cancel an "
+        f"appointment.{call} Reply STOP to opt out."
+    )
+
+
+def opt_out_confirmation(clinic_name: str) -> str:
+    return (
+        f"{clinic_name}: you have been unsubscribed and will get no more SMS from us. "
+        "Reply START to resubscribe."
+    )
+
+
+def opt_in_confirmation(clinic_name: str) -> str:
+    return f"{clinic_name}: you are subscribed to SMS from us again. Reply STOP to opt out at any time."

@@ -13,7 +13,20 @@ from datetime import datetime, timedelta
 
 from sqlmodel import Session, select
 
-from models import MessageStatus, OutboundMessage, OutboundMessageEvent, session_scope
+from flows.consent import OPT_OUT_SCOPES, ConsentSource, suppression_reason, withdraw
+from flows.reminder_policy import ReminderPolicy
+from models import (
+    Booking,
+    BookingStatus,
+    Channel,
+    Contact,
+    MessageKind,
+    MessageStatus,
+    OutboundMessage,
+    OutboundMessageEvent,
+    get_settings,
+    session_scope,
+)
 from models.types import utcnow
 
 STALE_SENDING_AFTER = timedelta(minutes=10)
@@ -44,71 +57,158 @@ class ClaimedMessage:
     id: int
     idempotency_key: str
     channel: str
+    kind: str
     recipient: str
     body: str
     attempts: int
 
 
 def claim(message_id: int, now: datetime | None = None) -> ClaimedMessage | str:
-    """Take a due message for sending, or return the status that says why not (already sent, not due, …)."""
+    """Take a due message for sending, or return the status that says why not (already sent, not due, …).
+
+    The row is locked first (on PostgreSQL; SQLite transactions here are already serial), so two senders
+    racing for the same message cannot both see it pending.
+    """
     now = now or utcnow()
     with session_scope() as session:
-        message = session.get(OutboundMessage, message_id)
+        message = session.get(OutboundMessage, message_id, with_for_update=True)
         if message is None:
             return "missing"
         if message.status != MessageStatus.PENDING:
             return message.status
         if message.send_after > now:
             return "not due"
-        if message.deadline is not None and message.deadline <= now:
-            transition(session, message, MessageStatus.DROPPED, "deadline passed before it could be sent")
-            return MessageStatus.DROPPED
-        message.attempts += 1
-        transition(session, message, MessageStatus.SENDING, f"attempt {message.attempts}")
-        return ClaimedMessage(
-            message.id,  # type: ignore[arg-type]
-            message.idempotency_key,
-            message.channel,
-            message.recipient,
-            message.body,
-            message.attempts,
+        return _claim_checked(session, message, now, ReminderPolicy.from_settings(get_settings()))
+
+
+def claim_due(
+    now: datetime, *, channels: list[str], limit: int = 1000
+) -> tuple[list[ClaimedMessage], dict[int, str]]:
+    """Claim up to `limit` due messages in one transaction; returns them and why the others were not.
+
+    On PostgreSQL the rows are selected `FOR UPDATE SKIP LOCKED`, so concurrent sweeps split the work instead
+    of waiting for (or doubling) each other; on SQLite the transaction holds the database's write lock.
+    """
+    policy = ReminderPolicy.from_settings(get_settings())
+    with session_scope() as session:
+        query = (
+            select(OutboundMessage)
+            .where(OutboundMessage.status == MessageStatus.PENDING, OutboundMessage.send_after <= now)
+            .order_by(OutboundMessage.send_after)  # type: ignore[arg-type]
+            .limit(limit)
         )
+        query = query.where(OutboundMessage.channel.in_(channels))  # type: ignore[attr-defined]
+        if session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        claimed: list[ClaimedMessage] = []
+        refused: dict[int, str] = {}
+        for message in session.exec(query).all():
+            result = _claim_checked(session, message, now, policy)
+            if isinstance(result, str):
+                refused[message.id] = result  # type: ignore[index]
+            else:
+                claimed.append(result)
+        return claimed, refused
 
 
-def record(
-    message_id: int,
-    status: MessageStatus,
-    detail: str | None = None,
-    *,
-    provider: str | None = None,
-    provider_message_id: str | None = None,
-) -> None:
+def _claim_checked(
+    session: Session, message: OutboundMessage, now: datetime, policy: ReminderPolicy
+) -> ClaimedMessage | str:
+    """Re-check a pending message against what is true *now*; claim it if it may still be sent."""
+    refusal = _refusal(session, message, now, policy)
+    if refusal is not None:
+        return refusal
+    message.attempts += 1
+    transition(session, message, MessageStatus.SENDING, f"attempt {message.attempts}")
+    return ClaimedMessage(
+        message.id,  # type: ignore[arg-type]
+        message.idempotency_key,
+        message.channel,
+        message.kind,
+        message.recipient,
+        message.body,
+        message.attempts,
+    )
+
+
+def _refusal(session: Session, message: OutboundMessage, now: datetime, policy: ReminderPolicy) -> str | None:
+    """None if the message may go now; otherwise record why not and return the status (or "deferred")."""
+    if message.deadline is not None and message.deadline <= now:
+        transition(session, message, MessageStatus.DROPPED, "deadline passed before it could be sent")
+        return MessageStatus.DROPPED
+    booking = session.get(Booking, message.booking_id) if message.booking_id else None
+    if message.kind == MessageKind.REMINDER and booking is not None:
+        status = BookingStatus(booking.status)
+        if not status.is_active:
+            transition(session, message, MessageStatus.DROPPED, f"booking is {status.value.lower()}")
+            return MessageStatus.DROPPED
+        if message.appointment_at is not None and booking.start_at != message.appointment_at:
+            transition(session, message, MessageStatus.DROPPED, "booking moved; a new reminder replaces it")
+            return MessageStatus.DROPPED
+    reason = suppression_reason(session, message.channel, message.purpose, message.recipient, message.kind)
+    if reason is not None:
+        transition(session, message, MessageStatus.SUPPRESSED, f"recipient suppressed ({reason})")
+        return MessageStatus.SUPPRESSED
+    if message.kind == MessageKind.REMINDER and message.channel == Channel.SMS:
+        timezone = (booking.timezone if booking else None) or get_settings().clinic_timezone
+        allowed_at = policy.sendable_now(now, timezone)
+        if allowed_at is not None:
+            if message.deadline is not None and allowed_at >= message.deadline:
+                transition(session, message, MessageStatus.DROPPED, "quiet hours last past its deadline")
+                return MessageStatus.DROPPED
+            message.send_after = allowed_at
+            message.updated_at = utcnow()
+            session.add(message)
+            return "deferred"
+    return None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one send attempt came to, to be written back to the outbox."""
+
+    message_id: int
+    status: MessageStatus
+    detail: str | None = None
+    provider: str | None = None
+    provider_message_id: str | None = None
+
+
+def record_many(outcomes: list[Outcome]) -> None:
+    """Write a batch of send results in one transaction (one fsync for a whole sweep, not one per SMS)."""
+    if not outcomes:
+        return
     with session_scope() as session:
-        message = session.get(OutboundMessage, message_id)
-        assert message is not None
-        message.provider = provider or message.provider
-        message.provider_message_id = provider_message_id or message.provider_message_id
-        if status in {MessageStatus.SENT, MessageStatus.SANDBOXED}:
-            message.sent_at = utcnow()
-        if status in {MessageStatus.FAILED, MessageStatus.BLOCKED}:
-            message.last_error = detail
-        transition(session, message, status, detail)
+        for outcome in outcomes:
+            message = session.get(OutboundMessage, outcome.message_id)
+            assert message is not None
+            _apply(session, message, outcome)
 
 
-def retry_later(message_id: int, reason: str) -> datetime:
-    """A provider outage: back to pending with exponential backoff, so a later sweep tries again."""
-    with session_scope() as session:
-        message = session.get(OutboundMessage, message_id)
-        assert message is not None
+def _apply(session: Session, message: OutboundMessage, outcome: Outcome) -> None:
+    message.provider = outcome.provider or message.provider
+    message.provider_message_id = outcome.provider_message_id or message.provider_message_id
+    if outcome.status in {MessageStatus.SENT, MessageStatus.SANDBOXED}:
+        message.sent_at = utcnow()
+    if outcome.status in {MessageStatus.FAILED, MessageStatus.BLOCKED}:
+        message.last_error = outcome.detail
+    if outcome.status == MessageStatus.BLOCKED and message.channel == Channel.SMS:
+        # The provider holds an opt-out we did not know of (a STOP sent straight to the carrier): honour it
+        # everywhere, not only at the provider.
+        contact = session.get(Contact, message.contact_id) if message.contact_id else None
+        why = ConsentSource("provider_blocked", outcome.provider or "provider", outcome.detail)
+        withdraw(session, phone=message.recipient, contact=contact, scopes=OPT_OUT_SCOPES, why=why)
+    if outcome.status == MessageStatus.PENDING:  # provider outage: try again later, same key
         delay = min(MAX_RETRY_DELAY, timedelta(seconds=30 * 2 ** min(message.attempts, 10)))
         message.send_after = utcnow() + delay * random.uniform(0.5, 1.0)
-        message.last_error = reason
-        transition(session, message, MessageStatus.PENDING, f"retry after outage: {reason}")
-        return message.send_after
+        message.last_error = outcome.detail
+        transition(session, message, MessageStatus.PENDING, f"retry after outage: {outcome.detail}")
+        return
+    transition(session, message, outcome.status, outcome.detail)
 
 
-def due_message_ids(now: datetime, limit: int = 500) -> list[int]:
-    """Pending messages whose time has come, oldest first; also frees claims abandoned by a crash."""
+def release_abandoned(now: datetime) -> int:
+    """Claims a crashed sender left behind go back to pending; returns how many."""
     with session_scope() as session:
         abandoned = session.exec(
             select(OutboundMessage).where(
@@ -120,13 +220,7 @@ def due_message_ids(now: datetime, limit: int = 500) -> list[int]:
             transition(
                 session, message, MessageStatus.PENDING, "claim abandoned; will resend with the same key"
             )
-        rows = session.exec(
-            select(OutboundMessage.id)
-            .where(OutboundMessage.status == MessageStatus.PENDING, OutboundMessage.send_after <= now)
-            .order_by(OutboundMessage.send_after)
-            .limit(limit)
-        ).all()
-        return list(rows)  # type: ignore[arg-type]
+        return len(abandoned)
 
 
 def transition(session: Session, message: OutboundMessage, status: MessageStatus, detail: str | None) -> None:

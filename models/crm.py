@@ -45,5 +45,8 @@ class Booking(SQLModel, table=True):
     start_at: datetime = Field(sa_type=UTCDateTime, nullable=False, index=True)
     end_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     last_event_id: int | None = Field(default=None, foreign_key="webhookevent.id")
+    patient_confirmed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    staff_attention: str | None = Field(default=None, max_length=32, index=True)
+    staff_attention_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)

@@ -5,6 +5,19 @@ from __future__ import annotations
 from enum import StrEnum
 
 
+class ConsentAction(StrEnum):
+    GRANTED = "granted"
+    WITHDRAWN = "withdrawn"
+
+
+class StaffAttention(StrEnum):
+    """Why a booking needs a person: set by SMS triage, cleared by staff."""
+
+    CANCEL_REQUESTED = "cancel_requested"
+    RESCHEDULE_REQUESTED = "reschedule_requested"
+    REPLY_NEEDS_REVIEW = "reply_needs_review"
+
+
 class InboxStatus(StrEnum):
     RECEIVED = "received"  # verified and committed; not yet handed to Prefect
     DISPATCHED = "dispatched"  # a flow run exists for it
@@ -30,6 +43,7 @@ class BookingStatus(StrEnum):
 class Channel(StrEnum):
     SMS = "sms"
     EMAIL = "email"
+    OPS = "ops"  # staff notifications shown in the Prefect UI (an artifact) until staff email is configured
 
 
 class Purpose(StrEnum):
@@ -43,6 +57,10 @@ class MessageKind(StrEnum):
     RESCHEDULE = "reschedule"
     CANCELLATION = "cancellation"
     DECLINED = "declined"
+    REMINDER = "reminder"
+    REPLY = "reply"  # an answer to a patient's SMS (thanks, what happens next, help text)
+    OPT_OUT_CONFIRMATION = "opt_out_confirmation"  # the one message a suppressed number may still get
+    STAFF_NOTIFICATION = "staff_notification"
 
 
 class MessageStatus(StrEnum):
@@ -53,7 +71,8 @@ class MessageStatus(StrEnum):
     DELIVERED = "delivered"
     BLOCKED = "blocked"  # the provider refused the recipient (opted out)
     FAILED = "failed"  # permanent failure; `last_error` says why
-    DROPPED = "dropped"  # its deadline passed before it could be sent
+    DROPPED = "dropped"  # its deadline passed, or the booking changed, before it could be sent
+    SUPPRESSED = "suppressed"  # the recipient opted out of this channel and purpose
 
     @property
     def is_final(self) -> bool:

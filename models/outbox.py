@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, String, Text
+from sqlalchemy import Column, Index, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from models.crypto import EncryptedText
@@ -17,6 +17,9 @@ class OutboundMessage(SQLModel, table=True):
 
     Recipient and text are encrypted: the text names the patient and their procedure.
     """
+
+    # The sweeps ask "pending and due, oldest first" of a table that holds every scheduled reminder.
+    __table_args__ = (Index("ix_outboundmessage_due", "status", "send_after"),)
 
     id: int | None = Field(default=None, primary_key=True)
     idempotency_key: str = Field(max_length=200, unique=True)
@@ -35,6 +38,10 @@ class OutboundMessage(SQLModel, table=True):
     send_after: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     deadline: datetime | None = Field(default=None, sa_type=UTCDateTime)
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # What a booking message was written about, so it can be re-checked against the booking before sending.
+    booking_revision: int | None = Field(default=None)
+    appointment_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
 
@@ -47,3 +54,22 @@ class OutboundMessageEvent(SQLModel, table=True):
     status: str = Field(sa_type=String(16))
     detail: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class DeliveryReceipt(SQLModel, table=True):
+    """One provider delivery receipt: MobileMessage posts one per message part and status."""
+
+    __table_args__ = (
+        UniqueConstraint(
+            "provider_message_id", "part_number", "status", name="uq_deliveryreceipt_message_part_status"
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: int | None = Field(default=None, foreign_key="outboundmessage.id", index=True)
+    provider_message_id: str = Field(max_length=100, index=True)
+    part_number: int = Field(default=1)
+    total_parts: int | None = Field(default=None)
+    status: str = Field(sa_type=String(16))
+    reported_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    recorded_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)

@@ -42,6 +42,21 @@ class Settings(BaseSettings):
     mobilemessage_timeout_seconds: float = 10.0
     mobilemessage_max_attempts: int = 5
     mobilemessage_max_in_flight: int = 5
+    mobilemessage_webhook_secret: SecretStr | None = None
+    mobilemessage_webhook_tolerance_seconds: int = 300
+
+    # --- reminders and two-way SMS ---------------------------------------------------------------
+    # Offsets before the appointment, e.g. "24h,2h"; per service (by Wix service name) as JSON,
+    # e.g. REMINDER_SERVICE_OFFSETS='{"MRI Scan": "48h,2h"}'.
+    reminder_offsets: str = "24h,2h"
+    reminder_service_offsets: dict[str, str] = {}
+    sms_quiet_hours: str = "20:00-08:00"  # local clinic time; empty string turns quiet hours off
+    reminder_min_lead_minutes: int = 60  # a reminder due sooner than this after booking is not planned
+    sms_classifier_min_confidence: float = 0.75
+    sms_llm_url: str | None = None  # an OpenAI-compatible base URL; unset = no LLM (the default)
+    sms_llm_model: str = "gpt-4o-mini"
+    sms_llm_api_key: SecretStr | None = None
+    sms_llm_timeout_seconds: float = 5.0
 
     # --- gateway -------------------------------------------------------------------------------
     gateway_host: str = "127.0.0.1"

@@ -79,6 +79,9 @@ def db(database_url: str) -> Iterator[str]:
     engine = get_engine(database_url)
     with engine.begin() as connection:
         for table in (
+            "deliveryreceipt",
+            "consentevent",
+            "suppression",
             "outboundmessageevent",
             "outboundmessage",
             "auditlog",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager, suppress
 
 from litestar import Litestar, MediaType, Request, Response
@@ -20,12 +20,20 @@ from models import Settings, get_engine, get_settings
 from webhook_gateway.dispatcher import Dispatcher
 from webhook_gateway.health import HealthController
 from webhook_gateway.inbox import InboxWriter
+from webhook_gateway.mobilemessage import MobileMessageWebhookController
 from webhook_gateway.wix import WixWebhookController
 
 logger = logging.getLogger(__name__)
 
 # Which deployment turns an inbox row from each source into work.
-DEPLOYMENTS: Mapping[str, str] = {"wix": "booking-intake/booking-intake"}
+DEPLOYMENTS: Mapping[str, str] = {
+    "wix": "booking-intake/booking-intake",
+    "mobilemessage": "sms-triage/sms-triage",
+    "mobilemessage-status": "delivery-receipts/delivery-receipts",
+}
+# Sources whose flow takes a batch (`event_ids`) instead of one `event_id`: a campaign's delivery receipts
+# arrive by the thousand, one per message part.
+BATCHED_SOURCES: frozenset[str] = frozenset({"mobilemessage-status"})
 
 
 def create_app(
@@ -33,6 +41,7 @@ def create_app(
     *,
     prefect_api_url: str | None = None,
     deployments: Mapping[str, str] = DEPLOYMENTS,
+    batched: Collection[str] = BATCHED_SOURCES,
 ) -> Litestar:
     settings = settings or get_settings()
 
@@ -50,6 +59,7 @@ def create_app(
                     deployments,
                     poll_seconds=settings.dispatch_poll_seconds,
                     max_backoff_seconds=settings.dispatch_max_backoff_seconds,
+                    batched=batched,
                 )
                 app.state.update(
                     settings=settings, engine=engine, inbox=inbox, dispatcher=dispatcher, prefect=client
@@ -65,7 +75,7 @@ def create_app(
             inbox.stop()
 
     return Litestar(
-        route_handlers=[WixWebhookController, HealthController],
+        route_handlers=[WixWebhookController, MobileMessageWebhookController, HealthController],
         lifespan=[lifespan],
         request_max_body_size=settings.gateway_max_body_bytes,
         exception_handlers={SQLAlchemyError: _storage_unavailable},

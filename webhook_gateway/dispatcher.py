@@ -4,6 +4,10 @@ One loop creates the runs (a SQLite-backed Prefect server locks under concurrent
 a new event is stored and otherwise polling. The flow-run idempotency key is derived from the inbox row, so
 whatever happens — a crash between creating the run and recording it, two gateways racing — Prefect holds
 at most one run per event.
+
+Sources named in `batched` (delivery receipts: thousands a minute during a campaign) get one run per batch of
+due rows instead (`event_ids`), keyed by the batch's first and last row; their flows are idempotent per row,
+so a batch that is re-dispatched with different neighbours does no harm.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from uuid import UUID
@@ -50,10 +54,12 @@ class Dispatcher:
         *,
         poll_seconds: float = 2.0,
         max_backoff_seconds: float = 300.0,
+        batched: Collection[str] = (),
     ) -> None:
         self._engine = engine
         self._client = client
         self._deployments = dict(deployments)
+        self._batched = frozenset(batched)
         self._poll_seconds = poll_seconds
         self._max_backoff = max_backoff_seconds
         self._wakeup = asyncio.Event()
@@ -87,35 +93,46 @@ class Dispatcher:
             due = await to_thread.run_sync(self._select_due)
             if not due:
                 return dispatched
+            groups: dict[str, list[_Due]] = {}
             for row in due:
+                if row.source in self._batched:
+                    groups.setdefault(row.source, []).append(row)
+                else:
+                    groups[f"event:{row.id}"] = [row]
+            for rows in groups.values():
                 try:
-                    flow_run_id = await self._create_run(row)
+                    flow_run_id = await self._create_run(rows)
                 except Exception as exc:
                     self._failed_rounds += 1
-                    await to_thread.run_sync(self._record_failure, row, _reason(exc))
+                    await to_thread.run_sync(self._record_failure, rows, _reason(exc))
                     return dispatched  # Prefect is probably down: back off instead of hammering it
                 self._failed_rounds = 0
-                await to_thread.run_sync(self._record_success, row.id, flow_run_id)
-                dispatched += 1
+                await to_thread.run_sync(self._record_success, [row.id for row in rows], flow_run_id)
+                dispatched += len(rows)
             if len(due) < _BATCH:
                 return dispatched
 
-    async def _create_run(self, row: _Due) -> UUID:
-        deployment_name = self._deployments.get(row.source)
+    async def _create_run(self, rows: list[_Due]) -> UUID:
+        source = rows[0].source
+        deployment_name = self._deployments.get(source)
         if deployment_name is None:
-            raise LookupError(f"no deployment handles source {row.source!r}")
+            raise LookupError(f"no deployment handles source {source!r}")
         deployment_id = self._deployment_ids.get(deployment_name)
         if deployment_id is None:
             deployment = await self._client.read_deployment_by_name(deployment_name)
             deployment_id = self._deployment_ids[deployment_name] = deployment.id
+        if source in self._batched:
+            ids = [row.id for row in rows]
+            parameters: dict[str, object] = {"event_ids": ids}
+            key, name = f"{source}:batch:{ids[0]}-{ids[-1]}", f"{source}-events-{ids[0]}-{ids[-1]}"
+        else:
+            row = rows[0]
+            parameters = {"event_id": row.id}
+            key, name = f"{row.source}:{row.dedupe_key}", f"{row.source}-event-{row.id}"
         flow_run = await self._client.create_flow_run_from_deployment(
-            deployment_id,
-            parameters={"event_id": row.id},
-            idempotency_key=f"{row.source}:{row.dedupe_key}",
-            name=f"{row.source}-event-{row.id}",
-            tags=[f"source:{row.source}"],
+            deployment_id, parameters=parameters, idempotency_key=key, name=name, tags=[f"source:{source}"]
         )
-        logger.info("inbox event %s (%s) -> flow run %s", row.id, row.event_type, flow_run.id)
+        logger.info("inbox event(s) %s (%s) -> flow run %s", name, rows[0].event_type, flow_run.id)
         return flow_run.id
 
     # --- database side (run in a worker thread) ------------------------------------------------------
@@ -136,12 +153,12 @@ class Dispatcher:
         with self._engine.connect() as connection:
             return [_Due(*row) for row in connection.execute(query)]
 
-    def _record_success(self, event_id: int, flow_run_id: UUID) -> None:
+    def _record_success(self, event_ids: list[int], flow_run_id: UUID) -> None:
         # The run may already have finished and marked the row processed: never move it backwards.
         with self._engine.begin() as connection:
             connection.execute(
                 update(_TABLE)
-                .where(_TABLE.c.id == event_id)
+                .where(_TABLE.c.id.in_(event_ids))
                 .values(
                     flow_run_id=str(flow_run_id),
                     dispatched_at=utcnow(),
@@ -153,26 +170,27 @@ class Dispatcher:
                 )
             )
 
-    def _record_failure(self, row: _Due, reason: str) -> None:
-        attempts = row.dispatch_attempts + 1
-        delay = min(self._max_backoff, 2 ** min(attempts, 16)) * random.uniform(0.5, 1.0)
-        logger.warning(
-            "could not dispatch inbox event %s (attempt %s): %s; next try in %.0fs",
-            row.id,
-            attempts,
-            reason,
-            delay,
-        )
+    def _record_failure(self, rows: list[_Due], reason: str) -> None:
         with self._engine.begin() as connection:
-            connection.execute(
-                update(_TABLE)
-                .where(_TABLE.c.id == row.id, _TABLE.c.status == InboxStatus.RECEIVED)
-                .values(
-                    dispatch_attempts=attempts,
-                    next_dispatch_at=utcnow() + timedelta(seconds=delay),
-                    last_error=reason[:500],
+            for row in rows:
+                attempts = row.dispatch_attempts + 1
+                delay = min(self._max_backoff, 2 ** min(attempts, 16)) * random.uniform(0.5, 1.0)
+                logger.warning(
+                    "could not dispatch inbox event %s (attempt %s): %s; next try in %.0fs",
+                    row.id,
+                    attempts,
+                    reason,
+                    delay,
                 )
-            )
+                connection.execute(
+                    update(_TABLE)
+                    .where(_TABLE.c.id == row.id, _TABLE.c.status == InboxStatus.RECEIVED)
+                    .values(
+                        dispatch_attempts=attempts,
+                        next_dispatch_at=utcnow() + timedelta(seconds=delay),
+                        last_error=reason[:500],
+                    )
+                )
 
 
 def _reason(exc: BaseException) -> str:

@@ -5,6 +5,9 @@ validation (400 `{"message": …}`), at most 5 requests in flight per account (4
 requests. Please wait."), at most 10,000 messages a call, and `Idempotency-Key` replay — the same key
 returns the original response byte for byte and sends nothing again. Tests can script failures ahead of the
 normal behaviour and mark numbers as opted out (`blocked`).
+
+Webhook helpers (`sign_webhook`, `inbound_payload`, `receipt_payload`) build what MobileMessage posts to us:
+the documented JSON shapes and the `X-MM-Timestamp`/`X-MM-Signature` headers.
 """
 
 from __future__ import annotations
@@ -12,11 +15,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 import threading
 import time
 import uuid
 from collections import deque
+from datetime import UTC, datetime
 from typing import Any
 
 from litestar import Litestar, Request, Response, get, post
@@ -222,3 +228,72 @@ def _maybe_json(body: bytes) -> Any:
         return json.loads(body) if body else None
     except ValueError:
         return None
+
+
+# --- webhooks MobileMessage sends us ------------------------------------------------------------------------
+
+
+def sign_webhook(body: bytes, secret: bytes, timestamp: int | None = None) -> dict[str, str]:
+    """The two signature headers MobileMessage sends: hex HMAC-SHA256 over `f"{timestamp}.{body}"`."""
+    stamp = str(int(time.time()) if timestamp is None else timestamp)
+    signature = hmac.new(secret, stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return {"X-MM-Timestamp": stamp, "X-MM-Signature": signature}
+
+
+def _wire_time(at: datetime | None) -> str:
+    """MobileMessage's `received_at`: UTC, `YYYY-MM-DD HH:MM:SS`, no zone suffix."""
+    moment = datetime.now(UTC) if at is None else at
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def inbound_payload(
+    message: str = "Yes, I'd like to confirm my appointment",
+    *,
+    sender: str = "61412345678",
+    to: str = "61400000010",
+    received_at: datetime | None = None,
+    kind: str = "inbound",
+    original_message_id: str = "",
+    original_custom_ref: str = "",
+) -> dict[str, Any]:
+    """An inbound-message webhook body as documented; unknown `original_*` are empty strings, as sent."""
+    return {
+        "to": to,
+        "sender": sender,
+        "message": message,
+        "received_at": _wire_time(received_at),
+        "type": kind,
+        "original_message_id": original_message_id,
+        "original_custom_ref": original_custom_ref,
+    }
+
+
+def receipt_payload(
+    message_id: str | None = None,
+    status: str = "delivered",
+    *,
+    to: str = "61412345678",
+    sender: str = "AvatarImg",
+    message: str | None = "Your appointment is confirmed for tomorrow at 3pm",
+    custom_ref: str = "",
+    received_at: datetime | None = None,
+    part_number: int = 1,
+    total_parts: int | None = 1,
+) -> dict[str, Any]:
+    """A status-update (delivery receipt) webhook body as documented: one per message part."""
+    payload: dict[str, Any] = {
+        "to": to,
+        "sender": sender,
+        "custom_ref": custom_ref,
+        "status": status,
+        "message_id": message_id or str(uuid.uuid4()),
+        "received_at": _wire_time(received_at),
+        "part_number": part_number,
+    }
+    if message is not None:
+        payload["message"] = message
+    if total_parts is not None:
+        payload["total_parts"] = total_parts
+    return payload

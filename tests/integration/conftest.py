@@ -25,6 +25,7 @@ from tests.servers import ThreadedServer
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SMS_USERNAME, SMS_PASSWORD = "avatar-clinic", "mm-test-password"
 WIX_SECRET = "wix-hmac-test-secret"
+MM_WEBHOOK_SECRET = "mm-webhook-test-secret"
 SENDER = "61400000010"
 
 pytestmark = pytest.mark.integration
@@ -61,6 +62,7 @@ def rig(database_url: str, sms_fake: FakeMobileMessage, wix_keys: WixKeys) -> It
             "MOBILEMESSAGE_FROM_NUMBER": SENDER,
             "WIX_PUBLIC_KEY": wix_keys.public_pem,
             "WIX_WEBHOOK_SECRET": WIX_SECRET,
+            "MOBILEMESSAGE_WEBHOOK_SECRET": MM_WEBHOOK_SECRET,
         }
     )
     get_settings.cache_clear()
@@ -77,7 +79,14 @@ def rig(database_url: str, sms_fake: FakeMobileMessage, wix_keys: WixKeys) -> It
         )
         try:
             _wait_for_deployments(
-                api_url, runner, ["booking-intake/booking-intake", "outbox-flush/outbox-flush"]
+                api_url,
+                runner,
+                [
+                    "booking-intake/booking-intake",
+                    "reminder-sweep/reminder-sweep",
+                    "sms-triage/sms-triage",
+                    "delivery-receipts/delivery-receipts",
+                ],
             )
             yield Rig(api_url, sms_fake, wix_keys)
         finally:

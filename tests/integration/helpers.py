@@ -109,9 +109,12 @@ def wait_processed(count: int, timeout: float = 90.0) -> list[WebhookEvent]:
     return wait_until(done, timeout)
 
 
-def messages(wix_booking_id: str | None = None) -> list[OutboundMessage]:
+def messages(wix_booking_id: str | None = None, *, reminders: bool = False) -> list[OutboundMessage]:
+    """Outbox rows (of one booking), without the scheduled reminders unless asked for."""
     with session_scope() as session:
         query = select(OutboundMessage).order_by(OutboundMessage.id)
+        if not reminders:
+            query = query.where(OutboundMessage.kind != "reminder")
         if wix_booking_id:
             query = query.join(Booking, Booking.id == OutboundMessage.booking_id).where(
                 Booking.wix_booking_id == wix_booking_id

@@ -56,12 +56,13 @@ def deliver(
 
 
 def outbox(booking_id: str) -> list[OutboundMessage]:
+    """The notices about a booking's changes (its scheduled reminders are tested in test_reminders.py)."""
     with session_scope() as session:
         return list(
             session.exec(
                 select(OutboundMessage)
                 .join(Booking, Booking.id == OutboundMessage.booking_id)
-                .where(Booking.wix_booking_id == booking_id)
+                .where(Booking.wix_booking_id == booking_id, OutboundMessage.kind != "reminder")
                 .order_by(OutboundMessage.id)
             ).all()
         )
@@ -95,7 +96,8 @@ def test_new_booking_creates_contact_booking_confirmation_and_audit(db: str) -> 
         assert contact.phone_hash == get_cipher().blind_index("phone", "+61412345678")
         assert session.get(WebhookEvent, event_id).status == InboxStatus.PROCESSED  # type: ignore[union-attr]
         actions = [a.action for a in session.exec(select(AuditLog).order_by(AuditLog.id)).all()]
-        assert actions == ["contact.created", "booking.created", "message.queued"]
+        # 09:00: the 2 h reminder would fall at 07:00, in quiet hours, and is not planned (with the reason)
+        assert actions == ["contact.created", "booking.created", "message.queued", "reminder.not_planned"]
         for entry in session.exec(select(AuditLog)).all():
             assert "412345678" not in str(entry.detail) and "alex@" not in str(entry.detail).lower()
     [message] = outbox(bid)

@@ -1,4 +1,4 @@
-"""A provider outage delays a patient's SMS but never drops it: the scheduled `outbox-flush` deployment
+"""A provider outage delays a patient's SMS but never drops it: the scheduled `reminder-sweep` deployment
 sends it once the provider is back, through the same served runner `make up` uses."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.db]
 UNAVAILABLE = (503, {"message": "Service temporarily unavailable"}, {"Retry-After": "0"})
 
 
-def test_an_sms_delayed_by_a_provider_outage_is_sent_by_the_outbox_flush(
+def test_an_sms_delayed_by_a_provider_outage_is_sent_by_the_next_sweep(
     rig: Rig, sms, gateway_url: str
 ) -> None:
     sms.script(*[UNAVAILABLE] * 5)  # every attempt the client makes during intake
@@ -37,7 +37,7 @@ def test_an_sms_delayed_by_a_provider_outage_is_sent_by_the_outbox_flush(
     with session_scope() as session:  # the provider is back; skip the rest of the backoff
         session.exec(text("UPDATE outboundmessage SET send_after = created_at"))  # type: ignore[call-overload]
     # As its schedule would; Prefect's own client, which rides out the SQLite server's transient 503s.
-    run = run_deployment("outbox-flush/outbox-flush", timeout=120)
+    run = run_deployment("reminder-sweep/reminder-sweep", timeout=120)
 
     assert run.state is not None and run.state.is_completed(), run.state
     [sent] = sms.sent
@@ -48,4 +48,4 @@ def test_an_sms_delayed_by_a_provider_outage_is_sent_by_the_outbox_flush(
         artifacts = client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
         )
-    assert [a.key for a in artifacts] == ["outbox-flush"]
+    assert [a.key for a in artifacts] == ["reminder-sweep"]

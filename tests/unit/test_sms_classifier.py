@@ -1,0 +1,350 @@
+"""The SMS reply classifier: accuracy on a labelled set, the opt-out safety rule, robustness, the model
+fallback against a fake OpenAI-compatible server over real HTTP, and the `avatar-crm sms classify` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from litestar import Litestar, Request, Response, post
+from pydantic import SecretStr
+
+from flows.sms_classifier import Classification, Intent, classify, classify_with_fallback
+from models import Settings
+from tests.servers import ThreadedServer, free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FIXTURE = REPO_ROOT / "tests" / "fixtures" / "sms_replies.tsv"
+MODEL, API_KEY = "test-model", "sk-test-123"
+
+
+def load_replies() -> list[tuple[Intent, str]]:
+    rows = []
+    for line in FIXTURE.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            label, _, text = line.partition("\t")
+            rows.append((Intent(label), text))
+    return rows
+
+
+REPLIES = load_replies()
+OPT_OUTS = [text for label, text in REPLIES if label is Intent.OPT_OUT]
+
+
+# --- the labelled set ------------------------------------------------------------------------------------
+
+
+def test_the_labelled_set_is_big_and_covers_every_intent() -> None:
+    counts = Counter(label for label, _ in REPLIES)
+    assert len(REPLIES) >= 170
+    assert set(counts) == set(Intent)
+    assert counts[Intent.OPT_OUT] >= 15
+
+
+def test_accuracy_on_the_labelled_replies_is_at_least_95_percent() -> None:
+    wrong = [(label, text, classify(text)) for label, text in REPLIES if classify(text).intent is not label]
+    accuracy = 1 - len(wrong) / len(REPLIES)
+    report = "\n".join(f"  {t!r}: labelled {label}, got {c.intent} ({c.confidence})" for label, t, c in wrong)
+    assert accuracy >= 0.95, f"accuracy {accuracy:.1%} ({len(wrong)}/{len(REPLIES)} wrong):\n{report}"
+
+
+def test_every_labelled_opt_out_is_classified_opt_out() -> None:
+    missed = [(text, classify(text)) for text in OPT_OUTS if classify(text).intent is not Intent.OPT_OUT]
+    assert not missed, f"missed opt-outs (a legal problem): {missed}"
+
+
+# --- the rules' decisions, spelled out ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "intent"),
+    [
+        ("N", Intent.CANCEL),  # our SMS say "N to cancel": N is not an opt-out
+        ("no", Intent.CANCEL),
+        ("CANCEL", Intent.CANCEL),
+        ("R", Intent.RESCHEDULE),
+        ("Y", Intent.CONFIRM),
+        ("STOP", Intent.OPT_OUT),
+        ("stop, I already told you I moved to Sydney", Intent.OPT_OUT),
+        ("Yes stop", Intent.OPT_OUT),  # a STOP word wins over anything else in the reply
+        ("Cancel my subscription", Intent.OPT_OUT),
+        ("S T O P", Intent.OPT_OUT),
+        ("can I stop by earlier?", Intent.RESCHEDULE),  # "stop by" is a visit, not an opt-out
+        ("Do I stop eating before the scan?", Intent.OTHER),
+        ("Where's the nearest bus stop?", Intent.OTHER),
+        ("end of the week would suit me better, can I move?", Intent.RESCHEDULE),  # END only alone
+        ("I quit smoking, does that matter?", Intent.OTHER),
+        ("I have cancer, is that ok?", Intent.OTHER),  # not a typo of "cancel"
+        ("no worries will be there", Intent.CONFIRM),
+        ("cant make it tmrw sorry", Intent.CANCEL),
+        ("Can't make Tuesday, can I do Wednesday?", Intent.RESCHEDULE),
+        ("unstop", Intent.OPT_IN),
+        ("who is this?", Intent.HELP),
+        ("what do I need to bring?", Intent.OTHER),
+    ],
+)
+def test_decisions(text: str, intent: Intent) -> None:
+    assert classify(text).intent is intent
+
+
+CLEAR = ["Y", "N", "R", "yes", "Cancel", "reschedule", "STOP", "START", "HELP", "👍"]
+
+
+@pytest.mark.parametrize("text", CLEAR)
+def test_clear_keywords_are_high_confidence(text: str) -> None:
+    assert classify(text).confidence >= 0.9
+
+
+def test_mixed_and_weak_replies_have_lower_confidence() -> None:
+    mixed = classify("yes but can I change the time?")
+    assert mixed.intent is Intent.RESCHEDULE and mixed.confidence < 0.75
+    ok = classify("ok thanks")
+    assert ok.intent is Intent.CONFIRM and 0.75 <= ok.confidence < 0.9
+    assert classify("Please cancel, I'll rebook next month").confidence < 0.75
+    for empty in ("", "   ", "🙂🙂", "?", "..."):
+        result = classify(empty)
+        assert result.intent is Intent.OTHER and result.confidence < 0.5, empty
+
+
+def test_the_result_carries_the_original_text_and_source() -> None:
+    assert classify("  Yes!! ") == Classification("  Yes!! ", Intent.CONFIRM, 0.97, "rules")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text())
+def test_classify_never_raises_and_confidence_stays_in_range(text: str) -> None:
+    result = classify(text)
+    assert isinstance(result.intent, Intent)
+    assert 0.0 <= result.confidence <= 1.0
+    assert result.text == text
+
+
+_NOISE = st.text(alphabet=" .,!?-*\t\n😀🙏👋", max_size=4)
+_CASE = st.sampled_from([str, str.upper, str.lower, str.title, str.swapcase])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(OPT_OUTS), _CASE, _NOISE, _NOISE)
+def test_opt_outs_survive_case_punctuation_and_emoji(text: str, case: Any, before: str, after: str) -> None:
+    assert classify(before + case(text) + after).intent is Intent.OPT_OUT
+
+
+# --- the model fallback against a fake OpenAI-compatible server ------------------------------------------
+
+
+class FakeChatModel:
+    """`POST /v1/chat/completions` as OpenAI-compatible servers answer it; tests script the reply."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._server: ThreadedServer | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests: list[dict[str, Any]] = []
+            self.status = 200
+            self.content: str = json.dumps({"intent": "cancel", "confidence": 0.92})
+            self.raw_body: bytes | None = None
+            self.delay = 0.0
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return self._server.url + "/v1"
+
+    def __enter__(self) -> FakeChatModel:
+        fake = self
+
+        @post("/v1/chat/completions")
+        async def completions(request: Request) -> Response[bytes]:
+            body = await request.body()
+            headers = {k.lower(): v for k, v in request.headers.items()}
+            with fake._lock:
+                fake.requests.append({"headers": headers, "json": json.loads(body)})
+            if fake.delay:
+                await asyncio.sleep(fake.delay)
+            if fake.raw_body is not None or fake.status != 200:
+                content = fake.raw_body or b'{"error": {"message": "model overloaded"}}'
+                return Response(content, status_code=fake.status, media_type="text/plain")
+            answer = {
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "model": MODEL,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": fake.content},
+                        "finish_reason": "stop",
+                    }
+                ],
+            }
+            return Response(json.dumps(answer).encode(), media_type="application/json")
+
+        self._server = ThreadedServer(Litestar([completions], openapi_config=None)).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.stop()
+
+
+@pytest.fixture(scope="module")
+def model_server() -> Iterator[FakeChatModel]:
+    with FakeChatModel() as server:
+        yield server
+
+
+@pytest.fixture
+def model(model_server: FakeChatModel) -> FakeChatModel:
+    model_server.reset()
+    return model_server
+
+
+def llm_settings(url: str | None, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "crm_database_url": "sqlite:///unused.db",
+        "sms_llm_url": url,
+        "sms_llm_model": MODEL,
+        "sms_llm_api_key": SecretStr(API_KEY),
+        "sms_llm_timeout_seconds": 2.0,
+        "sms_classifier_min_confidence": 0.75,
+    }
+    return Settings(**(values | overrides))
+
+
+UNSURE = "Please cancel, I'll call to rebook when I'm back from holidays"  # rules: reschedule, 0.6
+
+
+async def test_the_model_is_asked_only_when_the_rules_are_unsure(model: FakeChatModel) -> None:
+    assert classify(UNSURE).confidence < 0.75
+    result = await classify_with_fallback(UNSURE, llm_settings(model.url))
+    assert result == Classification(UNSURE, Intent.CANCEL, 0.92, source="llm")
+
+    [request] = model.requests
+    assert request["headers"]["authorization"] == f"Bearer {API_KEY}"
+    body = request["json"]
+    assert body["model"] == MODEL
+    assert body["temperature"] == 0
+    assert body["response_format"] == {"type": "json_object"}
+    assert [m["role"] for m in body["messages"]] == ["system", "user"]
+    assert body["messages"][1]["content"] == UNSURE
+
+    sure = await classify_with_fallback("Yes see you then", llm_settings(model.url))
+    assert sure.source == "rules" and sure.intent is Intent.CONFIRM
+    assert len(model.requests) == 1
+
+
+async def test_no_model_when_sms_llm_url_is_unset(model: FakeChatModel) -> None:
+    result = await classify_with_fallback(UNSURE, llm_settings(None))
+    assert result == classify(UNSURE)
+    assert model.requests == []
+
+
+async def test_no_bearer_header_without_a_key(model: FakeChatModel) -> None:
+    await classify_with_fallback(UNSURE, llm_settings(model.url, sms_llm_api_key=None))
+    [request] = model.requests
+    assert "authorization" not in request["headers"]
+
+
+async def test_the_model_cannot_overrule_a_rules_opt_out(model: FakeChatModel) -> None:
+    model.content = json.dumps({"intent": "confirm", "confidence": 0.99})
+    always_ask = llm_settings(model.url, sms_classifier_min_confidence=1.0)
+    for text in ("stop", "please stop texting me", "When will the pain stop?"):
+        result = await classify_with_fallback(text, always_ask)
+        assert result.intent is Intent.OPT_OUT and result.source == "rules"
+    assert model.requests == []
+
+
+async def test_a_model_opt_out_is_accepted(model: FakeChatModel) -> None:
+    model.content = json.dumps({"intent": "opt_out", "confidence": 0.7})
+    result = await classify_with_fallback("Running 10 min late", llm_settings(model.url))
+    assert result.intent is Intent.OPT_OUT and result.source == "llm"
+
+
+@pytest.mark.parametrize(
+    "failure",
+    ["http 500", "timeout", "not json", "unknown intent", "no confidence", "html body", "unreachable"],
+)
+async def test_any_model_failure_falls_back_to_the_rules(
+    model: FakeChatModel, failure: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = model.url
+    timeout = 2.0
+    match failure:
+        case "http 500":
+            model.status = 500
+        case "timeout":
+            model.delay, timeout = 1.0, 0.2
+        case "not json":
+            model.content = "I think they want to cancel."
+        case "unknown intent":
+            model.content = json.dumps({"intent": "maybe", "confidence": 0.9})
+        case "no confidence":
+            model.content = json.dumps({"intent": "cancel"})
+        case "html body":
+            model.raw_body = b"<html>Bad gateway</html>"
+        case "unreachable":
+            url = f"http://127.0.0.1:{free_port()}/v1"
+    with caplog.at_level(logging.WARNING, logger="flows.sms_classifier"):
+        result = await classify_with_fallback(UNSURE, llm_settings(url, sms_llm_timeout_seconds=timeout))
+    assert result == classify(UNSURE)
+    assert any("using the rules answer" in r.getMessage() for r in caplog.records)
+    assert not any("holidays" in r.getMessage() for r in caplog.records), "patient text must not be logged"
+
+
+async def test_a_fenced_json_answer_is_accepted(model: FakeChatModel) -> None:
+    model.content = '```json\n{"intent": "Reschedule", "confidence": 1.4}\n```'
+    result = await classify_with_fallback(UNSURE, llm_settings(model.url))
+    assert (result.intent, result.confidence, result.source) == (Intent.RESCHEDULE, 1.0, "llm")
+
+
+# --- the command line -------------------------------------------------------------------------------------
+
+
+def run_cli(stdin: str, **env: str) -> list[dict[str, Any]]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SMS_LLM_")} | env
+    completed = subprocess.run(
+        [sys.executable, "-m", "deployments.cli", "sms", "classify"],
+        input=stdin.encode(),
+        capture_output=True,
+        cwd=REPO_ROOT,
+        env=environment,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr.decode(errors="replace")
+    return [json.loads(line) for line in completed.stdout.decode().splitlines()]
+
+
+def test_cli_classifies_one_reply_per_line() -> None:
+    lines = run_cli("Y\n\nSTOP!!\nyes but can I change the time?\r\n   \n👍\nwhat do I need to bring?\n")
+    assert [(line["text"], line["intent"]) for line in lines] == [
+        ("Y", "confirm"),
+        ("STOP!!", "opt_out"),
+        ("yes but can I change the time?", "reschedule"),
+        ("👍", "confirm"),
+        ("what do I need to bring?", "other"),
+    ]
+    for line in lines:
+        assert set(line) == {"text", "intent", "confidence"}
+        assert line["confidence"] == round(line["confidence"], 3) and 0 <= line["confidence"] <= 1
+
+
+def test_cli_uses_the_model_when_configured(model: FakeChatModel) -> None:
+    lines = run_cli(f"{UNSURE}\nY\n", SMS_LLM_URL=model.url, SMS_LLM_MODEL=MODEL, SMS_LLM_API_KEY=API_KEY)
+    assert [(line["intent"], line["confidence"]) for line in lines] == [("cancel", 0.92), ("confirm", 0.97)]
+    [request] = model.requests
+    assert request["headers"]["authorization"] == f"Bearer {API_KEY}"

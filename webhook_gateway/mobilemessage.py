@@ -1,0 +1,114 @@
+"""`POST /webhooks/mobilemessage/incoming` and `/status`: MobileMessage's inbound-SMS and delivery-receipt
+webhooks.
+
+Same order as the Wix route: verify the signature on the raw bytes, parse into a typed event (a malformed body
+is refused with a reason), commit to the inbox, then answer. Unsigned webhooks are never accepted: an inbound
+SMS can opt a patient out or confirm an appointment, so a forged one must not get in just because the secret
+was forgotten.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Annotated, TypeVar
+
+from litestar import Controller, Request, post
+from litestar.datastructures import State
+from litestar.exceptions import ClientException, NotAuthorizedException
+from litestar.params import HeaderParameter
+
+from providers import mobilemessage_webhooks as mm
+from webhook_gateway.schemas import WebhookAck
+
+logger = logging.getLogger(__name__)
+
+SOURCE = "mobilemessage"
+STATUS_SOURCE = "mobilemessage-status"
+
+_Event = TypeVar("_Event", mm.InboundSms, mm.DeliveryReceipt)
+
+TimestampHeader = Annotated[str | None, HeaderParameter(name=mm.TIMESTAMP_HEADER, required=False)]
+SignatureHeader = Annotated[str | None, HeaderParameter(name=mm.SIGNATURE_HEADER, required=False)]
+
+
+class MobileMessageWebhookController(Controller):
+    path = "/webhooks/mobilemessage"
+    tags = ["webhooks"]
+
+    @post(
+        "/incoming",
+        status_code=200,
+        summary="Receive a MobileMessage inbound SMS (reply or opt-out)",
+        description=(
+            f"Signed with `{mm.TIMESTAMP_HEADER}` and `{mm.SIGNATURE_HEADER}`. Answers once the event is "
+            "durably stored; duplicates are answered `duplicate` and start nothing new."
+        ),
+    )
+    async def incoming(
+        self,
+        request: Request,
+        state: State,
+        timestamp: TimestampHeader = None,
+        signature: SignatureHeader = None,
+    ) -> WebhookAck:
+        raw = await request.body()
+        event = _verify_and_parse(raw, timestamp, signature, state, mm.parse_inbound)
+        return await _store(state, SOURCE, event.dedupe_key, event.event_type, raw)
+
+    @post(
+        "/status",
+        status_code=200,
+        summary="Receive a MobileMessage delivery receipt (one per message part)",
+        description=(
+            f"Signed with `{mm.TIMESTAMP_HEADER}` and `{mm.SIGNATURE_HEADER}`. Answers once the receipt is "
+            "durably stored; duplicates are answered `duplicate` and start nothing new."
+        ),
+    )
+    async def status(
+        self,
+        request: Request,
+        state: State,
+        timestamp: TimestampHeader = None,
+        signature: SignatureHeader = None,
+    ) -> WebhookAck:
+        raw = await request.body()
+        event = _verify_and_parse(raw, timestamp, signature, state, mm.parse_receipt)
+        return await _store(state, STATUS_SOURCE, event.dedupe_key, event.event_type, raw)
+
+
+async def _store(state: State, source: str, dedupe_key: str, event_type: str, raw: bytes) -> WebhookAck:
+    stored = await state.inbox.store(source, dedupe_key, event_type, raw)
+    if stored.duplicate:
+        logger.debug("duplicate %s event %s (%s)", source, stored.event_id, event_type)
+        return WebhookAck(status="duplicate", event_id=stored.event_id)
+    logger.debug("accepted %s event %s (%s)", source, stored.event_id, event_type)
+    state.dispatcher.wake()
+    return WebhookAck(status="accepted", event_id=stored.event_id)
+
+
+def _verify_and_parse(
+    raw: bytes,
+    timestamp: str | None,
+    signature: str | None,
+    state: State,
+    parse: Callable[[bytes], _Event],
+) -> _Event:
+    settings = state.settings
+    try:
+        if settings.mobilemessage_webhook_secret is None:
+            raise mm.MobileMessageSignatureError("MOBILEMESSAGE_WEBHOOK_SECRET is not set")
+        mm.verify_signature(
+            raw,
+            timestamp,
+            signature,
+            settings.mobilemessage_webhook_secret.get_secret_value().encode(),
+            tolerance=settings.mobilemessage_webhook_tolerance_seconds,
+        )
+        return parse(raw)
+    except mm.MobileMessageSignatureError as exc:
+        logger.warning("rejected mobilemessage webhook: %s", exc)
+        raise NotAuthorizedException(detail=f"signature verification failed: {exc}") from exc
+    except mm.MobileMessagePayloadError as exc:
+        logger.warning("malformed mobilemessage webhook: %s", exc)
+        raise ClientException(detail=f"malformed body: {exc}") from exc
