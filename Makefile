@@ -31,6 +31,7 @@ format: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/gateway_ingest.py
 	$(VENV)/bin/python benchmarks/e2e_latency.py
+	$(VENV)/bin/python benchmarks/reminder_sweep.py
 
 $(UV):
 	$(PYTHON) -m venv .uv

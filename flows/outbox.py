@@ -102,7 +102,11 @@ def claim_due(
             query = query.with_for_update(skip_locked=True)
         claimed: list[ClaimedMessage] = []
         refused: dict[int, str] = {}
-        for message in session.exec(query).all():
+        due = session.exec(query).all()
+        booking_ids = {m.booking_id for m in due if m.booking_id}
+        # Load their bookings in one query; the re-checks below then find them in the session.
+        session.exec(select(Booking).where(Booking.id.in_(booking_ids))).all()  # type: ignore[union-attr]
+        for message in due:
             result = _claim_checked(session, message, now, policy)
             if isinstance(result, str):
                 refused[message.id] = result  # type: ignore[index]
@@ -179,10 +183,11 @@ def record_many(outcomes: list[Outcome]) -> None:
     if not outcomes:
         return
     with session_scope() as session:
+        ids = [outcome.message_id for outcome in outcomes]
+        rows = session.exec(select(OutboundMessage).where(OutboundMessage.id.in_(ids))).all()  # type: ignore[union-attr]
+        by_id = {row.id: row for row in rows}
         for outcome in outcomes:
-            message = session.get(OutboundMessage, outcome.message_id)
-            assert message is not None
-            _apply(session, message, outcome)
+            _apply(session, by_id[outcome.message_id], outcome)
 
 
 def _apply(session: Session, message: OutboundMessage, outcome: Outcome) -> None:

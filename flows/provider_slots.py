@@ -23,6 +23,7 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator, Callable
+from contextvars import ContextVar
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, text
@@ -84,6 +85,12 @@ def _try_pg_slot(engine: Engine, key: int, slot: int) -> Callable[[], None] | No
     return release
 
 
+# Slots held by the current task: a batch sender takes one slot per worker for the whole batch, and the
+# per-message `hold()` inside it then costs nothing (instead of a lock round trip per SMS). Only the task
+# that took the slot is let through: tasks it starts inherit the variable but not the slot.
+_held: ContextVar[tuple[int, frozenset[str]]] = ContextVar("provider_slots_held", default=(0, frozenset()))
+
+
 class ProviderSlots:
     def __init__(self, name: str, limit: int, engine: Engine | None = None) -> None:
         if limit < 1:
@@ -109,6 +116,11 @@ class ProviderSlots:
     @contextlib.asynccontextmanager
     async def hold(self, max_wait: float = 300.0) -> AsyncIterator[None]:
         """Hold one slot for the duration of the block, waiting (politely, with jitter) for a free one."""
+        task = id(asyncio.current_task())
+        owner, names = _held.get()
+        if owner == task and self.name in names:
+            yield
+            return
         deadline = time.monotonic() + max_wait
         delay = 0.01
         while True:
@@ -119,7 +131,9 @@ class ProviderSlots:
                 raise SlotTimeoutError(f"all {self.limit} {self.name} slots busy for {max_wait:.0f}s")
             await asyncio.sleep(random.uniform(delay / 2, delay))
             delay = min(delay * 2, 0.25)
+        token = _held.set((task, (names if owner == task else frozenset()) | {self.name}))
         try:
             yield
         finally:
+            _held.reset(token)
             await asyncio.to_thread(release)

@@ -19,7 +19,8 @@ from prefect.logging import get_run_logger
 
 from flows import outbox
 from flows.outbox import ClaimedMessage, Outcome
-from flows.tasks.sms import deliver_sms
+from flows.provider_slots import SlotTimeoutError
+from flows.tasks.sms import deliver_sms, sms_slot
 from flows.tasks.staff import deliver_staff_notice
 from models import Channel, MessageStatus, get_settings
 
@@ -53,8 +54,14 @@ async def deliver_all(claimed: list[ClaimedMessage]) -> list[Outcome]:
     outcomes: list[Outcome] = []
 
     async def worker() -> None:
-        while not queue.empty():
-            outcomes.append(await deliver(queue.get_nowait()))
+        try:
+            async with sms_slot().hold():  # one slot per worker for the whole batch
+                while not queue.empty():
+                    outcomes.append(await deliver(queue.get_nowait()))
+        except SlotTimeoutError:  # every slot busy elsewhere for long: what is left waits for the next sweep
+            while not queue.empty():
+                claimed = queue.get_nowait()
+                outcomes.append(Outcome(claimed.id, MessageStatus.PENDING, "provider slots busy"))
 
     workers = max(1, min(len(claimed), get_settings().mobilemessage_max_in_flight))
     await asyncio.gather(*(worker() for _ in range(workers)))

@@ -30,6 +30,11 @@ def get_sms_client() -> MobileMessageClient:
     return client
 
 
+def sms_slot() -> ProviderSlots:
+    """One of MobileMessage's five simultaneous requests, shared by every process on this database."""
+    return ProviderSlots(PROVIDER, get_settings().mobilemessage_max_in_flight)
+
+
 async def deliver_sms(claimed: ClaimedMessage) -> Outcome:
     settings = get_settings()
     if settings.sms_provider == "sandbox":
@@ -43,7 +48,7 @@ async def deliver_sms(claimed: ClaimedMessage) -> Outcome:
         custom_ref=f"msg:{claimed.id}",
     )
     try:
-        async with ProviderSlots(PROVIDER, settings.mobilemessage_max_in_flight).hold():
+        async with sms_slot().hold():
             results = await get_sms_client().send([sms], idempotency_key=claimed.idempotency_key)
     except (MobileMessageError, SlotTimeoutError) as exc:
         if isinstance(exc, SlotTimeoutError) or exc.retryable:

@@ -37,12 +37,18 @@ async def test_no_more_holders_than_slots_and_every_waiter_gets_through(database
 
 async def test_a_saturated_provider_times_out_instead_of_waiting_forever(database_url: str) -> None:
     slots = ProviderSlots("test-saturated", 1, get_engine(database_url))
+
+    async def another_task() -> None:
+        async with slots.hold(max_wait=0.3):
+            pass
+
     async with slots.hold():
         started = time.monotonic()
         with pytest.raises(SlotTimeoutError, match="all 1 test-saturated slots busy"):
-            async with slots.hold(max_wait=0.3):
-                pass
+            await asyncio.create_task(another_task())  # inherits the context, not the slot
         assert time.monotonic() - started < 2
+        async with slots.hold(max_wait=0.3):  # the holder itself may nest: it already has the slot
+            pass
     async with slots.hold(max_wait=0.3):  # released on exit: free again
         pass
 
