@@ -215,6 +215,11 @@ _JSON_VALUES = st.recursive(
 )
 _FIELDS = ["to", "sender", "from", "message", "received_at", "timestamp", "type", "original_message_id"]
 _FIELDS += ["original_custom_ref", "status", "message_id", "custom_ref", "part_number", "total_parts"]
+_FUZZ_BASES = [
+    inbound_payload(),
+    inbound_payload(kind="unsubscribe"),
+    receipt_payload(),
+]  # built once, not per example
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -224,7 +229,7 @@ _FIELDS += ["original_custom_ref", "status", "message_id", "custom_ref", "part_n
         st.text(max_size=512).map(str.encode),
         st.builds(
             lambda base, extra: json.dumps({**base, **extra}).encode(),
-            st.sampled_from([inbound_payload(), inbound_payload(kind="unsubscribe"), receipt_payload()]),
+            st.sampled_from(_FUZZ_BASES),
             st.dictionaries(st.sampled_from(_FIELDS), _JSON_VALUES, max_size=4),
         ),
     ),
