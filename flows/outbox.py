@@ -212,8 +212,13 @@ def _apply(session: Session, message: OutboundMessage, outcome: Outcome) -> None
     transition(session, message, outcome.status, outcome.detail)
 
 
-def release_abandoned(now: datetime) -> int:
-    """Claims a crashed sender left behind go back to pending; returns how many."""
+def release_abandoned() -> int:
+    """Claims a crashed sender left behind go back to pending; returns how many.
+
+    Judged by the wall clock, never by a sweep's `now`: a sweep run "as of" a later time (the CLI's `--now`)
+    must not mistake another sender's fresh claim for an abandoned one and send it again.
+    """
+    now = utcnow()
     with session_scope() as session:
         abandoned = session.exec(
             select(OutboundMessage).where(

@@ -32,6 +32,9 @@ logger = logging.getLogger(__name__)
 
 _TABLE = WebhookEvent.__table__  # type: ignore[attr-defined]
 _BATCH = 50
+_jitter = (
+    random.Random()
+)  # its own generator: backoff jitter must not disturb (or be seeded by) anyone else's
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ class Dispatcher:
 
     def _pause_after_failure(self) -> float:
         """While Prefect is down, new webhooks must not each trigger another doomed attempt."""
-        return min(self._max_backoff, 2.0 ** min(self._failed_rounds, 16)) * random.uniform(0.5, 1.0)
+        return min(self._max_backoff, 2.0 ** min(self._failed_rounds, 16)) * _jitter.uniform(0.5, 1.0)
 
     def wake(self) -> None:
         self._wakeup.set()
@@ -174,7 +177,7 @@ class Dispatcher:
         with self._engine.begin() as connection:
             for row in rows:
                 attempts = row.dispatch_attempts + 1
-                delay = min(self._max_backoff, 2 ** min(attempts, 16)) * random.uniform(0.5, 1.0)
+                delay = min(self._max_backoff, 2 ** min(attempts, 16)) * _jitter.uniform(0.5, 1.0)
                 logger.warning(
                     "could not dispatch inbox event %s (attempt %s): %s; next try in %.0fs",
                     row.id,

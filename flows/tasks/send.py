@@ -95,7 +95,7 @@ async def send_message(message_id: int) -> str:
 async def send_due(now: datetime, limit: int = 1000) -> dict[int, str]:
     """Claim every due message (re-checked against bookings, suppressions, deadlines), send, record."""
     logger = _logger()
-    await asyncio.to_thread(outbox.release_abandoned, now)
+    await asyncio.to_thread(outbox.release_abandoned)
     claimed, refused = await asyncio.to_thread(outbox.claim_due, now, channels=list(SENDERS), limit=limit)
     outcomes = await deliver_all(claimed)
     await asyncio.to_thread(outbox.record_many, outcomes)

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlmodel import select
 
+from flows import outbox
 from flows.booking_intake import apply_event
 from flows.messages import format_local_time
 from flows.tasks import sms as sms_task
@@ -291,3 +292,19 @@ def test_two_concurrent_sweeps_send_each_reminder_once(sms: FakeMobileMessage) -
     assert len(keys) == len(set(keys)) == 12  # each reminder went to the provider exactly once
     sent = [mid for result in results for mid, status in result.items() if status == MessageStatus.SENT]
     assert len(sent) == len(set(sent)) == 12
+
+
+def test_a_sweep_run_as_of_a_later_time_leaves_another_senders_fresh_claim_alone(
+    sms: FakeMobileMessage,
+) -> None:
+    bid = str(uuid.uuid4())
+    start = _slot(4, 14)
+    created(bid, start)
+    skip_notices()
+    day_before = reminders(bid)[0]
+    claimed = outbox.claim(day_before.id, now=start - timedelta(hours=24))  # type: ignore[arg-type]
+    assert not isinstance(claimed, str)  # another sweep holds it and is talking to the provider
+
+    sweep(start - timedelta(hours=24))  # `--now` days ahead of the wall clock
+    assert sms.requests == []
+    assert reminders(bid)[0].status == MessageStatus.SENDING
