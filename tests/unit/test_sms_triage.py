@@ -1,0 +1,199 @@
+"""SMS triage and delivery receipts applied directly against the real database: what each kind of reply
+changes, which booking it is about, what is queued for the patient and for staff; and how receipts for
+message parts decide a message's delivery status."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlmodel import select
+
+from flows.booking_intake import apply_event
+from flows.delivery_receipts import apply_receipts
+from flows.sms_classifier import Classification, Intent, classify
+from flows.sms_triage import apply_reply
+from models import (
+    Booking,
+    Channel,
+    InboxStatus,
+    MessageKind,
+    MessageStatus,
+    OutboundMessage,
+    StaffAttention,
+    Suppression,
+    WebhookEvent,
+    session_scope,
+)
+from tests.fakes.mobilemessage import inbound_payload, receipt_payload
+from tests.fakes.wix import WixKeys, booking_payload, sign_wix_jwt, wix_event
+
+pytestmark = pytest.mark.db
+
+KEYS = WixKeys()
+BRISBANE = ZoneInfo("Australia/Brisbane")
+
+
+def _slot(days: int, hour: int) -> datetime:
+    day = (datetime.now(BRISBANE) + timedelta(days=days)).date()
+    return datetime(day.year, day.month, day.day, hour, tzinfo=BRISBANE)
+
+
+def _store(source: str, body: bytes, event_type: str) -> int:
+    with session_scope() as session:
+        row = WebhookEvent(source=source, dedupe_key=str(uuid.uuid4()), event_type=event_type, body=body)
+        session.add(row)
+        session.flush()
+        return row.id  # type: ignore[return-value]
+
+
+def book(days: int) -> str:
+    booking_id = str(uuid.uuid4())
+    event_type = "wix.bookings.v2.booking_created"
+    booking = booking_payload(booking_id=booking_id, start=_slot(days, 10))
+    apply_event(_store("wix", sign_wix_jwt(KEYS, wix_event(event_type, booking), event_type), event_type))
+    return booking_id
+
+
+def receive(text: str, *, sender: str = "61412345678", **fields: object) -> tuple[int, list[OutboundMessage]]:
+    """Store an inbound SMS, triage it with the rules classifier; returns the event id and what it queued."""
+    body = json.dumps(inbound_payload(text, sender=sender, **fields)).encode()  # type: ignore[arg-type]
+    event_id = _store("mobilemessage", body, "sms.inbound")
+    apply_reply(event_id, classify(text))
+    return event_id, queued_for(event_id)
+
+
+def queued_for(event_id: int) -> list[OutboundMessage]:
+    """What a reply queued: the answer to the patient first, then any staff notice."""
+    keys = [f"sms-reply:{event_id}", f"staff:{event_id}"]
+    with session_scope() as session:
+        query = select(OutboundMessage).where(OutboundMessage.idempotency_key.in_(keys))  # type: ignore[attr-defined]
+        rows = session.exec(query).all()
+    return sorted(rows, key=lambda m: m.channel != Channel.SMS)
+
+
+def booking(booking_id: str) -> Booking:
+    with session_scope() as session:
+        return session.exec(select(Booking).where(Booking.wix_booking_id == booking_id)).one()
+
+
+def suppressions() -> set[tuple[str, str]]:
+    with session_scope() as session:
+        return {(s.channel, s.purpose) for s in session.exec(select(Suppression)).all()}
+
+
+def test_a_reply_is_about_the_booking_our_message_named_not_just_the_next_one(db: str) -> None:
+    sooner, later = book(3), book(6)
+    with session_scope() as session:
+        later_confirmation = session.exec(
+            select(OutboundMessage.id)
+            .join(Booking, Booking.id == OutboundMessage.booking_id)
+            .where(Booking.wix_booking_id == later, OutboundMessage.kind == MessageKind.CONFIRMATION)
+        ).one()
+    receive("Y", original_custom_ref=f"msg:{later_confirmation}")
+    assert booking(later).patient_confirmed_at is not None
+    assert booking(sooner).patient_confirmed_at is None
+    receive("yes thanks")  # no reference: the next upcoming booking
+    assert booking(sooner).patient_confirmed_at is not None
+
+
+def test_cancel_flags_the_booking_for_staff_and_leaves_it_booked(db: str) -> None:
+    bid = book(3)
+    event_id, [reply, notice] = receive("N")
+    assert booking(bid).staff_attention == StaffAttention.CANCEL_REQUESTED
+    assert booking(bid).status == "CONFIRMED"
+    assert reply.channel == Channel.SMS and "will contact you shortly to cancel" in reply.body
+    assert notice.channel == Channel.OPS and bid in notice.body and "+61" not in notice.body
+    with session_scope() as session:
+        assert session.get(WebhookEvent, event_id).status == InboxStatus.PROCESSED  # type: ignore[union-attr]
+
+
+def test_a_reply_the_rules_are_unsure_of_goes_to_staff_never_guessed(db: str) -> None:
+    bid = book(3)
+    unsure = Classification("yes but can I change the time?", Intent.RESCHEDULE, 0.6)
+    body = json.dumps(inbound_payload(unsure.text)).encode()
+    event_id = _store("mobilemessage", body, "sms.inbound")
+    apply_reply(event_id, unsure)
+    reply, notice = queued_for(event_id)
+    assert booking(bid).staff_attention == StaffAttention.REPLY_NEEDS_REVIEW
+    assert "team will get back to you" in reply.body and notice.kind == MessageKind.STAFF_NOTIFICATION
+
+
+def test_the_providers_unsubscribe_suppresses_without_a_confirmation_and_start_lifts_sms(db: str) -> None:
+    book(3)
+    body = json.dumps(inbound_payload("", kind="unsubscribe")).encode()
+    event_id = _store("mobilemessage", body, "sms.unsubscribe")
+    apply_reply(event_id, Classification("", Intent.OPT_OUT, 1.0, "provider"))
+    assert suppressions() == {("sms", "transactional"), ("sms", "marketing"), ("email", "marketing")}
+    assert queued_for(event_id) == []  # MobileMessage confirmed it; a text from us would be blocked anyway
+
+    _, [reply] = receive("START")
+    assert suppressions() == {("email", "marketing")}
+    assert "subscribed to SMS from us again" in reply.body
+
+
+def test_stop_from_a_number_we_do_not_know_is_still_honoured(db: str) -> None:
+    _, [confirmation] = receive("STOP", sender="61498765432")
+    assert suppressions() == {("sms", "transactional"), ("sms", "marketing")}  # no email known for it
+    assert confirmation.kind == MessageKind.OPT_OUT_CONFIRMATION and confirmation.recipient == "+61498765432"
+
+
+def test_help_answers_with_the_clinics_name(db: str) -> None:
+    _, [reply] = receive("help")
+    assert reply.body.startswith("Avatar Imaging appointment messages")
+
+
+def _sent_message(provider_id: str) -> int:
+    with session_scope() as session:
+        message = OutboundMessage(
+            idempotency_key=f"k-{provider_id}",
+            channel=Channel.SMS,
+            purpose="transactional",
+            kind=MessageKind.REMINDER,
+            recipient="+61412345678",
+            body="Hi",
+            status=MessageStatus.SENT,
+            provider_message_id=provider_id,
+        )
+        session.add(message)
+        session.flush()
+        return message.id  # type: ignore[return-value]
+
+
+def _receipt(provider_id: str, status: str, part: int, total: int) -> int:
+    at = datetime.now(UTC)
+    payload = receipt_payload(provider_id, status, part_number=part, total_parts=total, received_at=at)
+    return _store("mobilemessage-status", json.dumps(payload).encode(), f"sms.status.{status}")
+
+
+def _status(message_id: int) -> str:
+    with session_scope() as session:
+        return session.get(OutboundMessage, message_id).status  # type: ignore[union-attr]
+
+
+def test_a_message_is_delivered_only_when_every_part_is_and_failed_if_any_part_fails(db: str) -> None:
+    whole, broken = _sent_message("p-whole"), _sent_message("p-broken")
+    apply_receipts([_receipt("p-whole", "delivered", 1, 2)])
+    assert _status(whole) == MessageStatus.SENT  # part 2 not yet known
+    apply_receipts([_receipt("p-whole", "delivered", 2, 2), _receipt("p-whole", "sent", 1, 2)])
+    assert _status(whole) == MessageStatus.DELIVERED  # and a late "sent" does not move it back
+
+    apply_receipts([_receipt("p-broken", "delivered", 1, 2), _receipt("p-broken", "failed", 2, 2)])
+    assert _status(broken) == MessageStatus.FAILED
+    with session_scope() as session:
+        assert "part(s) [2] failed" in (session.get(OutboundMessage, broken).last_error or "")  # type: ignore[union-attr]
+
+
+def test_a_replayed_receipt_batch_changes_nothing_and_a_malformed_one_fails_alone(db: str) -> None:
+    message = _sent_message("p-replay")
+    good = _receipt("p-replay", "delivered", 1, 1)
+    bad = _store("mobilemessage-status", b'{"status": "delivered"}', "sms.status.delivered")
+    apply_receipts([good, bad])
+    apply_receipts([good, bad])
+    assert _status(message) == MessageStatus.DELIVERED
+    with session_scope() as session:
+        rows = {row.id: row.status for row in session.exec(select(WebhookEvent)).all()}
+    assert rows == {good: InboxStatus.PROCESSED, bad: InboxStatus.FAILED}
