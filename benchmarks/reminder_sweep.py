@@ -26,32 +26,28 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.servers import free_port  # noqa: E402
-
 USER, PASSWORD = "bench", "bench-password"
 TARGET_SECONDS = 10.0
 NOW = datetime(2026, 12, 1, 0, 0, tzinfo=UTC)  # 10:00 in Brisbane: outside quiet hours
 FAKE = """
-import sys, time
+import sys
 from tests.fakes.mobilemessage import FakeMobileMessage
-from tests.servers import ThreadedServer
-fake = FakeMobileMessage(sys.argv[1], sys.argv[2])
-fake._server = ThreadedServer(fake._app(), port=int(sys.argv[3])).start()
-print("ready", flush=True)
+print(FakeMobileMessage(sys.argv[1], sys.argv[2]).start().url, flush=True)
 sys.stdin.read()
 """
 
 
-def start_fake(port: int) -> subprocess.Popen[str]:
+def start_fake() -> tuple[subprocess.Popen[str], str]:
+    """The fake MobileMessage in a process of its own (it stops when its stdin closes); returns its URL."""
     fake = subprocess.Popen(
-        [sys.executable, "-c", FAKE, USER, PASSWORD, str(port)],
+        [sys.executable, "-c", FAKE, USER, PASSWORD],
         cwd=REPO,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert fake.stdout is not None and fake.stdout.readline().strip() == "ready"
-    return fake
+    assert fake.stdout is not None
+    return fake, fake.stdout.readline().strip()
 
 
 BODY = (
@@ -149,20 +145,19 @@ def main() -> int:
     args = parser.parse_args()
 
     data_dir = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
-    port = free_port()
+    fake, url = start_fake()
     os.environ.update(
         {
             "CRM_DATA_DIR": str(data_dir),
             "CRM_DATABASE_URL": f"sqlite:///{data_dir / 'crm.db'}",
             "CRM_ENCRYPTION_KEY": "tSJFpnbbGTeAj1QGk0jXrVZr2oDsEW3V3KdxwCdWFNk=",
             "SMS_PROVIDER": "mobilemessage",
-            "MOBILEMESSAGE_API_URL": f"http://127.0.0.1:{port}",
+            "MOBILEMESSAGE_API_URL": url,
             "MOBILEMESSAGE_API_USERNAME": USER,
             "MOBILEMESSAGE_API_PASSWORD": PASSWORD,
             "MOBILEMESSAGE_FROM_NUMBER": "61400000010",
         }
     )
-    fake = start_fake(port)
     try:
         from sqlalchemy import func, select
 
@@ -176,7 +171,7 @@ def main() -> int:
         seeded = time.perf_counter() - started
         print(f"seeded {args.scheduled:,} scheduled reminders ({args.due:,} due) in {seeded:.1f} s")
 
-        base = asyncio.run(baseline(f"http://127.0.0.1:{port}", args.due))
+        base = asyncio.run(baseline(url, args.due))
         started = time.perf_counter()
         results = asyncio.run(send_due.fn(NOW, args.due + 100))
         sweep = time.perf_counter() - started

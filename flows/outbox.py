@@ -57,10 +57,8 @@ class ClaimedMessage:
     id: int
     idempotency_key: str
     channel: str
-    kind: str
     recipient: str
     body: str
-    attempts: int
 
 
 def claim(message_id: int, now: datetime | None = None) -> ClaimedMessage | str:
@@ -128,10 +126,8 @@ def _claim_checked(
         message.id,  # type: ignore[arg-type]
         message.idempotency_key,
         message.channel,
-        message.kind,
         message.recipient,
         message.body,
-        message.attempts,
     )
 
 

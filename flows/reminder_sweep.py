@@ -35,35 +35,42 @@ async def reminder_sweep(now: datetime | None = None, limit: int = 1000) -> dict
     if results:
         await acreate_table_artifact(
             key="reminder-sweep",
-            table=await _rows(results),
+            table=await artifact_rows(results),
             description=f"Reminder sweep at {now.isoformat()}: {dict(counts)}",
         )
     return dict(counts)
 
 
-async def _rows(results: dict[int, str]) -> list[dict[str, object]]:
-    """What each message came to and why, for ops (no patient details)."""
+async def artifact_rows(results: dict[int, str]) -> list[dict[str, object]]:
+    """What each message came to and why, for ops (no patient details); two queries for the whole sweep."""
 
     def read() -> list[dict[str, object]]:
+        ids = sorted(results)
         with session_scope() as session:
-            rows = []
-            for message_id, status in sorted(results.items()):
-                message = session.get(OutboundMessage, message_id)
-                detail = session.exec(
-                    select(OutboundMessageEvent.detail)
-                    .where(OutboundMessageEvent.message_id == message_id)
-                    .order_by(OutboundMessageEvent.id.desc())  # type: ignore[union-attr]
-                    .limit(1)
-                ).first()
-                rows.append(
-                    {
-                        "message_id": message_id,
-                        "kind": message.kind if message else "?",
-                        "booking_id": message.booking_id if message else None,
-                        "result": status,
-                        "reason": detail if status != "sent" else "",
-                    }
-                )
-            return rows
+            messages = {
+                row.id: row
+                for row in session.exec(
+                    select(OutboundMessage.id, OutboundMessage.kind, OutboundMessage.booking_id).where(
+                        OutboundMessage.id.in_(ids)  # type: ignore[union-attr]
+                    )
+                ).all()
+            }
+            latest: dict[int, str | None] = {}
+            for message_id, detail in session.exec(
+                select(OutboundMessageEvent.message_id, OutboundMessageEvent.detail)
+                .where(OutboundMessageEvent.message_id.in_(ids))  # type: ignore[attr-defined]
+                .order_by(OutboundMessageEvent.id)  # type: ignore[arg-type]
+            ).all():
+                latest[message_id] = detail
+        return [
+            {
+                "message_id": message_id,
+                "kind": messages[message_id].kind if message_id in messages else "?",
+                "booking_id": messages[message_id].booking_id if message_id in messages else None,
+                "result": results[message_id],
+                "reason": "" if results[message_id] == "sent" else latest.get(message_id) or "",
+            }
+            for message_id in ids
+        ]
 
     return await asyncio.to_thread(read)

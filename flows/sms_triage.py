@@ -120,9 +120,10 @@ class _Triage:
         self.queued: list[str] = []
 
     def audit(self, action: str, **detail: object) -> None:
-        entity_type, entity_id = ("booking", self.booking.id) if self.booking else ("contact", None)
-        if not self.booking and self.contact:
-            entity_id = self.contact.id
+        if self.booking is not None:
+            entity_type, entity_id = "booking", self.booking.id
+        else:
+            entity_type, entity_id = "contact", self.contact.id if self.contact else None
         self.session.add(
             AuditLog(
                 actor=ACTOR,

@@ -15,11 +15,13 @@ import threading
 from contextlib import suppress
 from dataclasses import dataclass, field
 
+from litestar.datastructures import State
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from models import InboxStatus, WebhookEvent
 from models.types import utcnow
+from webhook_gateway.schemas import WebhookAck
 
 logger = logging.getLogger(__name__)
 
@@ -165,3 +167,15 @@ def _resolve(item: _Pending, outcome: StoredEvent | BaseException) -> None:
 
     with suppress(RuntimeError):  # the request's loop is gone (shutdown): nothing is waiting any more
         item.loop.call_soon_threadsafe(_set)
+
+
+async def accept(state: State, source: str, dedupe_key: str, event_type: str, raw: bytes) -> WebhookAck:
+    """What every webhook route does with a verified event: store it durably, wake the dispatcher if it is
+    new, and answer `accepted` or `duplicate` only once it is committed."""
+    stored = await state.inbox.store(source, dedupe_key, event_type, raw)
+    if stored.duplicate:
+        logger.debug("duplicate %s event %s (%s)", source, stored.event_id, event_type)
+        return WebhookAck(status="duplicate", event_id=stored.event_id)
+    logger.debug("accepted %s event %s (%s)", source, stored.event_id, event_type)
+    state.dispatcher.wake()
+    return WebhookAck(status="accepted", event_id=stored.event_id)

@@ -19,6 +19,7 @@ from litestar.exceptions import ClientException, NotAuthorizedException
 from litestar.params import HeaderParameter
 
 from providers import mobilemessage_webhooks as mm
+from webhook_gateway.inbox import accept
 from webhook_gateway.schemas import WebhookAck
 
 logger = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ class MobileMessageWebhookController(Controller):
     ) -> WebhookAck:
         raw = await request.body()
         event = _verify_and_parse(raw, timestamp, signature, state, mm.parse_inbound)
-        return await _store(state, SOURCE, event.dedupe_key, event.event_type, raw)
+        return await accept(state, SOURCE, event.dedupe_key, event.event_type, raw)
 
     @post(
         "/status",
@@ -74,17 +75,7 @@ class MobileMessageWebhookController(Controller):
     ) -> WebhookAck:
         raw = await request.body()
         event = _verify_and_parse(raw, timestamp, signature, state, mm.parse_receipt)
-        return await _store(state, STATUS_SOURCE, event.dedupe_key, event.event_type, raw)
-
-
-async def _store(state: State, source: str, dedupe_key: str, event_type: str, raw: bytes) -> WebhookAck:
-    stored = await state.inbox.store(source, dedupe_key, event_type, raw)
-    if stored.duplicate:
-        logger.debug("duplicate %s event %s (%s)", source, stored.event_id, event_type)
-        return WebhookAck(status="duplicate", event_id=stored.event_id)
-    logger.debug("accepted %s event %s (%s)", source, stored.event_id, event_type)
-    state.dispatcher.wake()
-    return WebhookAck(status="accepted", event_id=stored.event_id)
+        return await accept(state, STATUS_SOURCE, event.dedupe_key, event.event_type, raw)
 
 
 def _verify_and_parse(

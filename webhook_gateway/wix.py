@@ -16,6 +16,7 @@ from litestar.exceptions import ClientException, NotAuthorizedException
 from litestar.params import HeaderParameter
 
 from providers import wix
+from webhook_gateway.inbox import accept
 from webhook_gateway.schemas import WebhookAck
 
 logger = logging.getLogger(__name__)
@@ -48,13 +49,7 @@ class WixWebhookController(Controller):
         event = _verify_and_parse(raw, signature, state)
         if event is None:
             return WebhookAck(status="ignored", reason="not a booking event")
-        stored = await state.inbox.store(SOURCE, event.dedupe_key, event.event_type, raw)
-        if stored.duplicate:
-            logger.debug("duplicate wix event %s (%s)", stored.event_id, event.event_type)
-            return WebhookAck(status="duplicate", event_id=stored.event_id)
-        logger.debug("accepted wix event %s (%s)", stored.event_id, event.event_type)
-        state.dispatcher.wake()
-        return WebhookAck(status="accepted", event_id=stored.event_id)
+        return await accept(state, SOURCE, event.dedupe_key, event.event_type, raw)
 
 
 def _verify_and_parse(raw: bytes, signature: str | None, state: State) -> wix.BookingEvent | None:

@@ -23,7 +23,8 @@ from models import (
     session_scope,
 )
 from models.crypto import get_cipher
-from tests.fakes.wix import WixKeys, booking_payload, sign_wix_jwt, simple_event, wix_event
+from tests.fakes.wix import WixKeys, simple_event
+from tests.inbox_events import apply_wix, store_event
 
 pytestmark = pytest.mark.db
 
@@ -37,22 +38,11 @@ def _slot(days: int, hour: int, minute: int = 0, tz: str = "Australia/Brisbane")
     return datetime(day.year, day.month, day.day, hour, minute, tzinfo=zone)
 
 
-def _store(body: bytes, event_type: str) -> int:
-    with session_scope() as session:
-        row = WebhookEvent(source="wix", dedupe_key=str(uuid.uuid4()), event_type=event_type, body=body)
-        session.add(row)
-        session.flush()
-        return row.id  # type: ignore[return-value]
-
-
 def deliver(
     event_type: str, booking_id: str, revision: int, start: datetime, **booking_fields: object
 ) -> int:
     """Store a signed Wix event in the inbox and apply it, as the flow would; returns the inbox id."""
-    booking = booking_payload(booking_id=booking_id, revision=revision, start=start, **booking_fields)  # type: ignore[arg-type]
-    event_id = _store(sign_wix_jwt(KEYS, wix_event(event_type, booking), event_type), event_type)
-    apply_event(event_id)
-    return event_id
+    return apply_wix(KEYS, event_type, booking_id, revision, start, **booking_fields)
 
 
 def outbox(booking_id: str) -> list[OutboundMessage]:
@@ -231,7 +221,7 @@ def test_simple_format_without_revisions_applies_in_arrival_order(db: str) -> No
     bid, start, moved = str(uuid.uuid4()), _slot(3, 9), _slot(3, 11)
 
     def simple(event: str, when: datetime) -> None:
-        apply_event(_store(simple_event(event, bid, start=when), event))
+        apply_event(store_event("wix", simple_event(event, bid, start=when), event))
 
     simple("bookings/created", start)
     mark_all_sent()

@@ -18,8 +18,8 @@ import pytest
 from sqlmodel import select
 
 from flows import outbox
-from flows.booking_intake import apply_event
 from flows.messages import format_local_time
+from flows.reminder_sweep import artifact_rows
 from flows.tasks import sms as sms_task
 from flows.tasks.send import send_due
 from models import (
@@ -29,12 +29,12 @@ from models import (
     MessageStatus,
     OutboundMessage,
     OutboundMessageEvent,
-    WebhookEvent,
     get_settings,
     session_scope,
 )
 from tests.fakes.mobilemessage import FakeMobileMessage
-from tests.fakes.wix import WixKeys, booking_payload, sign_wix_jwt, wix_event
+from tests.fakes.wix import WixKeys
+from tests.inbox_events import apply_wix
 
 pytestmark = pytest.mark.db
 
@@ -72,15 +72,7 @@ def _slot(days: int, hour: int, minute: int = 0, tz: ZoneInfo = BRISBANE) -> dat
 
 
 def deliver(event_type: str, booking_id: str, revision: int, start: datetime, **fields: object) -> None:
-    """Store a signed Wix event and apply it, as booking intake does."""
-    booking = booking_payload(booking_id=booking_id, revision=revision, start=start, **fields)  # type: ignore[arg-type]
-    body = sign_wix_jwt(KEYS, wix_event(event_type, booking), event_type)
-    with session_scope() as session:
-        row = WebhookEvent(source="wix", dedupe_key=str(uuid.uuid4()), event_type=event_type, body=body)
-        session.add(row)
-        session.flush()
-        event_id = row.id
-    apply_event(event_id)  # type: ignore[arg-type]
+    apply_wix(KEYS, event_type, booking_id, revision, start, **fields)
 
 
 def created(booking_id: str, start: datetime, **fields: object) -> None:
@@ -209,6 +201,8 @@ def test_a_sweep_three_hours_late_drops_the_stale_2h_reminder(sms: FakeMobileMes
     [late] = [m for m in reminders(bid) if m.send_after == start - timedelta(hours=2)]
     assert late.status == MessageStatus.DROPPED
     assert "deadline" in (last_detail(late.id) or "")  # type: ignore[arg-type]
+    [row] = asyncio.run(artifact_rows(results))  # what ops read in the sweep's table artifact
+    assert (row["kind"], row["result"]) == ("reminder", "dropped") and "deadline" in str(row["reason"])
 
 
 def test_a_booking_made_three_hours_ahead_gets_no_24h_reminder(sms: FakeMobileMessage) -> None:

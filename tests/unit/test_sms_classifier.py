@@ -3,13 +3,11 @@ fallback against a fake OpenAI-compatible server over real HTTP, and the `avatar
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
 import subprocess
 import sys
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,12 +16,12 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from litestar import Litestar, Request, Response, post
 from pydantic import SecretStr
 
 from flows.sms_classifier import Classification, Intent, classify, classify_with_fallback
 from models import Settings
-from tests.servers import ThreadedServer, free_port
+from tests.fakes.llm import FakeChatModel
+from tests.servers import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = REPO_ROOT / "tests" / "fixtures" / "sms_replies.tsv"
@@ -144,66 +142,9 @@ def test_opt_outs_survive_case_punctuation_and_emoji(text: str, case: Any, befor
 # --- the model fallback against a fake OpenAI-compatible server ------------------------------------------
 
 
-class FakeChatModel:
-    """`POST /v1/chat/completions` as OpenAI-compatible servers answer it; tests script the reply."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._server: ThreadedServer | None = None
-        self.reset()
-
-    def reset(self) -> None:
-        with self._lock:
-            self.requests: list[dict[str, Any]] = []
-            self.status = 200
-            self.content: str = json.dumps({"intent": "cancel", "confidence": 0.92})
-            self.raw_body: bytes | None = None
-            self.delay = 0.0
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        return self._server.url + "/v1"
-
-    def __enter__(self) -> FakeChatModel:
-        fake = self
-
-        @post("/v1/chat/completions")
-        async def completions(request: Request) -> Response[bytes]:
-            body = await request.body()
-            headers = {k.lower(): v for k, v in request.headers.items()}
-            with fake._lock:
-                fake.requests.append({"headers": headers, "json": json.loads(body)})
-            if fake.delay:
-                await asyncio.sleep(fake.delay)
-            if fake.raw_body is not None or fake.status != 200:
-                content = fake.raw_body or b'{"error": {"message": "model overloaded"}}'
-                return Response(content, status_code=fake.status, media_type="text/plain")
-            answer = {
-                "id": "chatcmpl-1",
-                "object": "chat.completion",
-                "model": MODEL,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": fake.content},
-                        "finish_reason": "stop",
-                    }
-                ],
-            }
-            return Response(json.dumps(answer).encode(), media_type="application/json")
-
-        self._server = ThreadedServer(Litestar([completions], openapi_config=None)).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.stop()
-
-
 @pytest.fixture(scope="module")
 def model_server() -> Iterator[FakeChatModel]:
-    with FakeChatModel() as server:
+    with FakeChatModel(MODEL) as server:
         yield server
 
 

@@ -12,7 +12,6 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlmodel import select
 
-from flows.booking_intake import apply_event
 from flows.delivery_receipts import apply_receipts
 from flows.sms_classifier import Classification, Intent, classify
 from flows.sms_triage import apply_reply
@@ -29,7 +28,8 @@ from models import (
     session_scope,
 )
 from tests.fakes.mobilemessage import inbound_payload, receipt_payload
-from tests.fakes.wix import WixKeys, booking_payload, sign_wix_jwt, wix_event
+from tests.fakes.wix import WixKeys
+from tests.inbox_events import apply_wix, store_event
 
 pytestmark = pytest.mark.db
 
@@ -42,26 +42,16 @@ def _slot(days: int, hour: int) -> datetime:
     return datetime(day.year, day.month, day.day, hour, tzinfo=BRISBANE)
 
 
-def _store(source: str, body: bytes, event_type: str) -> int:
-    with session_scope() as session:
-        row = WebhookEvent(source=source, dedupe_key=str(uuid.uuid4()), event_type=event_type, body=body)
-        session.add(row)
-        session.flush()
-        return row.id  # type: ignore[return-value]
-
-
 def book(days: int) -> str:
     booking_id = str(uuid.uuid4())
-    event_type = "wix.bookings.v2.booking_created"
-    booking = booking_payload(booking_id=booking_id, start=_slot(days, 10))
-    apply_event(_store("wix", sign_wix_jwt(KEYS, wix_event(event_type, booking), event_type), event_type))
+    apply_wix(KEYS, "wix.bookings.v2.booking_created", booking_id, 1, _slot(days, 10))
     return booking_id
 
 
 def receive(text: str, *, sender: str = "61412345678", **fields: object) -> tuple[int, list[OutboundMessage]]:
     """Store an inbound SMS, triage it with the rules classifier; returns the event id and what it queued."""
     body = json.dumps(inbound_payload(text, sender=sender, **fields)).encode()  # type: ignore[arg-type]
-    event_id = _store("mobilemessage", body, "sms.inbound")
+    event_id = store_event("mobilemessage", body, "sms.inbound")
     apply_reply(event_id, classify(text))
     return event_id, queued_for(event_id)
 
@@ -115,7 +105,7 @@ def test_a_reply_the_rules_are_unsure_of_goes_to_staff_never_guessed(db: str) ->
     bid = book(3)
     unsure = Classification("yes but can I change the time?", Intent.RESCHEDULE, 0.6)
     body = json.dumps(inbound_payload(unsure.text)).encode()
-    event_id = _store("mobilemessage", body, "sms.inbound")
+    event_id = store_event("mobilemessage", body, "sms.inbound")
     apply_reply(event_id, unsure)
     reply, notice = queued_for(event_id)
     assert booking(bid).staff_attention == StaffAttention.REPLY_NEEDS_REVIEW
@@ -125,7 +115,7 @@ def test_a_reply_the_rules_are_unsure_of_goes_to_staff_never_guessed(db: str) ->
 def test_the_providers_unsubscribe_suppresses_without_a_confirmation_and_start_lifts_sms(db: str) -> None:
     book(3)
     body = json.dumps(inbound_payload("", kind="unsubscribe")).encode()
-    event_id = _store("mobilemessage", body, "sms.unsubscribe")
+    event_id = store_event("mobilemessage", body, "sms.unsubscribe")
     apply_reply(event_id, Classification("", Intent.OPT_OUT, 1.0, "provider"))
     assert suppressions() == {("sms", "transactional"), ("sms", "marketing"), ("email", "marketing")}
     assert queued_for(event_id) == []  # MobileMessage confirmed it; a text from us would be blocked anyway
@@ -166,7 +156,7 @@ def _sent_message(provider_id: str) -> int:
 def _receipt(provider_id: str, status: str, part: int, total: int) -> int:
     at = datetime.now(UTC)
     payload = receipt_payload(provider_id, status, part_number=part, total_parts=total, received_at=at)
-    return _store("mobilemessage-status", json.dumps(payload).encode(), f"sms.status.{status}")
+    return store_event("mobilemessage-status", json.dumps(payload).encode(), f"sms.status.{status}")
 
 
 def _status(message_id: int) -> str:
@@ -190,7 +180,7 @@ def test_a_message_is_delivered_only_when_every_part_is_and_failed_if_any_part_f
 def test_a_replayed_receipt_batch_changes_nothing_and_a_malformed_one_fails_alone(db: str) -> None:
     message = _sent_message("p-replay")
     good = _receipt("p-replay", "delivered", 1, 1)
-    bad = _store("mobilemessage-status", b'{"status": "delivered"}', "sms.status.delivered")
+    bad = store_event("mobilemessage-status", b'{"status": "delivered"}', "sms.status.delivered")
     apply_receipts([good, bad])
     apply_receipts([good, bad])
     assert _status(message) == MessageStatus.DELIVERED

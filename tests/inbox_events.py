@@ -1,0 +1,29 @@
+"""Put events into the webhook inbox directly and apply them as their flows would (database-level tests)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from flows.booking_intake import apply_event
+from models import WebhookEvent, session_scope
+from tests.fakes.wix import WixKeys, booking_payload, sign_wix_jwt, wix_event
+
+
+def store_event(source: str, body: bytes, event_type: str) -> int:
+    """A verified event as the gateway stores it; returns the inbox id."""
+    with session_scope() as session:
+        row = WebhookEvent(source=source, dedupe_key=str(uuid.uuid4()), event_type=event_type, body=body)
+        session.add(row)
+        session.flush()
+        return row.id  # type: ignore[return-value]
+
+
+def apply_wix(
+    keys: WixKeys, event_type: str, booking_id: str, revision: int, start: datetime, **fields: object
+) -> int:
+    """Store a signed Wix booking event and apply it, as booking intake does; returns the inbox id."""
+    booking = booking_payload(booking_id=booking_id, revision=revision, start=start, **fields)  # type: ignore[arg-type]
+    event_id = store_event("wix", sign_wix_jwt(keys, wix_event(event_type, booking), event_type), event_type)
+    apply_event(event_id)
+    return event_id
