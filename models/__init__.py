@@ -1,19 +1,23 @@
 """Tables, states, settings and the database session factory. Imports nothing else of ours."""
 
 from models.audit import AuditLog
+from models.campaign import Campaign, ContactTag
 from models.consent import ConsentEvent, Suppression
 from models.crm import Booking, Contact
 from models.db import get_engine, session_scope
 from models.enums import (
     BookingStatus,
+    CampaignStatus,
     Channel,
     ConsentAction,
+    GoogleConnectionStatus,
     InboxStatus,
     MessageKind,
     MessageStatus,
     Purpose,
     StaffAttention,
 )
+from models.google import GoogleConnection, OAuthState, SyncCursor
 from models.inbox import WebhookEvent
 from models.outbox import DeliveryReceipt, OutboundMessage, OutboundMessageEvent
 from models.settings import Settings, get_settings
@@ -22,20 +26,27 @@ __all__ = [
     "AuditLog",
     "Booking",
     "BookingStatus",
+    "Campaign",
+    "CampaignStatus",
     "Channel",
     "ConsentAction",
     "ConsentEvent",
     "Contact",
+    "ContactTag",
     "DeliveryReceipt",
+    "GoogleConnection",
+    "GoogleConnectionStatus",
     "InboxStatus",
     "MessageKind",
     "MessageStatus",
+    "OAuthState",
     "OutboundMessage",
     "OutboundMessageEvent",
     "Purpose",
     "Settings",
     "StaffAttention",
     "Suppression",
+    "SyncCursor",
     "WebhookEvent",
     "get_engine",
     "get_settings",

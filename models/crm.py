@@ -22,6 +22,11 @@ class Contact(SQLModel, table=True):
     phone: str | None = Field(default=None, sa_column=Column(EncryptedText, nullable=True))
     phone_hash: str | None = Field(default=None, max_length=64, index=True)
     wix_contact_id: str | None = Field(default=None, max_length=64, index=True)
+    google_resource_name: str | None = Field(default=None, max_length=128, index=True)  # people/c123…
+    # When the patient opted in to marketing on each channel (the consent ledger holds how and in what words);
+    # campaigns go only to contacts with consent here and no suppression.
+    email_marketing_consent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    sms_marketing_consent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
 
@@ -48,5 +53,9 @@ class Booking(SQLModel, table=True):
     patient_confirmed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     staff_attention: str | None = Field(default=None, max_length=32, index=True)
     staff_attention_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # The Google Calendar event mirrors the booking up to this revision (None: never synced).
+    calendar_event_id: str | None = Field(default=None, max_length=1024)
+    calendar_synced_revision: int | None = Field(default=None)
+    calendar_synced_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)

@@ -61,6 +61,7 @@ class MessageKind(StrEnum):
     REPLY = "reply"  # an answer to a patient's SMS (thanks, what happens next, help text)
     OPT_OUT_CONFIRMATION = "opt_out_confirmation"  # the one message a suppressed number may still get
     STAFF_NOTIFICATION = "staff_notification"
+    CAMPAIGN = "campaign"
 
 
 class MessageStatus(StrEnum):
@@ -73,7 +74,24 @@ class MessageStatus(StrEnum):
     FAILED = "failed"  # permanent failure; `last_error` says why
     DROPPED = "dropped"  # its deadline passed, or the booking changed, before it could be sent
     SUPPRESSED = "suppressed"  # the recipient opted out of this channel and purpose
+    BOUNCED = "bounced"  # the receiving mail server refused it (or SendGrid dropped it)
 
     @property
     def is_final(self) -> bool:
         return self not in {MessageStatus.PENDING, MessageStatus.SENDING}
+
+
+class GoogleConnectionStatus(StrEnum):
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"  # Google refused the refresh token (invalid_grant): someone must reconnect
+    REVOKED = "revoked"  # staff disconnected it (`avatar-crm google disconnect`)
+
+
+class CampaignStatus(StrEnum):
+    PREVIEWED = "previewed"  # a dry run: counted and previewed, nothing sent
+    SCHEDULED = "scheduled"  # waiting for its send time
+    SENDING = "sending"
+    TESTING = "testing"  # A/B variants sent to the test group; waiting for the result
+    AWAITING_CHOICE = "awaiting_choice"  # no significant winner: a person must choose
+    SENT = "sent"
+    FAILED = "failed"

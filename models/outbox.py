@@ -42,6 +42,11 @@ class OutboundMessage(SQLModel, table=True):
     # What a booking message was written about, so it can be re-checked against the booking before sending.
     booking_revision: int | None = Field(default=None)
     appointment_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Campaign messages: which campaign and A/B variant; engagement as the provider or our tracking saw it.
+    campaign_id: int | None = Field(default=None, foreign_key="campaign.id", index=True)
+    variant: str | None = Field(default=None, max_length=8)
+    opened_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    clicked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
 

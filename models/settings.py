@@ -6,6 +6,8 @@ and the database URL and encryption key are the first things any of them needs.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -26,6 +28,11 @@ class Settings(BaseSettings):
     clinic_name: str = "Avatar Imaging"
     clinic_timezone: str = "Australia/Brisbane"
     clinic_phone: str = ""
+    clinic_email: str = ""  # shown in patient emails; the Gmail account's address when unset
+    clinic_address: str = ""  # shown in email footers (Spam Act: identify the sender)
+    staff_notification_email: str = ""  # staff notices also go here by Gmail when set
+    session_secret: SecretStr | None = None  # signs OAuth state cookies and tracking links
+    public_base_url: str = "http://127.0.0.1:8000"  # how patients' browsers reach the gateway
     default_phone_region: str = "AU"
 
     # --- Wix -------------------------------------------------------------------------------------
@@ -58,6 +65,29 @@ class Settings(BaseSettings):
     sms_llm_api_key: SecretStr | None = None
     sms_llm_timeout_seconds: float = 5.0
 
+    # --- SendGrid (campaign email) --------------------------------------------------------------
+    email_campaign_provider: Literal["sendgrid", "sandbox"] | None = None
+    sendgrid_api_key: SecretStr | None = None
+    sendgrid_api_url: str = "https://api.sendgrid.com"
+    sendgrid_from_email: str = ""
+    sendgrid_from_name: str = ""  # the clinic's name when unset
+    sendgrid_unsubscribe_group_id: int | None = None
+    sendgrid_webhook_public_key: str | None = None
+    sendgrid_webhook_tolerance_seconds: int = 24 * 3600  # SendGrid retries a failed batch for up to 24 h
+    sendgrid_timeout_seconds: float = 30.0
+    sendgrid_max_in_flight: int = 4
+
+    # --- Google Workspace (OAuth, Gmail, Calendar, People) ---------------------------------------
+    google_client_id: str | None = None
+    google_client_secret: SecretStr | None = None
+    google_oauth_redirect_uri: str = ""  # {public_base_url}/auth/google/callback when unset
+    google_auth_uri: str = "https://accounts.google.com/o/oauth2/v2/auth"
+    google_token_uri: str = "https://oauth2.googleapis.com/token"  # noqa: S105 (a URL, not a secret)
+    google_revoke_uri: str = "https://oauth2.googleapis.com/revoke"
+    google_api_url: str | None = None  # one base URL for Gmail, Calendar and People (a local fake in tests)
+    google_calendar_id: str = "primary"
+    google_timeout_seconds: float = 20.0
+
     # --- gateway -------------------------------------------------------------------------------
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
@@ -87,7 +117,29 @@ class Settings(BaseSettings):
             ]
             if missing:  # refuse to start rather than fail every patient message later
                 raise ValueError(f"SMS_PROVIDER=mobilemessage needs {', '.join(missing)} to be set")
+        if self.email_campaign_provider is None:
+            self.email_campaign_provider = "sendgrid" if self.sendgrid_api_key else "sandbox"
+        if self.email_campaign_provider == "sendgrid" and not (
+            self.sendgrid_api_key and self.sendgrid_from_email.strip()
+        ):
+            raise ValueError(
+                "EMAIL_CAMPAIGN_PROVIDER=sendgrid needs SENDGRID_API_KEY and SENDGRID_FROM_EMAIL"
+            )
+        if not self.google_oauth_redirect_uri:
+            self.google_oauth_redirect_uri = f"{self.public_base_url.rstrip('/')}/auth/google/callback"
         return self
+
+    @property
+    def google_configured(self) -> bool:
+        """Google is used once the clinic registers an OAuth client; until then email is sandboxed."""
+        return bool(self.google_client_id and self.google_client_secret)
+
+    def require_session_secret(self) -> bytes:
+        """The key that signs OAuth state and tracking links: `SESSION_SECRET`, or one derived from the
+        encryption key so the embedded defaults work with nothing configured."""
+        if self.session_secret is not None:
+            return self.session_secret.get_secret_value().encode()
+        return hmac.new(self.require_encryption_key(), b"avatar-crm session secret", hashlib.sha256).digest()
 
     @property
     def encryption_key_file(self) -> Path:

@@ -1,0 +1,170 @@
+"""The one way anything here talks to Google's APIs (Gmail, Calendar, People) on the clinic's behalf.
+
+Discovery documents come from the copies bundled with google-api-python-client (no network to build a
+client); `GOOGLE_API_URL` points all three APIs at one base URL, with each API's real path beneath it, so a
+local fake serves them in tests exactly as Google lays them out. Errors are sorted into the three things a
+caller can do about them: retry later (`GoogleTemporaryError`), give up on this item (`GooglePermanentError`),
+or wait for a person to reconnect the account (`GoogleNotConnected`), which delays work and drops nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Literal
+
+import google_auth_httplib2
+import httplib2
+from google.auth.exceptions import RefreshError, TransportError
+from google.oauth2.credentials import Credentials
+from googleapiclient.discovery import Resource, build
+from googleapiclient.errors import HttpError
+from sqlmodel import select
+
+from models import GoogleConnection, GoogleConnectionStatus, get_settings, session_scope
+from models.types import utcnow
+
+logger = logging.getLogger(__name__)
+
+GoogleApi = Literal["gmail", "calendar", "people"]
+
+# Least privilege: send mail (not read it), edit events (not calendars), read contacts.
+SCOPES = (
+    "https://www.googleapis.com/auth/gmail.send",
+    "https://www.googleapis.com/auth/calendar.events",
+    "https://www.googleapis.com/auth/contacts.readonly",
+    "openid",
+    "https://www.googleapis.com/auth/userinfo.email",
+)
+_VERSIONS: dict[str, str] = {"gmail": "v1", "calendar": "v3", "people": "v1"}
+_SERVICE_PATHS: dict[str, str] = {"gmail": "", "calendar": "calendar/v3/", "people": ""}
+_RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+class GoogleNotConnected(Exception):
+    """No usable Google connection: nobody connected one, staff revoked it, or Google refused its token."""
+
+
+class GoogleTemporaryError(Exception):
+    """Google (or the network) failed in a way that trying again later can fix."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class GooglePermanentError(Exception):
+    """Google refused the request itself; sending it again would fail the same way."""
+
+    def __init__(self, reason: str, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+def active_connection() -> GoogleConnection | None:
+    with session_scope() as session:
+        connection = session.exec(
+            select(GoogleConnection)
+            .where(GoogleConnection.status == GoogleConnectionStatus.CONNECTED)
+            .order_by(GoogleConnection.updated_at.desc())  # type: ignore[attr-defined]
+        ).first()
+        if connection is not None:
+            session.expunge(connection)
+        return connection
+
+
+def load_credentials() -> Credentials:
+    """The connected account's credentials; google-auth refreshes the access token when it expires."""
+    settings = get_settings()
+    if not settings.google_configured:
+        raise GoogleNotConnected("Google is not configured (GOOGLE_CLIENT_ID / GOOGLE_CLIENT_SECRET unset)")
+    connection = active_connection()
+    if connection is None:
+        raise GoogleNotConnected("no Google account is connected; open /auth/google/start to connect one")
+    assert settings.google_client_secret is not None
+    return Credentials(
+        token=connection.access_token,
+        refresh_token=connection.refresh_token,
+        token_uri=settings.google_token_uri,
+        client_id=settings.google_client_id,
+        client_secret=settings.google_client_secret.get_secret_value(),
+        scopes=connection.scopes.split(),
+        expiry=(
+            connection.access_token_expires_at.replace(tzinfo=None)  # google-auth compares naive UTC
+            if connection.access_token_expires_at
+            else None
+        ),
+    )
+
+
+def build_service(api: GoogleApi, credentials: Credentials | None = None, http: Any = None) -> Resource:
+    """A client for one API. `http` (e.g. an `HttpMockSequence`) replaces the network in offline tests."""
+    settings = get_settings()
+    options: dict[str, str] = {}
+    if settings.google_api_url:
+        options["api_endpoint"] = f"{settings.google_api_url.rstrip('/')}/{_SERVICE_PATHS[api]}"
+    if http is None:
+        credentials = credentials or load_credentials()
+        http = google_auth_httplib2.AuthorizedHttp(
+            credentials, http=httplib2.Http(timeout=settings.google_timeout_seconds)
+        )
+    return build(
+        api,
+        _VERSIONS[api],
+        http=http,
+        static_discovery=True,
+        cache_discovery=False,
+        client_options=options or None,
+    )
+
+
+def mark_disconnected(reason: str) -> None:
+    """Google refused the refresh token: stop using it and let ops see why, until someone reconnects."""
+    with session_scope() as session:
+        for connection in session.exec(
+            select(GoogleConnection).where(GoogleConnection.status == GoogleConnectionStatus.CONNECTED)
+        ):
+            connection.status = GoogleConnectionStatus.DISCONNECTED
+            connection.status_reason = reason[:500]
+            connection.access_token = None
+            connection.updated_at = utcnow()
+            session.add(connection)
+    logger.error("Google connection disconnected: %s", reason)
+
+
+def execute(request: Any) -> Any:
+    """Run one API request, turning every failure into one of this module's three errors."""
+    try:
+        return request.execute(num_retries=0)
+    except RefreshError as exc:
+        if "invalid_grant" in str(exc):
+            mark_disconnected(f"Google refused the refresh token (invalid_grant): {exc}"[:500])
+            raise GoogleNotConnected("the Google connection was revoked or expired; reconnect it") from exc
+        raise GoogleTemporaryError(f"token refresh failed: {exc}") from exc
+    except HttpError as exc:
+        status = int(exc.resp.status)
+        reason = _error_reason(exc)
+        if status in _RETRYABLE_STATUS:
+            retry_after = exc.resp.get("retry-after")
+            raise GoogleTemporaryError(
+                f"HTTP {status}: {reason}", float(retry_after) if retry_after else None
+            ) from exc
+        raise GooglePermanentError(f"HTTP {status}: {reason}", status) from exc
+    except (TransportError, httplib2.HttpLib2Error, OSError, TimeoutError) as exc:
+        raise GoogleTemporaryError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _error_reason(exc: HttpError) -> str:
+    try:
+        payload = json.loads(exc.content.decode("utf-8", "replace"))
+        error = payload.get("error", {})
+        if isinstance(error, dict):
+            return str(error.get("message") or error.get("status") or exc.reason)[:300]
+    except (ValueError, AttributeError):
+        pass
+    return str(exc.reason)[:300]
+
+
+def error_status(exc: Exception) -> int | None:
+    """The HTTP status behind a permanent error (409 from a Calendar insert means the id already exists)."""
+    return exc.status if isinstance(exc, GooglePermanentError) else None
