@@ -7,6 +7,9 @@ from typing import Annotated
 
 import typer
 
+from deployments.cli_campaign import campaign_app, consent_app
+from deployments.cli_google import google_app
+
 app = typer.Typer(help="Avatar Imaging CRM integration backbone.", no_args_is_help=True, add_completion=False)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 events_app = typer.Typer(help="The webhook inbox.", no_args_is_help=True)
@@ -18,6 +21,9 @@ app.add_typer(events_app, name="events")
 app.add_typer(reminders_app, name="reminders")
 app.add_typer(suppress_app, name="suppress", no_args_is_help=True)
 app.add_typer(sms_app, name="sms")
+app.add_typer(campaign_app, name="campaign")
+app.add_typer(consent_app, name="consent")
+app.add_typer(google_app, name="google")
 
 
 @app.command()

@@ -22,6 +22,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 from sqlmodel import Session, select
 
+from flows.consent import suppression_reason
 from flows.contacts import (
     ContactInput,
     can_receive_sms,
@@ -31,9 +32,11 @@ from flows.contacts import (
     normalize_phone,
     upsert_contact,
 )
+from flows.email_messages import ClinicIdentity, booking_email_key, render_booking_email
 from flows.messages import BookingFacts, render
 from flows.outbox import queue_message, transition
 from flows.reminder_policy import ReminderPolicy
+from flows.tasks.calendar import sync_calendar
 from flows.tasks.send import send_message
 from models import (
     AuditLog,
@@ -72,6 +75,7 @@ class IntakeOutcome:
     summary: str
     booking_id: str | None = None
     stale: bool = False
+    crm_booking_id: int | None = None
     queued: list[str] = field(default_factory=list)
     to_send: list[int] = field(default_factory=list)
 
@@ -230,7 +234,9 @@ def apply_event(event_id: int) -> IntakeOutcome:
 
         change = apply_booking(session, event, contact.id, event_id)
         booking = change.booking
-        outcome = IntakeOutcome(event_id, "", booking_id=incoming.booking_id, stale=change.stale)
+        outcome = IntakeOutcome(
+            event_id, "", booking_id=incoming.booking_id, stale=change.stale, crm_booking_id=booking.id
+        )
         if change.stale:
             _audit(
                 session,
@@ -260,6 +266,7 @@ def apply_event(event_id: int) -> IntakeOutcome:
             )
             kinds = decide_messages(change, _patient_informed(session, booking.id))  # type: ignore[arg-type]
             outcome.queued = _queue_sms(session, kinds, booking, contact, phone, now)
+            outcome.queued += _queue_email(session, kinds, booking, contact, now)
             outcome.queued += sync_reminders(session, booking, contact, phone, now)
             outcome.summary = (
                 f"{event.action.value}: booking now {booking.status} rev {booking.revision}; "
@@ -348,6 +355,58 @@ def _queue_sms(
                 to=mask_phone(phone),
             )
             queued.append(kind.value)
+    return queued
+
+
+def _queue_email(
+    session: Session, kinds: list[MessageKind], booking: Booking, contact: Contact, now: datetime
+) -> list[str]:
+    """The same notices by email, when the patient gave an address that is not suppressed."""
+    queued: list[str] = []
+    for kind in kinds:
+        skip_reason = None
+        if not contact.email:
+            skip_reason = "no email address"
+        elif booking.start_at <= now:
+            skip_reason = "appointment time has already passed"
+        else:
+            why = suppression_reason(session, Channel.EMAIL, Purpose.TRANSACTIONAL, contact.email, kind)
+            skip_reason = f"email suppressed ({why})" if why else None
+        if skip_reason:
+            _audit(
+                session,
+                "message.skipped",
+                "booking",
+                booking.id,
+                kind=kind.value,
+                channel="email",
+                reason=skip_reason,
+            )
+            continue
+        assert contact.email is not None
+        content = render_booking_email(
+            kind,
+            booking_facts(booking, contact),
+            ClinicIdentity.from_settings(get_settings()),
+            to_name=" ".join(p for p in (contact.first_name, contact.last_name) if p) or None,
+        )
+        message = OutboundMessage(
+            idempotency_key=booking_email_key(booking.wix_booking_id, kind, booking.revision),
+            channel=Channel.EMAIL,
+            purpose=Purpose.TRANSACTIONAL,
+            kind=kind,
+            contact_id=contact.id,
+            booking_id=booking.id,
+            recipient=contact.email,
+            body=content.to_json(),
+            booking_revision=booking.revision,
+            appointment_at=booking.start_at,
+            deadline=booking.start_at,
+        )
+        result = queue_message(session, message)
+        if result.created:
+            _audit(session, "message.queued", "outbound_message", result.id, kind=kind.value, channel="email")
+            queued.append(f"{kind.value} email")
     return queued
 
 
@@ -461,6 +520,11 @@ async def booking_intake(event_id: int) -> State:
     logger.info("event %s: %s", event_id, outcome.summary)
 
     statuses = {message_id: await send_message(message_id) for message_id in outcome.to_send}
+    if outcome.crm_booking_id is not None and not outcome.stale:
+        try:  # after the patient's messages, and never failing them: the sweep catches the calendar up
+            await sync_calendar(outcome.crm_booking_id)
+        except Exception as exc:
+            logger.warning("calendar not synced for this booking yet (the sweep will retry): %s", exc)
     failed = [mid for mid, status in statuses.items() if status == MessageStatus.FAILED]
     if failed:
         return Failed(message=f"{outcome.summary}; message(s) {failed} could not be delivered (see outbox)")

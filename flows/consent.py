@@ -16,6 +16,7 @@ from sqlmodel import Session, select
 
 from models import Channel, ConsentAction, ConsentEvent, Contact, MessageKind, Purpose, Suppression
 from models.crypto import get_cipher
+from models.types import utcnow
 
 # Messages a suppression never blocks: telling someone we have stopped is part of stopping.
 EXEMPT_KINDS = frozenset({MessageKind.OPT_OUT_CONFIRMATION})
@@ -46,6 +47,24 @@ def suppression_reason(session: Session, channel: str, purpose: str, address: st
         )
     ).first()
     return found
+
+
+def suppressed_addresses(
+    session: Session, channel: str, purpose: str, addresses: Iterable[str]
+) -> dict[str, str]:
+    """Which of `addresses` are suppressed for (channel, purpose), with the reason: one query for a whole
+    batch (a campaign re-checks a thousand recipients at a time just before sending)."""
+    by_hash = {address_hash(channel, address): address for address in addresses}
+    if not by_hash:
+        return {}
+    rows = session.exec(
+        select(Suppression.address_hash, Suppression.reason).where(
+            Suppression.address_hash.in_(list(by_hash)),  # type: ignore[attr-defined]
+            Suppression.channel == channel,
+            Suppression.purpose == purpose,
+        )
+    ).all()
+    return {by_hash[hashed]: reason for hashed, reason in rows}
 
 
 @dataclass(frozen=True)
@@ -146,3 +165,19 @@ def _ledger(
             actor=why.actor,
         )
     )
+
+
+def set_marketing_consent(
+    session: Session, contact: Contact, channel: Channel, *, granted: bool, why: ConsentSource
+) -> None:
+    """Record a patient's marketing opt-in (or opt-out) on one channel: the contact's `*_marketing_consent_at`
+    (what campaign audiences select on), the suppression list, and the ledger entry that proves it."""
+    column = "email_marketing_consent_at" if channel == Channel.EMAIL else "sms_marketing_consent_at"
+    setattr(contact, column, utcnow() if granted else None)
+    contact.updated_at = utcnow()
+    session.add(contact)
+    scopes = [(channel, Purpose.MARKETING)]
+    if granted:
+        grant(session, phone=None, contact=contact, scopes=scopes, why=why)
+    else:
+        withdraw(session, phone=None, contact=contact, scopes=scopes, why=why)

@@ -96,6 +96,8 @@ def claim_due(
             .limit(limit)
         )
         query = query.where(OutboundMessage.channel.in_(channels))  # type: ignore[attr-defined]
+        # Campaign messages are claimed in bulk by the campaign flow, never one by one by the sweep.
+        query = query.where(OutboundMessage.campaign_id.is_(None))  # type: ignore[union-attr]
         if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
         claimed: list[ClaimedMessage] = []
@@ -220,6 +222,9 @@ def release_abandoned() -> int:
             select(OutboundMessage).where(
                 OutboundMessage.status == MessageStatus.SENDING,
                 OutboundMessage.updated_at < now - STALE_SENDING_AFTER,
+                # A campaign email left sending may have reached SendGrid (no idempotency key there): the
+                # campaign flow settles its own (flows/campaign_outbox.py `abandoned`), never a blind resend.
+                OutboundMessage.campaign_id.is_(None),  # type: ignore[union-attr]
             )
         ).all()
         for message in abandoned:  # safe to resend: the provider deduplicates on the idempotency key

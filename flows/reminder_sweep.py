@@ -19,6 +19,7 @@ from prefect.artifacts import acreate_table_artifact
 from prefect.logging import get_run_logger
 from sqlmodel import select
 
+from flows.tasks.calendar import resync_calendars
 from flows.tasks.send import send_due
 from models import OutboundMessage, OutboundMessageEvent, session_scope
 from models.types import utcnow
@@ -30,6 +31,8 @@ async def reminder_sweep(now: datetime | None = None, limit: int = 1000) -> dict
     logger = get_run_logger()
     now = now or utcnow()
     results = await send_due(now, limit)
+    # Bookings the calendar fell behind on (Google was down or not connected) catch up here, a batch a sweep.
+    await resync_calendars(utcnow())
     counts = Counter(results.values())
     logger.info("sweep at %s: %s", now.isoformat(), dict(counts) or "nothing due")
     if results:

@@ -28,6 +28,7 @@ from sqlmodel import Session, select
 from flows import consent, messages
 from flows.booking_intake import booking_facts, mark_failed
 from flows.contacts import mask_phone, normalize_phone
+from flows.email_messages import ClinicIdentity, render_staff_email
 from flows.outbox import queue_message
 from flows.sms_classifier import Classification, Intent, classify_with_fallback
 from flows.tasks.send import send_message
@@ -182,6 +183,22 @@ class _Triage:
             ),
             "staff notification",
         )
+        if self.settings.staff_notification_email:  # the same notice by email, through the outbox
+            key = f"staff:{self.event_id}:email"
+            email = render_staff_email(body, ClinicIdentity.from_settings(self.settings), reference=key)
+            self._queue(
+                OutboundMessage(
+                    idempotency_key=key,
+                    channel=Channel.EMAIL,
+                    purpose=Purpose.TRANSACTIONAL,
+                    kind=MessageKind.STAFF_NOTIFICATION,
+                    contact_id=self.contact.id if self.contact else None,
+                    booking_id=self.booking.id if self.booking else None,
+                    recipient=self.settings.staff_notification_email.strip(),
+                    body=email.to_json(),
+                ),
+                "staff email",
+            )
         self.audit("booking.staff_attention", reason=attention.value, intent=classification.intent)
 
     def _queue(self, message: OutboundMessage, label: str) -> None:
@@ -288,7 +305,9 @@ def apply_reply(event_id: int, classification: Classification) -> TriageOutcome:
         session.flush()
         to_send = session.exec(
             select(OutboundMessage.id).where(
-                OutboundMessage.idempotency_key.in_([f"sms-reply:{event_id}", f"staff:{event_id}"])  # type: ignore[attr-defined]
+                OutboundMessage.idempotency_key.in_(  # type: ignore[attr-defined]
+                    [f"sms-reply:{event_id}", f"staff:{event_id}", f"staff:{event_id}:email"]
+                )
             )
         ).all()
         return TriageOutcome(

@@ -73,7 +73,8 @@ class Settings(BaseSettings):
     sendgrid_from_name: str = ""  # the clinic's name when unset
     sendgrid_unsubscribe_group_id: int | None = None
     sendgrid_webhook_public_key: str | None = None
-    sendgrid_webhook_tolerance_seconds: int = 24 * 3600  # SendGrid retries a failed batch for up to 24 h
+    # SendGrid retries a failed batch for up to 24 h, maybe without re-signing it: 24 h + 1 h margin.
+    sendgrid_webhook_tolerance_seconds: int = 25 * 3600
     sendgrid_timeout_seconds: float = 30.0
     sendgrid_max_in_flight: int = 4
 

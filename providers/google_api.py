@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import google_auth_httplib2
@@ -73,6 +74,34 @@ def active_connection() -> GoogleConnection | None:
         return connection
 
 
+class StoredCredentials(Credentials):
+    """Credentials that write each refreshed access token back to their `GoogleConnection` row.
+
+    Without this every process start (and every flow run) would refresh again; with it the hour-long access
+    token is shared until it expires. The refresh token itself never changes here.
+    """
+
+    def __init__(self, connection_id: int, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.connection_id = connection_id
+
+    def refresh(self, request: Any) -> None:
+        super().refresh(request)
+        save_access_token(self.connection_id, self.token, self.expiry)
+
+
+def save_access_token(connection_id: int, token: str | None, expiry: datetime | None) -> None:
+    """Remember a freshly issued access token (encrypted) and when it expires (google-auth: naive UTC)."""
+    with session_scope() as session:
+        connection = session.get(GoogleConnection, connection_id)
+        if connection is None or connection.status != GoogleConnectionStatus.CONNECTED:
+            return
+        connection.access_token = token
+        connection.access_token_expires_at = expiry.replace(tzinfo=UTC) if expiry else None
+        connection.updated_at = utcnow()
+        session.add(connection)
+
+
 def load_credentials() -> Credentials:
     """The connected account's credentials; google-auth refreshes the access token when it expires."""
     settings = get_settings()
@@ -80,9 +109,11 @@ def load_credentials() -> Credentials:
         raise GoogleNotConnected("Google is not configured (GOOGLE_CLIENT_ID / GOOGLE_CLIENT_SECRET unset)")
     connection = active_connection()
     if connection is None:
-        raise GoogleNotConnected("no Google account is connected; open /auth/google/start to connect one")
+        raise GoogleNotConnected("no Google account is connected; run `avatar-crm google connect`")
     assert settings.google_client_secret is not None
-    return Credentials(
+    assert connection.id is not None
+    return StoredCredentials(
+        connection.id,
         token=connection.access_token,
         refresh_token=connection.refresh_token,
         token_uri=settings.google_token_uri,

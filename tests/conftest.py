@@ -84,10 +84,15 @@ def db(database_url: str) -> Iterator[str]:
             "suppression",
             "outboundmessageevent",
             "outboundmessage",
+            "campaign",
+            "contacttag",
             "auditlog",
             "booking",
             "contact",
             "webhookevent",
+            "googleconnection",
+            "oauthstate",
+            "synccursor",
         ):
             connection.execute(text(f"DELETE FROM {table}"))  # noqa: S608 (fixed table names)
     yield database_url

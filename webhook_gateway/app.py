@@ -18,9 +18,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from models import Settings, get_engine, get_settings
 from webhook_gateway.dispatcher import Dispatcher
+from webhook_gateway.google_oauth import GoogleOAuthController
 from webhook_gateway.health import HealthController
 from webhook_gateway.inbox import InboxWriter
 from webhook_gateway.mobilemessage import MobileMessageWebhookController
+from webhook_gateway.sendgrid import SendGridWebhookController
+from webhook_gateway.tracking import TrackingController
 from webhook_gateway.wix import WixWebhookController
 
 logger = logging.getLogger(__name__)
@@ -30,10 +33,11 @@ DEPLOYMENTS: Mapping[str, str] = {
     "wix": "booking-intake/booking-intake",
     "mobilemessage": "sms-triage/sms-triage",
     "mobilemessage-status": "delivery-receipts/delivery-receipts",
+    "sendgrid": "email-events/email-events",
 }
 # Sources whose flow takes a batch (`event_ids`) instead of one `event_id`: a campaign's delivery receipts
 # arrive by the thousand, one per message part.
-BATCHED_SOURCES: frozenset[str] = frozenset({"mobilemessage-status"})
+BATCHED_SOURCES: frozenset[str] = frozenset({"mobilemessage-status", "sendgrid"})
 
 
 def create_app(
@@ -75,7 +79,14 @@ def create_app(
             inbox.stop()
 
     return Litestar(
-        route_handlers=[WixWebhookController, MobileMessageWebhookController, HealthController],
+        route_handlers=[
+            WixWebhookController,
+            MobileMessageWebhookController,
+            SendGridWebhookController,
+            GoogleOAuthController,
+            HealthController,
+            TrackingController,
+        ],
         lifespan=[lifespan],
         request_max_body_size=settings.gateway_max_body_bytes,
         exception_handlers={SQLAlchemyError: _storage_unavailable},

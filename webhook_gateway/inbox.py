@@ -12,6 +12,7 @@ import asyncio
 import logging
 import queue
 import threading
+from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 
@@ -76,6 +77,22 @@ class InboxWriter:
         pending = _Pending(source, dedupe_key, event_type, body, loop, loop.create_future())
         self._queue.put(pending)
         return await pending.future
+
+    async def store_many(self, source: str, events: Sequence[tuple[str, str, bytes]]) -> list[StoredEvent]:
+        """Store a provider's batch, `(dedupe_key, event_type, body)` per event; returns once every row is
+        committed (the writer may spread them over a few group commits). Any failure raises, so the caller
+        answers non-2xx and the provider resends the batch; rows already committed come back duplicates."""
+        loop = asyncio.get_running_loop()
+        pending = [
+            _Pending(source, key, kind, body, loop, loop.create_future()) for key, kind, body in events
+        ]
+        for item in pending:
+            self._queue.put(item)
+        outcomes = await asyncio.gather(*(item.future for item in pending), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return list(outcomes)  # type: ignore[arg-type]
 
     # --- the writer thread -------------------------------------------------------------------------
 
@@ -179,3 +196,16 @@ async def accept(state: State, source: str, dedupe_key: str, event_type: str, ra
     logger.debug("accepted %s event %s (%s)", source, stored.event_id, event_type)
     state.dispatcher.wake()
     return WebhookAck(status="accepted", event_id=stored.event_id)
+
+
+async def accept_many(
+    state: State, source: str, events: Sequence[tuple[str, str, bytes]]
+) -> list[StoredEvent]:
+    """`accept` for a provider that posts many events at once (SendGrid): one inbox row per event, all
+    committed before the caller answers, and the dispatcher woken once if any of them is new."""
+    stored = await state.inbox.store_many(source, events) if events else []
+    new = sum(not item.duplicate for item in stored)
+    logger.debug("%s batch of %s event(s): %s new", source, len(stored), new)
+    if new:
+        state.dispatcher.wake()
+    return stored

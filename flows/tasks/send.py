@@ -19,14 +19,22 @@ from prefect.logging import get_run_logger
 
 from flows import outbox
 from flows.outbox import ClaimedMessage, Outcome
-from flows.provider_slots import SlotTimeoutError
+from flows.provider_slots import ProviderSlots, SlotTimeoutError
+from flows.tasks.email import deliver_email, gmail_slot
 from flows.tasks.sms import deliver_sms, sms_slot
 from flows.tasks.staff import deliver_staff_notice
-from models import Channel, MessageStatus, get_settings
+from models import Channel, MessageStatus
 
 SENDERS: dict[str, Callable[[ClaimedMessage], Awaitable[Outcome]]] = {
     Channel.SMS.value: deliver_sms,
+    Channel.EMAIL.value: deliver_email,
     Channel.OPS.value: deliver_staff_notice,
+}
+# The provider slots each channel's batch workers hold (one slot per worker, as many workers as slots); a
+# channel without an entry (OPS: Prefect artifacts) is sent by one worker holding nothing.
+SLOTS: dict[str, Callable[[], ProviderSlots]] = {
+    Channel.SMS.value: sms_slot,
+    Channel.EMAIL.value: gmail_slot,
 }
 
 
@@ -48,23 +56,39 @@ async def deliver(claimed: ClaimedMessage) -> Outcome:
 
 
 async def deliver_all(claimed: list[ClaimedMessage]) -> list[Outcome]:
+    """Send a batch, each channel through its own provider's slots (email never holds an SMS slot)."""
+    by_channel: dict[str, list[ClaimedMessage]] = {}
+    for item in claimed:
+        by_channel.setdefault(item.channel, []).append(item)
+    batches = await asyncio.gather(*(_deliver_channel(ch, items) for ch, items in by_channel.items()))
+    return [outcome for batch in batches for outcome in batch]
+
+
+async def _deliver_channel(channel: str, claimed: list[ClaimedMessage]) -> list[Outcome]:
     queue: asyncio.Queue[ClaimedMessage] = asyncio.Queue()
     for item in claimed:
         queue.put_nowait(item)
     outcomes: list[Outcome] = []
+    make_slot = SLOTS.get(channel)
+
+    async def drain() -> None:
+        while not queue.empty():
+            outcomes.append(await deliver(queue.get_nowait()))
 
     async def worker() -> None:
+        if make_slot is None:
+            await drain()
+            return
         try:
-            async with sms_slot().hold():  # one slot per worker for the whole batch
-                while not queue.empty():
-                    outcomes.append(await deliver(queue.get_nowait()))
+            async with make_slot().hold():  # one slot per worker for the whole batch
+                await drain()
         except SlotTimeoutError:  # every slot busy elsewhere for long: what is left waits for the next sweep
             while not queue.empty():
                 claimed = queue.get_nowait()
                 outcomes.append(Outcome(claimed.id, MessageStatus.PENDING, "provider slots busy"))
 
-    workers = max(1, min(len(claimed), get_settings().mobilemessage_max_in_flight))
-    await asyncio.gather(*(worker() for _ in range(workers)))
+    limit = make_slot().limit if make_slot is not None else 1
+    await asyncio.gather(*(worker() for _ in range(max(1, min(len(claimed), limit)))))
     return outcomes
 
 

@@ -102,17 +102,22 @@ def wait_processed(count: int, timeout: float = 90.0) -> list[WebhookEvent]:
         run_ids = {r.flow_run_id for r in rows if r.flow_run_id}
         if any(flow_run_state(run_id) not in TERMINAL for run_id in run_ids):
             return None
-        if any(m.status == MessageStatus.SENDING for m in messages()):
+        if any(m.status == MessageStatus.SENDING for m in messages(channel=None)):
             return None
         return rows
 
     return wait_until(done, timeout)
 
 
-def messages(wix_booking_id: str | None = None, *, reminders: bool = False) -> list[OutboundMessage]:
-    """Outbox rows (of one booking), without the scheduled reminders unless asked for."""
+def messages(
+    wix_booking_id: str | None = None, *, reminders: bool = False, channel: str | None = "sms"
+) -> list[OutboundMessage]:
+    """Outbox rows (of one booking), without the scheduled reminders unless asked for; SMS unless another
+    channel (or None: every channel) is asked for."""
     with session_scope() as session:
         query = select(OutboundMessage).order_by(OutboundMessage.id)
+        if channel is not None:
+            query = query.where(OutboundMessage.channel == channel)
         if not reminders:
             query = query.where(OutboundMessage.kind != "reminder")
         if wix_booking_id:

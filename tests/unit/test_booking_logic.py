@@ -46,13 +46,18 @@ def deliver(
 
 
 def outbox(booking_id: str) -> list[OutboundMessage]:
-    """The notices about a booking's changes (its scheduled reminders are tested in test_reminders.py)."""
+    """The SMS notices about a booking's changes (its scheduled reminders are tested in test_reminders.py,
+    the same notices by email in test_gmail.py)."""
     with session_scope() as session:
         return list(
             session.exec(
                 select(OutboundMessage)
                 .join(Booking, Booking.id == OutboundMessage.booking_id)
-                .where(Booking.wix_booking_id == booking_id, OutboundMessage.kind != "reminder")
+                .where(
+                    Booking.wix_booking_id == booking_id,
+                    OutboundMessage.kind != "reminder",
+                    OutboundMessage.channel == "sms",
+                )
                 .order_by(OutboundMessage.id)
             ).all()
         )
@@ -87,7 +92,8 @@ def test_new_booking_creates_contact_booking_confirmation_and_audit(db: str) -> 
         assert session.get(WebhookEvent, event_id).status == InboxStatus.PROCESSED  # type: ignore[union-attr]
         actions = [a.action for a in session.exec(select(AuditLog).order_by(AuditLog.id)).all()]
         # 09:00: the 2 h reminder would fall at 07:00, in quiet hours, and is not planned (with the reason)
-        assert actions == ["contact.created", "booking.created", "message.queued", "reminder.not_planned"]
+        queued = ["message.queued", "message.queued"]  # the SMS, then the same notice by email
+        assert actions == ["contact.created", "booking.created", *queued, "reminder.not_planned"]
         for entry in session.exec(select(AuditLog)).all():
             assert "412345678" not in str(entry.detail) and "alex@" not in str(entry.detail).lower()
     [message] = outbox(bid)
@@ -201,6 +207,7 @@ def test_unusable_phone_or_past_appointment_sends_nothing_and_says_why(db: str) 
         reasons = [
             a.detail["reason"]
             for a in session.exec(select(AuditLog).where(AuditLog.action == "message.skipped"))
+            if a.detail.get("channel") != "email"  # email skips are tested in test_gmail.py
         ]
     assert reasons == [
         "no valid phone number",

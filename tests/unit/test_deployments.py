@@ -15,6 +15,12 @@ SAMPLE_PARAMETERS = {
     "reminder-sweep": {"now": "2026-11-25T09:00:00+10:00", "limit": 10},
     "sms-triage": {"event_id": 2},
     "delivery-receipts": {"event_ids": [3, 4]},
+    "google-contacts-import": {"full": True},
+    "email-events": {"event_ids": [5, 6]},
+    "campaign-send": {
+        "spec": {"name": "Spring recall", "channel": "email", "variants": [{"template_id": "d-" + "0" * 32}]}
+    },
+    "campaign-winner": {"campaign": "spring-recall", "winner": "B"},
 }
 
 

@@ -81,7 +81,11 @@ def test_a_reply_is_about_the_booking_our_message_named_not_just_the_next_one(db
         later_confirmation = session.exec(
             select(OutboundMessage.id)
             .join(Booking, Booking.id == OutboundMessage.booking_id)
-            .where(Booking.wix_booking_id == later, OutboundMessage.kind == MessageKind.CONFIRMATION)
+            .where(
+                Booking.wix_booking_id == later,
+                OutboundMessage.kind == MessageKind.CONFIRMATION,
+                OutboundMessage.channel == Channel.SMS,
+            )
         ).one()
     receive("Y", original_custom_ref=f"msg:{later_confirmation}")
     assert booking(later).patient_confirmed_at is not None

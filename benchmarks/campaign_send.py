@@ -1,0 +1,248 @@
+"""One email campaign to 100,000 consenting patients, through a fake SendGrid that validates every request
+against SendGrid's OpenAPI description.
+
+Measures the campaign as the `campaign-send` flow runs it (stream the audience from the database, write one
+outbox row per recipient in bulk, claim batches of 1,000 with the suppression and consent re-check, post them
+with SENDGRID_MAX_IN_FLIGHT requests in flight, record every result), on a fresh SQLite file, in a process of
+its own so its peak memory is its own. The baseline, measured in the same run against the same fake, is a
+plain loop posting the same 100 bodies of 1,000 personalizations one at a time with the same client: what
+talking to the provider costs with no database at all. The fake runs in its own process too.
+
+    .venv/bin/python benchmarks/campaign_send.py [--recipients 100000] [--in-flight 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+API_KEY = "SG.bench-key"
+TEMPLATE = "d-0123456789abcdef0123456789abcdef"
+TARGET_SECONDS, TARGET_MB, TARGET_RATIO = 60.0, 300.0, 0.8
+FAKE = """
+import sys
+from tests.fakes.sendgrid import FakeSendGrid
+fake = FakeSendGrid(sys.argv[1]).start()
+print(fake.url, flush=True)
+sys.stdin.readline()
+print(len(fake.accepted), len(fake.invalid), len(fake.recipients()), len(set(fake.recipients())), flush=True)
+"""
+SPEC = {
+    "name": "Benchmark recall",
+    "channel": "email",
+    "variants": [{"template_id": TEMPLATE, "template_data": {"offer": "10% off a follow-up scan"}}],
+}
+
+
+def start_fake() -> tuple[subprocess.Popen[str], str]:
+    """The fake SendGrid in a process of its own; a line on its stdin makes it print what it received."""
+    fake = subprocess.Popen(
+        [sys.executable, "-c", FAKE, API_KEY],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert fake.stdout is not None
+    return fake, fake.stdout.readline().strip()
+
+
+def seed(count: int) -> list[tuple[int, str, str]]:
+    """`count` patients with email and marketing consent; returns (id, email, first name) in id order."""
+    from sqlalchemy import insert
+
+    from models import Contact, get_engine
+    from models.crypto import get_cipher
+
+    cipher = get_cipher()
+    now = datetime.now(UTC)
+    people = [(i + 1, f"patient{i}@example.com", f"Pat{i}") for i in range(count)]
+    with get_engine().begin() as connection:
+        for start in range(0, count, 5000):
+            rows = [
+                {
+                    "id": cid,
+                    "first_name": name,
+                    "last_name": "Lee",
+                    "email": address,
+                    "email_hash": cipher.blind_index("email", address),
+                    "email_marketing_consent_at": now - timedelta(days=30),
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for cid, address, name in people[start : start + 5000]
+            ]
+            connection.execute(insert(Contact.__table__), rows)  # type: ignore[attr-defined]
+    return people
+
+
+def baseline(url: str, people: list[tuple[int, str, str]]) -> float:
+    """The same batches, built beforehand, posted one request at a time: the provider's share."""
+    from providers.sendgrid import EmailContent, EmailRecipient, SendGridClient, build_mail
+
+    bodies = []
+    for start in range(0, len(people), 1000):
+        recipients = [
+            EmailRecipient(
+                address,
+                f"{name} Lee",
+                {"outbox_id": str(cid), "campaign": "baseline", "variant": "A"},
+                {"offer": "10% off a follow-up scan", "first_name": name, "last_name": "Lee"},
+            )
+            for cid, address, name in people[start : start + 1000]
+        ]
+        bodies.append(
+            build_mail(
+                from_email="news@avatar-imaging.example",
+                from_name="Avatar Imaging",
+                content=EmailContent(template_id=TEMPLATE),
+                recipients=recipients,
+                categories=["campaign", "campaign-baseline"],
+                asm_group_id=4242,
+            )
+        )
+    client = SendGridClient(API_KEY, url)
+    started = time.perf_counter()
+    for body in bodies:
+        client.send(body)
+    return time.perf_counter() - started
+
+
+def _high_water_mb() -> float:
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss, not inherited from the parent)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def campaign_child() -> None:
+    """Run the campaign flow's body in this (fresh) process; print seconds, peak RSS and outcome as JSON."""
+    import asyncio
+
+    from flows.campaign_send import campaign_send
+    from flows.campaign_spec import CampaignSpec
+
+    spec = CampaignSpec.model_validate(SPEC)
+    before_mb = _high_water_mb()
+    cpu = time.process_time()
+    started = time.perf_counter()
+    result = asyncio.run(campaign_send.fn(spec))
+    seconds = time.perf_counter() - started
+    cpu = time.process_time() - cpu
+    peak_mb = _high_water_mb()
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "peak_mb": peak_mb,
+                "import_mb": before_mb,
+                "cpu_seconds": cpu,
+                "status": str(result["status"]),
+                "counts": result["counts"],
+            }
+        )
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--recipients", type=int, default=100_000)
+    parser.add_argument("--in-flight", type=int, default=4)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        campaign_child()
+        return 0
+
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-campaign-"))
+    fake, url = start_fake()
+    os.environ.update(
+        {
+            "CRM_DATA_DIR": str(data_dir),
+            "CRM_DATABASE_URL": f"sqlite:///{data_dir / 'crm.db'}",
+            "CRM_ENCRYPTION_KEY": "tSJFpnbbGTeAj1QGk0jXrVZr2oDsEW3V3KdxwCdWFNk=",
+            "EMAIL_CAMPAIGN_PROVIDER": "sendgrid",
+            "SENDGRID_API_KEY": API_KEY,
+            "SENDGRID_API_URL": url,
+            "SENDGRID_FROM_EMAIL": "news@avatar-imaging.example",
+            "SENDGRID_UNSUBSCRIBE_GROUP_ID": "4242",
+            "SENDGRID_MAX_IN_FLIGHT": str(args.in_flight),
+            "PREFECT_LOGGING_LEVEL": "WARNING",
+        }
+    )
+    try:
+        from models.migrate import upgrade
+
+        upgrade()
+        started = time.perf_counter()
+        people = seed(args.recipients)
+        print(f"seeded {args.recipients:,} consenting patients in {time.perf_counter() - started:.1f} s")
+
+        base = baseline(url, people)
+        child = subprocess.run(
+            [sys.executable, __file__, "--child"], cwd=REPO, capture_output=True, text=True, check=False
+        )
+        if child.returncode != 0:
+            print(child.stderr[-3000:])
+            return 1
+        measured = json.loads(child.stdout.strip().splitlines()[-1])
+        assert fake.stdin is not None and fake.stdout is not None
+        fake.stdin.write("report\n")
+        fake.stdin.flush()
+        accepted, invalid, recipients, unique = map(int, fake.stdout.readline().split())
+        requests = (args.recipients + 999) // 1000
+        campaign_ok = (
+            measured["counts"] == {"sent": args.recipients}
+            and invalid == 0
+            and recipients == 2 * args.recipients  # baseline + campaign ...
+            and unique == args.recipients  # ... and each patient once in each
+            and accepted == 2 * requests
+        )
+        seconds, peak = measured["seconds"], measured["peak_mb"]
+        ratio = base / seconds
+        print(
+            f"baseline: {requests} plain posts of 1,000 (bodies built beforehand), one at a time  "
+            f"{base:6.2f} s  ({args.recipients / base:,.0f}/s)"
+        )
+        print(
+            f"campaign: stream+queue+claim+post+record {args.recipients:,}  {seconds:6.2f} s  "
+            f"({args.recipients / seconds:,.0f}/s), {args.in_flight} in flight, "
+            f"{measured['cpu_seconds']:.1f} s CPU in the campaign process"
+        )
+        print(
+            f"peak memory of the campaign process: {peak:.0f} MB "
+            f"(after imports: {measured['import_mb']:.0f} MB)"
+        )
+        print(f"ratio (baseline / campaign): {ratio:.2f}")
+        print(
+            f"fake SendGrid: {accepted} requests accepted, {invalid} refused by the spec; "
+            f"{unique:,} distinct recipients of {recipients:,}"
+        )
+        met = campaign_ok and seconds <= TARGET_SECONDS and peak <= TARGET_MB and ratio >= TARGET_RATIO
+        print(
+            f"targets ≤ {TARGET_SECONDS:.0f} s, ≤ {TARGET_MB:.0f} MB, ratio ≥ {TARGET_RATIO}: "
+            f"{'MET' if met else 'NOT MET'}" + ("" if campaign_ok else " (the campaign's result is wrong)")
+        )
+        return 0 if campaign_ok else 1
+    finally:
+        if fake.stdin:
+            fake.stdin.close()
+        fake.wait(timeout=30)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,197 @@
+"""`avatar-crm campaign …` and `avatar-crm consent …`: launch and follow marketing campaigns, and record a
+patient's marketing consent (campaigns only ever go to patients with it)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+campaign_app = typer.Typer(
+    help="Marketing campaigns (email by SendGrid, SMS by MobileMessage).", no_args_is_help=True
+)
+consent_app = typer.Typer(help="Patients' marketing consent.", no_args_is_help=True)
+
+
+def _run_url(flow_run_id: str) -> str:
+    from prefect.settings import PREFECT_UI_URL
+
+    ui = PREFECT_UI_URL.value()
+    return f"{ui.rstrip('/')}/runs/flow-run/{flow_run_id}" if ui else flow_run_id
+
+
+def _create_run(deployment: str, parameters: dict[str, Any], scheduled_time: Any = None) -> str:
+    from prefect.deployments import run_deployment
+
+    async def _run() -> str:
+        run = await run_deployment(
+            deployment, parameters=parameters, scheduled_time=scheduled_time, timeout=0
+        )
+        return str(run.id)
+
+    try:
+        return asyncio.run(_run())
+    except Exception as exc:  # no Prefect API, or the deployment is not served
+        typer.echo(
+            f"could not start {deployment}: {type(exc).__name__}: {exc}\n"
+            "Is `make up` (or `avatar-crm serve` with PREFECT_API_URL) running? Or use --local.",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+
+
+def _print_result(result: dict[str, Any]) -> None:
+    shown = {k: v for k, v in result.items() if k not in ("results", "preview")}
+    typer.echo(json.dumps(shown, indent=2, default=str))
+    if result.get("preview"):
+        typer.echo(result["preview"])
+    for row in result.get("results") or []:
+        typer.echo("  " + "  ".join(f"{k}={v}" for k, v in row.items()))
+
+
+@campaign_app.command("launch")
+def launch(
+    file: Annotated[Path, typer.Argument(help="The campaign YAML (see deployments/campaign.example.yaml).")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count and preview only; send nothing.")] = False,
+    local: Annotated[
+        bool, typer.Option("--local", help="Run in this process instead of the deployment.")
+    ] = False,
+) -> None:
+    """Launch a campaign: a run of the campaign-send deployment (at `send_at`, if the file sets one)."""
+    from flows.campaign_spec import CampaignFileError, load_spec
+    from models.types import utcnow
+
+    try:
+        spec = load_spec(file)
+    except CampaignFileError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    if dry_run:
+        spec = spec.model_copy(update={"dry_run": True})
+    if spec.send_at and spec.send_at < utcnow() - timedelta(minutes=5) and not spec.dry_run:
+        typer.echo(f"send_at {spec.send_at.isoformat()} is in the past; remove it to send now", err=True)
+        raise typer.Exit(2)
+    if local:
+        from flows.campaign_send import campaign_send
+
+        _print_result(asyncio.run(campaign_send(spec)))
+        return
+    from flows.campaign_send import SEND_DEPLOYMENT
+
+    when = None if spec.dry_run else spec.send_at
+    run_id = _create_run(SEND_DEPLOYMENT, {"spec": spec.model_dump(mode="json")}, when)
+    what = "dry run" if spec.dry_run else "campaign"
+    typer.echo(
+        f"{what} {spec.slug}: flow run {run_id}" + (f" scheduled for {when.isoformat()}" if when else "")
+    )
+    typer.echo(_run_url(run_id))
+
+
+@campaign_app.command("status")
+def status(slug: str) -> None:
+    """Where a campaign is, and per variant how many were sent, delivered, opened, clicked, bounced, …"""
+    from flows.campaign_outbox import results_table
+    from flows.campaign_send import CampaignError, load_campaign
+
+    try:
+        state = load_campaign(slug)
+    except CampaignError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    from models import Campaign, session_scope
+
+    with session_scope() as session:
+        row = session.get(Campaign, state.id)
+        assert row is not None
+        typer.echo(f"{row.name} ({row.slug}), {row.channel}: {row.status}")
+        if row.winner_variant or row.winner_reason:
+            typer.echo(f"winner: {row.winner_variant or 'not chosen'} — {row.winner_reason or ''}")
+        if row.flow_run_id:
+            typer.echo(f"last run: {_run_url(row.flow_run_id)}")
+    table = results_table(state.id)
+    if not table:
+        typer.echo("nothing queued yet")
+    for line in table:
+        typer.echo("  " + "  ".join(f"{k}={v}" for k, v in line.items()))
+
+
+def _winner_run(slug: str, winner: str | None, local: bool) -> None:
+    from flows.campaign_send import WINNER_DEPLOYMENT, campaign_winner
+
+    if local:
+        _print_result(asyncio.run(campaign_winner(campaign=slug, winner=winner)))
+        return
+    run_id = _create_run(WINNER_DEPLOYMENT, {"campaign": slug, "winner": winner})
+    typer.echo(f"campaign-winner for {slug}: flow run {run_id}")
+    typer.echo(_run_url(run_id))
+
+
+@campaign_app.command("choose")
+def choose(
+    slug: str,
+    variant: Annotated[str, typer.Argument(help="The variant the rest of the audience gets (A, B, …).")],
+    local: Annotated[bool, typer.Option("--local", help="Run in this process.")] = False,
+) -> None:
+    """Choose an A/B winner by hand (when the test was not conclusive) and send it to the rest."""
+    _winner_run(slug, variant, local)
+
+
+@campaign_app.command("evaluate")
+def evaluate(
+    slug: str, local: Annotated[bool, typer.Option("--local", help="Run in this process.")] = False
+) -> None:
+    """Pick the A/B winner now if the data allow it (what the scheduled follow-up run does)."""
+    _winner_run(slug, None, local)
+
+
+def _consent(email: str | None, phone: str | None, granted: bool, note: str) -> None:
+    from sqlmodel import select
+
+    from flows import consent
+    from flows.contacts import normalize_email, normalize_phone
+    from models import Channel, Contact, get_settings, session_scope
+    from models.crypto import get_cipher
+
+    if bool(email) == bool(phone):
+        raise typer.BadParameter("give exactly one of --email or --phone")
+    if email:
+        address, channel, column, kind = normalize_email(email), Channel.EMAIL, Contact.email_hash, "email"
+    else:
+        address = normalize_phone(phone, get_settings().default_phone_region)
+        channel, column, kind = Channel.SMS, Contact.phone_hash, "phone"
+    if address is None:
+        raise typer.BadParameter(f"{email or phone!r} is not a valid {kind}")
+    with session_scope() as session:
+        contact = session.exec(
+            select(Contact).where(column == get_cipher().blind_index(kind, address))
+        ).first()
+        if contact is None:
+            raise typer.BadParameter(f"no patient with that {kind}")
+        why = consent.ConsentSource("staff", "avatar-crm cli", note or None)
+        consent.set_marketing_consent(session, contact, channel, granted=granted, why=why)
+    typer.echo(
+        f"marketing {channel} consent {'granted' if granted else 'withdrawn'} for contact {contact.id}"
+    )
+
+
+@consent_app.command("grant")
+def consent_grant(
+    email: Annotated[str | None, typer.Option(help="The patient's email (email marketing).")] = None,
+    phone: Annotated[str | None, typer.Option(help="The patient's mobile (SMS marketing).")] = None,
+    note: Annotated[str, typer.Option(help="How and in what words the patient agreed.")] = "",
+) -> None:
+    """Record a patient's opt-in to marketing on one channel (kept in the consent ledger)."""
+    _consent(email, phone, True, note)
+
+
+@consent_app.command("withdraw")
+def consent_withdraw(
+    email: Annotated[str | None, typer.Option(help="The patient's email.")] = None,
+    phone: Annotated[str | None, typer.Option(help="The patient's mobile.")] = None,
+    note: Annotated[str, typer.Option(help="What the patient said.")] = "",
+) -> None:
+    """Record a patient's opt-out of marketing on one channel (suppressed from then on)."""
+    _consent(email, phone, False, note)

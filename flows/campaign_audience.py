@@ -1,0 +1,136 @@
+"""Who a campaign goes to: the audience streamed from the database a page at a time, and A/B assignment.
+
+Pages are keyset-paginated by contact id, each read in its own short transaction: memory stays flat however
+large the audience, and (on SQLite, where every transaction takes the write lock up front) the campaign's
+own outbox writes are never held up behind one long read.
+
+Consent and suppression are part of the query, not a filter a marketer can leave out: only contacts who opted
+in to marketing on the channel, hold an address on it, and whose address is not suppressed for marketing on
+it. The suppression check is repeated just before each batch is sent (`flows/campaign_send.py`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import ColumnElement, and_, exists, func, not_, select
+
+from flows.campaign_spec import Audience, CampaignSpec
+from flows.contacts import can_receive_sms
+from models import Booking, BookingStatus, Channel, Contact, ContactTag, Purpose, Suppression, session_scope
+
+PAGE_SIZE = 1000
+ACTIVE_STATUSES = [s.value for s in BookingStatus if s.is_active]
+GONE_STATUSES = [BookingStatus.CANCELED.value, BookingStatus.DECLINED.value]
+
+
+@dataclass(frozen=True)
+class Recipient:
+    contact_id: int
+    address: str  # email, or phone in E.164
+    first_name: str | None
+    last_name: str | None
+
+
+def _local_day_start(day: object, timezone: str) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=ZoneInfo(timezone))  # type: ignore[arg-type]
+
+
+def audience_conditions(
+    audience: Audience, channel: str, now: datetime, timezone: str
+) -> list[ColumnElement[bool]]:
+    """The WHERE clause of a campaign's audience (consent, address, suppression, the marketer's filters)."""
+    if channel == Channel.EMAIL:
+        consent, address, hashed = Contact.email_marketing_consent_at, Contact.email, Contact.email_hash
+    else:
+        consent, address, hashed = Contact.sms_marketing_consent_at, Contact.phone, Contact.phone_hash
+    conditions: list[ColumnElement[bool]] = [
+        consent.is_not(None),  # type: ignore[union-attr]
+        address.is_not(None),  # type: ignore[union-attr]
+        not_(
+            exists().where(
+                Suppression.address_hash == hashed,
+                Suppression.channel == channel,
+                Suppression.purpose == Purpose.MARKETING,
+            )
+        ),
+    ]
+    if audience.services or audience.locations:
+        booked = [Booking.contact_id == Contact.id, Booking.status.not_in(GONE_STATUSES)]  # type: ignore[attr-defined]
+        if audience.services:
+            booked.append(func.lower(Booking.service_name).in_([s.lower() for s in audience.services]))
+        if audience.locations:
+            booked.append(func.lower(Booking.location).in_([loc.lower() for loc in audience.locations]))
+        conditions.append(exists().where(and_(*booked)))
+    if audience.last_visit_from or audience.last_visit_to:
+        last_visit = (
+            select(func.max(Booking.start_at))
+            .where(
+                Booking.contact_id == Contact.id,
+                Booking.status.in_(ACTIVE_STATUSES),  # type: ignore[attr-defined]
+                Booking.start_at < now,
+            )
+            .scalar_subquery()
+        )
+        if audience.last_visit_from:
+            conditions.append(last_visit >= _local_day_start(audience.last_visit_from, timezone))
+        if audience.last_visit_to:
+            day_after = _local_day_start(audience.last_visit_to, timezone) + timedelta(days=1)
+            conditions.append(last_visit < day_after)
+    if audience.tags:
+        conditions.append(
+            exists().where(
+                ContactTag.contact_id == Contact.id,
+                func.lower(ContactTag.tag).in_([t.lower() for t in audience.tags]),
+            )
+        )
+    return conditions
+
+
+def stream_recipients(
+    spec: CampaignSpec, *, now: datetime, timezone: str, page_size: int = PAGE_SIZE
+) -> Iterator[list[Recipient]]:
+    """The audience a page at a time, in contact-id order (so a re-run walks it in the same order)."""
+    conditions = audience_conditions(spec.audience, spec.channel, now, timezone)
+    address_column = Contact.email if spec.channel == Channel.EMAIL else Contact.phone
+    after = 0
+    while True:
+        with session_scope() as session:
+            rows = session.execute(
+                select(Contact.id, address_column, Contact.first_name, Contact.last_name)
+                .where(Contact.id > after, *conditions)  # type: ignore[operator]
+                .order_by(Contact.id)  # type: ignore[arg-type]
+                .limit(page_size)
+            ).all()
+        if not rows:
+            return
+        after = rows[-1][0]
+        page = [Recipient(row[0], row[1], row[2], row[3]) for row in rows]
+        if spec.channel == Channel.SMS:
+            page = [r for r in page if can_receive_sms(r.address)]  # landlines cannot get a text
+        yield page
+
+
+def assignment_point(slug: str, contact_id: int) -> float:
+    """A stable pseudo-random point in [0, 1) for this contact in this campaign."""
+    digest = hashlib.sha256(f"{slug}:{contact_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def assign_variant(spec: CampaignSpec, contact_id: int) -> str | None:
+    """The variant this contact gets in the first send, or None for the A/B remainder (sent the winner later).
+
+    Deterministic (a hash of slug and contact id), so a resumed or repeated run assigns everyone the same way.
+    """
+    names = [v.name for v in spec.variants]
+    if not spec.is_ab_test:
+        return names[0]
+    point = assignment_point(spec.slug, contact_id)
+    fraction = spec.ab_test.test_fraction
+    if point >= fraction:
+        return None
+    return names[min(len(names) - 1, int(point / fraction * len(names)))]

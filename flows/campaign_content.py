@@ -1,0 +1,139 @@
+"""What a campaign message says: variant texts rendered for a recipient, with the footer the law asks for.
+
+Email is sent a thousand recipients per request, so one request carries one text: per-recipient fields
+(`first_name`, `last_name`) are rendered as SendGrid substitution tags (`-first_name-`) and each
+personalization carries its own values; dynamic templates get the same fields in `dynamic_template_data`.
+SMS is rendered per recipient. Either way the message identifies the clinic and tells the patient how to opt
+out (Spam Act 2003: a functional unsubscribe in every commercial message) — for email through SendGrid's
+unsubscribe group (`asm.group_id`), for SMS by "Reply STOP to opt out", which two-way SMS already honours.
+
+Templates are Jinja2 in a sandbox with undefined names refused, so a typo fails the launch, not the send.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import SandboxedEnvironment
+
+from flows.campaign_spec import Variant
+from providers.sendgrid import EmailContent
+
+SMS_MAX_LENGTH = 765  # MobileMessage's limit (5 concatenated GSM-7 parts)
+SUBSTITUTION_TAGS = {"first_name": "-first_name-", "last_name": "-last_name-"}
+UNSUBSCRIBE_TAG = "<%asm_group_unsubscribe_raw_url%>"  # SendGrid fills in the group's unsubscribe link
+SAMPLE_RECIPIENT = {"first_name": "Alex", "last_name": "Sample"}  # previews never show a real patient
+_URL = re.compile(r"https?://[^\s<>\"']+")
+
+_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+
+
+class ContentError(ValueError):
+    """A variant's text cannot be rendered (a Jinja2 syntax error or an unknown name)."""
+
+
+def render(template: str, **context: Any) -> str:
+    try:
+        return _env.from_string(template).render(**context)
+    except TemplateError as exc:
+        raise ContentError(f"cannot render {template[:40]!r}…: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Clinic:
+    name: str
+    address: str = ""
+
+
+def sms_text(variant: Variant, clinic: Clinic, first_name: str | None, last_name: str | None) -> str:
+    """The SMS one patient gets: the variant's text, then who we are and how to stop."""
+    body = render(
+        variant.body or "",
+        first_name=first_name or "there",
+        last_name=last_name or "",
+        clinic_name=clinic.name,
+    ).strip()
+    return f"{body}\n{clinic.name}. Reply STOP to opt out"
+
+
+def email_content(variant: Variant, clinic: Clinic, *, with_unsubscribe: bool) -> EmailContent:
+    """One variant's email for a whole request; personal fields stay as substitution tags."""
+    if variant.template_id:
+        return EmailContent(template_id=variant.template_id)
+    context = {**SUBSTITUTION_TAGS, "clinic_name": clinic.name}
+    subject = render(variant.subject or "", **context).strip()
+    text = render(variant.body or "", **context).strip()
+    sender = ", ".join(part for part in (clinic.name, clinic.address) if part)
+    text_footer = f"\n\n--\n{sender}"
+    html_footer = f"<hr><p>{html.escape(sender)}"
+    if with_unsubscribe:
+        text_footer += f"\nUnsubscribe: {UNSUBSCRIBE_TAG}"
+        html_footer += f'<br><a href="{UNSUBSCRIBE_TAG}">Unsubscribe</a>'
+    html_footer += "</p>"
+    return EmailContent(subject=subject, text=text + text_footer, html=_to_html(text) + html_footer)
+
+
+def _to_html(text: str) -> str:
+    """Plain text as simple HTML (paragraphs, line breaks, links), so click tracking sees the links."""
+    paragraphs = []
+    for block in re.split(r"\n\s*\n", text):
+        escaped = html.escape(block)
+        linked = _URL.sub(lambda m: f'<a href="{m.group(0)}">{m.group(0)}</a>', escaped)
+        paragraphs.append("<p>" + linked.replace("\n", "<br>") + "</p>")
+    return "\n".join(paragraphs)
+
+
+def personal_fields(
+    variant: Variant, first_name: str | None, last_name: str | None, clinic: Clinic
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """(dynamic_template_data, substitutions) for one recipient of this variant."""
+    first, last = first_name or "there", last_name or ""
+    if variant.template_id:
+        data = {**variant.template_data, "first_name": first, "last_name": last, "clinic_name": clinic.name}
+        return data, {}
+    return {}, {SUBSTITUTION_TAGS["first_name"]: first, SUBSTITUTION_TAGS["last_name"]: last}
+
+
+def summary(variant: Variant) -> str:
+    """What the outbox row of an email records as its body: which content went out (not the whole text)."""
+    if variant.template_id:
+        return f"variant {variant.name}: SendGrid template {variant.template_id}"
+    return f"variant {variant.name}: {variant.subject}"
+
+
+def preview_markdown(variant: Variant, channel: str, clinic: Clinic, *, with_unsubscribe: bool) -> str:
+    """A variant as a sample patient would see it, for the dry-run artifact."""
+    if channel == "sms":
+        text = sms_text(variant, clinic, SAMPLE_RECIPIENT["first_name"], SAMPLE_RECIPIENT["last_name"])
+        return f"```\n{text}\n```\n\n{len(text)} characters"
+    content = email_content(variant, clinic, with_unsubscribe=with_unsubscribe)
+    if content.template_id:
+        data = personal_fields(
+            variant, SAMPLE_RECIPIENT["first_name"], SAMPLE_RECIPIENT["last_name"], clinic
+        )[0]
+        return f"SendGrid dynamic template `{content.template_id}` with data:\n\n```\n{data}\n```"
+    subject, text = content.subject or "", content.text or ""
+    for field, tag in SUBSTITUTION_TAGS.items():
+        subject, text = (
+            subject.replace(tag, SAMPLE_RECIPIENT[field]),
+            text.replace(tag, SAMPLE_RECIPIENT[field]),
+        )
+    return f"**Subject:** {subject}\n\n```\n{text}\n```"
+
+
+def check_renders(variant: Variant, channel: str, clinic: Clinic) -> None:
+    """Render a variant once with a long sample name, so a broken template or an SMS over the provider's
+    limit stops the launch before anything is queued."""
+    if channel == "sms":
+        text = sms_text(variant, clinic, "Maximiliana-Josephine", "Vandenberghe-Fitzgerald")
+        if len(text) > SMS_MAX_LENGTH:
+            raise ContentError(
+                f"variant {variant.name}: the SMS is {len(text)} characters with a long name; "
+                f"MobileMessage allows {SMS_MAX_LENGTH}"
+            )
+    else:
+        email_content(variant, clinic, with_unsubscribe=True)

@@ -1,0 +1,346 @@
+"""`email-events`: apply SendGrid's engagement events to the outbox and the suppression list.
+
+The gateway stores each event of a signed Event Webhook batch as its own inbox row (once per `sg_event_id`)
+and starts this flow for a batch of them (`event_ids`). Each event is matched to the message it is about by
+our `outbox_id` custom arg (SendGrid copies custom args into every event), else by SendGrid's message id, and
+always checked against the address the message went to. Then:
+
+- delivered → DELIVERED; bounce → BOUNCED; dropped → FAILED (with SendGrid's reason, addresses redacted).
+  A status never moves backwards: SendGrid sends events out of order and more than once, so a `delivered`
+  after a bounce changes nothing; the one move out of DELIVERED is to BOUNCED (mail servers bounce late).
+- open / click → `opened_at` / `clicked_at` (the earliest seen); a click implies an open. Machine opens
+  (Apple Mail privacy prefetching, `sg_machine_open`) are counted but do not set `opened_at`.
+- spamreport / unsubscribe / group_unsubscribe → no more marketing email to the address. An opt-out is
+  honoured even when the event matches no message of ours: missing an opt-out breaks the Spam Act, an extra
+  suppression costs nothing, and suppressions are keyed on the address anyway.
+- a hard bounce (`type` bounce), or SendGrid dropping mail to an address on its bounce/invalid list → no more
+  email of ANY purpose to the address: it does not work, and SendGrid itself would drop every later message
+  to it. A `blocked` bounce (the receiving server refused this message, e.g. for reputation) suppresses
+  nothing. A drop for an address on SendGrid's unsubscribe/spam-report lists → no more marketing email.
+- group_resubscribe → marketing email allowed again, but only for a message of ours that matches (lifting a
+  suppression is the risky direction).
+- processed, deferred and unknown event types are counted and change nothing.
+
+Every message change is an `OutboundMessageEvent`; every suppression change is in the consent ledger with
+the inbox event that caused it. A batch is one transaction and marks its inbox rows processed, so a replay
+or a retried run changes nothing twice. Patient addresses never reach the logs.
+"""
+
+# No `from __future__ import annotations` here: the runner pickles this flow; see flows/reminder_sweep.py.
+import asyncio
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from prefect import flow, task
+from prefect.artifacts import acreate_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+from prefect.runtime import flow_run
+from sqlmodel import Session, select
+
+from flows.consent import ConsentSource, address_hash, grant, withdraw
+from flows.contacts import normalize_email
+from flows.outbox import transition
+from models import (
+    Channel,
+    Contact,
+    InboxStatus,
+    MessageStatus,
+    OutboundMessage,
+    OutboundMessageEvent,
+    Purpose,
+    WebhookEvent,
+    session_scope,
+)
+from models.types import utcnow
+from providers.sendgrid_webhooks import SendGridEvent, SendGridPayloadError, parse_event
+
+SOURCE = "sendgrid"
+EMAIL_MARKETING = ((Channel.EMAIL, Purpose.MARKETING),)
+ALL_EMAIL = ((Channel.EMAIL, Purpose.TRANSACTIONAL), (Channel.EMAIL, Purpose.MARKETING))
+OPT_OUTS = frozenset({"spamreport", "unsubscribe", "group_unsubscribe"})
+
+# The status each delivery event would give a message, and where a message may go from each status.
+_DELIVERY_STATUS = {
+    "delivered": MessageStatus.DELIVERED,
+    "bounce": MessageStatus.BOUNCED,
+    "dropped": MessageStatus.FAILED,
+}
+_UNDELIVERED = {MessageStatus.DELIVERED, MessageStatus.BOUNCED, MessageStatus.FAILED}
+_FORWARD = {
+    # SendGrid has it even if our record of the send was lost to an outage: do not send it again.
+    MessageStatus.PENDING: _UNDELIVERED,
+    MessageStatus.SENDING: _UNDELIVERED,
+    MessageStatus.SENT: _UNDELIVERED,
+    MessageStatus.DELIVERED: {MessageStatus.BOUNCED},  # an asynchronous bounce after the server accepted it
+}
+# `reason` on a dropped event when the address is on one of SendGrid's own suppression lists.
+_DROPPED_SCOPES = {
+    "bounced address": ALL_EMAIL,
+    "invalid": ALL_EMAIL,
+    "unsubscribed address": EMAIL_MARKETING,
+    "spam reporting address": EMAIL_MARKETING,
+}
+_ADDRESS = re.compile(r"[^\s<>()\[\],;:\"']+@[^\s<>()\[\],;:\"']+")
+
+
+@dataclass(frozen=True)
+class EventResult:
+    """What one event did: which message (if any) it matched and what it changed."""
+
+    event_id: int
+    event: str
+    message_id: int | None
+    changes: tuple[str, ...] = ()  # e.g. ("status delivered",), ("opened", "clicked")
+    suppressed: bool = False  # a suppression that did not exist before
+    resubscribed: bool = False  # a suppression was lifted
+    failed: str | None = None  # why the stored event could not be applied
+
+
+def redact(text: str | None) -> str | None:
+    """SMTP replies quote the recipient ("550 5.1.1 <alex@example.com>: no such user"): keep the reason,
+    drop the address, since `last_error` and the ledger detail are not encrypted."""
+    return None if text is None else _ADDRESS.sub("<address>", text)[:500]
+
+
+# --- applying one event -----------------------------------------------------------------------------
+
+
+def _same_address(a: str | None, b: str | None) -> bool:
+    return normalize_email(a) is not None and normalize_email(a) == normalize_email(b)
+
+
+def find_message(session: Session, event: SendGridEvent) -> OutboundMessage | None:
+    """The email of ours this event is about, or None. `outbox_id` decides when present (no fallback: a
+    mismatch means the event is not about that message); otherwise SendGrid's `sg_message_id`, which starts
+    with the `X-Message-Id` of the send request (shared by every recipient of that request, hence the
+    address check)."""
+    if event.outbox_id is not None:
+        message = session.get(OutboundMessage, event.outbox_id)
+        if message is None or message.channel != Channel.EMAIL:
+            return None
+        if event.email is not None and not _same_address(message.recipient, event.email):
+            return None
+        return message
+    if not event.sg_message_id or event.email is None:
+        return None
+    parts = event.sg_message_id.split(".")
+    prefixes = {".".join(parts[:end]) for end in range(1, min(len(parts), 8) + 1)}
+    candidates = session.exec(
+        select(OutboundMessage).where(
+            OutboundMessage.provider_message_id.in_(prefixes),  # type: ignore[union-attr]
+            OutboundMessage.channel == Channel.EMAIL,
+        )
+    ).all()
+    matches = [m for m in candidates if _same_address(m.recipient, event.email)]
+    return matches[0] if len(matches) == 1 else None
+
+
+def _apply_delivery(session: Session, message: OutboundMessage, event: SendGridEvent) -> list[str]:
+    target = _DELIVERY_STATUS.get(event.event)
+    if target is None or target not in _FORWARD.get(MessageStatus(message.status), set()):
+        return []
+    if target == MessageStatus.DELIVERED:
+        message.delivered_at = event.occurred_at or utcnow()
+        detail = "sendgrid delivered"
+    else:
+        kind = f" ({event.bounce_type})" if event.event == "bounce" and event.bounce_type else ""
+        reason = redact(event.reason) or redact(event.response) or "no reason given"
+        message.last_error = f"sendgrid {event.event}{kind}: {reason}"
+        detail = message.last_error
+    transition(session, message, target, detail)
+    return [f"status {target.value}"]
+
+
+def _apply_engagement(session: Session, message: OutboundMessage, event: SendGridEvent) -> list[str]:
+    if event.event not in {"open", "click"}:
+        return []
+    at = event.occurred_at or utcnow()
+    changes = []
+    machine_open = event.event == "open" and event.data.get("sg_machine_open") is True
+    if not machine_open and (message.opened_at is None or at < message.opened_at):
+        message.opened_at = at
+        changes.append("opened")
+    if event.event == "click" and (message.clicked_at is None or at < message.clicked_at):
+        message.clicked_at = at
+        changes.append("clicked")
+    if changes:
+        message.updated_at = utcnow()
+        session.add(message)
+        detail = f"sendgrid {event.event}: {', '.join(changes)} at {at.isoformat()}"
+        session.add(OutboundMessageEvent(message_id=message.id, status=message.status, detail=detail))  # type: ignore[arg-type]
+    return changes
+
+
+def _addressee(session: Session, address: str, message: OutboundMessage | None) -> Contact:
+    """`withdraw`/`grant` take the email address from a Contact. Hand them one that holds exactly the address
+    the event is about (never added to the session), with the patient's id for the ledger: the contact's
+    current email may differ from the one this message went to."""
+    contact_id = message.contact_id if message is not None else None
+    if contact_id is None:
+        contact_id = session.exec(
+            select(Contact.id).where(Contact.email_hash == address_hash(Channel.EMAIL, address))
+        ).first()
+    return Contact(id=contact_id, email=address)
+
+
+def _suppression_scopes(event: SendGridEvent) -> tuple[tuple[Channel, Purpose], ...]:
+    if event.event in OPT_OUTS:
+        return EMAIL_MARKETING
+    if event.event == "bounce" and event.bounce_type != "blocked":
+        return ALL_EMAIL
+    if event.event == "dropped":
+        return _DROPPED_SCOPES.get((event.reason or "").strip().lower(), ())
+    return ()
+
+
+def _wording(event: SendGridEvent) -> str:
+    if event.event == "spamreport":
+        return "reported the email as spam"
+    if event.event in {"unsubscribe", "group_unsubscribe", "group_resubscribe"}:
+        group = f" (unsubscribe group {event.asm_group_id})" if event.asm_group_id is not None else ""
+        return f"{event.event.replace('_', ' ')} via SendGrid{group}"
+    return f"sendgrid {event.event}: {redact(event.reason) or 'no reason given'}"
+
+
+def _apply_consent(
+    session: Session, row: WebhookEvent, message: OutboundMessage | None, event: SendGridEvent
+) -> tuple[bool, bool]:
+    """(suppression added, suppression lifted). Opt-outs need only the address; the rest need our message."""
+    scopes = _suppression_scopes(event)
+    if event.event not in OPT_OUTS and message is None:
+        scopes = ()
+    lifting = event.event == "group_resubscribe" and message is not None
+    if not scopes and not lifting:
+        return False, False
+    address = message.recipient if message is not None else normalize_email(event.email)
+    if not address:
+        return False, False
+    why = ConsentSource(f"sendgrid_{event.event}", "sendgrid", _wording(event), row.id)
+    contact = _addressee(session, address, message)
+    if lifting:
+        return False, grant(session, phone=None, contact=contact, scopes=EMAIL_MARKETING, why=why)
+    return withdraw(session, phone=None, contact=contact, scopes=scopes, why=why), False
+
+
+def _apply_one(session: Session, row: WebhookEvent, event: SendGridEvent) -> EventResult:
+    message = find_message(session, event)
+    changes: list[str] = []
+    if message is not None:
+        changes += _apply_delivery(session, message, event)
+        changes += _apply_engagement(session, message, event)
+    suppressed, resubscribed = _apply_consent(session, row, message, event)
+    return EventResult(
+        event_id=row.id,  # type: ignore[arg-type]
+        event=event.event,
+        message_id=message.id if message is not None else None,
+        changes=tuple(changes),
+        suppressed=suppressed,
+        resubscribed=resubscribed,
+    )
+
+
+# --- the batch --------------------------------------------------------------------------------------
+
+
+def _order(parsed: Iterable[tuple[WebhookEvent, SendGridEvent]]) -> list[tuple[WebhookEvent, SendGridEvent]]:
+    """In the order things happened (SendGrid batches are not ordered); the inbox id breaks ties."""
+    latest = datetime.max.replace(tzinfo=UTC)
+    return sorted(parsed, key=lambda pair: (pair[1].occurred_at or latest, pair[0].id))
+
+
+def apply_events(event_ids: list[int]) -> list[EventResult]:
+    """Apply a batch in one transaction; an event that cannot be applied fails only its own inbox row."""
+    results: list[EventResult] = []
+    with session_scope() as session:
+        rows = session.exec(
+            select(WebhookEvent).where(
+                WebhookEvent.id.in_(event_ids),  # type: ignore[union-attr]
+                WebhookEvent.source == SOURCE,
+            )
+        ).all()
+        parsed: list[tuple[WebhookEvent, SendGridEvent]] = []
+        for row in rows:
+            if row.status == InboxStatus.PROCESSED:
+                continue  # a replayed batch or a retried run: already applied
+            try:
+                parsed.append((row, parse_event(row.body)))
+            except SendGridPayloadError as exc:
+                _finish(session, row, f"{type(exc).__name__}: {exc}")
+                results.append(EventResult(row.id, row.event_type, None, failed=str(exc)))  # type: ignore[arg-type]
+        for row, event in _order(parsed):
+            try:
+                with session.begin_nested():
+                    results.append(_apply_one(session, row, event))
+                _finish(session, row, None)
+            except (ValueError, LookupError) as exc:  # e.g. a status word this code does not know
+                _finish(session, row, f"{type(exc).__name__}: {exc}")
+                results.append(EventResult(row.id, event.event, None, failed=type(exc).__name__))  # type: ignore[arg-type]
+    return results
+
+
+def _finish(session: Session, row: WebhookEvent, error: str | None) -> None:
+    row.status = InboxStatus.FAILED if error else InboxStatus.PROCESSED
+    row.last_error = error[:500] if error else None
+    row.processed_at = utcnow()
+    session.add(row)
+
+
+@task(name="apply-email-events", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 3, 10])
+async def apply_events_task(event_ids: list[int]) -> list[EventResult]:
+    return await asyncio.to_thread(apply_events, event_ids)
+
+
+def summarise(results: list[EventResult]) -> list[dict[str, int | str]]:
+    """One table row per event type: how many arrived, matched a message of ours, changed it, suppressed."""
+    table: dict[str, Counter[str]] = {}
+    for result in results:
+        counts = table.setdefault(result.event, Counter())
+        counts["events"] += 1
+        counts["matched"] += result.message_id is not None
+        counts["changed"] += bool(result.changes)
+        counts["suppressions_added"] += result.suppressed
+        counts["suppressions_lifted"] += result.resubscribed
+        counts["failed"] += result.failed is not None
+    columns = ("events", "matched", "changed", "suppressions_added", "suppressions_lifted", "failed")
+    return [{"event": name, **{c: table[name][c] for c in columns}} for name in sorted(table)]
+
+
+def _run_name() -> str:
+    ids = [int(i) for i in flow_run.parameters.get("event_ids") or []]
+    if not ids:
+        return "email-events-none"
+    return f"email-events-{min(ids)}-{max(ids)}" if len(ids) > 1 else f"email-events-{ids[0]}"
+
+
+@flow(name="email-events", flow_run_name=_run_name, description=__doc__.split("\n\n")[0])
+async def email_events(event_ids: list[int]) -> dict[str, int]:
+    """Apply the SendGrid events stored as inbox events `event_ids`; returns how many came per event type."""
+    logger = get_run_logger()
+    results = await apply_events_task(event_ids)
+    table = summarise(results)
+    counts = {str(row["event"]): int(row["events"]) for row in table}
+    suppressed = sum(r.suppressed for r in results)
+    failed = [r.event_id for r in results if r.failed is not None]
+    if results:
+        await acreate_table_artifact(
+            key="email-events",
+            table=table,
+            description=(
+                f"SendGrid events {min(event_ids)}–{max(event_ids)}: {len(results)} applied, "
+                f"{suppressed} new suppression(s), {len(failed)} failed"
+            ),
+        )
+    if failed:
+        logger.error("%s stored event(s) could not be applied: inbox ids %s", len(failed), failed)
+    logger.info(
+        "%s event(s) of %s requested: %s; %s new suppression(s)",
+        len(results),
+        len(event_ids),
+        counts,
+        suppressed,
+    )
+    return counts

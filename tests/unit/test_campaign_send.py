@@ -1,0 +1,530 @@
+"""campaign-send and campaign-winner on the real database, against a fake SendGrid that validates every
+request with SendGrid's official OpenAPI description, and the fake MobileMessage for SMS.
+
+The flows are called as their bodies (`.fn`), as tests/unit/test_reminders.py does; the served deployments are
+exercised by the integration rig.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import delete, insert, select, text, update
+
+from flows import campaign_send as campaign_flow
+from flows.campaign_audience import stream_recipients
+from flows.campaign_send import CampaignError, campaign_send, campaign_winner
+from flows.campaign_spec import CampaignSpec
+from flows.consent import ConsentSource, set_marketing_consent, withdraw
+from flows.tasks import sms as sms_task
+from models import (
+    Booking,
+    Campaign,
+    CampaignStatus,
+    Channel,
+    Contact,
+    ContactTag,
+    MessageStatus,
+    OutboundMessage,
+    OutboundMessageEvent,
+    Purpose,
+    Suppression,
+    get_settings,
+    session_scope,
+)
+from models.crypto import get_cipher
+from providers.sendgrid import SendGridClient
+from tests.fakes.mobilemessage import FakeMobileMessage
+from tests.fakes.sendgrid import FakeSendGrid
+
+pytestmark = pytest.mark.db
+
+API_KEY = "SG.campaign-test"
+GROUP_ID = 4242
+TEMPLATE_A = "d-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+TEMPLATE_B = "d-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+NOW = datetime.now(UTC)
+
+
+def _clean() -> None:
+    with session_scope() as session:
+        session.execute(delete(ContactTag))
+        session.execute(text("UPDATE outboundmessage SET campaign_id = NULL"))
+        session.execute(delete(Campaign))
+
+
+@pytest.fixture
+def sendgrid(db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSendGrid]:
+    """A spec-validating fake SendGrid the campaign really posts to; settings pointed at it."""
+    _clean()
+    fake = FakeSendGrid(API_KEY).start()
+    for name, value in {
+        "EMAIL_CAMPAIGN_PROVIDER": "sendgrid",
+        "SENDGRID_API_KEY": API_KEY,
+        "SENDGRID_API_URL": fake.url,
+        "SENDGRID_FROM_EMAIL": "news@avatar-imaging.example",
+        "SENDGRID_FROM_NAME": "Avatar Imaging",
+        "SENDGRID_UNSUBSCRIBE_GROUP_ID": str(GROUP_ID),
+        "SENDGRID_MAX_IN_FLIGHT": "4",
+        "CLINIC_ADDRESS": "1 Example St, Brisbane QLD 4000",
+    }.items():
+        monkeypatch.setenv(name, value)
+    # Fast retries (the client's own backoff is tested in isolation; here the outage path matters).
+    monkeypatch.setattr(
+        campaign_flow.SendGridClient,
+        "from_settings",
+        classmethod(lambda cls, s: SendGridClient(API_KEY, fake.url, base_delay=0.01, max_attempts=2)),
+    )
+    monkeypatch.setattr(campaign_flow, "RETRY_BASE_SECONDS", 0.01)
+    get_settings.cache_clear()
+    yield fake
+    fake.stop()
+    get_settings.cache_clear()
+    _clean()
+
+
+@pytest.fixture
+def sms(db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeMobileMessage]:
+    _clean()
+    fake = FakeMobileMessage(username="clinic", password="secret").start()
+    for name, value in {
+        "SMS_PROVIDER": "mobilemessage",
+        "MOBILEMESSAGE_API_URL": fake.url,
+        "MOBILEMESSAGE_API_USERNAME": "clinic",
+        "MOBILEMESSAGE_API_PASSWORD": "secret",
+        "MOBILEMESSAGE_FROM_NUMBER": "61400000010",
+    }.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    sms_task._clients.clear()
+    yield fake
+    fake.stop()
+    sms_task._clients.clear()
+    get_settings.cache_clear()
+    _clean()
+
+
+def seed(count: int, *, channel: str = "email", consent: bool = True, offset: int = 0) -> dict[str, int]:
+    """`count` patients in one insert; returns address → contact id."""
+    cipher = get_cipher()
+    rows = []
+    for i in range(offset, offset + count):
+        address = f"patient{i}@example.com" if channel == "email" else f"+6141{i:07d}"
+        kind = "email" if channel == "email" else "phone"
+        rows.append(
+            {
+                "first_name": f"Pat{i}",
+                "last_name": "Lee",
+                kind: address,
+                f"{kind}_hash": cipher.blind_index(kind, address),
+                f"{channel}_marketing_consent_at": NOW - timedelta(days=30) if consent else None,
+                "created_at": NOW,
+                "updated_at": NOW,
+            }
+        )
+    with session_scope() as session:
+        session.execute(insert(Contact), rows)
+    column = Contact.email if channel == "email" else Contact.phone
+    with session_scope() as session:
+        wanted = {r.get("email") or r.get("phone") for r in rows}
+        return {a: i for i, a in session.execute(select(Contact.id, column)).all() if a in wanted}
+
+
+def email_spec(**fields: Any) -> CampaignSpec:
+    base: dict[str, Any] = {
+        "name": "Spring recall",
+        "channel": "email",
+        "variants": [{"template_id": TEMPLATE_A, "template_data": {"offer": "10% off"}}],
+    }
+    return CampaignSpec.model_validate(base | fields)
+
+
+def run(spec: CampaignSpec) -> dict[str, Any]:
+    return asyncio.run(campaign_send.fn(spec))
+
+
+def winner(slug: str, choice: str | None = None) -> dict[str, Any]:
+    return asyncio.run(campaign_winner.fn(slug, choice))
+
+
+def rows(slug: str) -> list[OutboundMessage]:
+    with session_scope() as session:
+        return list(
+            session.exec(
+                select(OutboundMessage)
+                .join(Campaign, Campaign.id == OutboundMessage.campaign_id)
+                .where(Campaign.slug == slug)
+                .order_by(OutboundMessage.id)
+            ).scalars()
+        )
+
+
+def campaign(slug: str) -> Campaign:
+    with session_scope() as session:
+        row = session.exec(select(Campaign).where(Campaign.slug == slug)).scalars().one()
+        return row
+
+
+def test_2500_recipients_go_in_three_spec_valid_requests_of_1000_1000_500(sendgrid: FakeSendGrid) -> None:
+    addresses = seed(2500)
+    result = run(email_spec())
+
+    assert result["status"] == CampaignStatus.SENT
+    assert sendgrid.invalid == []
+    assert sorted(len(body["personalizations"]) for body in sendgrid.accepted) == [500, 1000, 1000]
+    assert sorted(sendgrid.recipients()) == sorted(addresses)  # each patient exactly once
+    body = sendgrid.accepted[0]
+    assert body["template_id"] == TEMPLATE_A
+    assert body["asm"] == {"group_id": GROUP_ID}
+    assert sorted(body["categories"]) == ["campaign", "campaign-spring-recall"]
+    assert body["from"] == {"email": "news@avatar-imaging.example", "name": "Avatar Imaging"}
+    assert (
+        "custom_args" not in body
+    )  # top-level custom_args must be a string per the spec; ours are per person
+    by_outbox_id = {m.id: m for m in rows("spring-recall")}
+    for personalization in (p for b in sendgrid.accepted for p in b["personalizations"]):
+        args = personalization["custom_args"]
+        message = by_outbox_id[int(args["outbox_id"])]
+        assert message.recipient == personalization["to"][0]["email"]
+        assert args == {"outbox_id": str(message.id), "campaign": "spring-recall", "variant": "A"}
+        assert personalization["dynamic_template_data"]["offer"] == "10% off"
+        assert personalization["dynamic_template_data"]["first_name"].startswith("Pat")
+    assert {m.status for m in by_outbox_id.values()} == {MessageStatus.SENT}
+    assert all(m.kind == "campaign" and m.purpose == Purpose.MARKETING for m in by_outbox_id.values())
+    assert campaign("spring-recall").status == CampaignStatus.SENT
+    assert result["results"][0]["sent"] == 2500
+
+    again = run(email_spec())  # a repeated launch sends nobody anything
+    assert len(sendgrid.accepted) == 3 and again["status"] == CampaignStatus.SENT
+
+
+def test_suppressed_and_non_consenting_patients_never_appear_in_a_request(sendgrid: FakeSendGrid) -> None:
+    addresses = seed(40)
+    no_consent = seed(5, consent=False, offset=100)
+    suppressed_before, suppressed_later, withdrawn_later = (
+        "patient1@example.com",
+        "patient2@example.com",
+        "patient3@example.com",
+    )
+    why = ConsentSource("staff", "test")
+    with session_scope() as session:
+        contact = session.get(Contact, addresses[suppressed_before])
+        withdraw(session, phone=None, contact=contact, scopes=[(Channel.EMAIL, Purpose.MARKETING)], why=why)
+
+    # Queue first, then change consent before the send: the claim-time re-check must catch both.
+    spec = email_spec(name="Consent check")
+    state = campaign_flow.open_campaign(spec, CampaignStatus.SENDING)
+    assert campaign_flow.queue_audience(state, get_settings()) == 39
+    with session_scope() as session:
+        withdraw(
+            session,
+            phone=None,
+            contact=session.get(Contact, addresses[suppressed_later]),
+            scopes=[(Channel.EMAIL, Purpose.MARKETING)],
+            why=why,
+        )
+        set_marketing_consent(
+            session, session.get(Contact, addresses[withdrawn_later]), Channel.EMAIL, granted=False, why=why
+        )
+    run(spec)
+
+    sent = set(sendgrid.recipients())
+    assert sent == set(addresses) - {suppressed_before, suppressed_later, withdrawn_later}
+    assert not sent & set(no_consent)
+    statuses = {m.recipient: m.status for m in rows("consent-check")}
+    assert statuses[suppressed_later] == statuses[withdrawn_later] == MessageStatus.SUPPRESSED
+    assert suppressed_before not in statuses  # never queued
+
+
+class Killed(BaseException):
+    """The process dying (not an Exception: nothing may catch and carry on)."""
+
+
+def test_a_run_killed_mid_request_resumes_and_each_recipient_gets_it_once(
+    sendgrid: FakeSendGrid, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    addresses = seed(2500)
+    monkeypatch.setenv("SENDGRID_MAX_IN_FLIGHT", "1")
+    get_settings.cache_clear()
+    real_send = SendGridClient.send
+    calls = {"n": 0}
+
+    def dies_after_second_post(self: SendGridClient, body: dict[str, Any]) -> int:
+        calls["n"] += 1
+        status = real_send(self, body)  # SendGrid has it ...
+        if calls["n"] == 2:
+            raise Killed  # ... and the sender dies before recording it
+        return status
+
+    monkeypatch.setattr(SendGridClient, "send", dies_after_second_post)
+    with pytest.raises(Killed):
+        run(email_spec())
+    assert Counter(m.status for m in rows("spring-recall")) == {
+        MessageStatus.SENT: 1000,
+        MessageStatus.SENDING: 1000,
+        MessageStatus.PENDING: 500,
+    }
+
+    monkeypatch.setattr(SendGridClient, "send", real_send)
+    result = run(email_spec())
+
+    assert sorted(sendgrid.recipients()) == sorted(addresses)  # the in-flight batch was not posted again
+    assert sendgrid.invalid == []
+    assert {m.status for m in rows("spring-recall")} == {MessageStatus.SENT}
+    assert result["settled"] == {"unconfirmed": 1000}
+    with session_scope() as session:
+        unconfirmed = session.execute(
+            select(OutboundMessageEvent.message_id).where(OutboundMessageEvent.detail.like("unconfirmed%"))  # type: ignore[attr-defined]
+        ).all()
+    assert len(unconfirmed) == 1000
+
+
+def test_an_outage_mid_campaign_stops_the_run_and_a_rerun_sends_the_rest_once(
+    sendgrid: FakeSendGrid, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    addresses = seed(2500)
+    monkeypatch.setenv("SENDGRID_MAX_IN_FLIGHT", "1")
+    monkeypatch.setattr(campaign_flow, "GIVE_UP_AFTER", timedelta(0))
+    get_settings.cache_clear()
+    unavailable = (503, {"errors": [{"field": None, "message": "service unavailable"}]}, {"Retry-After": "0"})
+    real_send = SendGridClient.send
+    calls = {"n": 0}
+
+    def outage_after_first(self: SendGridClient, body: dict[str, Any]) -> int:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            sendgrid.script(*[unavailable] * 50)
+        return real_send(self, body)
+
+    monkeypatch.setattr(SendGridClient, "send", outage_after_first)
+    with pytest.raises(CampaignError, match="run the campaign again to resume"):
+        run(email_spec())
+    assert Counter(m.status for m in rows("spring-recall")) == {
+        MessageStatus.SENT: 1000,
+        MessageStatus.PENDING: 1500,
+    }
+    assert len(sendgrid.recipients()) == 1000
+
+    sendgrid.reset()
+    run(email_spec())
+    assert len(sendgrid.recipients()) == 1500
+    assert {m.status for m in rows("spring-recall")} == {MessageStatus.SENT}
+    assert {m.recipient for m in rows("spring-recall")} == set(addresses)
+
+
+def test_a_permanent_refusal_fails_the_batch_without_retrying(sendgrid: FakeSendGrid) -> None:
+    seed(10)
+    sendgrid.script((403, {"errors": [{"field": None, "message": "access forbidden"}]}, {}))
+    run(email_spec())
+    assert len(sendgrid.requests) == 1
+    assert {(m.status, m.last_error) for m in rows("spring-recall")} == {
+        (MessageStatus.FAILED, "SendGrid 403: access forbidden")
+    }
+
+
+def ab_spec(**fields: Any) -> CampaignSpec:
+    return email_spec(
+        name="Knee follow-up",
+        variants=[
+            {"template_id": TEMPLATE_A},
+            {
+                "subject": "{{ first_name }}, time for a follow-up?",
+                "body": "Book at https://example.com/book",
+            },
+        ],
+        ab_test={"test_fraction": 0.2, "metric": "clicks", "wait_hours": 24, "min_sample": 100},
+        **fields,
+    )
+
+
+def engage(slug: str, rates: dict[str, float]) -> None:
+    """Clicks as SendGrid's event webhook would record them: the first `rate` share of each variant."""
+    by_variant: dict[str, list[int]] = {}
+    for message in rows(slug):
+        by_variant.setdefault(message.variant or "", []).append(message.id)  # type: ignore[arg-type]
+    with session_scope() as session:
+        for variant, rate in rates.items():
+            ids = by_variant[variant][: round(len(by_variant[variant]) * rate)]
+            session.execute(
+                update(OutboundMessage)
+                .where(OutboundMessage.id.in_(ids))
+                .values(clicked_at=NOW, opened_at=NOW)  # type: ignore[union-attr]
+            )
+
+
+def test_ab_test_group_then_a_significant_winner_goes_to_the_rest(sendgrid: FakeSendGrid) -> None:
+    addresses = seed(3000)
+    result = run(ab_spec())
+
+    assert result["status"] == CampaignStatus.TESTING
+    assert campaign("knee-follow-up").status == CampaignStatus.TESTING
+    test_group = rows("knee-follow-up")
+    sizes = Counter(m.variant for m in test_group)
+    assert 500 < len(test_group) < 700 and min(sizes.values()) > 240
+    for body in sendgrid.accepted:  # one variant per request
+        assert len({p["custom_args"]["variant"] for p in body["personalizations"]}) == 1
+    b_body = next(b for b in sendgrid.accepted if "template_id" not in b)
+    assert b_body["subject"] == "-first_name-, time for a follow-up?"
+    assert b_body["personalizations"][0]["substitutions"]["-first_name-"].startswith("Pat")
+    assert '<a href="https://example.com/book">' in b_body["content"][1]["value"]
+
+    engage("knee-follow-up", {"A": 0.05, "B": 0.30})
+    sendgrid.reset()
+    decided = winner("knee-follow-up")
+
+    assert decided["winner"] == "B" and "B wins" in decided["reason"]
+    row = campaign("knee-follow-up")
+    assert row.status == CampaignStatus.SENT and row.winner_variant == "B"
+    assert sendgrid.invalid == []
+    assert {b.get("subject") for b in sendgrid.accepted} == {"-first_name-, time for a follow-up?"}
+    everyone = rows("knee-follow-up")
+    assert sorted(m.recipient for m in everyone) == sorted(addresses)
+    assert len(sendgrid.recipients()) == 3000 - len(test_group)
+    assert not set(sendgrid.recipients()) & {m.recipient for m in test_group}
+
+
+def test_an_insignificant_test_waits_for_a_person_then_their_choice_is_sent(sendgrid: FakeSendGrid) -> None:
+    seed(3000)
+    run(ab_spec())
+    engage("knee-follow-up", {"A": 0.10, "B": 0.11})
+    sendgrid.reset()
+
+    decided = winner("knee-follow-up")
+    assert decided["status"] == CampaignStatus.AWAITING_CHOICE
+    assert "not significant" in decided["reason"]
+    assert sendgrid.requests == []
+    assert campaign("knee-follow-up").status == CampaignStatus.AWAITING_CHOICE
+    assert "not significant" in (campaign("knee-follow-up").winner_reason or "")
+
+    with pytest.raises(CampaignError, match="no variant 'C'"):
+        winner("knee-follow-up", "C")
+    chosen = winner("knee-follow-up", "A")
+    assert chosen["winner"] == "A" and chosen["reason"] == "chosen by a person"
+    assert {b["template_id"] for b in sendgrid.accepted} == {TEMPLATE_A}
+    assert len(rows("knee-follow-up")) == 3000
+    assert campaign("knee-follow-up").status == CampaignStatus.SENT
+
+
+def test_a_dry_run_counts_and_previews_and_sends_nothing(sendgrid: FakeSendGrid) -> None:
+    seed(500)
+    result = run(ab_spec(dry_run=True))
+
+    assert sendgrid.requests == [] and rows("knee-follow-up") == []
+    assert result["recipients"] == 500
+    assert sum(result["groups"].values()) == 500 and set(result["groups"]) == {
+        "A",
+        "B",
+        "remainder (gets the winner)",
+    }
+    assert "Alex, time for a follow-up?" in result["preview"]  # a sample patient, never a real one
+    assert "Pat" not in result["preview"]
+    assert campaign("knee-follow-up").status == CampaignStatus.PREVIEWED
+
+    run(ab_spec())  # the real launch after a preview
+    assert campaign("knee-follow-up").status == CampaignStatus.TESTING
+
+
+def test_a_relaunch_with_changed_content_is_refused(sendgrid: FakeSendGrid) -> None:
+    seed(5)
+    run(email_spec())
+    with pytest.raises(CampaignError, match="new name"):
+        run(email_spec(variants=[{"template_id": TEMPLATE_B}]))
+
+
+def test_audience_filters_service_location_last_visit_and_tags(sendgrid: FakeSendGrid) -> None:
+    ids = seed(6)
+    by_n = {int(a.removeprefix("patient").split("@")[0]): i for a, i in ids.items()}
+    bookings = [  # (patient, service, location, start, status)
+        (0, "MRI - Knee", "Bondi Junction", datetime(2025, 3, 1, 0, tzinfo=UTC), "CONFIRMED"),
+        (1, "MRI - Knee", "Chermside", datetime(2025, 3, 1, 0, tzinfo=UTC), "CONFIRMED"),
+        (2, "CT Scan", "Bondi Junction", datetime(2025, 3, 1, 0, tzinfo=UTC), "CONFIRMED"),
+        (3, "MRI - Knee", "Bondi Junction", datetime(2025, 3, 1, 0, tzinfo=UTC), "CANCELED"),
+        (
+            4,
+            "mri - knee",
+            "BONDI JUNCTION",
+            datetime(2024, 3, 1, 0, tzinfo=UTC),
+            "CONFIRMED",
+        ),  # visit too early
+        (
+            5,
+            "MRI - Knee",
+            "Bondi Junction",
+            datetime(2025, 6, 30, 13, 59, tzinfo=UTC),
+            "CONFIRMED",
+        ),  # 23:59 local
+    ]
+    with session_scope() as session:
+        for n, service, location, start, status in bookings:
+            session.add(
+                Booking(
+                    wix_booking_id=f"b{n}",
+                    contact_id=by_n[n],
+                    status=status,
+                    service_name=service,
+                    location=location,
+                    start_at=start,
+                )
+            )
+        for n in (0, 5):
+            session.add(ContactTag(contact_id=by_n[n], tag="Newsletter"))
+
+    def audience(**filters: Any) -> set[int]:
+        spec = email_spec(audience=filters)
+        pages = stream_recipients(spec, now=NOW, timezone="Australia/Brisbane", page_size=2)
+        return {r.contact_id for page in pages for r in page}
+
+    assert audience() == set(by_n.values())
+    assert audience(services=["MRI - Knee"], locations=["Bondi Junction"]) == {by_n[0], by_n[4], by_n[5]}
+    window = {"last_visit_from": date(2025, 1, 1), "last_visit_to": date(2025, 6, 30)}
+    assert audience(services=["mri - knee"], **window) == {by_n[0], by_n[1], by_n[5]}
+    assert audience(tags=["newsletter"], **window) == {by_n[0], by_n[5]}
+    assert audience(last_visit_to=date(2025, 6, 29)) == {by_n[0], by_n[1], by_n[2], by_n[4]}
+
+
+def test_sms_campaign_goes_in_bulk_with_the_opt_out_and_honours_provider_blocks(
+    sms: FakeMobileMessage,
+) -> None:
+    phones = seed(10_500, channel="sms")
+    seed(3, channel="sms", consent=False, offset=20_000)
+    blocked = "+61410000007"
+    sms.block(blocked)
+    spec = CampaignSpec.model_validate(
+        {
+            "name": "New clinic",
+            "channel": "sms",
+            "variants": [{"body": "Hi {{ first_name }}, we are open in Chermside."}],
+        }
+    )
+    result = run(spec)
+
+    assert result["status"] == CampaignStatus.SENT
+    assert sorted(len(r["json"]["messages"]) for r in sms.requests) == [500, 10_000]
+    assert len({r["headers"]["idempotency-key"] for r in sms.requests}) == 2
+    texts = [m for r in sms.requests for m in r["json"]["messages"]]
+    assert sorted(m["to"] for m in texts) == sorted(phones)
+    assert all(m["message"].endswith("\nAvatar Imaging. Reply STOP to opt out") for m in texts)
+    assert texts[0]["message"].startswith("Hi Pat")
+    statuses = Counter(m.status for m in rows("new-clinic"))
+    assert statuses == {MessageStatus.SENT: 10_499, MessageStatus.BLOCKED: 1}
+
+    with session_scope() as session:  # the provider's opt-out is now ours too, on every marketing channel
+        hashed = get_cipher().blind_index("phone", blocked)
+        assert (
+            session.execute(
+                select(Suppression.reason).where(
+                    Suppression.address_hash == hashed, Suppression.purpose == "marketing"
+                )
+            ).scalar_one()
+            == "provider_blocked"
+        )
+
+    seed(1, channel="sms", offset=30_000)
+    sms.reset()
+    assert run(spec)["status"] == CampaignStatus.SENT  # a finished campaign stays finished
+    assert sms.requests == []

@@ -1,0 +1,141 @@
+"""The campaign launch model: what a marketer may write, and the errors that tell them what to change."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from flows.campaign_audience import assign_variant
+from flows.campaign_content import Clinic, ContentError, check_renders, email_content, sms_text
+from flows.campaign_spec import CampaignFileError, CampaignSpec, load_spec, slugify
+
+TEMPLATE = "d-0123456789abcdef0123456789abcdef"
+EXAMPLE = Path(__file__).resolve().parents[2] / "deployments" / "campaign.example.yaml"
+
+
+def email(**fields: object) -> CampaignSpec:
+    return CampaignSpec.model_validate(
+        {"name": "Spring recall", "channel": "email", "variants": [{"template_id": TEMPLATE}], **fields}
+    )
+
+
+def errors_of(**fields: object) -> str:
+    with pytest.raises(ValidationError) as caught:
+        email(**fields)
+    return str(caught.value)
+
+
+def test_defaults_fill_slug_and_variant_names() -> None:
+    spec = email(variants=[{"template_id": TEMPLATE}, {"subject": "Hi {{ first_name }}", "body": "Hello"}])
+    assert spec.slug == "spring-recall"
+    assert [v.name for v in spec.variants] == ["A", "B"]
+    assert spec.is_ab_test and spec.ab_test.metric == "clicks" and spec.ab_test.test_fraction == 0.2
+
+
+def test_slugify() -> None:
+    assert slugify("  Spring MRI check-up! 2026 ") == "spring-mri-check-up-2026"
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"variants": [{"template_id": TEMPLATE}] * 7}, "at most 6 items"),
+        ({"variants": []}, "at least 1 item"),
+        ({"variants": [{"template_id": "12345"}]}, "dynamic template id"),
+        ({"variants": [{"template_id": TEMPLATE, "subject": "x", "body": "y"}]}, "not both"),
+        ({"variants": [{"subject": "only a subject"}]}, "both subject and body"),
+        (
+            {"variants": [{"name": "A", "template_id": TEMPLATE}, {"name": "A", "template_id": TEMPLATE}]},
+            "unique",
+        ),
+        ({"ab_test": {"test_fraction": 0}}, "greater than 0"),
+        ({"ab_test": {"test_fraction": 1}}, "less than 1"),
+        ({"ab_test": {"metric": "bookings"}}, "'clicks' or 'opens'"),
+        ({"send_at": "2026-03-02T09:00:00"}, "UTC offset"),
+        ({"audience": {"last_visit_from": "2025-06-01", "last_visit_to": "2025-01-01"}}, "must not be after"),
+        ({"audience": {"service": ["MRI"]}}, "Extra inputs are not permitted"),
+        ({"categories": [f"c{i}" for i in range(9)]}, "at most 8 items"),
+        ({"name": "!!!"}, "letters or digits"),
+    ],
+)
+def test_refused_with_a_clear_reason(fields: dict[str, object], message: str) -> None:
+    assert message in errors_of(**fields)
+
+
+def test_sms_takes_a_body_only() -> None:
+    with pytest.raises(ValidationError, match="SMS takes only a body"):
+        CampaignSpec.model_validate(
+            {"name": "x", "channel": "sms", "variants": [{"body": "Hi", "subject": "no"}]}
+        )
+    with pytest.raises(ValidationError, match="SMS needs a body"):
+        CampaignSpec.model_validate({"name": "x", "channel": "sms", "variants": [{}]})
+    with pytest.raises(ValidationError, match="email"):
+        CampaignSpec.model_validate(
+            {"name": "x", "channel": "sms", "variants": [{"body": "Hi"}], "categories": ["a"]}
+        )
+
+
+def test_send_at_is_utc_and_sendgrid_holds_it_only_within_72_hours() -> None:
+    spec = email(send_at="2026-03-02T09:00:00+10:00")
+    assert spec.send_at == datetime(2026, 3, 1, 23, 0, tzinfo=UTC)
+    now = datetime(2026, 3, 1, 0, 0, tzinfo=UTC)
+    assert spec.sendgrid_send_at(now) == spec.send_at
+    assert spec.sendgrid_send_at(now - timedelta(days=3)) is None  # more than 72 h ahead: schedule the run
+    assert spec.sendgrid_send_at(spec.send_at) is None  # due: send now
+
+
+def test_example_file_loads() -> None:
+    spec = load_spec(EXAMPLE)
+    assert spec.channel == "email" and [v.name for v in spec.variants] == ["A", "B"]
+    assert spec.audience.services == ["MRI - Knee"]
+
+
+def test_bad_file_names_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nchannel: fax\nvariants: [{body: hi}]\n")
+    with pytest.raises(CampaignFileError) as caught:
+        load_spec(bad)
+    assert "channel" in str(caught.value) and "'email' or 'sms'" in str(caught.value)
+    bad.write_text("- just a list\n")
+    with pytest.raises(CampaignFileError, match="mapping"):
+        load_spec(bad)
+
+
+def test_ab_assignment_is_deterministic_and_split_by_fraction() -> None:
+    spec = email(
+        variants=[{"template_id": TEMPLATE}, {"template_id": TEMPLATE}, {"template_id": TEMPLATE}],
+        ab_test={"test_fraction": 0.3},
+    )
+    groups = [assign_variant(spec, contact_id) for contact_id in range(1, 30_001)]
+    assert groups == [assign_variant(spec, contact_id) for contact_id in range(1, 30_001)]
+    assert 0.28 < sum(g is not None for g in groups) / len(groups) < 0.32
+    for name in "ABC":
+        assert 0.09 < groups.count(name) / len(groups) < 0.11
+    assert all(assign_variant(email(), contact_id) == "A" for contact_id in range(1, 100))  # no test: all A
+
+
+def test_sms_identifies_the_clinic_and_the_opt_out() -> None:
+    spec = CampaignSpec.model_validate(
+        {"name": "x", "channel": "sms", "variants": [{"body": "Hi {{ first_name }}, we have moved."}]}
+    )
+    text = sms_text(spec.variants[0], Clinic("Avatar Imaging"), "Alex", None)
+    assert text == "Hi Alex, we have moved.\nAvatar Imaging. Reply STOP to opt out"
+    long = CampaignSpec.model_validate({"name": "x", "channel": "sms", "variants": [{"body": "x" * 760}]})
+    with pytest.raises(ContentError, match="765"):
+        check_renders(long.variants[0], "sms", Clinic("Avatar Imaging"))
+
+
+def test_email_text_keeps_personal_fields_as_substitution_tags() -> None:
+    spec = email(variants=[{"subject": "{{ first_name }}, hello", "body": "See https://example.com/b?x=1"}])
+    content = email_content(spec.variants[0], Clinic("Avatar Imaging", "1 Example St"), with_unsubscribe=True)
+    assert content.subject == "-first_name-, hello"
+    assert "<%asm_group_unsubscribe_raw_url%>" in (content.text or "") and "1 Example St" in (
+        content.text or ""
+    )
+    assert '<a href="https://example.com/b?x=1">' in (content.html or "")
+    broken = email(variants=[{"subject": "{{ frist_name }}", "body": "x"}])
+    with pytest.raises(ContentError, match="frist_name"):
+        check_renders(broken.variants[0], "email", Clinic("Avatar Imaging"))

@@ -1,0 +1,447 @@
+"""Connecting Google end to end: a browser (httpx with a cookie jar) walks through the real gateway on a
+loopback port, the fake Google plays consent screen and token server, and the database shows what was kept.
+
+Also the token's life afterwards: an expired access token is refreshed (and remembered) through
+`providers.google_api`, `invalid_grant` disconnects the account visibly, and `google disconnect` revokes it
+at Google.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlmodel import select
+from typer.testing import CliRunner
+
+from deployments.cli import app as cli
+from models import (
+    AuditLog,
+    GoogleConnection,
+    GoogleConnectionStatus,
+    OAuthState,
+    Settings,
+    get_settings,
+    session_scope,
+)
+from models.types import utcnow
+from providers import google_api
+from providers.google_oauth import connect_url, connection_status, revoke
+from tests.fakes.google import FakeGoogle
+from tests.servers import ThreadedServer, free_port
+from webhook_gateway.app import create_app
+
+pytestmark = pytest.mark.db
+
+GATEWAY_PORT = free_port()
+GATEWAY = f"http://127.0.0.1:{GATEWAY_PORT}"
+CALLBACK = f"{GATEWAY}/auth/google/callback"
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeGoogle]:
+    with FakeGoogle(account_email="Clinic@Example.com") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def gateway(database_url: str) -> Iterator[str]:
+    """The real gateway app; Prefect is a closed port (connecting Google must not need it)."""
+    settings = Settings(crm_database_url=database_url, dispatch_poll_seconds=60.0)  # type: ignore[call-arg]
+    with ThreadedServer(create_app(settings, prefect_api_url="http://127.0.0.1:9/api"), port=GATEWAY_PORT):
+        yield GATEWAY
+
+
+@pytest.fixture
+def google(db: str, fake: FakeGoogle, gateway: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGoogle]:
+    """Google configured and pointed at the fake; no connection and no OAuth state yet."""
+    fake.reset()
+    for name, value in fake.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("PUBLIC_BASE_URL", gateway)
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")  # the fake token endpoint is plain http
+    get_settings.cache_clear()
+    with session_scope() as session:
+        for table in ("googleconnection", "oauthstate"):
+            session.execute(text(f"DELETE FROM {table}"))  # noqa: S608 (fixed table names)
+    yield fake
+    get_settings.cache_clear()
+
+
+def start(browser: httpx.Client) -> httpx.Response:
+    return browser.get(connect_url())
+
+
+def connect(browser: httpx.Client, fake: FakeGoogle, **approve: str) -> httpx.Response:
+    """Start, approve on the consent screen, follow Google's redirect back: the callback's answer."""
+    response = start(browser)
+    assert response.status_code == 302, response.text
+    return browser.get(fake.approve(response.headers["location"], **approve))
+
+
+def connections() -> list[GoogleConnection]:
+    with session_scope() as session:
+        return list(session.exec(select(GoogleConnection)).all())
+
+
+def token_exchanges(fake: FakeGoogle) -> list[dict]:
+    return [r for r in fake.requests_to("/token") if r["form"].get("grant_type") == "authorization_code"]
+
+
+@pytest.fixture
+def browser() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=10) as client:
+        yield client
+
+
+# --- start -------------------------------------------------------------------------------------------------
+
+
+def test_start_redirects_to_google_with_pkce_offline_access_and_least_privilege(
+    google: FakeGoogle, browser: httpx.Client
+) -> None:
+    response = start(browser)
+
+    assert response.status_code == 302
+    location = urlsplit(response.headers["location"])
+    assert f"{location.scheme}://{location.netloc}{location.path}" == google.url + "/o/oauth2/v2/auth"
+    params = {k: v[0] for k, v in parse_qs(location.query).items()}
+    assert params["response_type"] == "code"
+    assert params["client_id"] == google.client_id
+    assert params["redirect_uri"] == CALLBACK
+    assert set(params["scope"].split()) == {
+        "https://www.googleapis.com/auth/gmail.send",
+        "https://www.googleapis.com/auth/calendar.events",
+        "https://www.googleapis.com/auth/contacts.readonly",
+        "openid",
+        "https://www.googleapis.com/auth/userinfo.email",
+    }
+    assert params["access_type"] == "offline"
+    assert params["prompt"] == "consent"
+    assert params["code_challenge_method"] == "S256"
+    assert len(params["state"]) >= 40
+
+    cookie = response.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=lax" in cookie and "path=/auth/google" in cookie
+    assert "secure" not in cookie  # the gateway here is plain http
+
+    with session_scope() as session:
+        stored = session.exec(select(OAuthState)).one()
+        raw = session.execute(text("SELECT state_hash, code_verifier FROM oauthstate")).one()
+    assert stored.state_hash != params["state"] and params["state"] not in stored.state_hash
+    # The verifier stays on the server, encrypted, and is the one the challenge was made from.
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(stored.code_verifier.encode()).digest())
+    assert challenge.rstrip(b"=").decode() == params["code_challenge"]
+    assert stored.code_verifier.encode() not in bytes(raw.code_verifier)
+    assert stored.code_verifier not in response.headers["location"]
+
+
+def test_start_needs_a_fresh_signed_ticket(google: FakeGoogle, browser: httpx.Client) -> None:
+    assert browser.get(f"{GATEWAY}/auth/google/start").status_code == 403
+    stale = connect_url(now=time.time() - 3600)
+    assert browser.get(stale).status_code == 403
+    forged = connect_url().rsplit(".", 1)[0] + ".0123456789abcdef0123456789abcdef"
+    response = browser.get(forged)
+    assert response.status_code == 403 and "avatar-crm google connect" in response.text
+    with session_scope() as session:
+        assert session.exec(select(OAuthState)).all() == []
+
+
+def test_without_google_configured_start_and_callback_explain_with_503(
+    google: FakeGoogle, browser: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GOOGLE_CLIENT_SECRET")
+    get_settings.cache_clear()
+    response = start(browser)
+    assert response.status_code == 503
+    assert "GOOGLE_CLIENT_ID" in response.text and response.headers["content-type"].startswith("text/html")
+    assert browser.get(f"{CALLBACK}?state=x&code=y").status_code == 503
+    assert connection_status().state == "not-configured"
+
+
+# --- callback ----------------------------------------------------------------------------------------------
+
+
+def test_callback_stores_the_account_with_its_refresh_token_encrypted(
+    google: FakeGoogle, browser: httpx.Client
+) -> None:
+    response = connect(browser, google)
+
+    assert response.status_code == 200, response.text
+    assert "clinic@example.com is connected" in response.text
+    [connection] = connections()
+    assert connection.account_email == "clinic@example.com"
+    assert connection.status == GoogleConnectionStatus.CONNECTED
+    assert set(connection.scopes.split()) == set(google_api.SCOPES)
+    assert google.refresh_tokens == {connection.refresh_token: True}  # the very token Google issued
+    with session_scope() as session:
+        raw = session.execute(text("SELECT refresh_token, access_token FROM googleconnection")).one()
+        used = session.exec(select(OAuthState)).one().used_at
+        audit = session.exec(select(AuditLog).where(AuditLog.action == "google.connected")).one()
+    assert connection.refresh_token.encode() not in bytes(raw.refresh_token)
+    assert connection.access_token and connection.access_token.encode() not in bytes(raw.access_token)
+    assert used is not None
+    assert audit.entity_id == connection.id
+    # The code was exchanged with the PKCE verifier (the fake checks it against the challenge).
+    [exchange] = token_exchanges(google)
+    assert exchange["form"]["code_verifier"] and exchange["status"] == 200
+    status = connection_status()
+    assert (status.state, status.account_email, status.missing_scopes) == (
+        "connected",
+        "clinic@example.com",
+        (),
+    )
+
+
+def test_a_tampered_state_is_refused_and_nothing_is_stored(google: FakeGoogle, browser: httpx.Client) -> None:
+    location = start(browser).headers["location"]
+    redirect = google.approve(location)
+    state = parse_qs(urlsplit(redirect).query)["state"][0]
+
+    response = browser.get(redirect.replace(state, state[:-2] + ("AA" if state[-2:] != "AA" else "BB")))
+
+    assert response.status_code == 400
+    assert "state mismatch" in response.text
+    assert connections() == [] and token_exchanges(google) == []
+
+
+def test_a_state_is_single_use(google: FakeGoogle, browser: httpx.Client) -> None:
+    location = start(browser).headers["location"]
+    redirect = google.approve(location)
+    assert browser.get(redirect).status_code == 200
+    replay = browser.get(redirect)
+    assert replay.status_code == 400 and "already used" in replay.text
+    assert len(token_exchanges(google)) == 1
+
+
+def test_an_expired_state_is_refused(google: FakeGoogle, browser: httpx.Client) -> None:
+    redirect = google.approve(start(browser).headers["location"])
+    with session_scope() as session:
+        row = session.exec(select(OAuthState)).one()
+        row.created_at = utcnow() - timedelta(minutes=11)
+        session.add(row)
+
+    response = browser.get(redirect)
+
+    assert response.status_code == 400 and "expired" in response.text
+    assert connections() == [] and token_exchanges(google) == []
+
+
+def test_a_callback_carried_into_another_browser_is_refused(
+    google: FakeGoogle, browser: httpx.Client
+) -> None:
+    redirect = google.approve(start(browser).headers["location"])
+    with httpx.Client(timeout=10) as other:
+        start(other)  # the other browser has a session of its own
+        response = other.get(redirect)
+    assert response.status_code == 400 and "another browser" in response.text
+    assert connections() == [] and token_exchanges(google) == []
+    # Without any cookie at all, the same.
+    with httpx.Client(timeout=10) as bare:
+        assert bare.get(google.approve(start(browser).headers["location"])).status_code == 400
+    assert connections() == []
+
+
+def test_without_its_code_verifier_the_exchange_cannot_happen(
+    google: FakeGoogle, browser: httpx.Client
+) -> None:
+    redirect = google.approve(start(browser).headers["location"])
+    with session_scope() as session:
+        row = session.exec(select(OAuthState)).one()
+        row.code_verifier = ""
+        session.add(row)
+
+    response = browser.get(redirect)
+
+    assert response.status_code == 400 and "verifier" in response.text
+    assert connections() == [] and token_exchanges(google) == []
+
+
+def test_google_refuses_a_code_exchanged_with_the_wrong_verifier(
+    google: FakeGoogle, browser: httpx.Client
+) -> None:
+    redirect = google.approve(start(browser).headers["location"])
+    with session_scope() as session:
+        row = session.exec(select(OAuthState)).one()
+        row.code_verifier = "x" * 64
+        session.add(row)
+
+    response = browser.get(redirect)
+
+    assert response.status_code == 400 and "invalid_grant" in response.text
+    assert [r["status"] for r in token_exchanges(google)] == [400]
+    assert connections() == []
+
+
+def test_the_fake_token_server_insists_on_the_verifier(google: FakeGoogle) -> None:
+    """What a client that dropped PKCE would meet at Google: no verifier, no tokens."""
+    redirect = google.approve(
+        f"{google.url}/o/oauth2/v2/auth?client_id={google.client_id}&redirect_uri={CALLBACK}"
+        "&response_type=code&state=s&code_challenge=abc&code_challenge_method=S256"
+    )
+    code = parse_qs(urlsplit(redirect).query)["code"][0]
+    answer = httpx.post(
+        google.url + "/token",
+        data={"grant_type": "authorization_code", "code": code, "redirect_uri": CALLBACK},
+        auth=(google.client_id, google.client_secret),
+    )
+    assert answer.status_code == 400
+    assert answer.json() == {"error": "invalid_grant", "error_description": "Missing code verifier."}
+
+
+def test_access_denied_and_a_missing_code_answer_400(google: FakeGoogle, browser: httpx.Client) -> None:
+    denied = browser.get(google.deny(start(browser).headers["location"]))
+    assert denied.status_code == 400 and "access_denied" in denied.text
+
+    redirect = google.approve(start(browser).headers["location"])
+    no_code = browser.get(redirect.split("?")[0] + "?state=" + parse_qs(urlsplit(redirect).query)["state"][0])
+    assert no_code.status_code == 400 and "no authorization code" in no_code.text
+
+    assert browser.get(CALLBACK).status_code == 400  # nothing at all
+    assert connections() == [] and token_exchanges(google) == []
+
+
+def test_fewer_scopes_granted_are_stored_as_granted_and_shown(
+    google: FakeGoogle, browser: httpx.Client
+) -> None:
+    granted = (
+        "openid https://www.googleapis.com/auth/userinfo.email https://www.googleapis.com/auth/gmail.send"
+    )
+    response = connect(browser, google, scope=granted)
+
+    assert response.status_code == 200
+    assert "contacts.readonly" in response.text and "calendar.events" in response.text
+    [connection] = connections()
+    assert set(connection.scopes.split()) == set(granted.split())
+    assert "https://www.googleapis.com/auth/contacts.readonly" in connection_status().missing_scopes
+
+
+def test_connecting_another_account_retires_the_first(google: FakeGoogle, browser: httpx.Client) -> None:
+    assert connect(browser, google).status_code == 200
+    assert connect(browser, google, email="frontdesk@example.com").status_code == 200
+    states = {c.account_email: c.status for c in connections()}
+    assert states == {"clinic@example.com": "revoked", "frontdesk@example.com": "connected"}
+    assert google_api.active_connection().account_email == "frontdesk@example.com"  # type: ignore[union-attr]
+
+
+# --- afterwards: refresh, invalid_grant, disconnect ---------------------------------------------------------
+
+
+def _list_people() -> dict:
+    people = google_api.build_service("people")
+    request = people.people().connections().list(resourceName="people/me", personFields="names", pageSize=10)
+    return google_api.execute(request)
+
+
+def _expire_stored_access_token() -> None:
+    with session_scope() as session:
+        row = session.exec(select(GoogleConnection)).one()
+        row.access_token_expires_at = utcnow() - timedelta(minutes=1)
+        session.add(row)
+
+
+def test_an_expired_access_token_is_refreshed_and_remembered(
+    google: FakeGoogle, browser: httpx.Client
+) -> None:
+    connect(browser, google)
+    google.add_person("Ada", emails=["ada@example.com"])
+    [before] = connections()
+    google.expire_access_tokens()
+    _expire_stored_access_token()
+
+    assert [p["names"][0]["givenName"] for p in _list_people()["connections"]] == ["Ada"]
+
+    refreshes = [r for r in google.requests_to("/token") if r["form"].get("grant_type") == "refresh_token"]
+    assert len(refreshes) == 1 and refreshes[0]["status"] == 200
+    [after] = connections()
+    assert after.access_token != before.access_token
+    assert after.access_token_expires_at is not None and after.access_token_expires_at > utcnow()
+    # The next call (another process, as it were) uses the remembered token: no second refresh.
+    _list_people()
+    assert (
+        len([r for r in google.requests_to("/token") if r["form"].get("grant_type") == "refresh_token"]) == 1
+    )
+
+
+def test_a_token_google_stopped_accepting_early_is_refreshed_on_401(
+    google: FakeGoogle, browser: httpx.Client
+) -> None:
+    connect(browser, google)
+    google.expire_access_tokens()  # still valid by our clock
+
+    assert "totalPeople" in _list_people()
+    people_calls = [r["status"] for r in google.requests_to("/v1/people")]
+    assert people_calls == [401, 200]
+
+
+def test_invalid_grant_disconnects_the_account_visibly(google: FakeGoogle, browser: httpx.Client) -> None:
+    connect(browser, google)
+    google.revoke_all_refresh_tokens()  # e.g. someone removed the app in their Google account
+    _expire_stored_access_token()
+
+    with pytest.raises(google_api.GoogleNotConnected):
+        _list_people()
+
+    [connection] = connections()
+    assert connection.status == GoogleConnectionStatus.DISCONNECTED
+    assert connection.status_reason and "invalid_grant" in connection.status_reason
+    assert connection.access_token is None
+    status = connection_status()
+    assert status.state == "disconnected" and "invalid_grant" in (status.reason or "")
+    with pytest.raises(google_api.GoogleNotConnected):
+        google_api.load_credentials()
+    result = CliRunner().invoke(cli, ["google", "status"])
+    assert result.exit_code == 1
+    assert "state: disconnected" in result.output and "invalid_grant" in result.output
+
+
+def test_disconnect_revokes_at_google_and_stops_using_the_account(
+    google: FakeGoogle, browser: httpx.Client
+) -> None:
+    connect(browser, google)
+    [connection] = connections()
+    status = CliRunner().invoke(cli, ["google", "status"])
+    assert status.exit_code == 0 and "account: clinic@example.com" in status.output
+
+    result = CliRunner().invoke(cli, ["google", "disconnect"])
+
+    assert result.exit_code == 0, result.output
+    assert "clinic@example.com: disconnected (revoked at Google)" in result.output
+    assert google.revoked_tokens == [connection.refresh_token]
+    assert google.refresh_tokens == {connection.refresh_token: False}
+    [after] = connections()
+    assert after.status == GoogleConnectionStatus.REVOKED and after.refresh_token == ""
+    with pytest.raises(google_api.GoogleNotConnected):
+        google_api.load_credentials()
+    assert revoke() is None  # nothing left to revoke
+    assert CliRunner().invoke(cli, ["google", "status"]).exit_code == 1
+
+
+def test_disconnect_keeps_the_token_to_retry_when_google_is_unreachable(
+    google: FakeGoogle, browser: httpx.Client
+) -> None:
+    connect(browser, google)
+    google.fail("/revoke", 1, 503)
+
+    first = revoke()
+
+    assert first is not None and not first.revoked_at_google
+    [connection] = connections()
+    assert connection.status == GoogleConnectionStatus.REVOKED and connection.refresh_token
+    second = revoke()
+    assert second is not None and second.revoked_at_google
+    assert google.refresh_tokens == {connection.refresh_token: False}
+
+
+def test_connect_command_prints_a_working_link(google: FakeGoogle, browser: httpx.Client) -> None:
+    result = CliRunner().invoke(cli, ["google", "connect"])
+    assert result.exit_code == 0
+    link = next(line for line in result.output.splitlines() if line.startswith(GATEWAY))
+    assert browser.get(link).status_code == 302

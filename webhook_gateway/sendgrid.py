@@ -1,0 +1,100 @@
+"""`POST /webhooks/sendgrid/events`: SendGrid's Event Webhook (delivered, open, click, bounce, unsubscribe).
+
+Same order as every route: verify the signature on the raw bytes, parse (a malformed batch is refused with a
+reason), commit, then answer. A batch becomes one inbox row per event, deduplicated on `sg_event_id`
+(SendGrid says duplicates are common), so a redelivered batch, or one that overlaps an earlier one, adds only
+what is new. Every event of the batch is committed before the 200: SendGrid does not resend a batch it got a
+2xx for. Unsigned batches are never accepted: an event can suppress a patient's email, so a forged one must
+not get in just because the key was not configured.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Literal
+
+import msgspec
+from litestar import Controller, Request, post
+from litestar.datastructures import State
+from litestar.exceptions import ClientException, NotAuthorizedException
+from litestar.params import HeaderParameter
+
+from providers import sendgrid_webhooks as sg
+from webhook_gateway.inbox import accept_many
+
+logger = logging.getLogger(__name__)
+
+SOURCE = "sendgrid"
+
+SignatureHeader = Annotated[str | None, HeaderParameter(name=sg.SIGNATURE_HEADER, required=False)]
+TimestampHeader = Annotated[str | None, HeaderParameter(name=sg.TIMESTAMP_HEADER, required=False)]
+
+
+class WebhookBatchAck(msgspec.Struct):
+    """What a batch came to: `accepted` new events, `duplicate` ones already stored (both may be 0)."""
+
+    status: Literal["accepted", "duplicate", "ignored"]
+    accepted: int
+    duplicate: int
+
+
+class SendGridWebhookController(Controller):
+    path = "/webhooks/sendgrid"
+    tags = ["webhooks"]
+
+    @post(
+        "/events",
+        status_code=200,
+        # SendGrid flushes batches at 768 KB, above the gateway's general limit.
+        request_max_body_size=sg.MAX_BODY_BYTES,
+        summary="Receive a batch of SendGrid email events (Signed Event Webhook)",
+        description=(
+            f"A JSON array of events, signed with `{sg.SIGNATURE_HEADER}` and `{sg.TIMESTAMP_HEADER}` "
+            "(ECDSA P-256 over timestamp + body; key in `SENDGRID_WEBHOOK_PUBLIC_KEY`). Each event is stored "
+            "once per `sg_event_id`; the answer comes after all of them are durably stored."
+        ),
+    )
+    async def events(
+        self,
+        request: Request,
+        state: State,
+        signature: SignatureHeader = None,
+        timestamp: TimestampHeader = None,
+    ) -> WebhookBatchAck:
+        raw = await request.body()
+        events = _verify_and_parse(raw, timestamp, signature, state)
+        if not events:
+            return WebhookBatchAck(status="ignored", accepted=0, duplicate=0)
+        stored = await accept_many(
+            state, SOURCE, [(event.sg_event_id, event.event, event.to_json()) for event in events]
+        )
+        accepted = sum(not item.duplicate for item in stored)
+        logger.info("sendgrid batch: %s event(s), %s new", len(stored), accepted)
+        return WebhookBatchAck(
+            status="accepted" if accepted else "duplicate",
+            accepted=accepted,
+            duplicate=len(stored) - accepted,
+        )
+
+
+def _verify_and_parse(
+    raw: bytes, timestamp: str | None, signature: str | None, state: State
+) -> list[sg.SendGridEvent]:
+    settings = state.settings
+    try:
+        if not settings.sendgrid_webhook_public_key:
+            raise sg.SendGridSignatureError("SENDGRID_WEBHOOK_PUBLIC_KEY is not set")
+        sg.verify_signature(
+            raw,
+            timestamp,
+            signature,
+            settings.sendgrid_webhook_public_key,
+            tolerance=settings.sendgrid_webhook_tolerance_seconds,
+        )
+        return sg.parse_batch(raw)
+    except sg.SendGridSignatureError as exc:
+        logger.warning("rejected sendgrid webhook: %s", exc)
+        raise NotAuthorizedException(detail=f"signature verification failed: {exc}") from exc
+    except sg.SendGridPayloadError as exc:
+        logger.warning("malformed sendgrid webhook: %s", exc)
+        raise ClientException(detail=f"malformed body: {exc}") from exc
