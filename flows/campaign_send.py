@@ -769,11 +769,20 @@ async def campaign_winner(campaign: str, winner: str | None = None) -> dict[str,
         chosen, reason = winner, "chosen by a person"
     elif chosen is None:
         results = await asyncio.to_thread(variant_results, state)
-        decision: Decision = choose_winner(
-            results,
-            min_sample=spec.ab_test.min_sample,
-            alpha=spec.ab_test.alpha,
-            metric="click rate" if spec.ab_test.metric == "clicks" else "open rate",
+        decision: Decision = (
+            Decision(
+                None,
+                "texts carry no open or click tracking, so an SMS test has no winner to measure; a "
+                "person chooses",
+                None,
+            )
+            if spec.channel == Channel.SMS
+            else choose_winner(
+                results,
+                min_sample=spec.ab_test.min_sample,
+                alpha=spec.ab_test.alpha,
+                metric="click rate" if spec.ab_test.metric == "clicks" else "open rate",
+            )
         )
         logger.info("A/B decision for %s: %s", campaign, decision.reason)
         if decision.winner is None:

@@ -132,7 +132,9 @@ class ABTest(BaseModel):
         examples=[0.2],
     )
     metric: Literal["clicks", "opens"] = Field(
-        default="clicks", description="What decides the winner: click rate (default) or open rate."
+        default="clicks",
+        description="What decides the winner: click rate (default) or open rate. Email only: an SMS test's "
+        "winner is chosen by a person (texts carry no open or click tracking).",
     )
     wait_hours: float = Field(
         default=24, gt=0, le=24 * 14, description="How long after the test send the winner is picked."
@@ -233,8 +235,9 @@ class CampaignSpec(BaseModel):
         )
 
     def sendgrid_send_at(self, now: datetime) -> datetime | None:
-        """The send time to hand SendGrid, if SendGrid can hold it (at most 72 h ahead); None = send now."""
-        if self.send_at is None or self.send_at <= now + timedelta(minutes=1):
+        """The send time to hand SendGrid, if SendGrid can hold it (email, at most 72 h ahead); None = the
+        run must not post until `send_at` itself (MobileMessage holds nothing: an SMS waits for its run)."""
+        if self.channel != "email" or self.send_at is None or self.send_at <= now + timedelta(minutes=1):
             return None
         if self.send_at > now + SENDGRID_MAX_SCHEDULE_AHEAD:
             return None

@@ -227,7 +227,9 @@ def release_abandoned() -> int:
                 OutboundMessage.campaign_id.is_(None),  # type: ignore[union-attr]
             )
         ).all()
-        for message in abandoned:  # safe to resend: the provider deduplicates on the idempotency key
+        # Resent with the same key: MobileMessage deduplicates on it; Gmail has no such key, but the resent
+        # email keeps its Message-ID (providers/gmail.py), which Gmail's own mailboxes deduplicate on.
+        for message in abandoned:
             transition(
                 session, message, MessageStatus.PENDING, "claim abandoned; will resend with the same key"
             )

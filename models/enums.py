@@ -43,7 +43,7 @@ class BookingStatus(StrEnum):
 class Channel(StrEnum):
     SMS = "sms"
     EMAIL = "email"
-    OPS = "ops"  # staff notifications shown in the Prefect UI (an artifact) until staff email is configured
+    OPS = "ops"  # staff notifications shown in the Prefect UI (an artifact); email copies are EMAIL rows
 
 
 class Purpose(StrEnum):

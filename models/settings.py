@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     clinic_name: str = "Avatar Imaging"
     clinic_timezone: str = "Australia/Brisbane"
     clinic_phone: str = ""
-    clinic_email: str = ""  # shown in patient emails; the Gmail account's address when unset
+    clinic_email: str = ""  # patient emails' Reply-To and footer; unset: replies go to the sending account
     clinic_address: str = ""  # shown in email footers (Spam Act: identify the sender)
     staff_notification_email: str = ""  # staff notices also go here by Gmail when set
     session_secret: SecretStr | None = None  # signs OAuth state cookies and tracking links

@@ -6,9 +6,11 @@ are folded and non-ASCII display names and subjects are RFC 2047-encoded by the 
 multipart/alternative: a plain-text part first, the HTML part last (mail clients show the last part they
 can render).
 
-Gmail has no idempotency key; the outbox guarantees each message is sent once. The Message-ID is derived
-from the outbox key, so if a retry does ever go out twice, mail clients that deduplicate on Message-ID
-(Gmail does) show it once.
+Gmail has no idempotency key. The outbox sends each message once in the normal course; a send whose outcome
+is unknown (a timeout or 5xx after the request left, a worker that died mid-send) is sent again rather than
+dropped, since Gmail offers no way to ask "did it go?" under the `gmail.send` scope alone. The Message-ID is
+derived from the outbox key, so such a second copy carries the same Message-ID, and mail clients that
+deduplicate on it (Gmail does) show it once.
 """
 
 from __future__ import annotations

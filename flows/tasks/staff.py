@@ -1,8 +1,9 @@
 """Staff notifications: what a person at the clinic must act on (a patient asking to cancel or move).
 
 They go through the outbox like any message, so a notification is queued in the same transaction as the
-change that calls for it and is never lost or doubled. Until staff email is connected they are delivered to
-the Prefect UI as a markdown artifact (key `staff-notifications`), where ops already look.
+change that calls for it and is never lost or doubled. They are always delivered to the Prefect UI as a
+markdown artifact (key `staff-notifications`), where ops already look, and also by email to
+STAFF_NOTIFICATION_EMAIL when that is set and Google is connected.
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """The integration rig: a real Prefect server, a real flow runner process, a real gateway on a loopback port,
-a fake MobileMessage speaking the real API, and the session database. Started once per session."""
+fakes speaking the providers' real APIs (MobileMessage; SendGrid checking every request against its OpenAPI
+description; Google's OAuth, Gmail and Calendar), and the session database. Started once per session.
+
+Google is configured for the runner but connected only by the tests that insert a connection
+(`tests.google_env.connect`): without one, booking emails wait in the outbox as they would in production."""
 
 from __future__ import annotations
 
@@ -18,7 +22,9 @@ from prefect.settings import PREFECT_API_URL
 from prefect.testing.utilities import prefect_test_harness
 
 from models import get_settings
+from tests.fakes.google import FakeGoogle
 from tests.fakes.mobilemessage import FakeMobileMessage
+from tests.fakes.sendgrid import FakeSendGrid
 from tests.fakes.wix import WixKeys
 from tests.servers import ThreadedServer
 
@@ -27,6 +33,8 @@ SMS_USERNAME, SMS_PASSWORD = "avatar-clinic", "mm-test-password"
 WIX_SECRET = "wix-hmac-test-secret"
 MM_WEBHOOK_SECRET = "mm-webhook-test-secret"
 SENDER = "61400000010"
+SENDGRID_KEY = "SG.integration-key"
+UNSUBSCRIBE_GROUP = 4321
 
 pytestmark = pytest.mark.integration
 
@@ -36,6 +44,8 @@ class Rig:
     prefect_api_url: str
     sms: FakeMobileMessage
     wix_keys: WixKeys
+    sendgrid: FakeSendGrid
+    google: FakeGoogle
 
 
 @pytest.fixture(scope="session")
@@ -52,9 +62,35 @@ def wix_keys() -> WixKeys:
 
 
 @pytest.fixture(scope="session")
-def rig(database_url: str, sms_fake: FakeMobileMessage, wix_keys: WixKeys) -> Iterator[Rig]:
+def sendgrid_fake() -> Iterator[FakeSendGrid]:
+    with FakeSendGrid(SENDGRID_KEY) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def google_fake() -> Iterator[FakeGoogle]:
+    with FakeGoogle() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def rig(
+    database_url: str,
+    sms_fake: FakeMobileMessage,
+    wix_keys: WixKeys,
+    sendgrid_fake: FakeSendGrid,
+    google_fake: FakeGoogle,
+) -> Iterator[Rig]:
     os.environ.update(
         {
+            **google_fake.env(),
+            "PUBLIC_BASE_URL": "https://crm.example.test",
+            "EMAIL_CAMPAIGN_PROVIDER": "sendgrid",
+            "SENDGRID_API_KEY": SENDGRID_KEY,
+            "SENDGRID_API_URL": sendgrid_fake.url,
+            "SENDGRID_FROM_EMAIL": "news@avatar-imaging.example",
+            "SENDGRID_UNSUBSCRIBE_GROUP_ID": str(UNSUBSCRIBE_GROUP),
+            "CLINIC_ADDRESS": "1 Example St, Brisbane QLD 4000",
             "SMS_PROVIDER": "mobilemessage",
             "MOBILEMESSAGE_API_URL": sms_fake.url,
             "MOBILEMESSAGE_API_USERNAME": SMS_USERNAME,
@@ -86,9 +122,13 @@ def rig(database_url: str, sms_fake: FakeMobileMessage, wix_keys: WixKeys) -> It
                     "reminder-sweep/reminder-sweep",
                     "sms-triage/sms-triage",
                     "delivery-receipts/delivery-receipts",
+                    "email-events/email-events",
+                    "google-contacts-import/google-contacts-import",
+                    "campaign-send/campaign-send",
+                    "campaign-winner/campaign-winner",
                 ],
             )
-            yield Rig(api_url, sms_fake, wix_keys)
+            yield Rig(api_url, sms_fake, wix_keys, sendgrid_fake, google_fake)
         finally:
             os.killpg(runner.pid, signal.SIGTERM)
             try:
@@ -115,8 +155,10 @@ def _wait_for_deployments(api_url: str, runner: subprocess.Popen[bytes], names: 
 
 @pytest.fixture
 def sms(rig: Rig, db: str) -> FakeMobileMessage:
-    """The fake provider, emptied for this test (and the CRM database emptied too)."""
+    """The fake provider, emptied for this test (and the CRM database emptied too, and the other fakes)."""
     rig.sms.reset()
+    rig.sendgrid.reset()
+    rig.google.reset()
     return rig.sms
 
 

@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy import delete, select, text, update
 
 from flows import campaign_send as campaign_flow
 from flows.campaign_audience import stream_recipients
@@ -39,6 +39,7 @@ from models import (
 )
 from models.crypto import get_cipher
 from providers.sendgrid import SendGridClient
+from tests.campaign_data import seed
 from tests.fakes.mobilemessage import FakeMobileMessage
 from tests.fakes.sendgrid import FakeSendGrid
 
@@ -107,32 +108,6 @@ def sms(db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeMobileMessage]
     sms_task._clients.clear()
     get_settings.cache_clear()
     _clean()
-
-
-def seed(count: int, *, channel: str = "email", consent: bool = True, offset: int = 0) -> dict[str, int]:
-    """`count` patients in one insert; returns address → contact id."""
-    cipher = get_cipher()
-    rows = []
-    for i in range(offset, offset + count):
-        address = f"patient{i}@example.com" if channel == "email" else f"+6141{i:07d}"
-        kind = "email" if channel == "email" else "phone"
-        rows.append(
-            {
-                "first_name": f"Pat{i}",
-                "last_name": "Lee",
-                kind: address,
-                f"{kind}_hash": cipher.blind_index(kind, address),
-                f"{channel}_marketing_consent_at": NOW - timedelta(days=30) if consent else None,
-                "created_at": NOW,
-                "updated_at": NOW,
-            }
-        )
-    with session_scope() as session:
-        session.execute(insert(Contact), rows)
-    column = Contact.email if channel == "email" else Contact.phone
-    with session_scope() as session:
-        wanted = {r.get("email") or r.get("phone") for r in rows}
-        return {a: i for i, a in session.execute(select(Contact.id, column)).all() if a in wanted}
 
 
 def email_spec(**fields: Any) -> CampaignSpec:
@@ -528,3 +503,27 @@ def test_sms_campaign_goes_in_bulk_with_the_opt_out_and_honours_provider_blocks(
     sms.reset()
     assert run(spec)["status"] == CampaignStatus.SENT  # a finished campaign stays finished
     assert sms.requests == []
+
+
+def test_an_sms_ab_test_is_decided_by_a_person_not_by_missing_clicks(sms: FakeMobileMessage) -> None:
+    phones = seed(40, channel="sms")
+    spec = CampaignSpec.model_validate(
+        {
+            "name": "Saturday hours",
+            "channel": "sms",
+            "variants": [{"body": "Now open Saturdays."}, {"body": "Scans on Saturdays now."}],
+            "ab_test": {"test_fraction": 0.5, "min_sample": 1},
+        }
+    )
+    assert run(spec)["status"] == CampaignStatus.TESTING
+    test_group = [m["to"] for r in sms.requests for m in r["json"]["messages"]]
+
+    decided = winner("saturday-hours")
+    assert decided["status"] == CampaignStatus.AWAITING_CHOICE
+    assert "no open or click tracking" in decided["reason"]
+    assert [m["to"] for r in sms.requests for m in r["json"]["messages"]] == test_group  # nobody else yet
+
+    assert winner("saturday-hours", "B")["status"] == CampaignStatus.SENT
+    everyone = [m["to"] for r in sms.requests for m in r["json"]["messages"]]
+    assert sorted(everyone) == sorted(phones)
+    assert {m.variant for m in rows("saturday-hours") if m.recipient not in test_group} == {"B"}

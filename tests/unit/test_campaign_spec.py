@@ -85,6 +85,10 @@ def test_send_at_is_utc_and_sendgrid_holds_it_only_within_72_hours() -> None:
     assert spec.sendgrid_send_at(now) == spec.send_at
     assert spec.sendgrid_send_at(now - timedelta(days=3)) is None  # more than 72 h ahead: schedule the run
     assert spec.sendgrid_send_at(spec.send_at) is None  # due: send now
+    text = CampaignSpec.model_validate(
+        {"name": "x", "channel": "sms", "variants": [{"body": "Hi"}], "send_at": "2026-03-02T09:00:00+10:00"}
+    )
+    assert text.sendgrid_send_at(now) is None  # MobileMessage holds nothing: the run waits for send_at
 
 
 def test_example_file_loads() -> None:
