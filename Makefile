@@ -32,6 +32,7 @@ bench: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/gateway_ingest.py
 	$(VENV)/bin/python benchmarks/e2e_latency.py
 	$(VENV)/bin/python benchmarks/reminder_sweep.py
+	$(VENV)/bin/python benchmarks/campaign_send.py
 
 $(UV):
 	$(PYTHON) -m venv .uv

@@ -228,8 +228,9 @@ def main() -> int:
         )
         print(f"ratio (baseline / campaign): {ratio:.2f}")
         print(
-            f"fake SendGrid: {accepted} requests accepted, {invalid} refused by the spec; "
-            f"{unique:,} distinct recipients of {recipients:,}"
+            f"fake SendGrid (baseline and campaign together): {accepted} requests accepted, "
+            f"{invalid} refused by the spec; {recipients:,} recipients, {unique:,} distinct "
+            "(each patient once per run)"
         )
         met = campaign_ok and seconds <= TARGET_SECONDS and peak <= TARGET_MB and ratio >= TARGET_RATIO
         print(

@@ -4,19 +4,25 @@ in the clinic calendar (fake Google over real HTTP); a cancellation removes the 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from datetime import UTC
 
+import httpx
 import pytest
+from prefect.deployments import run_deployment
+from sqlmodel import select
 
-from models import MessageStatus
+from models import Contact, MessageStatus, session_scope
 from providers.google_calendar import event_id_for
 from tests.fakes.google import FakeGoogle
 from tests.google_env import connect, disconnect_all
 from tests.integration.conftest import Rig
 from tests.integration.helpers import (
+    TERMINAL,
     booking,
+    flow_run_state,
     local_slot,
     messages,
     new_booking_id,
@@ -74,3 +80,33 @@ def test_a_booking_reaches_the_patients_inbox_and_the_clinic_calendar(
         f"Your MRI – Knee on {spoken(start, '11:00am')} is cancelled - Avatar Imaging"
     )
     assert len(rig.sms.sent) == 2 and len(google.sent_emails) == 2
+
+
+def test_the_served_contacts_import_creates_contacts_and_shows_what_changed(
+    rig: Rig, google: FakeGoogle
+) -> None:
+    google.add_person("Priya", "Shah", emails=["priya@example.com"], phones=["0412 000 111"])
+    google.add_person("Tom", None, phones=["+61 7 3000 1234"])
+
+    async def start() -> str:
+        run = await run_deployment("google-contacts-import/google-contacts-import", parameters={}, timeout=0)
+        return str(run.id)
+
+    run_id = asyncio.run(start())
+    wait_until(lambda: flow_run_state(run_id) in TERMINAL, timeout=120)
+    assert flow_run_state(run_id) == "COMPLETED"
+
+    with session_scope() as session:
+        contacts = {c.first_name: c for c in session.exec(select(Contact)).all()}
+    assert contacts["Priya"].email == "priya@example.com" and contacts["Priya"].phone == "+61412000111"
+    assert contacts["Tom"].phone == "+61730001234"
+
+    response = httpx.post(
+        f"{rig.prefect_api_url}/artifacts/filter",
+        json={"artifacts": {"flow_run_id": {"any_": [run_id]}, "key": {"any_": ["google-contacts-import"]}}},
+        timeout=10,
+    )
+    [artifact] = response.json()
+    table = json.loads(artifact["data"])
+    assert sorted(row["first_name"] for row in table) == ["Priya", "Tom"]
+    assert "priya@example.com" not in artifact["data"]  # the artifact masks contact details
