@@ -100,3 +100,15 @@ def db(database_url: str) -> Iterator[str]:
 
 def is_postgres() -> bool:
     return _PG_DATABASE is not None
+
+
+@pytest.fixture
+def google_default_urls(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Google's real endpoints, whatever another test pointed the process at (offline mocks check URLs)."""
+    from models import get_settings
+
+    for name in ("GOOGLE_API_URL", "GOOGLE_AUTH_URI", "GOOGLE_TOKEN_URI", "GOOGLE_REVOKE_URI"):
+        monkeypatch.delenv(name, raising=False)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()

@@ -170,7 +170,7 @@ def test_tracking_rewrites_web_links_and_adds_one_pixel() -> None:
     assert verify(pixel, "open") is not None and verify(pixel, "open").message_id == 42  # type: ignore[union-attr]
 
 
-def test_gmail_send_posts_the_raw_message_as_base64url() -> None:
+def test_gmail_send_posts_the_raw_message_as_base64url(google_default_urls: None) -> None:
     mock = HttpMockSequence(
         [({"status": "200"}, json.dumps({"id": "m1", "threadId": "t1", "labelIds": ["SENT"]}))]
     )

@@ -88,7 +88,7 @@ def test_the_event_holds_what_staff_need_and_no_contact_details() -> None:
     assert tentative["end"]["dateTime"] == "2031-03-04T23:30:00+00:00"  # default 30 minutes
 
 
-def test_upsert_inserts_with_our_id_and_sends_no_invitations() -> None:
+def test_upsert_inserts_with_our_id_and_sends_no_invitations(google_default_urls: None) -> None:
     mock = HttpMockSequence([({"status": "200"}, json.dumps({"id": "abc", "status": "confirmed"}))])
     service = build_service("calendar", http=mock)
     event_id = gcal.event_id_for("b-1")
