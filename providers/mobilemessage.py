@@ -9,10 +9,8 @@ the provider did send, and the retry with the same key then costs nothing and se
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import random
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
@@ -20,11 +18,11 @@ from typing import Any, Self
 import httpx
 
 from models.settings import Settings
+from providers.retry_after import retry_after_seconds
 
 logger = logging.getLogger(__name__)
 
 MAX_MESSAGES_PER_REQUEST = 10_000
-MAX_RETRY_AFTER_SECONDS = 120.0
 _GSM7 = set(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§"
     "¿abcdefghijklmnopqrstuvwxyzäöñüà^{}\\[~]|€"
@@ -168,7 +166,7 @@ class MobileMessageClient:
                     raise MobileMessageError(
                         reason, status_code=status_code, retryable=False, attempts=attempt
                     )
-                retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
+                retry_after = retry_after_seconds(response.headers.get("Retry-After"))
             if attempt == self._max_attempts:
                 break
             delay = random.uniform(0, min(self._max_delay, self._base_delay * 2 ** (attempt - 1)))
@@ -214,18 +212,3 @@ def _error_text(response: httpx.Response) -> str:
             if isinstance(body.get(key), str):
                 return body[key][:300]
     return response.reason_phrase or "error"
-
-
-def _retry_after_seconds(value: str | None) -> float | None:
-    """`Retry-After` as delta-seconds or an HTTP date, capped so a bad header cannot stall us for hours."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - time.time()
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)

@@ -13,7 +13,6 @@ The library is synchronous (urllib); callers run `send` in a thread (`asend`) to
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
 import random
@@ -42,6 +41,7 @@ from sendgrid.helpers.mail import (
 )
 
 from models.settings import Settings
+from providers.retry_after import retry_after_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,6 @@ MAX_PERSONALIZATIONS = (
     1000  # per request; also "1000 total recipients (to + cc + bcc)" — we send one `to` each
 )
 MAX_CATEGORIES = 10
-MAX_RETRY_AFTER_SECONDS = 120.0
 
 
 class SendGridError(Exception):
@@ -179,7 +178,7 @@ class SendGridClient:
                     raise SendGridError(
                         reason, status_code=status_code, retryable=False, attempts=attempt
                     ) from None
-                retry_after = _retry_after_seconds(exc.headers.get("Retry-After") if exc.headers else None)
+                retry_after = retry_after_seconds(exc.headers.get("Retry-After") if exc.headers else None)
             except TimeoutError:
                 # The request was written and no answer came: SendGrid may have accepted it, and a retry
                 # could send it twice. Not retried; the caller records it as sent but unconfirmed.
@@ -227,18 +226,3 @@ def _error_text(body: bytes | str | None) -> str:
         return "; ".join(parts)[:300] or "no details"
     except (ValueError, AttributeError, TypeError):
         return "unreadable error body"
-
-
-def _retry_after_seconds(value: str | None) -> float | None:
-    """`Retry-After` as delta-seconds or an HTTP date, capped so a bad header cannot stall us for hours."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - time.time()
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
