@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 from prefect import flow
 from prefect.artifacts import (
@@ -54,6 +55,7 @@ from flows.campaign_outbox import ACCEPTED, Batch, CampaignMessage, NewMessage
 from flows.campaign_spec import CampaignSpec, slugify
 from flows.outbox import Outcome
 from flows.provider_slots import ProviderSlots, SlotTimeoutError
+from flows.reminder_policy import ReminderPolicy
 from flows.tasks.sms import get_sms_client, sms_slot
 from models import Campaign, CampaignStatus, Channel, MessageStatus, Settings, get_settings, session_scope
 from models.types import utcnow
@@ -100,6 +102,7 @@ class CampaignState:
     status: str
     winner: str | None
     spec: CampaignSpec
+    winner_reason: str | None = None
 
 
 def _state(row: Campaign) -> CampaignState:
@@ -109,6 +112,7 @@ def _state(row: Campaign) -> CampaignState:
         row.status,
         row.winner_variant,
         CampaignSpec.model_validate(row.spec),
+        row.winner_reason,
     )
 
 
@@ -584,6 +588,31 @@ async def _send_phase(state: CampaignState, settings: Settings, headline: str) -
     return {"queued": queued, "counts": counts, "settled": settled}
 
 
+def quiet_hours_end(spec: CampaignSpec, settings: Settings, now: datetime) -> datetime | None:
+    """For an SMS campaign during quiet hours (SMS_QUIET_HOURS, clinic time), when they end; else None.
+    Marketing texts wait for the morning as reminders do: nobody is woken by a promotion."""
+    if spec.channel != Channel.SMS:
+        return None
+    return ReminderPolicy.from_settings(settings).sendable_now(now, settings.clinic_timezone)
+
+
+async def _hold_for_quiet_hours(
+    state: CampaignState, settings: Settings, until: datetime, deployment: str, parameters: dict[str, Any]
+) -> dict[str, Any]:
+    """Schedule the same run for when quiet hours end; without Prefect, say when to run it again."""
+    local = until.astimezone(ZoneInfo(settings.clinic_timezone))
+    run = await _schedule(
+        deployment, parameters, until, f"{deployment}:{state.slug}:quiet:{until.isoformat()}"
+    )
+    if run is None:
+        raise CampaignError(
+            f"SMS quiet hours ({settings.sms_quiet_hours} clinic time) last until {local:%a %d %b %H:%M}: "
+            "run it again then, or launch it with `avatar-crm campaign launch` (not --local) to have it wait"
+        )
+    _logger().info("SMS quiet hours: campaign %s continues at %s (flow run %s)", state.slug, local, run)
+    return {"status": CampaignStatus.SCHEDULED.value, "campaign": state.slug, "flow_run": run, "at": until}
+
+
 def _check_ready(spec: CampaignSpec, settings: Settings) -> None:
     for variant in spec.variants:
         check_renders(variant, spec.channel, _clinic(settings))
@@ -686,6 +715,14 @@ async def campaign_send(spec: CampaignSpec) -> dict[str, Any]:
         logger.info("campaign %s scheduled for %s (flow run %s)", spec.slug, spec.send_at.isoformat(), run)
         return {"status": CampaignStatus.SCHEDULED.value, "campaign": spec.slug, "flow_run": run}
 
+    quiet_until = quiet_hours_end(spec, settings, utcnow())
+    if quiet_until is not None:
+        state = await asyncio.to_thread(open_campaign, spec, CampaignStatus.SCHEDULED)
+        if state.status != CampaignStatus.SENT:
+            return await _hold_for_quiet_hours(
+                state, settings, quiet_until, SEND_DEPLOYMENT, {"spec": spec.model_dump(mode="json")}
+            )
+
     state = await asyncio.to_thread(open_campaign, spec, CampaignStatus.SENDING)
     if state.status == CampaignStatus.SENT:
         logger.info("campaign %s was already sent; nothing to do", state.slug)
@@ -758,7 +795,7 @@ async def campaign_winner(campaign: str, winner: str | None = None) -> dict[str,
     if state.status not in (CampaignStatus.TESTING, CampaignStatus.AWAITING_CHOICE, CampaignStatus.SENDING):
         raise CampaignError(f"campaign {campaign} is {state.status}; its test group has not been sent yet")
 
-    chosen, reason = state.winner, None
+    chosen, reason = state.winner, state.winner_reason
     if winner is not None:
         if winner not in names:
             raise CampaignError(
@@ -766,7 +803,8 @@ async def campaign_winner(campaign: str, winner: str | None = None) -> dict[str,
             )
         if chosen is not None and chosen != winner:
             raise CampaignError(f"campaign {campaign} is already sending variant {chosen} to the rest")
-        chosen, reason = winner, "chosen by a person"
+        reason = reason if chosen == winner else "chosen by a person"
+        chosen = winner
     elif chosen is None:
         results = await asyncio.to_thread(variant_results, state)
         decision: Decision = (
@@ -806,6 +844,13 @@ async def campaign_winner(campaign: str, winner: str | None = None) -> dict[str,
             }
         chosen, reason = decision.winner, decision.reason
 
+    quiet_until = quiet_hours_end(spec, settings, utcnow())
+    if quiet_until is not None:  # the person's choice (or the decision) stands; the rest get it after
+        if state.winner is None:
+            await asyncio.to_thread(set_campaign, state.id, winner_variant=chosen, winner_reason=reason)
+        return await _hold_for_quiet_hours(
+            state, settings, quiet_until, WINNER_DEPLOYMENT, {"campaign": state.slug, "winner": chosen}
+        )
     if state.winner is None:
         await asyncio.to_thread(
             set_campaign, state.id, winner_variant=chosen, winner_reason=reason, status=CampaignStatus.SENDING
