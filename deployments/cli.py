@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from deployments.cli_campaign import campaign_app, consent_app
+from deployments.cli_campaign import campaign_app, consent_app, tag_app
 from deployments.cli_google import google_app
 
 app = typer.Typer(help="Avatar Imaging CRM integration backbone.", no_args_is_help=True, add_completion=False)
@@ -23,6 +23,7 @@ app.add_typer(suppress_app, name="suppress", no_args_is_help=True)
 app.add_typer(sms_app, name="sms")
 app.add_typer(campaign_app, name="campaign")
 app.add_typer(consent_app, name="consent")
+app.add_typer(tag_app, name="tag")
 app.add_typer(google_app, name="google")
 
 

@@ -15,6 +15,9 @@ campaign_app = typer.Typer(
     help="Marketing campaigns (email by SendGrid, SMS by MobileMessage).", no_args_is_help=True
 )
 consent_app = typer.Typer(help="Patients' marketing consent.", no_args_is_help=True)
+tag_app = typer.Typer(
+    help="Marketing tags on patients (campaign audiences can filter on them).", no_args_is_help=True
+)
 
 
 def _run_url(flow_run_id: str) -> str:
@@ -195,3 +198,79 @@ def consent_withdraw(
 ) -> None:
     """Record a patient's opt-out of marketing on one channel (suppressed from then on)."""
     _consent(email, phone, False, note)
+
+
+def _tag_addresses(addresses: list[str], file: Path | None) -> list[str]:
+    found = [a.strip() for a in addresses if a.strip()]
+    if file is not None:
+        found += [line.strip() for line in file.read_text().splitlines() if line.strip()]
+    if not found:
+        raise typer.BadParameter("give emails or mobile numbers, or --file with one per line")
+    return found
+
+
+def _tag(tag: str, addresses: list[str], file: Path | None, *, add: bool) -> None:
+    from sqlalchemy import delete
+    from sqlmodel import select
+
+    from flows.contacts import normalize_email, normalize_phone
+    from models import Contact, ContactTag, get_settings, session_scope
+    from models.crypto import get_cipher
+
+    tag = tag.strip()
+    if not tag or len(tag) > 100:
+        raise typer.BadParameter("a tag is 1 to 100 characters")
+    cipher, region = get_cipher(), get_settings().default_phone_region
+    changed, unknown, invalid = 0, 0, []
+    with session_scope() as session:
+        for number, text in enumerate(_tag_addresses(addresses, file), start=1):
+            if "@" in text:
+                address, kind, column = normalize_email(text), "email", Contact.email_hash
+            else:
+                address, kind, column = normalize_phone(text, region), "phone", Contact.phone_hash
+            if address is None:
+                invalid.append(number)
+                continue
+            ids = session.exec(select(Contact.id).where(column == cipher.blind_index(kind, address))).all()
+            unknown += not ids
+            for contact_id in ids:
+                existing = session.exec(
+                    select(ContactTag).where(ContactTag.contact_id == contact_id, ContactTag.tag == tag)
+                ).first()
+                if add and existing is None:
+                    session.add(ContactTag(contact_id=contact_id, tag=tag))
+                    changed += 1
+                elif not add and existing is not None:
+                    session.execute(delete(ContactTag).where(ContactTag.id == existing.id))
+                    changed += 1
+    # Counts and positions only: the addresses themselves are patient details.
+    typer.echo(
+        f"{'tagged' if add else 'untagged'} {changed} patient(s) {tag!r}; {unknown} address(es) unknown"
+    )
+    if invalid:
+        typer.echo(f"not an email or mobile number: entries {', '.join(map(str, invalid))}", err=True)
+        raise typer.Exit(1)
+
+
+@tag_app.command("add")
+def tag_add(
+    tag: Annotated[str, typer.Argument(help="The tag, e.g. newsletter.")],
+    addresses: Annotated[list[str] | None, typer.Argument(help="Emails or mobile numbers.")] = None,
+    file: Annotated[
+        Path | None, typer.Option(help="A file with one email or mobile number per line.")
+    ] = None,
+) -> None:
+    """Tag the patients with these emails or numbers (a campaign's `audience.tags` selects them)."""
+    _tag(tag, addresses or [], file, add=True)
+
+
+@tag_app.command("remove")
+def tag_remove(
+    tag: Annotated[str, typer.Argument(help="The tag.")],
+    addresses: Annotated[list[str] | None, typer.Argument(help="Emails or mobile numbers.")] = None,
+    file: Annotated[
+        Path | None, typer.Option(help="A file with one email or mobile number per line.")
+    ] = None,
+) -> None:
+    """Take the tag off the patients with these emails or numbers."""
+    _tag(tag, addresses or [], file, add=False)
