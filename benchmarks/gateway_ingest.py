@@ -186,7 +186,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per concurrency level")
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument(
-        "--bodies", type=int, default=40_000, help="pre-signed webhooks (must outlast the run)"
+        "--bodies", type=int, default=80_000, help="pre-signed webhooks (must outlast the run)"
     )
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]

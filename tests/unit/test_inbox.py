@@ -52,3 +52,21 @@ async def test_the_same_key_from_another_source_is_a_different_event(writer: Inb
         writer.store("wix", "same", "t", b"1"), writer.store("mobilemessage", "same", "t", b"2")
     )
     assert not a.duplicate and not b.duplicate and a.event_id != b.event_id
+
+
+async def test_a_large_batch_gives_every_event_its_own_row_and_readable_body(
+    writer: InboxWriter, db: str
+) -> None:
+    """More than one group commit's worth at once: each answer names the row holding that event's body."""
+    from models import WebhookEvent
+    from models.db import session_scope
+
+    keys = [f"bulk-{i}" for i in range(600)]
+    results = await asyncio.gather(*(writer.store("wix", k, "t", f"body of {k}".encode()) for k in keys))
+
+    assert not any(r.duplicate for r in results)
+    assert len({r.event_id for r in results}) == len(keys)
+    with session_scope(get_engine(db)) as session:
+        for key, result in zip(keys, results, strict=True):
+            row = session.get(WebhookEvent, result.event_id)
+            assert row is not None and row.dedupe_key == key and row.body == f"body of {key}".encode()

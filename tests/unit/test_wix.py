@@ -988,3 +988,85 @@ def test_deeply_nested_json_is_refused_not_crashed(keys: WixKeys) -> None:
     nested_header = base64.urlsafe_b64encode(deep).rstrip(b"=")
     with pytest.raises(WixSignatureError):
         verify_jwt(nested_header + b".e30.", keys.public_pem)
+
+
+# --- the fast base64url segment check must be PyJWT's, rule for rule -------------------------------------
+
+_SEGMENT_EDGE_CASES = [
+    b"",
+    b"=",
+    b"==",
+    b"A",
+    b"AA",
+    b"AA=",
+    b"AA==",
+    b"AA===",
+    b"AAA",
+    b"AAA=",
+    b"AAA==",
+    b"AAAA",
+    b"AAAA=",
+    b"AB",  # non-canonical: the low bits of the last character must be zero
+    b"AAB",
+    b"e30",
+    b"e30=",
+    b"e3 0",
+    b"e30\n",
+    b"e3+0",
+    b"e3/0",
+    b"!!!!",
+    b"e30.",
+    b"\xffAAA",
+    b"=AAA",
+    b"A=AA",
+    base64.urlsafe_b64encode(b"\xfb\xff" * 30).rstrip(b"="),
+]
+
+
+def _segment_outcome(decode: Any, segment: bytes) -> tuple[str, bytes | str]:
+    try:
+        return "ok", decode(segment, "payload")
+    except jwt.DecodeError as exc:
+        return "DecodeError", str(exc)
+
+
+@pytest.mark.parametrize("segment", _SEGMENT_EDGE_CASES)
+def test_fast_segment_check_matches_pyjwt_on_edge_cases(segment: bytes) -> None:
+    from jwt.api_jws import PyJWS
+
+    from providers.wix import _JWS
+
+    assert _segment_outcome(_JWS._decode_base64url_segment, segment) == _segment_outcome(
+        PyJWS._decode_base64url_segment, segment
+    )
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=24) | st.text(alphabet="AQgw_-+/=.e3 0\n", max_size=24).map(str.encode))
+def test_fast_segment_check_matches_pyjwt_on_any_bytes(segment: bytes) -> None:
+    from jwt.api_jws import PyJWS
+
+    from providers.wix import _JWS
+
+    assert _segment_outcome(_JWS._decode_base64url_segment, segment) == _segment_outcome(
+        PyJWS._decode_base64url_segment, segment
+    )
+
+
+def test_verify_jwt_really_uses_the_fast_segment_check(
+    keys: WixKeys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PyJWT upgrade that stopped calling the override would silently bring back the slow check."""
+    from providers.wix import _JWS
+
+    original = _JWS._decode_base64url_segment
+    calls: list[str] = []
+
+    def spy(segment: bytes, name: str) -> bytes:
+        calls.append(name)
+        return original(segment, name)
+
+    monkeypatch.setattr(_JWS, "_decode_base64url_segment", staticmethod(spy))
+    token = sign_wix_jwt(keys, wix_event(CREATED, booking_payload()), CREATED)
+    assert verify_jwt(token, keys.public_pem)["data"]
+    assert sorted(calls) == ["crypto", "header", "payload"]
