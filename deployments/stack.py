@@ -69,6 +69,14 @@ def ensure_demo_wix_keys(data_dir: Path) -> str:
     return public_path.read_text()
 
 
+SERVER_WRITE_BATCHING = {
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE": "500",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "2",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "100",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
+}
+
+
 def stack_environment() -> dict[str, str]:
     settings = get_settings()
     data_dir = settings.crm_data_dir.resolve()
@@ -84,6 +92,11 @@ def stack_environment() -> dict[str, str]:
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     env.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "1")
     env.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    # Fewer, larger writes from the server's event persister and task-run recorder (defaults: a transaction
+    # per 20 events, and per task-run event): on the embedded SQLite they queue behind each other and in front
+    # of the flow runs the gateway creates. Measured with benchmarks/e2e_latency.py (README, Benchmarks).
+    for name, value in SERVER_WRITE_BATCHING.items():
+        env.setdefault(name, value)
     return env
 
 

@@ -23,6 +23,8 @@ from uuid import UUID
 
 from anyio import to_thread
 from prefect.client.orchestration import PrefectClient
+from prefect.exceptions import PrefectHTTPStatusError
+from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 from sqlalchemy import Engine, case, select, update
 
 from models import InboxStatus, WebhookEvent
@@ -32,6 +34,10 @@ logger = logging.getLogger(__name__)
 
 _TABLE = WebhookEvent.__table__  # type: ignore[attr-defined]
 _BATCH = 50
+# A SQLite-backed Prefect server answers 503 while another writer holds its lock, usually for tens of
+# milliseconds. Prefect's client would wait 2 s (then 4, 8 …) before asking again; the dispatcher asks again
+# sooner, and leaves longer outages to its own per-row backoff. Seconds, before jitter.
+_BUSY_PAUSES = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
 _jitter = (
     random.Random()
 )  # its own generator: backoff jitter must not disturb (or be seeded by) anyone else's
@@ -77,6 +83,12 @@ class Dispatcher:
         self._wakeup.set()
 
     async def run_forever(self) -> None:
+        # Prefect's own client retries (2 s, 4 s … on a 503 or a refused connection) are off in this task
+        # only: `_create_run` retries a busy server quickly, and an unreachable one is the per-row backoff's.
+        with temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: 0}):
+            await self._loop()
+
+    async def _loop(self) -> None:
         while True:
             try:
                 await self.dispatch_due()
@@ -132,9 +144,20 @@ class Dispatcher:
             row = rows[0]
             parameters = {"event_id": row.id}
             key, name = f"{row.source}:{row.dedupe_key}", f"{row.source}-event-{row.id}"
-        flow_run = await self._client.create_flow_run_from_deployment(
-            deployment_id, parameters=parameters, idempotency_key=key, name=name, tags=[f"source:{source}"]
-        )
+        for pause in (*_BUSY_PAUSES, None):
+            try:  # safe to repeat: the idempotency key makes a second create return the first run
+                flow_run = await self._client.create_flow_run_from_deployment(
+                    deployment_id,
+                    parameters=parameters,
+                    idempotency_key=key,
+                    name=name,
+                    tags=[f"source:{source}"],
+                )
+                break
+            except PrefectHTTPStatusError as exc:
+                if exc.response.status_code != 503 or pause is None:
+                    raise
+            await asyncio.sleep(pause * _jitter.uniform(0.5, 1.0))
         logger.info("inbox event(s) %s (%s) -> flow run %s", name, rows[0].event_type, flow_run.id)
         return flow_run.id
 
