@@ -185,7 +185,9 @@ def queue_page_in_database(
             .from_select(columns, source)
             .on_conflict_do_nothing(index_elements=["idempotency_key"])
         )
-        result = session.execute(statement)
+        # SQLAlchemy keeps an INSERT's rowcount only when asked (on PostgreSQL it otherwise reads 0), and the
+        # count is what says how much of the audience this page queued.
+        result = session.execute(statement, execution_options={"preserve_rowcount": True})
         return max(result.rowcount, 0), page[-1]  # type: ignore[attr-defined]
 
 
