@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, Self
 
 import uvicorn
 
@@ -41,6 +41,35 @@ class ThreadedServer:
         self._thread.join(timeout=10)
 
     def __enter__(self) -> ThreadedServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class FakeProvider:
+    """What every provider fake shares: its Litestar app (`_app`) served on a loopback port, started and
+    stopped by the tests (or used as a context manager). Fakes hold their own recording and scripting."""
+
+    _server: ThreadedServer | None = None
+
+    def _app(self) -> Any:
+        raise NotImplementedError
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "start() the fake first"
+        return self._server.url
+
+    def start(self) -> Self:
+        self._server = ThreadedServer(self._app()).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

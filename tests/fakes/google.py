@@ -41,7 +41,7 @@ from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit
 from litestar import Litestar, Request, Response, route
 from litestar.params import FromPath
 
-from tests.servers import ThreadedServer
+from tests.servers import FakeProvider
 
 AUTH_PATH = "/o/oauth2/v2/auth"
 TOKEN_PATH = "/token"
@@ -109,7 +109,7 @@ class _PageCursor:
     params: dict[str, str] = field(default_factory=dict)
 
 
-class FakeGoogle:
+class FakeGoogle(FakeProvider):
     def __init__(
         self,
         client_id: str = "test-client-id.apps.googleusercontent.com",
@@ -122,7 +122,6 @@ class FakeGoogle:
         self.account_email = account_email
         self.access_token_seconds = access_token_seconds
         self._lock = threading.Lock()
-        self._server: ThreadedServer | None = None
         self.reset()
 
     # --- what tests read and set ---------------------------------------------------------------------
@@ -145,11 +144,6 @@ class FakeGoogle:
             self._page_cursors: dict[str, _PageCursor] = {}
             self._ids = itertools.count(1)
 
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "start() the fake first"
-        return self._server.url
-
     def env(self) -> dict[str, str]:
         """The environment that points our Google code at this fake."""
         return {
@@ -160,20 +154,6 @@ class FakeGoogle:
             "GOOGLE_REVOKE_URI": self.url + REVOKE_PATH,
             "GOOGLE_API_URL": self.url,
         }
-
-    def start(self) -> FakeGoogle:
-        self._server = ThreadedServer(self._app()).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-
-    def __enter__(self) -> FakeGoogle:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def requests_to(self, path_prefix: str, method: str | None = None) -> list[dict[str, Any]]:
         with self._lock:

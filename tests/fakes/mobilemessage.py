@@ -27,7 +27,7 @@ from typing import Any
 
 from litestar import Litestar, Request, Response, get, post
 
-from tests.servers import ThreadedServer
+from tests.servers import FakeProvider
 
 TOO_MANY = "Too many concurrent requests. Please wait."
 MAX_MESSAGES = 10_000
@@ -36,7 +36,7 @@ MAX_LENGTH = 765
 Scripted = tuple[int, dict[str, Any], dict[str, str]]
 
 
-class FakeMobileMessage:
+class FakeMobileMessage(FakeProvider):
     def __init__(
         self, username: str, password: str, *, max_concurrent: int = 5, latency: float = 0.0
     ) -> None:
@@ -44,7 +44,6 @@ class FakeMobileMessage:
         self.max_concurrent = max_concurrent
         self.latency = latency
         self._lock = threading.Lock()
-        self._server: ThreadedServer | None = None
         self.reset()
 
     # --- what tests read and set ---------------------------------------------------------------------
@@ -69,25 +68,6 @@ class FakeMobileMessage:
         """This number has opted out with the provider: its messages come back `blocked`."""
         with self._lock:
             self._blocked.add(_digits(phone))
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "start() the fake first"
-        return self._server.url
-
-    def start(self) -> FakeMobileMessage:
-        self._server = ThreadedServer(self._app()).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-
-    def __enter__(self) -> FakeMobileMessage:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # --- the HTTP side --------------------------------------------------------------------------------
 

@@ -20,14 +20,14 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import yaml
 from litestar import Litestar, Request, Response, post
 from openapi_core import OpenAPI
 from openapi_core.testing import MockRequest
 
-from tests.servers import ThreadedServer
+from tests.servers import FakeProvider
 
 SPEC_PATH = Path(
     os.environ.get(
@@ -100,12 +100,11 @@ def documented_rule_errors(payload: Any) -> list[dict[str, Any]]:
     return errors
 
 
-class FakeSendGrid:
+class FakeSendGrid(FakeProvider):
     def __init__(self, api_key: str = "SG.test-key", *, latency: float = 0.0) -> None:
         self.api_key = api_key
         self.latency = latency
         self._lock = threading.Lock()
-        self._server: ThreadedServer | None = None
         self.reset()
 
     # --- what tests read and set ---------------------------------------------------------------------
@@ -128,25 +127,9 @@ class FakeSendGrid:
         """Every `to` address SendGrid accepted, in order, duplicates kept."""
         return [to["email"] for body in self.accepted for p in body["personalizations"] for to in p["to"]]
 
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "start() the fake first"
-        return self._server.url
-
-    def start(self) -> FakeSendGrid:
+    def start(self) -> Self:
         mail_spec()  # fail fast without the spec file
-        self._server = ThreadedServer(self._app()).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-
-    def __enter__(self) -> FakeSendGrid:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return super().start()
 
     # --- the HTTP side --------------------------------------------------------------------------------
 

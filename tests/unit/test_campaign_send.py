@@ -22,7 +22,6 @@ from flows.campaign_audience import stream_recipients
 from flows.campaign_send import CampaignError, campaign_send, campaign_winner
 from flows.campaign_spec import CampaignSpec
 from flows.consent import ConsentSource, set_marketing_consent, withdraw
-from flows.tasks import sms as sms_task
 from models import (
     Booking,
     Campaign,
@@ -43,6 +42,7 @@ from providers.sendgrid import SendGridClient
 from tests.campaign_data import seed
 from tests.fakes.mobilemessage import FakeMobileMessage
 from tests.fakes.sendgrid import FakeSendGrid
+from tests.sms_env import mobilemessage
 
 pytestmark = pytest.mark.db
 
@@ -93,22 +93,9 @@ def sendgrid(db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSendGrid]
 @pytest.fixture
 def sms(db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeMobileMessage]:
     _clean()
-    fake = FakeMobileMessage(username="clinic", password="secret").start()
-    for name, value in {
-        "SMS_PROVIDER": "mobilemessage",
-        "MOBILEMESSAGE_API_URL": fake.url,
-        "MOBILEMESSAGE_API_USERNAME": "clinic",
-        "MOBILEMESSAGE_API_PASSWORD": "secret",
-        "MOBILEMESSAGE_FROM_NUMBER": "61400000010",
-        "SMS_QUIET_HOURS": "",  # tests that need quiet hours set them around the present moment
-    }.items():
-        monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
-    sms_task._clients.clear()
-    yield fake
-    fake.stop()
-    sms_task._clients.clear()
-    get_settings.cache_clear()
+    # Quiet hours are set around the present moment by the tests that need them.
+    with mobilemessage(monkeypatch, SMS_QUIET_HOURS="") as fake:
+        yield fake
     _clean()
 
 

@@ -20,7 +20,6 @@ from sqlmodel import select
 from flows import outbox
 from flows.messages import format_local_time
 from flows.reminder_sweep import artifact_rows
-from flows.tasks import sms as sms_task
 from flows.tasks.send import send_due
 from models import (
     Booking,
@@ -29,12 +28,12 @@ from models import (
     MessageStatus,
     OutboundMessage,
     OutboundMessageEvent,
-    get_settings,
     session_scope,
 )
 from tests.fakes.mobilemessage import FakeMobileMessage
 from tests.fakes.wix import WixKeys
 from tests.inbox_events import apply_wix
+from tests.sms_env import mobilemessage
 
 pytestmark = pytest.mark.db
 
@@ -47,23 +46,8 @@ PHONE = "+61412345678"
 @pytest.fixture
 def sms(db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeMobileMessage]:
     """A fake MobileMessage the sweep really talks to; settings pointed at it for this test."""
-    fake = FakeMobileMessage(username="clinic", password="secret").start()
-    for name, value in {
-        "SMS_PROVIDER": "mobilemessage",
-        "MOBILEMESSAGE_API_URL": fake.url,
-        "MOBILEMESSAGE_API_USERNAME": "clinic",
-        "MOBILEMESSAGE_API_PASSWORD": "secret",
-        "MOBILEMESSAGE_FROM_NUMBER": "61400000010",
-        "SMS_QUIET_HOURS": "20:00-08:00",
-        "REMINDER_OFFSETS": "24h,2h",
-    }.items():
-        monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
-    sms_task._clients.clear()
-    yield fake
-    fake.stop()
-    sms_task._clients.clear()
-    get_settings.cache_clear()
+    with mobilemessage(monkeypatch, SMS_QUIET_HOURS="20:00-08:00", REMINDER_OFFSETS="24h,2h") as fake:
+        yield fake
 
 
 def _slot(days: int, hour: int, minute: int = 0, tz: ZoneInfo = BRISBANE) -> datetime:
