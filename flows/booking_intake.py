@@ -520,7 +520,8 @@ async def booking_intake(event_id: int) -> State:
     logger.info("event %s: %s", event_id, outcome.summary)
 
     statuses = {message_id: await send_message(message_id) for message_id in outcome.to_send}
-    if outcome.crm_booking_id is not None and not outcome.stale:
+    # No task run at all while Google is not configured: this is every booking's path.
+    if outcome.crm_booking_id is not None and not outcome.stale and get_settings().google_configured:
         try:  # after the patient's messages, and never failing them: the sweep catches the calendar up
             await sync_calendar(outcome.crm_booking_id)
         except Exception as exc:

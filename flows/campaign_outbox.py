@@ -60,8 +60,14 @@ EV = OutboundMessageEvent.__table__  # type: ignore[attr-defined]
 ACCEPTED = (MessageStatus.SENT, MessageStatus.SANDBOXED, MessageStatus.DELIVERED)
 
 
+def key_prefix(slug: str) -> str:
+    """Every recipient's outbox key is this and the contact id: one message per contact per campaign, whether
+    it was queued row by row (`queue_many`) or in the database (`queue_page_in_database`)."""
+    return f"campaign:{slug}:"
+
+
 def idempotency_key(slug: str, contact_id: int) -> str:
-    return f"campaign:{slug}:{contact_id}"
+    return f"{key_prefix(slug)}{contact_id}"
 
 
 @dataclass(frozen=True)
@@ -146,7 +152,7 @@ def queue_page_in_database(
         if not page:
             return 0, None
         source = select(
-            (literal(f"campaign:{slug}:", String()) + cast(CT.c.id, String())).label("idempotency_key"),
+            (literal(key_prefix(slug), String()) + cast(CT.c.id, String())).label("idempotency_key"),
             literal(channel, String()),
             literal(Purpose.MARKETING.value, String()),
             literal(MessageKind.CAMPAIGN.value, String()),
@@ -208,13 +214,28 @@ def _events(session: Session, ids: list[int], status: str, detail: str | None, a
 
 
 def _set_status(
-    session: Session, ids: list[int], status: str, detail: str | None, now: datetime, **values: Any
+    session: Session,
+    ids: list[int],
+    status: str,
+    detail: str | None,
+    now: datetime,
+    *,
+    only_from: str | None = None,
+    **values: Any,
 ) -> None:
+    """Move messages to `status` with one history entry each. With `only_from`, only those still in that
+    status move: a result written after the send must not undo what SendGrid's events already recorded."""
     if not ids:
         return
+    moved: list[int] = []
     for chunk in _chunks(ids, 5000):
-        session.execute(update(OM).where(OM.c.id.in_(chunk)).values(status=status, updated_at=now, **values))
-    _events(session, ids, status, detail, now)
+        statement = update(OM).where(OM.c.id.in_(chunk)).values(status=status, updated_at=now, **values)
+        if only_from is None:
+            session.execute(statement)
+            moved += chunk
+        else:
+            moved += session.execute(statement.where(OM.c.status == only_from).returning(OM.c.id)).scalars()
+    _events(session, moved, status, detail, now)
 
 
 def _chunks(items: list[int], size: int) -> Iterable[list[int]]:
@@ -339,11 +360,21 @@ def record_batch(outcomes: list[Outcome]) -> None:
     handled = {MessageStatus.SENT, MessageStatus.SANDBOXED, MessageStatus.PENDING}
     others = [o for o in outcomes if o.status not in handled]
     with session_scope() as session:
-        uniform = {(o.status, o.provider, o.detail) for o in accepted}
-        if accepted and len(uniform) == 1 and not any(o.provider_message_id for o in accepted):
-            status, provider, detail = uniform.pop()  # a whole email batch: one statement, not one per row
+        uniform = {(o.status, o.provider, o.detail, o.provider_message_id) for o in accepted}
+        if accepted and len(uniform) == 1:  # a whole email batch: one statement, not one per row
+            status, provider, detail, provider_message_id = uniform.pop()
             ids = [o.message_id for o in accepted]
-            _set_status(session, ids, status, detail, now, provider=provider, sent_at=now)
+            _set_status(
+                session,
+                ids,
+                status,
+                detail,
+                now,
+                only_from=MessageStatus.SENDING,
+                provider=provider,
+                provider_message_id=provider_message_id,
+                sent_at=now,
+            )
         elif accepted:
             session.execute(
                 update(OM)
@@ -370,7 +401,13 @@ def record_batch(outcomes: list[Outcome]) -> None:
         for detail, group in _group_by_detail(delayed).items():
             # Back to pending with the same key; the campaign flow paces the retry, a re-run resumes it.
             _set_status(
-                session, group, MessageStatus.PENDING, f"retry after outage: {detail}", now, last_error=detail
+                session,
+                group,
+                MessageStatus.PENDING,
+                f"retry after outage: {detail}",
+                now,
+                only_from=MessageStatus.SENDING,
+                last_error=detail,
             )
     outbox.record_many(others)
 
@@ -438,7 +475,16 @@ def settle_unconfirmed(ids: list[int], detail: str) -> None:
     """
     now = utcnow()
     with session_scope() as session:
-        _set_status(session, ids, MessageStatus.SENT, detail, now, sent_at=now, provider="sendgrid")
+        _set_status(
+            session,
+            ids,
+            MessageStatus.SENT,
+            detail,
+            now,
+            only_from=MessageStatus.SENDING,
+            sent_at=now,
+            provider="sendgrid",
+        )
 
 
 def pending_count(campaign_id: int) -> int:

@@ -15,8 +15,8 @@ AWAITING_CHOICE and says how a person chooses. With a winner, the rest of the au
 # No `from __future__ import annotations`: Prefect builds the parameter model (the Prefect UI's run form)
 # from these annotations, and the runner hands flows to their process pickled (see flows/reminder_sweep.py).
 import asyncio
+import contextlib
 import gc
-import logging
 import random
 import time
 from collections.abc import Callable
@@ -34,7 +34,6 @@ from prefect.artifacts import (
     aupdate_progress_artifact,
 )
 from prefect.context import FlowRunContext
-from prefect.logging import get_run_logger
 from prefect.runtime import flow_run as current_run
 from sqlmodel import select
 
@@ -56,6 +55,7 @@ from flows.campaign_spec import CampaignSpec, slugify
 from flows.outbox import Outcome
 from flows.provider_slots import ProviderSlots, SlotTimeoutError
 from flows.reminder_policy import ReminderPolicy
+from flows.run_logger import run_logger
 from flows.tasks.sms import get_sms_client, sms_slot
 from models import Campaign, CampaignStatus, Channel, MessageStatus, Settings, get_settings, session_scope
 from models.types import utcnow
@@ -75,13 +75,6 @@ QUEUE_CHUNK = 2000
 
 class CampaignError(RuntimeError):
     """The campaign cannot go on as asked; the message says what to do."""
-
-
-def _logger() -> logging.Logger | logging.LoggerAdapter:  # type: ignore[type-arg]
-    try:
-        return get_run_logger()
-    except Exception:  # called outside a run (tests, benchmarks)
-        return logging.getLogger(__name__)
 
 
 def _in_run() -> bool:
@@ -312,7 +305,7 @@ class Poster:
             self._sendgrid = SendGridClient.from_settings(self.settings)
         client = self._sendgrid
         try:  # building a 1,000-recipient body is CPU work too: off the event loop, with the request
-            await asyncio.to_thread(lambda: client.send(self.email_body(variant, messages)))
+            accepted = await asyncio.to_thread(lambda: client.send(self.email_body(variant, messages)))
         except SendGridError as exc:
             if exc.ambiguous:
                 status, detail = MessageStatus.SENT, f"unconfirmed, not resent: {exc}"
@@ -321,7 +314,9 @@ class Poster:
             else:
                 status, detail = MessageStatus.FAILED, str(exc)
             return [Outcome(m.id, status, detail, "sendgrid") for m in messages]
-        return [Outcome(m.id, MessageStatus.SENT, None, "sendgrid") for m in messages]
+        # One X-Message-Id for the whole request: with the address it finds each recipient's row when an
+        # event comes back without our custom_args.
+        return [Outcome(m.id, MessageStatus.SENT, None, "sendgrid", accepted.message_id) for m in messages]
 
     async def _post_sms(self, key: str, messages: list[CampaignMessage]) -> list[Outcome]:
         sender = self.settings.mobilemessage_from_number
@@ -441,7 +436,7 @@ class _Round:
                 self._count(outcome.status)
                 delayed += outcome.status == MessageStatus.PENDING
             if delayed:
-                _logger().warning("batch of %s delayed: %s", len(outcomes), outcomes[0].detail)
+                run_logger(__name__).warning("batch of %s delayed: %s", len(outcomes), outcomes[0].detail)
                 self.outage.set()  # stop claiming; the round ends and backs off
             else:
                 self.last_success = time.monotonic()
@@ -492,7 +487,9 @@ async def send_pending(
             )
         attempt += 1
         delay = random.uniform(0.5, 1.0) * min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** min(attempt, 10))
-        _logger().warning("%s messages waiting for the provider; retrying in %.0fs", remaining, delay)
+        run_logger(__name__).warning(
+            "%s messages waiting for the provider; retrying in %.0fs", remaining, delay
+        )
         await asyncio.sleep(delay)
 
 
@@ -508,7 +505,9 @@ async def settle_abandoned(state: CampaignState, poster: Poster) -> dict[str, in
             await asyncio.to_thread(campaign_outbox.settle_unconfirmed, ids, detail)
             counts["unconfirmed"] = counts.get("unconfirmed", 0) + len(ids)
             continue
-        outcomes = await poster.post(batch.key, batch.variant, batch.messages)
+        slot = poster.slot()  # MobileMessage's in-flight limit holds for a replay too
+        async with slot.hold() if slot is not None else contextlib.nullcontext():
+            outcomes = await poster.post(batch.key, batch.variant, batch.messages)
         await asyncio.to_thread(campaign_outbox.record_batch, outcomes)
         for outcome in outcomes:
             counts[str(outcome.status)] = counts.get(str(outcome.status), 0) + 1
@@ -548,7 +547,7 @@ async def _schedule(deployment: str, parameters: dict[str, Any], at: datetime, k
             as_subflow=False,
         )
     except Exception as exc:  # the deployment is not served: tell a person what to run instead
-        _logger().warning("could not schedule %s (%s: %s)", deployment, type(exc).__name__, exc)
+        run_logger(__name__).warning("could not schedule %s (%s: %s)", deployment, type(exc).__name__, exc)
         return None
     return str(run.id)
 
@@ -559,7 +558,7 @@ def _guard(state: CampaignState) -> ProviderSlots:
 
 
 async def _send_phase(state: CampaignState, settings: Settings, headline: str) -> dict[str, Any]:
-    logger = _logger()
+    logger = run_logger(__name__)
     poster = Poster(state, settings)
     # A campaign allocates millions of short-lived objects (request bodies, rows); each full garbage
     # collection would also walk everything Prefect imported. Freezing what exists now keeps those walks
@@ -609,7 +608,9 @@ async def _hold_for_quiet_hours(
             f"SMS quiet hours ({settings.sms_quiet_hours} clinic time) last until {local:%a %d %b %H:%M}: "
             "run it again then, or launch it with `avatar-crm campaign launch` (not --local) to have it wait"
         )
-    _logger().info("SMS quiet hours: campaign %s continues at %s (flow run %s)", state.slug, local, run)
+    run_logger(__name__).info(
+        "SMS quiet hours: campaign %s continues at %s (flow run %s)", state.slug, local, run
+    )
     return {"status": CampaignStatus.SCHEDULED.value, "campaign": state.slug, "flow_run": run, "at": until}
 
 
@@ -691,7 +692,7 @@ async def preview(spec: CampaignSpec, settings: Settings) -> dict[str, Any]:
 @flow(name="campaign-send", flow_run_name=_send_run_name, log_prints=False)
 async def campaign_send(spec: CampaignSpec) -> dict[str, Any]:
     """Send a marketing campaign (or, with `dry_run`, count and preview it). Safe to run again: it resumes."""
-    logger = _logger()
+    logger = run_logger(__name__)
     settings = get_settings()
     _check_ready(spec, settings)
     if spec.dry_run:
@@ -783,7 +784,7 @@ def _choice_help(slug: str, variants: list[str]) -> str:
 @flow(name="campaign-winner", flow_run_name=_winner_run_name)
 async def campaign_winner(campaign: str, winner: str | None = None) -> dict[str, Any]:
     """Pick the A/B winner (or take a person's `winner`) and send it to the rest of the audience."""
-    logger = _logger()
+    logger = run_logger(__name__)
     settings = get_settings()
     state = await asyncio.to_thread(load_campaign, campaign)
     spec = state.spec
@@ -794,6 +795,8 @@ async def campaign_winner(campaign: str, winner: str | None = None) -> dict[str,
         raise CampaignError(f"campaign {campaign} has one variant; there is no winner to pick")
     if state.status not in (CampaignStatus.TESTING, CampaignStatus.AWAITING_CHOICE, CampaignStatus.SENDING):
         raise CampaignError(f"campaign {campaign} is {state.status}; its test group has not been sent yet")
+    if state.status == CampaignStatus.SENDING and state.winner is None:  # counts so far would decide early
+        raise CampaignError(f"campaign {campaign}'s test group is still being sent; choose once it is sent")
 
     chosen, reason = state.winner, state.winner_reason
     if winner is not None:

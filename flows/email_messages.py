@@ -35,7 +35,6 @@ _SUBJECTS: dict[MessageKind, str] = {
     MessageKind.CANCELLATION: "Your {service} on {when} is cancelled",
     MessageKind.DECLINED: "We could not accept your request for {service}",
 }
-BOOKING_EMAIL_KINDS = frozenset(_SUBJECTS)
 
 
 @dataclass(frozen=True)

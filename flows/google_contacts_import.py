@@ -16,7 +16,6 @@ so; when Google refused the stored token (invalid_grant) the run fails, so ops n
 # No `from __future__ import annotations`: the runner pickles this flow and Prefect builds the parameter
 # model from the annotations.
 import asyncio
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,11 +23,11 @@ from typing import Any
 from prefect import flow, task
 from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 from sqlmodel import Session, select
 
 from flows.contacts import lock_keys, mask_phone, normalize_email, normalize_phone
+from flows.run_logger import run_logger
 from models import AuditLog, Contact, GoogleConnectionStatus, SyncCursor, get_settings, session_scope
 from models.crypto import get_cipher
 from models.types import utcnow
@@ -361,13 +360,6 @@ def not_connected_reason() -> tuple[str, bool] | None:
 # --- Prefect -----------------------------------------------------------------------------------------------
 
 
-def _logger() -> logging.Logger | logging.LoggerAdapter:  # type: ignore[type-arg]
-    try:
-        return get_run_logger()
-    except Exception:  # called outside a run
-        return logging.getLogger(__name__)
-
-
 @task(
     name="import-google-contacts",
     cache_policy=NO_CACHE,
@@ -394,7 +386,7 @@ def _run_name() -> str:
 @flow(name="google-contacts-import", flow_run_name=_run_name, description=__doc__.split("\n\n")[0])
 async def google_contacts_import(full: bool = False) -> dict[str, int]:
     """Import (all contacts with `full`, else the changes since the last run); counts per outcome."""
-    logger = _logger()
+    logger = run_logger(__name__)
     problem = await asyncio.to_thread(not_connected_reason)
     if problem is not None:
         reason, failure = problem

@@ -32,7 +32,7 @@ async def reminder_sweep(now: datetime | None = None, limit: int = 1000) -> dict
     now = now or utcnow()
     results = await send_due(now, limit)
     # Bookings the calendar fell behind on (Google was down or not connected) catch up here, a batch a sweep.
-    await resync_calendars(utcnow())
+    await resync_calendars(now)
     counts = Counter(results.values())
     logger.info("sweep at %s: %s", now.isoformat(), dict(counts) or "nothing due")
     if results:

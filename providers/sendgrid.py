@@ -7,12 +7,11 @@ with `sendgrid.helpers.mail` so the wire format is the library's, not ours; corr
 personalization's `custom_args` (the spec types the top-level `custom_args` as a string, and Prism refuses
 an object there — research/providers.md §3.1).
 
-The library is synchronous (urllib); callers run `send` in a thread (`asend`) to keep several in flight.
+The library is synchronous (urllib); callers run `send` in a thread to keep several in flight.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import random
@@ -133,6 +132,15 @@ def build_mail(
     return mail.get()
 
 
+@dataclass(frozen=True)
+class Accepted:
+    """SendGrid took the request: its status (202) and `X-Message-Id`, the prefix of every `sg_message_id`
+    in the events about this request's recipients."""
+
+    status_code: int
+    message_id: str | None
+
+
 class SendGridClient:
     """`mail/send` with retries: backoff with jitter, `Retry-After` honoured, only what is retryable."""
 
@@ -163,14 +171,14 @@ class SendGridClient:
             timeout=settings.sendgrid_timeout_seconds,
         )
 
-    def send(self, body: dict[str, Any]) -> int:
-        """Post one mail/send body; returns the HTTP status (202) or raises `SendGridError`."""
+    def send(self, body: dict[str, Any]) -> Accepted:
+        """Post one mail/send body; returns what SendGrid answered or raises `SendGridError`."""
         reason, status_code = "no attempt made", None
         for attempt in range(1, self._max_attempts + 1):
             retry_after: float | None = None
             try:
                 response = self._api.client.mail.send.post(request_body=body, timeout=self._timeout)
-                return int(response.status_code)
+                return Accepted(int(response.status_code), response.headers.get("X-Message-Id"))
             except http_errors.HTTPError as exc:
                 status_code = int(exc.status_code)
                 reason = f"SendGrid {status_code}: {_error_text(exc.body)}"
@@ -207,9 +215,6 @@ class SendGridClient:
             logger.warning("%s; retry %s/%s in %.1fs", reason, attempt, self._max_attempts - 1, delay)
             self._sleep(delay)
         raise SendGridError(reason, status_code=status_code, retryable=True, attempts=self._max_attempts)
-
-    async def asend(self, body: dict[str, Any]) -> int:
-        return await asyncio.to_thread(self.send, body)
 
 
 def _error_text(body: bytes | str | None) -> str:

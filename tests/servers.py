@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -74,3 +75,17 @@ class FakeProvider:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def compact_json(payload: Any) -> bytes:
+    """A fake's JSON answer, as providers send it (no spaces)."""
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def json_or_none(body: bytes) -> Any:
+    """A request body as JSON, or None when it is empty or not JSON (fakes answer that with the provider's
+    own error)."""
+    try:
+        return json.loads(body) if body else None
+    except ValueError:
+        return None

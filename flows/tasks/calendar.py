@@ -12,15 +12,14 @@ Not configured at all (no OAuth client) → nothing happens but a log line.
 from __future__ import annotations
 
 import asyncio
-import logging
 from datetime import datetime, timedelta
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.logging import get_run_logger
 from sqlalchemy import or_
 from sqlmodel import select
 
+from flows.run_logger import run_logger
 from models import Booking, BookingStatus, Contact, get_settings, session_scope
 from models.types import utcnow
 from providers import google_calendar as gcal
@@ -34,13 +33,6 @@ from providers.google_api import (
 
 RESYNC_BATCH = 50
 RESYNC_LOOKBACK = timedelta(days=1)  # bookings further in the past are history, not the day's schedule
-
-
-def _logger() -> logging.Logger | logging.LoggerAdapter:  # type: ignore[type-arg]
-    try:
-        return get_run_logger()
-    except Exception:  # called outside a run (tests, CLI)
-        return logging.getLogger(__name__)
 
 
 def _snapshot(booking_id: int) -> tuple[gcal.CalendarBooking, int, bool] | None:
@@ -130,7 +122,7 @@ def sync_booking(booking_id: int, *, force: bool = False) -> str:
 )
 async def sync_calendar(booking_id: int) -> str:
     """Retried only for temporary trouble (raised); anything else is logged and left to the sweep."""
-    logger = _logger()
+    logger = run_logger(__name__)
     if not get_settings().google_configured:
         logger.info("calendar sync skipped for booking %s: Google is not configured", booking_id)
         return "not configured"
@@ -175,7 +167,7 @@ async def resync_calendars(now: datetime, limit: int = RESYNC_BATCH) -> dict[str
 
     Stops at the first temporary error or missing connection (Google is down for all of them); one
     booking Google refuses does not stop the others. Never raises: the sweep's SMS matter more."""
-    logger = _logger()
+    logger = run_logger(__name__)
     counts = {"synced": 0, "refused": 0, "left": 0}
     if not get_settings().google_configured:
         return counts

@@ -63,7 +63,7 @@ def _send_blocking(claimed: ClaimedMessage) -> str:
     so each send gets its own client)."""
     connection = active_connection()
     if connection is None:
-        raise GoogleNotConnected("no Google account is connected; open /auth/google/start to connect one")
+        raise GoogleNotConnected("no Google account is connected; run `avatar-crm google connect`")
     try:
         message = gmail.build_message(compose(claimed, connection.account_email))
     except ValueError as exc:  # not a stored email, or not an address: sending again cannot help

@@ -15,11 +15,11 @@ from datetime import datetime
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.logging import get_run_logger
 
 from flows import outbox
 from flows.outbox import ClaimedMessage, Outcome
 from flows.provider_slots import ProviderSlots, SlotTimeoutError
+from flows.run_logger import run_logger
 from flows.tasks.email import deliver_email, gmail_slot
 from flows.tasks.sms import deliver_sms, sms_slot
 from flows.tasks.staff import deliver_staff_notice
@@ -36,13 +36,6 @@ SLOTS: dict[str, Callable[[], ProviderSlots]] = {
     Channel.SMS.value: sms_slot,
     Channel.EMAIL.value: gmail_slot,
 }
-
-
-def _logger() -> logging.Logger | logging.LoggerAdapter:  # type: ignore[type-arg]
-    try:
-        return get_run_logger()
-    except Exception:  # called outside a run (CLI, benchmarks)
-        return logging.getLogger(__name__)
 
 
 async def deliver(claimed: ClaimedMessage) -> Outcome:
@@ -104,7 +97,7 @@ def _log(logger: logging.Logger | logging.LoggerAdapter, outcome: Outcome) -> No
 @task(name="send-message", task_run_name="send-message-{message_id}", cache_policy=NO_CACHE)
 async def send_message(message_id: int) -> str:
     """Send one outbox message if it is still due and allowed; returns its status afterwards."""
-    logger = _logger()
+    logger = run_logger(__name__)
     claimed = await asyncio.to_thread(outbox.claim, message_id)
     if isinstance(claimed, str):
         logger.info("message %s not sent now: %s", message_id, claimed)
@@ -118,7 +111,7 @@ async def send_message(message_id: int) -> str:
 @task(name="send-due-messages", cache_policy=NO_CACHE)
 async def send_due(now: datetime, limit: int = 1000) -> dict[int, str]:
     """Claim every due message (re-checked against bookings, suppressions, deadlines), send, record."""
-    logger = _logger()
+    logger = run_logger(__name__)
     await asyncio.to_thread(outbox.release_abandoned)
     claimed, refused = await asyncio.to_thread(outbox.claim_due, now, channels=list(SENDERS), limit=limit)
     outcomes = await deliver_all(claimed)

@@ -24,7 +24,6 @@ import binascii
 import copy
 import hashlib
 import itertools
-import json
 import re
 import secrets
 import threading
@@ -41,7 +40,7 @@ from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit
 from litestar import Litestar, Request, Response, route
 from litestar.params import FromPath
 
-from tests.servers import FakeProvider
+from tests.servers import FakeProvider, compact_json, json_or_none
 
 AUTH_PATH = "/o/oauth2/v2/auth"
 TOKEN_PATH = "/token"
@@ -345,7 +344,7 @@ class FakeGoogle(FakeProvider):
             "query": query,
             "headers": headers,
             "form": form,
-            "json": _maybe_json(body),
+            "json": json_or_none(body),
             "body": body,
             "received_at": time.time(),
         }
@@ -361,7 +360,9 @@ class FakeGoogle(FakeProvider):
             return Response(b"", status_code=204, headers=extra)
         if isinstance(payload, str):
             return Response(payload.encode(), status_code=status, headers=extra, media_type="text/html")
-        return Response(_json(payload), status_code=status, headers=extra, media_type="application/json")
+        return Response(
+            compact_json(payload), status_code=status, headers=extra, media_type="application/json"
+        )
 
     def _take_failure(self, path: str, method: str) -> _Failure | None:
         for failure in self._failures:
@@ -535,7 +536,7 @@ class FakeGoogle(FakeProvider):
     # Gmail ------------------------------------------------------------------------------------------
 
     def _gmail_send(self, body: bytes) -> tuple[int, Any, dict[str, str]]:
-        payload = _maybe_json(body)
+        payload = json_or_none(body)
         raw = payload.get("raw") if isinstance(payload, dict) else None
         if not isinstance(raw, str) or not raw:
             return 400, _rpc_error(400, "Invalid value for ByteString: ", "INVALID_ARGUMENT"), {}
@@ -570,7 +571,7 @@ class FakeGoogle(FakeProvider):
     def _calendar(
         self, method: str, calendar_id: str, event_id: str | None, query: dict[str, str], body: bytes
     ) -> tuple[int, Any, dict[str, str]]:
-        payload = _maybe_json(body)
+        payload = json_or_none(body)
         with self._lock:
             calendar = self.calendars.setdefault(calendar_id, {})
             if event_id is None:
@@ -863,7 +864,7 @@ def _id_token(email: str, audience: str) -> str:
     """An OpenID id_token shape (unsigned: our code must not trust it for anything but display)."""
 
     def b64(data: dict[str, Any]) -> str:
-        return base64.urlsafe_b64encode(_json(data)).rstrip(b"=").decode()
+        return base64.urlsafe_b64encode(compact_json(data)).rstrip(b"=").decode()
 
     now = int(time.time())
     claims = {
@@ -892,14 +893,3 @@ def _with_query(url: str, params: dict[str, str]) -> str:
 
 def _rfc3339() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _json(payload: Any) -> bytes:
-    return json.dumps(payload, separators=(",", ":")).encode()
-
-
-def _maybe_json(body: bytes) -> Any:
-    try:
-        return json.loads(body) if body else None
-    except ValueError:
-        return None

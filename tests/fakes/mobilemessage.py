@@ -17,7 +17,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import threading
 import time
 import uuid
@@ -27,7 +26,7 @@ from typing import Any
 
 from litestar import Litestar, Request, Response, get, post
 
-from tests.servers import FakeProvider
+from tests.servers import FakeProvider, compact_json, json_or_none
 
 TOO_MANY = "Too many concurrent requests. Please wait."
 MAX_MESSAGES = 10_000
@@ -80,7 +79,7 @@ class FakeMobileMessage(FakeProvider):
 
         @get("/v1/account/balance")
         async def balance(request: Request) -> Response[bytes]:
-            return await fake._handle(request, lambda _r, _b: (200, _json({"balance": 1000})))
+            return await fake._handle(request, lambda _r, _b: (200, compact_json({"balance": 1000})))
 
         return Litestar([send_messages, balance], openapi_config=None)
 
@@ -91,7 +90,7 @@ class FakeMobileMessage(FakeProvider):
             "method": request.method,
             "path": request.url.path,
             "headers": headers,
-            "json": _maybe_json(body),
+            "json": json_or_none(body),
             "received_at": time.time(),
         }
         with self._lock:
@@ -103,9 +102,9 @@ class FakeMobileMessage(FakeProvider):
             if self.latency:
                 await asyncio.sleep(self.latency)
             if over_limit:
-                status, content, extra = 429, _json({"message": TOO_MANY}), {}
+                status, content, extra = 429, compact_json({"message": TOO_MANY}), {}
             elif not self._authorised(headers.get("authorization", "")):
-                status, content, extra = 401, _json({"message": "Unauthorised"}), {}
+                status, content, extra = 401, compact_json({"message": "Unauthorised"}), {}
             else:
                 status, content, extra = self._scripted_or(respond, request.url.path, headers, body)
         finally:
@@ -120,7 +119,7 @@ class FakeMobileMessage(FakeProvider):
         with self._lock:
             if path == "/v1/messages" and self._scripted:
                 status, payload, extra = self._scripted.popleft()
-                return status, _json(payload), extra
+                return status, compact_json(payload), extra
         status, content = respond(headers, body)
         return status, content, {}
 
@@ -137,14 +136,14 @@ class FakeMobileMessage(FakeProvider):
     def _send(self, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
         key = headers.get("idempotency-key")
         if key is not None and len(key) > 255:
-            return 400, _json({"message": "Idempotency-Key must be at most 255 characters."})
+            return 400, compact_json({"message": "Idempotency-Key must be at most 255 characters."})
         with self._lock:
             if key is not None and key in self._replays:
                 return self._replays[key]
-        payload = _maybe_json(body)
+        payload = json_or_none(body)
         problem = _validate(payload)
         if problem:
-            return 400, _json({"message": problem})
+            return 400, compact_json({"message": problem})
         results = []
         with self._lock:
             for item in payload["messages"]:
@@ -164,7 +163,7 @@ class FakeMobileMessage(FakeProvider):
                     self.sent.append(result | {"idempotency_key": key})
             response = (
                 200,
-                _json(
+                compact_json(
                     {"status": "complete", "total_cost": sum(r["cost"] for r in results), "results": results}
                 ),
             )
@@ -197,17 +196,6 @@ def _validate(payload: Any) -> str | None:
 def _digits(phone: str) -> str:
     digits = "".join(ch for ch in phone if ch.isdigit())
     return "61" + digits[1:] if digits.startswith("0") else digits
-
-
-def _json(payload: Any) -> bytes:
-    return json.dumps(payload, separators=(",", ":")).encode()
-
-
-def _maybe_json(body: bytes) -> Any:
-    try:
-        return json.loads(body) if body else None
-    except ValueError:
-        return None
 
 
 # --- webhooks MobileMessage sends us ------------------------------------------------------------------------

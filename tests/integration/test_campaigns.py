@@ -135,6 +135,7 @@ def test_a_campaign_launched_from_a_file_is_sent_once_to_consenting_patients(
             assert personalization["dynamic_template_data"]["offer"] == "10% off"
     rows = campaign_rows(slug)
     assert len(rows) == 1199 and {r.status for r in rows} == {MessageStatus.SENT}
+    assert all(r.provider_message_id for r in rows)  # SendGrid's X-Message-Id, for its events
     sent_ids = {int(p["custom_args"]["outbox_id"]) for b in sendgrid.accepted for p in b["personalizations"]}
     assert sent_ids == {r.id for r in rows}
     row = campaign(slug)

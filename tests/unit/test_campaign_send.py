@@ -17,11 +17,13 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import delete, select, text, update
 
+from flows import campaign_outbox
 from flows import campaign_send as campaign_flow
 from flows.campaign_audience import stream_recipients
 from flows.campaign_send import CampaignError, campaign_send, campaign_winner
 from flows.campaign_spec import CampaignSpec
 from flows.consent import ConsentSource, set_marketing_consent, withdraw
+from flows.outbox import Outcome
 from models import (
     Booking,
     Campaign,
@@ -571,3 +573,32 @@ def test_an_sms_winner_chosen_in_quiet_hours_is_kept_and_sent_after(
     result = winner("evening-test", "A")
     assert result["status"] == CampaignStatus.SENT and result["reason"] == "chosen by a person"
     assert sorted(m["to"] for r in sms.requests for m in r["json"]["messages"]) == sorted(phones)
+
+
+def test_a_late_result_never_undoes_what_sendgrids_events_recorded(sendgrid: FakeSendGrid) -> None:
+    seed(3)
+    spec = email_spec(name="Race")
+    state = campaign_flow.open_campaign(spec, CampaignStatus.SENDING)
+    campaign_flow.queue_audience(state, get_settings())
+    batch, _ = campaign_outbox.claim_batch(state.id, spec.slug, "email", "A", after_id=0, limit=10)
+    assert batch is not None and len(batch.messages) == 3
+    first = batch.messages[0].id
+    with session_scope() as session:  # the delivered event was applied before the send's answer was written
+        session.execute(update(OutboundMessage).where(OutboundMessage.id == first).values(status="delivered"))
+
+    campaign_outbox.record_batch(
+        [Outcome(m.id, MessageStatus.SENT, None, "sendgrid", "x1") for m in batch.messages]
+    )
+
+    statuses = {m.id: m.status for m in rows("race")}
+    assert statuses[first] == MessageStatus.DELIVERED
+    assert [s for i, s in statuses.items() if i != first] == [MessageStatus.SENT, MessageStatus.SENT]
+    with session_scope() as session:
+        history = (
+            session.execute(
+                select(OutboundMessageEvent.status).where(OutboundMessageEvent.message_id == first)
+            )
+            .scalars()
+            .all()
+        )
+    assert "sent" not in history

@@ -44,7 +44,7 @@ def client(url: str, sleeps: list[float], **options: float) -> SendGridClient:
 def test_429_waits_as_long_as_retry_after_says_then_sends_once(fake: FakeSendGrid) -> None:
     fake.script((429, {"errors": [{"field": None, "message": "too many requests"}]}, {"Retry-After": "7"}))
     sleeps: list[float] = []
-    assert client(fake.url, sleeps).send(body()) == 202
+    assert client(fake.url, sleeps).send(body()).status_code == 202
     assert sleeps == [7.0]
     assert [r["status"] for r in fake.requests] == [429, 202]
     assert len(fake.accepted) == 1
@@ -54,7 +54,7 @@ def test_5xx_is_retried_with_backoff_until_it_succeeds_or_attempts_run_out(fake:
     unavailable = (503, {"errors": [{"field": None, "message": "unavailable"}]}, {})
     fake.script(unavailable, unavailable)
     sleeps: list[float] = []
-    assert client(fake.url, sleeps).send(body()) == 202
+    assert client(fake.url, sleeps).send(body()).status_code == 202
     assert len(sleeps) == 2 and [r["status"] for r in fake.requests] == [503, 503, 202]
 
     fake.reset()
