@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import html
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 from flows.campaign_spec import Variant
+from flows.email_messages import ClinicIdentity
 from providers.sendgrid import EmailContent
 
 SMS_MAX_LENGTH = 765  # MobileMessage's limit (5 concatenated GSM-7 parts)
 SUBSTITUTION_TAGS = {"first_name": "-first_name-", "last_name": "-last_name-"}
+# SendGrid substitutes verbatim, so the HTML part has tags of its own, filled with HTML-escaped values: a
+# patient whose name holds `<` or `&` is printed, never rendered as markup.
+HTML_SUBSTITUTION_TAGS = {"first_name": "-first_name_html-", "last_name": "-last_name_html-"}
 UNSUBSCRIBE_TAG = "<%asm_group_unsubscribe_raw_url%>"  # SendGrid fills in the group's unsubscribe link
 SAMPLE_RECIPIENT = {"first_name": "Alex", "last_name": "Sample"}  # previews never show a real patient
 _URL = re.compile(r"https?://[^\s<>\"']+")
@@ -43,13 +46,7 @@ def render(template: str, **context: Any) -> str:
         raise ContentError(f"cannot render {template[:40]!r}…: {exc}") from exc
 
 
-@dataclass(frozen=True)
-class Clinic:
-    name: str
-    address: str = ""
-
-
-def sms_text(variant: Variant, clinic: Clinic, first_name: str | None, last_name: str | None) -> str:
+def sms_text(variant: Variant, clinic: ClinicIdentity, first_name: str | None, last_name: str | None) -> str:
     """The SMS one patient gets: the variant's text, then who we are and how to stop."""
     body = render(
         variant.body or "",
@@ -60,7 +57,7 @@ def sms_text(variant: Variant, clinic: Clinic, first_name: str | None, last_name
     return f"{body}\n{clinic.name}. Reply STOP to opt out"
 
 
-def email_content(variant: Variant, clinic: Clinic, *, with_unsubscribe: bool) -> EmailContent:
+def email_content(variant: Variant, clinic: ClinicIdentity, *, with_unsubscribe: bool) -> EmailContent:
     """One variant's email for a whole request; personal fields stay as substitution tags."""
     if variant.template_id:
         return EmailContent(template_id=variant.template_id)
@@ -74,7 +71,10 @@ def email_content(variant: Variant, clinic: Clinic, *, with_unsubscribe: bool) -
         text_footer += f"\nUnsubscribe: {UNSUBSCRIBE_TAG}"
         html_footer += f'<br><a href="{UNSUBSCRIBE_TAG}">Unsubscribe</a>'
     html_footer += "</p>"
-    return EmailContent(subject=subject, text=text + text_footer, html=_to_html(text) + html_footer)
+    body_html = _to_html(text)
+    for field, tag in SUBSTITUTION_TAGS.items():
+        body_html = body_html.replace(tag, HTML_SUBSTITUTION_TAGS[field])
+    return EmailContent(subject=subject, text=text + text_footer, html=body_html + html_footer)
 
 
 def _to_html(text: str) -> str:
@@ -88,14 +88,18 @@ def _to_html(text: str) -> str:
 
 
 def personal_fields(
-    variant: Variant, first_name: str | None, last_name: str | None, clinic: Clinic
+    variant: Variant, first_name: str | None, last_name: str | None, clinic: ClinicIdentity
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """(dynamic_template_data, substitutions) for one recipient of this variant."""
     first, last = first_name or "there", last_name or ""
     if variant.template_id:
         data = {**variant.template_data, "first_name": first, "last_name": last, "clinic_name": clinic.name}
         return data, {}
-    return {}, {SUBSTITUTION_TAGS["first_name"]: first, SUBSTITUTION_TAGS["last_name"]: last}
+    values = {"first_name": first, "last_name": last}
+    return {}, {
+        **{SUBSTITUTION_TAGS[field]: value for field, value in values.items()},
+        **{HTML_SUBSTITUTION_TAGS[field]: html.escape(value) for field, value in values.items()},
+    }
 
 
 def summary(variant: Variant) -> str:
@@ -105,7 +109,9 @@ def summary(variant: Variant) -> str:
     return f"variant {variant.name}: {variant.subject}"
 
 
-def preview_markdown(variant: Variant, channel: str, clinic: Clinic, *, with_unsubscribe: bool) -> str:
+def preview_markdown(
+    variant: Variant, channel: str, clinic: ClinicIdentity, *, with_unsubscribe: bool
+) -> str:
     """A variant as a sample patient would see it, for the dry-run artifact."""
     if channel == "sms":
         text = sms_text(variant, clinic, SAMPLE_RECIPIENT["first_name"], SAMPLE_RECIPIENT["last_name"])
@@ -125,7 +131,7 @@ def preview_markdown(variant: Variant, channel: str, clinic: Clinic, *, with_uns
     return f"**Subject:** {subject}\n\n```\n{text}\n```"
 
 
-def check_renders(variant: Variant, channel: str, clinic: Clinic) -> None:
+def check_renders(variant: Variant, channel: str, clinic: ClinicIdentity) -> None:
     """Render a variant once with a long sample name, so a broken template or an SMS over the provider's
     limit stops the launch before anything is queued."""
     if channel == "sms":

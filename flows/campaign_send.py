@@ -42,7 +42,6 @@ from flows.ab_stats import Decision, VariantResult, choose_winner
 from flows.campaign_audience import assign_variant, audience_conditions, stream_recipients
 from flows.campaign_content import (
     SMS_MAX_LENGTH,
-    Clinic,
     check_renders,
     email_content,
     personal_fields,
@@ -52,6 +51,7 @@ from flows.campaign_content import (
 )
 from flows.campaign_outbox import ACCEPTED, Batch, CampaignMessage, NewMessage
 from flows.campaign_spec import CampaignSpec, slugify
+from flows.email_messages import ClinicIdentity
 from flows.outbox import Outcome
 from flows.provider_slots import ProviderSlots, SlotTimeoutError
 from flows.reminder_policy import ReminderPolicy
@@ -81,8 +81,8 @@ def _in_run() -> bool:
     return FlowRunContext.get() is not None
 
 
-def _clinic(settings: Settings) -> Clinic:
-    return Clinic(settings.clinic_name, settings.clinic_address)
+def _clinic(settings: Settings) -> ClinicIdentity:
+    return ClinicIdentity.from_settings(settings)
 
 
 # --- the campaign row ----------------------------------------------------------------------------------

@@ -9,8 +9,15 @@ import pytest
 from pydantic import ValidationError
 
 from flows.campaign_audience import assign_variant
-from flows.campaign_content import Clinic, ContentError, check_renders, email_content, sms_text
+from flows.campaign_content import (
+    ContentError,
+    check_renders,
+    email_content,
+    personal_fields,
+    sms_text,
+)
 from flows.campaign_spec import CampaignFileError, CampaignSpec, load_spec, slugify
+from flows.email_messages import ClinicIdentity
 
 TEMPLATE = "d-0123456789abcdef0123456789abcdef"
 EXAMPLE = Path(__file__).resolve().parents[2] / "deployments" / "campaign.example.yaml"
@@ -125,16 +132,18 @@ def test_sms_identifies_the_clinic_and_the_opt_out() -> None:
     spec = CampaignSpec.model_validate(
         {"name": "x", "channel": "sms", "variants": [{"body": "Hi {{ first_name }}, we have moved."}]}
     )
-    text = sms_text(spec.variants[0], Clinic("Avatar Imaging"), "Alex", None)
+    text = sms_text(spec.variants[0], ClinicIdentity("Avatar Imaging"), "Alex", None)
     assert text == "Hi Alex, we have moved.\nAvatar Imaging. Reply STOP to opt out"
     long = CampaignSpec.model_validate({"name": "x", "channel": "sms", "variants": [{"body": "x" * 760}]})
     with pytest.raises(ContentError, match="765"):
-        check_renders(long.variants[0], "sms", Clinic("Avatar Imaging"))
+        check_renders(long.variants[0], "sms", ClinicIdentity("Avatar Imaging"))
 
 
 def test_email_text_keeps_personal_fields_as_substitution_tags() -> None:
     spec = email(variants=[{"subject": "{{ first_name }}, hello", "body": "See https://example.com/b?x=1"}])
-    content = email_content(spec.variants[0], Clinic("Avatar Imaging", "1 Example St"), with_unsubscribe=True)
+    content = email_content(
+        spec.variants[0], ClinicIdentity("Avatar Imaging", address="1 Example St"), with_unsubscribe=True
+    )
     assert content.subject == "-first_name-, hello"
     assert "<%asm_group_unsubscribe_raw_url%>" in (content.text or "") and "1 Example St" in (
         content.text or ""
@@ -142,4 +151,18 @@ def test_email_text_keeps_personal_fields_as_substitution_tags() -> None:
     assert '<a href="https://example.com/b?x=1">' in (content.html or "")
     broken = email(variants=[{"subject": "{{ frist_name }}", "body": "x"}])
     with pytest.raises(ContentError, match="frist_name"):
-        check_renders(broken.variants[0], "email", Clinic("Avatar Imaging"))
+        check_renders(broken.variants[0], "email", ClinicIdentity("Avatar Imaging"))
+
+
+def test_names_are_escaped_in_the_html_part_and_plain_in_the_text() -> None:
+    variant = email(
+        variants=[{"subject": "Hi {{ first_name }}", "body": "Dear {{ first_name }} {{ last_name }},"}]
+    )
+    clinic = ClinicIdentity("Avatar Imaging")
+    content = email_content(variant.variants[0], clinic, with_unsubscribe=False)
+    _, substitutions = personal_fields(variant.variants[0], "<b>Bo</b>", "Smith & Co", clinic)
+    html_part, text_part = content.html or "", content.text or ""
+    for tag, value in substitutions.items():  # what SendGrid does: verbatim replacement
+        html_part, text_part = html_part.replace(tag, value), text_part.replace(tag, value)
+    assert "Dear &lt;b&gt;Bo&lt;/b&gt; Smith &amp; Co," in html_part and "<b>" not in html_part
+    assert "Dear <b>Bo</b> Smith & Co," in text_part
