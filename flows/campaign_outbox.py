@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -51,6 +50,7 @@ from models import (
     session_scope,
 )
 from models.crypto import get_cipher
+from models.db import in_values
 from models.types import UTCDateTime, utcnow
 
 CAMPAIGN_DEADLINE = timedelta(days=3)  # a campaign message that could not go out within this is dropped
@@ -199,18 +199,19 @@ def queue_page_in_database(
 
 def _events(session: Session, ids: list[int], status: str, detail: str | None, at: datetime) -> None:
     """One history entry per message, written by the database from the ids (INSERT … SELECT)."""
-    for chunk in _chunks(ids, 5000):
-        session.execute(
-            insert(EV).from_select(
-                ["message_id", "status", "detail", "at"],
-                select(
-                    OM.c.id,
-                    literal(str(status), String()),
-                    literal(detail, Text()),
-                    literal(at, UTCDateTime()),
-                ).where(OM.c.id.in_(chunk)),
-            )
+    if not ids:
+        return
+    session.execute(
+        insert(EV).from_select(
+            ["message_id", "status", "detail", "at"],
+            select(
+                OM.c.id,
+                literal(str(status), String()),
+                literal(detail, Text()),
+                literal(at, UTCDateTime()),
+            ).where(in_values(session, OM.c.id, ids)),
         )
+    )
 
 
 def _set_status(
@@ -227,20 +228,14 @@ def _set_status(
     status move: a result written after the send must not undo what SendGrid's events already recorded."""
     if not ids:
         return
-    moved: list[int] = []
-    for chunk in _chunks(ids, 5000):
-        statement = update(OM).where(OM.c.id.in_(chunk)).values(status=status, updated_at=now, **values)
-        if only_from is None:
-            session.execute(statement)
-            moved += chunk
-        else:
-            moved += session.execute(statement.where(OM.c.status == only_from).returning(OM.c.id)).scalars()
+    statement = update(OM).where(in_values(session, OM.c.id, ids))
+    statement = statement.values(status=status, updated_at=now, **values)
+    if only_from is None:
+        session.execute(statement)
+        moved = ids
+    else:
+        moved = list(session.execute(statement.where(OM.c.status == only_from).returning(OM.c.id)).scalars())
     _events(session, moved, status, detail, now)
-
-
-def _chunks(items: list[int], size: int) -> Iterable[list[int]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 class CampaignMessage(NamedTuple):
@@ -289,17 +284,18 @@ def claim_batch(
     """
     now = now or utcnow()
     consent = CT.c.email_marketing_consent_at if channel == Channel.EMAIL else CT.c.sms_marketing_consent_at
-    body = OM.c.body if channel == Channel.SMS else literal("")  # an email's text is its variant's
+    body = OM.c.body if channel == Channel.SMS else literal("").label("body")  # an email's is its variant's
     with session_scope() as session:
         query = (
             select(
                 OM.c.id,
                 OM.c.recipient,
-                body.label("body"),
-                OM.c.deadline,
+                body,
                 CT.c.first_name,
                 CT.c.last_name,
-                consent.label("consent"),
+                # Decided by the database, so no row's two timestamps are parsed into Python to be compared.
+                (OM.c.deadline <= now).label("expired"),
+                consent.is_not(None).label("consented"),
             )
             .select_from(OM.outerjoin(CT, CT.c.id == OM.c.contact_id))
             .where(
@@ -321,31 +317,28 @@ def claim_batch(
         refused: dict[int, str] = {}
         by_reason: dict[tuple[str, str], list[int]] = defaultdict(list)
         messages: list[CampaignMessage] = []
-        for row in rows:
-            if row.deadline is not None and row.deadline <= now:
-                by_reason[(MessageStatus.DROPPED, "deadline passed before it could be sent")].append(row.id)
-            elif row.recipient in suppressed:
-                by_reason[
-                    (MessageStatus.SUPPRESSED, f"recipient suppressed ({suppressed[row.recipient]})")
-                ].append(row.id)
-            elif row.consent is None:
-                by_reason[(MessageStatus.SUPPRESSED, "no marketing consent on this channel")].append(row.id)
+        for message_id, recipient, text, first_name, last_name, expired, consented in rows:
+            if expired:
+                refusal = (MessageStatus.DROPPED, "deadline passed before it could be sent")
+            elif recipient in suppressed:
+                refusal = (MessageStatus.SUPPRESSED, f"recipient suppressed ({suppressed[recipient]})")
+            elif not consented:
+                refusal = (MessageStatus.SUPPRESSED, "no marketing consent on this channel")
             else:
-                messages.append(
-                    CampaignMessage(row.id, row.recipient, row.body, variant, row.first_name, row.last_name)
-                )
+                messages.append(CampaignMessage(message_id, recipient, text, variant, first_name, last_name))
+                continue
+            by_reason[refusal].append(message_id)
         for (status, detail), ids in by_reason.items():
             _set_status(session, ids, status, detail, now)
             refused.update(dict.fromkeys(ids, status))
         ids = [m.id for m in messages]
         key = batch_key(slug, ids) if ids else ""
         if ids:
-            for chunk in _chunks(ids, 5000):
-                session.execute(
-                    update(OM)
-                    .where(OM.c.id.in_(chunk))
-                    .values(status=MessageStatus.SENDING, attempts=OM.c.attempts + 1, updated_at=now)
-                )
+            session.execute(
+                update(OM)
+                .where(in_values(session, OM.c.id, ids))
+                .values(status=MessageStatus.SENDING, attempts=OM.c.attempts + 1, updated_at=now)
+            )
             if channel == Channel.SMS:
                 _events(session, ids, MessageStatus.SENDING, f"campaign batch {key}", now)
         return Batch(key, variant, messages, refused), cursor

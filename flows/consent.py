@@ -16,6 +16,7 @@ from sqlmodel import Session, select
 
 from models import Channel, ConsentAction, ConsentEvent, Contact, MessageKind, Purpose, Suppression
 from models.crypto import get_cipher
+from models.db import in_values
 from models.types import utcnow
 
 # Messages a suppression never blocks: telling someone we have stopped is part of stopping.
@@ -29,10 +30,13 @@ OPT_OUT_SCOPES = (
 )
 
 
+def _index_kind(channel: str) -> str:
+    return "email" if channel == Channel.EMAIL else "phone"
+
+
 def address_hash(channel: str, address: str) -> str:
     """The blind index an address is suppressed under: the same one contacts are found by."""
-    kind = "email" if channel == Channel.EMAIL else "phone"
-    return get_cipher().blind_index(kind, address)
+    return get_cipher().blind_index(_index_kind(channel), address)
 
 
 def suppression_reason(session: Session, channel: str, purpose: str, address: str, kind: str) -> str | None:
@@ -54,12 +58,13 @@ def suppressed_addresses(
 ) -> dict[str, str]:
     """Which of `addresses` are suppressed for (channel, purpose), with the reason: one query for a whole
     batch (a campaign re-checks a thousand recipients at a time just before sending)."""
-    by_hash = {address_hash(channel, address): address for address in addresses}
+    kind, cipher = _index_kind(channel), get_cipher()
+    by_hash = {cipher.blind_index(kind, address): address for address in addresses}
     if not by_hash:
         return {}
     rows = session.exec(
         select(Suppression.address_hash, Suppression.reason).where(
-            Suppression.address_hash.in_(list(by_hash)),  # type: ignore[attr-defined]
+            in_values(session, Suppression.address_hash, by_hash),  # type: ignore[arg-type]
             Suppression.channel == channel,
             Suppression.purpose == purpose,
         )

@@ -18,7 +18,9 @@ class OutboundMessage(SQLModel, table=True):
     Recipient and text are encrypted: the text names the patient and their procedure.
     """
 
-    # The sweeps ask "pending and due, oldest first" of a table that holds every scheduled reminder.
+    # The sweeps ask "pending and due, oldest first" of a table that holds every scheduled reminder; the
+    # same index serves every lookup by status alone, so status has no index of its own (each one would
+    # be rewritten on every status change).
     __table_args__ = (Index("ix_outboundmessage_due", "status", "send_after"),)
 
     id: int | None = Field(default=None, primary_key=True)
@@ -30,7 +32,7 @@ class OutboundMessage(SQLModel, table=True):
     booking_id: int | None = Field(default=None, foreign_key="booking.id", index=True)
     recipient: str = Field(sa_column=Column(EncryptedText, nullable=False))
     body: str = Field(sa_column=Column(EncryptedText, nullable=False))
-    status: str = Field(default=MessageStatus.PENDING, sa_type=String(16), index=True)
+    status: str = Field(default=MessageStatus.PENDING, sa_type=String(16))
     provider: str | None = Field(default=None, max_length=32)
     provider_message_id: str | None = Field(default=None, max_length=100, index=True)
     attempts: int = Field(default=0)
