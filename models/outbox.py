@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, Index, String, Text, UniqueConstraint
+from sqlalchemy import Column, Index, String, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from models.crypto import EncryptedText
@@ -18,10 +18,19 @@ class OutboundMessage(SQLModel, table=True):
     Recipient and text are encrypted: the text names the patient and their procedure.
     """
 
-    # The sweeps ask "pending and due, oldest first" of a table that holds every scheduled reminder; the
-    # same index serves every lookup by status alone, so status has no index of its own (each one would
-    # be rewritten on every status change).
-    __table_args__ = (Index("ix_outboundmessage_due", "status", "send_after"),)
+    # The sweeps ask "pending and due, oldest first" of a table that holds every scheduled reminder. Campaign
+    # rows stay out of it: the campaign flow finds its own through `campaign_id`, and a 100,000-recipient
+    # campaign would otherwise rewrite this index three times per recipient and fill the sweep's scan. Every
+    # other lookup by status also names a booking or a campaign, so status has no index of its own.
+    __table_args__ = (
+        Index(
+            "ix_outboundmessage_due",
+            "status",
+            "send_after",
+            sqlite_where=text("campaign_id IS NULL"),
+            postgresql_where=text("campaign_id IS NULL"),
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     idempotency_key: str = Field(max_length=200, unique=True)
