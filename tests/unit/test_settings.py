@@ -54,3 +54,42 @@ def test_mobilemessage_without_credentials_names_what_is_missing() -> None:
             mobilemessage_api_password=None,
             mobilemessage_from_number="61400000010",
         )
+
+
+def test_the_key_file_make_up_wrote_is_read_once_and_a_missing_one_is_explained(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make up` keeps the key in a file; every encryption asks for it, so it is read once, not per value."""
+    monkeypatch.delenv("CRM_ENCRYPTION_KEY", raising=False)
+    settings = Settings(_env_file=None, crm_data_dir=tmp_path, crm_encryption_key=None)
+    with pytest.raises(RuntimeError, match="avatar-crm keygen"):
+        settings.require_encryption_key()
+    settings.encryption_key_file.write_text("tSJFpnbbGTeAj1QGk0jXrVZr2oDsEW3V3KdxwCdWFNk=\n")
+    assert settings.require_encryption_key() == b"tSJFpnbbGTeAj1QGk0jXrVZr2oDsEW3V3KdxwCdWFNk="
+    settings.encryption_key_file.unlink()
+    assert settings.require_encryption_key() == b"tSJFpnbbGTeAj1QGk0jXrVZr2oDsEW3V3KdxwCdWFNk="
+
+
+def test_blind_index_is_standard_hmac_sha256_of_kind_and_value() -> None:
+    """Contacts and suppressions already stored are found by this hash: it must never drift."""
+    import base64
+    import hashlib
+    import hmac
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    from models.crypto import Cipher
+
+    master = "tSJFpnbbGTeAj1QGk0jXrVZr2oDsEW3V3KdxwCdWFNk="
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"avatar-crm", info=b"blind-index-v1").derive(
+        base64.urlsafe_b64decode(master)
+    )
+    cipher = Cipher(master.encode())
+    for kind, value in [
+        ("email", "pat@example.com"),
+        ("phone", "+61412345678"),
+        ("email", "pat@example.com"),
+    ]:
+        expected = hmac.new(key, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
+        assert cipher.blind_index(kind, value) == expected
