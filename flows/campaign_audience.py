@@ -115,6 +115,44 @@ def stream_recipients(
         yield page
 
 
+def audience_groups(spec: CampaignSpec, *, now: datetime, timezone: str) -> dict[str, int]:
+    """How many recipients each variant (and the A/B remainder) would get: the dry run's counts.
+
+    For email this reads contact ids only, so previewing a 100,000-name campaign decrypts nobody's address;
+    SMS needs the numbers, because a landline is left out of the audience.
+    """
+    counts: dict[str, int] = {}
+
+    def add(contact_id: int) -> None:
+        group = assign_variant(spec, contact_id) or "remainder (gets the winner)"
+        counts[group] = counts.get(group, 0) + 1
+
+    if spec.channel == Channel.SMS:
+        for page in stream_recipients(spec, now=now, timezone=timezone):
+            for recipient in page:
+                add(recipient.contact_id)
+        return counts
+    conditions = audience_conditions(spec.audience, spec.channel, now, timezone)
+    after = 0
+    while True:
+        with session_scope() as session:
+            ids = (
+                session.execute(
+                    select(Contact.id)
+                    .where(Contact.id > after, *conditions)  # type: ignore[operator]
+                    .order_by(Contact.id)  # type: ignore[arg-type]
+                    .limit(PAGE_SIZE * 10)
+                )
+                .scalars()
+                .all()
+            )
+        if not ids:
+            return counts
+        after = ids[-1]
+        for contact_id in ids:
+            add(contact_id)
+
+
 def assignment_point(slug: str, contact_id: int) -> float:
     """A stable pseudo-random point in [0, 1) for this contact in this campaign."""
     digest = hashlib.sha256(f"{slug}:{contact_id}".encode()).digest()

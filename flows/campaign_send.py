@@ -39,7 +39,7 @@ from sqlmodel import select
 
 from flows import campaign_outbox
 from flows.ab_stats import Decision, VariantResult, choose_winner
-from flows.campaign_audience import assign_variant, audience_conditions, stream_recipients
+from flows.campaign_audience import assign_variant, audience_conditions, audience_groups, stream_recipients
 from flows.campaign_content import (
     SMS_MAX_LENGTH,
     check_renders,
@@ -645,12 +645,7 @@ def _winner_run_name() -> str:
 async def preview(spec: CampaignSpec, settings: Settings) -> dict[str, Any]:
     """The dry run: audience counts per variant and each variant as a sample patient would see it."""
     state = await asyncio.to_thread(open_campaign, spec, CampaignStatus.PREVIEWED)
-    counts: dict[str, int] = {}
-    now = utcnow()
-    for page in stream_recipients(spec, now=now, timezone=settings.clinic_timezone):
-        for recipient in page:
-            group = assign_variant(spec, recipient.contact_id) or "remainder (gets the winner)"
-            counts[group] = counts.get(group, 0) + 1
+    counts = await asyncio.to_thread(audience_groups, spec, now=utcnow(), timezone=settings.clinic_timezone)
     total = sum(counts.values())
     with_unsubscribe = settings.sendgrid_unsubscribe_group_id is not None
     lines = [

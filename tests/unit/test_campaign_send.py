@@ -393,6 +393,10 @@ def test_a_dry_run_counts_and_previews_and_sends_nothing(sendgrid: FakeSendGrid)
 
     run(ab_spec())  # the real launch after a preview
     assert campaign("knee-follow-up").status == CampaignStatus.TESTING
+    queued: dict[str, int] = {}
+    for row in rows("knee-follow-up"):
+        queued[row.variant] = queued.get(row.variant, 0) + 1
+    assert queued == {"A": result["groups"]["A"], "B": result["groups"]["B"]}  # the preview told the truth
 
 
 def test_a_relaunch_with_changed_content_is_refused(sendgrid: FakeSendGrid) -> None:
@@ -602,3 +606,29 @@ def test_a_late_result_never_undoes_what_sendgrids_events_recorded(sendgrid: Fak
             .all()
         )
     assert "sent" not in history
+
+
+def test_an_sms_dry_run_counts_mobiles_only(sms: FakeMobileMessage) -> None:
+    """A landline with SMS consent cannot get a text: the preview must not count it either."""
+    seed(4, channel="sms")
+    with session_scope() as session:
+        landline = "+61731234567"
+        session.add(
+            Contact(
+                first_name="Lan",
+                phone=landline,
+                phone_hash=get_cipher().blind_index("phone", landline),
+                sms_marketing_consent_at=datetime.now(UTC) - timedelta(days=1),
+            )
+        )
+    spec = CampaignSpec.model_validate(
+        {
+            "name": "Saturday hours",
+            "channel": "sms",
+            "variants": [{"body": "Now open Saturdays."}],
+            "dry_run": True,
+        }
+    )
+    result = run(spec)
+    assert result["recipients"] == 4 and result["groups"] == {"A": 4}
+    assert sms.requests == []
