@@ -118,7 +118,8 @@ class _Triage:
         self.now = utcnow()
         self.contact = find_contact(session, phone)
         self.booking = find_booking(session, inbound, self.contact, self.now)
-        self.queued: list[str] = []
+        self.queued: list[str] = []  # what this attempt queued, for the summary
+        self.keys: list[str] = []  # every message the reply calls for, whichever attempt queued it
 
     def audit(self, action: str, **detail: object) -> None:
         if self.booking is not None:
@@ -202,6 +203,7 @@ class _Triage:
         self.audit("booking.staff_attention", reason=attention.value, intent=classification.intent)
 
     def _queue(self, message: OutboundMessage, label: str) -> None:
+        self.keys.append(message.idempotency_key)
         if queue_message(self.session, message).created:
             self.queued.append(label)
 
@@ -303,12 +305,9 @@ def apply_reply(event_id: int, classification: Classification) -> TriageOutcome:
         row.flow_run_id = row.flow_run_id or (str(flow_run.id) if flow_run.id else None)
         session.add(row)
         session.flush()
+        # By key, not by what this attempt created: a retried task finds what its first attempt queued.
         to_send = session.exec(
-            select(OutboundMessage.id).where(
-                OutboundMessage.idempotency_key.in_(  # type: ignore[attr-defined]
-                    [f"sms-reply:{event_id}", f"staff:{event_id}", f"staff:{event_id}:email"]
-                )
-            )
+            select(OutboundMessage.id).where(OutboundMessage.idempotency_key.in_(triage.keys))  # type: ignore[attr-defined]
         ).all()
         return TriageOutcome(
             event_id,

@@ -191,3 +191,28 @@ def test_a_replayed_receipt_batch_changes_nothing_and_a_malformed_one_fails_alon
     with session_scope() as session:
         rows = {row.id: row.status for row in session.exec(select(WebhookEvent)).all()}
     assert rows == {good: InboxStatus.PROCESSED, bad: InboxStatus.FAILED}
+
+
+def test_a_retried_triage_still_hands_over_what_the_first_attempt_queued(
+    db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The task retries after a crash between queueing and sending: the patient's answer and the staff
+    notice (SMS, the ops notice and its email copy) must still be sent, once each, not dropped because this
+    attempt created nothing new."""
+    from models import get_settings
+
+    monkeypatch.setenv("STAFF_NOTIFICATION_EMAIL", "front-desk@avatar-imaging.example")
+    get_settings.cache_clear()
+    try:
+        book(3)
+        body = json.dumps(inbound_payload("N")).encode()
+        event_id = store_event("mobilemessage", body, "sms.inbound")
+        first = apply_reply(event_id, classify("N"))
+        again = apply_reply(event_id, classify("N"))
+    finally:
+        get_settings.cache_clear()
+    with session_scope() as session:
+        rows = session.exec(select(OutboundMessage).where(OutboundMessage.id.in_(first.to_send))).all()  # type: ignore[union-attr]
+    assert sorted(again.to_send) == sorted(first.to_send)
+    assert sorted(r.channel for r in rows) == sorted([Channel.SMS, Channel.OPS, Channel.EMAIL])
+    assert "queued nothing" in again.summary
