@@ -152,6 +152,13 @@ def test_every_booking_kind_has_wording() -> None:
     ):
         content = render_booking_email(kind, FACTS, CLINIC)
         assert "MRI – Knee" in content.subject and "Avatar Imaging" in content.subject
+        # The plain-text part names the same appointment as the HTML part, location and map included.
+        block = "  MRI – Knee\n  {when}\n  Bondi Junction & Co\n  Map: {map}\n\n".format(
+            when=content.text.split("  MRI – Knee\n  ", 1)[1].split("\n", 1)[0],
+            map="https://www.google.com/maps/search/?api=1&query=Bondi+Junction+%26+Co",
+        )
+        assert block in content.text, kind
+        assert "Bondi Junction &amp; Co" in content.html
         assert EmailContent.from_json(content.to_json()) == content
 
 
