@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,32 +59,15 @@ def start_fake() -> tuple[subprocess.Popen[str], str]:
 
 
 def seed(count: int) -> list[tuple[int, str, str]]:
-    """`count` patients with email and marketing consent; returns (id, email, first name) in id order."""
-    from sqlalchemy import insert
+    """`count` patients with email and marketing consent (the campaign tests' own seed); returns
+    (id, email, first name) in id order."""
+    from tests.campaign_data import seed as seed_patients
 
-    from models import Contact, get_engine
-    from models.crypto import get_cipher
-
-    cipher = get_cipher()
-    now = datetime.now(UTC)
-    people = [(i + 1, f"patient{i}@example.com", f"Pat{i}") for i in range(count)]
-    with get_engine().begin() as connection:
-        for start in range(0, count, 5000):
-            rows = [
-                {
-                    "id": cid,
-                    "first_name": name,
-                    "last_name": "Lee",
-                    "email": address,
-                    "email_hash": cipher.blind_index("email", address),
-                    "email_marketing_consent_at": now - timedelta(days=30),
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for cid, address, name in people[start : start + 5000]
-            ]
-            connection.execute(insert(Contact.__table__), rows)  # type: ignore[attr-defined]
-    return people
+    by_address = seed_patients(count)
+    return sorted(
+        (cid, address, f"Pat{address.removeprefix('patient').split('@')[0]}")
+        for address, cid in by_address.items()
+    )
 
 
 def baseline(url: str, people: list[tuple[int, str, str]]) -> float:
