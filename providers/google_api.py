@@ -104,12 +104,21 @@ def save_access_token(connection_id: int, token: str | None, expiry: datetime | 
 
 def load_credentials() -> Credentials:
     """The connected account's credentials; google-auth refreshes the access token when it expires."""
+    return _credentials_for(_require_connection())
+
+
+def _require_connection() -> GoogleConnection:
     settings = get_settings()
     if not settings.google_configured:
         raise GoogleNotConnected("Google is not configured (GOOGLE_CLIENT_ID / GOOGLE_CLIENT_SECRET unset)")
     connection = active_connection()
     if connection is None:
         raise GoogleNotConnected("no Google account is connected; run `avatar-crm google connect`")
+    return connection
+
+
+def _credentials_for(connection: GoogleConnection) -> Credentials:
+    settings = get_settings()
     assert settings.google_client_secret is not None
     assert connection.id is not None
     return StoredCredentials(
@@ -147,6 +156,59 @@ def build_service(api: GoogleApi, credentials: Credentials | None = None, http: 
         cache_discovery=False,
         client_options=options or None,
     )
+
+
+class BatchService:
+    """One client for a batch of calls made one after another (the sweep's calendar catch-up), built once.
+
+    Why: a client per item rebuilds the API from its bundled discovery document (0.5-1.5 ms), makes new
+    credentials from the database, and opens a new HTTPS connection to Google (a TLS handshake) for every
+    item; a batch of 50 bookings a minute needs all of that once. A single call (one booking, one email)
+    keeps `build_service` per call: nothing to share.
+
+    Why it is safe:
+    - googleapiclient's `Resource` and httplib2's `Http` are not thread-safe. A batch uses its client
+      strictly one call at a time: each call runs in a worker thread (`asyncio.to_thread`), and the next
+      starts only after the previous one was awaited, so consecutive calls may run on different pool
+      threads but never at the same time, and each hand-over is ordered by the event loop. Never share one
+      across concurrent work (`gather`, several workers): give each worker its own `BatchService`.
+    - Credentials: one google-auth `StoredCredentials` object serves the batch, so an access token expiring
+      mid-batch is refreshed once and written back; `invalid_grant` still reaches `execute`, which marks
+      the connection disconnected and raises `GoogleNotConnected`, ending the batch as before.
+    - The connection is still looked up for every item (one indexed query; building per item did the
+      same), so staff disconnecting Google stops the batch at the next item (`GoogleNotConnected`), and a
+      reconnect (`connected_at` changes, perhaps a new account or refresh token) gets a new client: no item
+      uses credentials the CRM no longer holds.
+    - It lives for one batch (a `with` block), not the process: between sweeps the connection may change,
+      worker threads are pooled and shared, and an idle keep-alive connection goes stale.
+    """
+
+    def __init__(self, api: GoogleApi) -> None:
+        self.api: GoogleApi = api
+        self._service: Resource | None = None
+        self._built_for: tuple[int | None, datetime] | None = None
+
+    def get(self) -> Resource:
+        """The batch's client (building it on first use); blocking: call it from the worker thread."""
+        connection = _require_connection()
+        built_for = (connection.id, connection.connected_at)
+        if self._service is None or self._built_for != built_for:
+            self.close()
+            self._service = build_service(self.api, _credentials_for(connection))
+            self._built_for = built_for
+        return self._service
+
+    def close(self) -> None:
+        """Close the client's sockets (httplib2 leaves them open)."""
+        if self._service is not None:
+            self._service.close()
+            self._service = None
+
+    def __enter__(self) -> BatchService:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def mark_disconnected(reason: str) -> None:

@@ -24,6 +24,7 @@ from models import Booking, BookingStatus, Contact, get_settings, session_scope
 from models.types import utcnow
 from providers import google_calendar as gcal
 from providers.google_api import (
+    BatchService,
     GoogleNotConnected,
     GooglePermanentError,
     GoogleTemporaryError,
@@ -88,11 +89,13 @@ def _up_to_date(booking_id: int) -> bool:
         return booking is None or booking.calendar_synced_revision == booking.revision
 
 
-def sync_booking(booking_id: int, *, force: bool = False) -> str:
+def sync_booking(booking_id: int, *, force: bool = False, batch: BatchService | None = None) -> str:
     """Make the booking's event match the booking; returns what was done (for logs and tests).
 
     Raises `GoogleTemporaryError` (retry later) and `GoogleNotConnected` (wait for a person); a
-    `GooglePermanentError` means Google refused this event and is raised too.
+    `GooglePermanentError` means Google refused this event and is raised too. `batch` is the catch-up's
+    Calendar client, shared by its bookings (`BatchService` says why that is safe); without one, the
+    booking gets a client of its own, as a single sync has nothing to share it with.
     """
     if not force and _up_to_date(booking_id):
         return "up to date"
@@ -102,7 +105,7 @@ def sync_booking(booking_id: int, *, force: bool = False) -> str:
     details, revision, active = snapshot
     settings = get_settings()
     event_id = gcal.event_id_for(details.wix_booking_id)
-    service = build_service("calendar")
+    service = batch.get() if batch is not None else build_service("calendar")
     if active:
         gcal.upsert_event(service, settings.google_calendar_id, event_id, gcal.event_body(details))
         _record(booking_id, event_id, revision)
@@ -166,7 +169,9 @@ async def resync_calendars(now: datetime, limit: int = RESYNC_BATCH) -> dict[str
     """The sweep's catch-up step: sync a bounded batch of bookings the calendar is behind on.
 
     Stops at the first temporary error or missing connection (Google is down for all of them); one
-    booking Google refuses does not stop the others. Never raises: the sweep's SMS matter more."""
+    booking Google refuses does not stop the others. Never raises: the sweep's SMS matter more. The
+    bookings share one Calendar client, which is safe only because they are synced one at a time (a
+    `BatchService` must never be used by two threads at once): keep this loop sequential."""
     logger = run_logger(__name__)
     counts = {"synced": 0, "refused": 0, "left": 0}
     if not get_settings().google_configured:
@@ -178,22 +183,23 @@ async def resync_calendars(now: datetime, limit: int = RESYNC_BATCH) -> dict[str
     except Exception as exc:  # the database is struggling: the sweep's own work reports that
         logger.warning("calendar catch-up skipped: %s", type(exc).__name__)
         return counts
-    for index, booking_id in enumerate(pending):
-        try:
-            await asyncio.to_thread(sync_booking, booking_id)
-            counts["synced"] += 1
-        except GooglePermanentError as exc:
-            counts["refused"] += 1
-            await asyncio.to_thread(_note_refused, booking_id)
-            logger.error("Google refused the calendar event for booking %s: %s", booking_id, exc)
-        except (GoogleTemporaryError, GoogleNotConnected) as exc:
-            counts["left"] = len(pending) - index
-            logger.warning("calendar catch-up paused (%s bookings left): %s", counts["left"], exc)
-            break
-        except Exception as exc:  # a bug must not fail the sweep that sends reminders
-            counts["left"] = len(pending) - index
-            logger.error("calendar catch-up stopped: %s: %s", type(exc).__name__, exc)
-            break
+    with BatchService("calendar") as calendar:
+        for index, booking_id in enumerate(pending):
+            try:
+                await asyncio.to_thread(sync_booking, booking_id, batch=calendar)
+                counts["synced"] += 1
+            except GooglePermanentError as exc:
+                counts["refused"] += 1
+                await asyncio.to_thread(_note_refused, booking_id)
+                logger.error("Google refused the calendar event for booking %s: %s", booking_id, exc)
+            except (GoogleTemporaryError, GoogleNotConnected) as exc:
+                counts["left"] = len(pending) - index
+                logger.warning("calendar catch-up paused (%s bookings left): %s", counts["left"], exc)
+                break
+            except Exception as exc:  # a bug must not fail the sweep that sends reminders
+                counts["left"] = len(pending) - index
+                logger.error("calendar catch-up stopped: %s: %s", type(exc).__name__, exc)
+                break
     if pending:
         logger.info("calendar catch-up: %s", counts)
     return counts

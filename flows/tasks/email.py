@@ -59,8 +59,14 @@ def compose(claimed: ClaimedMessage, sender_address: str) -> gmail.OutgoingEmail
 
 
 def _send_blocking(claimed: ClaimedMessage) -> str:
-    """Build and send in a worker thread (the Google client is synchronous; httplib2 is not thread-safe,
-    so each send gets its own client)."""
+    """Build and send in a worker thread (the Google client is synchronous).
+
+    Each send builds its own client, unlike the calendar catch-up's shared `BatchService`: the sweep's
+    email batch reaches this one message at a time from two workers running at once (`flows/tasks/send.py`)
+    and httplib2 is not thread-safe, so sharing would need a client per worker, which the one-message
+    sender interface cannot carry; a cache outliving the call would keep credentials past a disconnect and
+    sockets past Google closing them. A build is about a millisecond; Gmail's quota allows ~2.5 sends a
+    second."""
     connection = active_connection()
     if connection is None:
         raise GoogleNotConnected("no Google account is connected; run `avatar-crm google connect`")

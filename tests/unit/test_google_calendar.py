@@ -22,9 +22,25 @@ from sqlmodel import select
 
 from flows.booking_intake import apply_event
 from flows.tasks.calendar import behind_calendar, resync_calendars, sync_booking, sync_calendar
-from models import Booking, WebhookEvent, get_settings, session_scope
+from models import (
+    Booking,
+    GoogleConnection,
+    GoogleConnectionStatus,
+    WebhookEvent,
+    get_settings,
+    session_scope,
+)
+from models.types import utcnow
+from providers import google_api, google_oauth
 from providers import google_calendar as gcal
-from providers.google_api import GooglePermanentError, GoogleTemporaryError, build_service
+from providers.google_api import (
+    SCOPES,
+    BatchService,
+    GoogleNotConnected,
+    GooglePermanentError,
+    GoogleTemporaryError,
+    build_service,
+)
 from tests.fakes.google import FakeGoogle
 from tests.fakes.wix import WixKeys
 from tests.google_env import connect, disconnect_all, fake_google_fixture, google_fixture  # noqa: F401
@@ -263,3 +279,114 @@ def test_not_configured_means_no_calendar_and_no_calls(
     assert asyncio.run(sync_calendar.fn(_booking(wix_id).id)) == "not configured"
     assert asyncio.run(resync_calendars.fn(datetime.now(UTC)))["synced"] == 0
     assert google.requests == []
+
+
+# --- the catch-up's one client per batch ---------------------------------------------------------------
+
+
+def _count_builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every API client built from now on (googleapiclient's `build`, whichever path calls it)."""
+    builds: list[str] = []
+    real_build = google_api.build
+
+    def counting_build(api: str, *args: Any, **kwargs: Any) -> Any:
+        builds.append(api)
+        return real_build(api, *args, **kwargs)
+
+    monkeypatch.setattr(google_api, "build", counting_build)
+    return builds
+
+
+def _reconnect(fake: FakeGoogle) -> str:
+    """Staff connect the same account again (as the OAuth callback updates its row); the new refresh token."""
+    refresh_token, _ = fake.issue_tokens(" ".join(SCOPES))
+    with session_scope() as session:
+        row = session.exec(select(GoogleConnection)).one()
+        row.refresh_token, row.access_token = refresh_token, None
+        row.status, row.status_reason = GoogleConnectionStatus.CONNECTED, None
+        row.connected_at = row.updated_at = utcnow()
+        session.add(row)
+    return refresh_token
+
+
+@pytest.mark.db
+def test_the_catch_up_builds_one_client_for_its_batch_and_every_booking_reaches_google(
+    google: FakeGoogle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created = [str(uuid.uuid4()) for _ in range(4)]
+    for hour, wix_id in enumerate(created, start=9):
+        apply_wix(KEYS, "wix.bookings.v2.booking_created", wix_id, 1, _slot(2, hour))
+    cancelled = str(uuid.uuid4())  # its event exists; the cancellation has not reached the calendar yet
+    apply_wix(KEYS, "wix.bookings.v2.booking_created", cancelled, 1, _slot(3, 9))
+    sync_booking(_booking(cancelled).id)
+    apply_wix(KEYS, "wix.bookings.v2.booking_canceled", cancelled, 2, _slot(3, 9), status="CANCELED")
+    already_sent = len(google.requests)
+    builds = _count_builds(monkeypatch)
+
+    counts = asyncio.run(resync_calendars.fn(datetime.now(UTC)))
+
+    assert counts == {"synced": 5, "refused": 0, "left": 0}
+    assert builds == ["calendar"], "one Calendar client for the whole batch, not one per booking"
+    events = google.calendar_events("primary")
+    for wix_id in created:
+        event = events[gcal.event_id_for(wix_id)]
+        assert event["status"] == "confirmed"
+        assert event["extendedProperties"]["private"]["wix_booking_id"] == wix_id
+        assert event["extendedProperties"]["private"]["crm_booking_id"] == str(_booking(wix_id).id)
+    assert events[gcal.event_id_for(cancelled)]["status"] == "cancelled"
+    sent = [r for r in google.requests[already_sent:] if r["path"].startswith("/calendar")]
+    assert sorted(r["json"]["id"] for r in sent if r["method"] == "POST") == sorted(
+        gcal.event_id_for(w) for w in created
+    )
+    [deleted] = [r for r in sent if r["method"] == "DELETE"]
+    assert deleted["path"].endswith(f"/events/{gcal.event_id_for(cancelled)}")
+    assert len(sent) == 5
+    assert behind_calendar(datetime.now(UTC)) == []
+
+
+@pytest.mark.db
+def test_staff_disconnecting_mid_batch_stops_it_even_if_google_cannot_revoke(
+    google: FakeGoogle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wix_ids = [str(uuid.uuid4()) for _ in range(3)]
+    for hour, wix_id in enumerate(wix_ids, start=9):
+        apply_wix(KEYS, "wix.bookings.v2.booking_created", wix_id, 1, _slot(2, hour))
+    google.fail("/revoke", times=1, status=503)  # so the shared client's token still works at Google
+    real_upsert = gcal.upsert_event
+    disconnected: list[bool] = []
+
+    def upsert_then_disconnect(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        result = real_upsert(*args, **kwargs)
+        if not disconnected:  # `avatar-crm google disconnect`, right after the batch's first booking
+            disconnected.append(google_oauth.revoke() is not None)
+        return result
+
+    monkeypatch.setattr(gcal, "upsert_event", upsert_then_disconnect)
+    builds = _count_builds(monkeypatch)
+
+    assert asyncio.run(resync_calendars.fn(datetime.now(UTC))) == {"synced": 1, "refused": 0, "left": 2}
+    assert len(google.calendar_events("primary")) == 1
+    assert disconnected == [True] and google.requests_to("/revoke")[0]["status"] == 503
+    assert len(google.requests_to("/calendar")) == 1, "nothing sent with the disconnected account"
+
+    refresh_token = _reconnect(google)  # the next sweep's batch gets a client with the new credentials
+    assert asyncio.run(resync_calendars.fn(datetime.now(UTC))) == {"synced": 2, "refused": 0, "left": 0}
+    assert set(google.calendar_events("primary")) == {gcal.event_id_for(w) for w in wix_ids}
+    assert builds == ["calendar", "calendar"]
+    refreshes = [r["form"] for r in google.requests_to("/token") if r["form"].get("grant_type")]
+    assert refreshes[-1]["refresh_token"] == refresh_token
+
+
+@pytest.mark.db
+def test_a_batch_client_is_reused_only_while_its_connection_is(
+    google: FakeGoogle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    builds = _count_builds(monkeypatch)
+    with BatchService("calendar") as batch:
+        first = batch.get()
+        assert batch.get() is first and builds == ["calendar"]
+        _reconnect(google)
+        assert batch.get() is not first and builds == ["calendar", "calendar"]
+        disconnect_all()
+        with pytest.raises(GoogleNotConnected):
+            batch.get()
