@@ -8,8 +8,9 @@ always checked against the address the message went to. Then:
 - delivered → DELIVERED; bounce → BOUNCED; dropped → FAILED (with SendGrid's reason, addresses redacted).
   A status never moves backwards: SendGrid sends events out of order and more than once, so a `delivered`
   after a bounce changes nothing; the one move out of DELIVERED is to BOUNCED (mail servers bounce late).
-- open / click → `opened_at` / `clicked_at` (the earliest seen); a click implies an open. Machine opens
-  (Apple Mail privacy prefetching, `sg_machine_open`) are counted but do not set `opened_at`.
+- open / click → recorded as our own pixel and tracked links record them (`flows/engagement.py`): one
+  "opened" event, one "clicked" event per URL, `opened_at` / `clicked_at` the earliest seen; a click implies
+  an open. Machine opens (Apple Mail privacy prefetching, `sg_machine_open`) are counted but change nothing.
 - spamreport / unsubscribe / group_unsubscribe → no more marketing email to the address. An opt-out is
   honoured even when the event matches no message of ours: missing an opt-out breaks the Spam Act, an extra
   suppression costs nothing, and suppressions are keyed on the address anyway.
@@ -43,6 +44,7 @@ from sqlmodel import Session, select
 
 from flows.consent import ConsentSource, address_hash, grant, withdraw
 from flows.contacts import normalize_email
+from flows.engagement import Engagement, record_engagement
 from flows.outbox import transition
 from models import (
     Channel,
@@ -50,7 +52,6 @@ from models import (
     InboxStatus,
     MessageStatus,
     OutboundMessage,
-    OutboundMessageEvent,
     Purpose,
     WebhookEvent,
     session_scope,
@@ -156,23 +157,17 @@ def _apply_delivery(session: Session, message: OutboundMessage, event: SendGridE
 
 
 def _apply_engagement(session: Session, message: OutboundMessage, event: SendGridEvent) -> list[str]:
+    """Recorded exactly as our own pixel and tracked links record engagement, so the history and the A/B
+    counts do not depend on which sender tracked the email. Only SendGrid can tell a machine open (a mail
+    client fetching images, not a person reading), so that filter stays here."""
     if event.event not in {"open", "click"}:
         return []
-    at = event.occurred_at or utcnow()
-    changes = []
-    machine_open = event.event == "open" and event.data.get("sg_machine_open") is True
-    if not machine_open and (message.opened_at is None or at < message.opened_at):
-        message.opened_at = at
-        changes.append("opened")
-    if event.event == "click" and (message.clicked_at is None or at < message.clicked_at):
-        message.clicked_at = at
-        changes.append("clicked")
-    if changes:
-        message.updated_at = utcnow()
-        session.add(message)
-        detail = f"sendgrid {event.event}: {', '.join(changes)} at {at.isoformat()}"
-        session.add(OutboundMessageEvent(message_id=message.id, status=message.status, detail=detail))  # type: ignore[arg-type]
-    return changes
+    if event.event == "open" and event.data.get("sg_machine_open") is True:
+        return []
+    kind: Engagement = "click" if event.event == "click" else "open"
+    url = event.url if kind == "click" else None
+    changes = record_engagement(session, message.id, kind, event.occurred_at or utcnow(), url)  # type: ignore[arg-type]
+    return list(changes or ())
 
 
 def _addressee(session: Session, address: str, message: OutboundMessage | None) -> Contact:

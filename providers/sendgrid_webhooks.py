@@ -134,9 +134,10 @@ def verify_signature(
 
 
 class SendGridEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """One event of a batch. Only `event` and `sg_event_id` are required; other fields are None (or empty)
-    when absent or of an unexpected type, so one odd field never costs the batch. `data` is the event
-    exactly as SendGrid sent it (including our flattened custom args), for storage."""
+    """One event of a batch. Only `event` and `sg_event_id` are required; other fields are None when absent
+    or of an unexpected type, so one odd field never costs the batch. Only what `flows/email_events.py` acts
+    on is typed: every other field (categories, the campaign and variant custom args, the SMTP status, ...)
+    is still in `data`, the event exactly as SendGrid sent it, which is what the inbox stores."""
 
     event: str  # delivered, open, click, bounce, dropped, ...; unknown names are kept
     sg_event_id: str
@@ -145,14 +146,10 @@ class SendGridEvent(msgspec.Struct, frozen=True, kw_only=True):
     sg_message_id: str | None = None
     bounce_type: str | None = None  # `type` on bounce events: "bounce" (hard) or "blocked"
     reason: str | None = None  # dropped / bounce
-    status: str | None = None  # SMTP status code on bounce
     response: str | None = None  # delivered / deferred
-    url: str | None = None  # click
+    url: str | None = None  # click: the link followed
     asm_group_id: int | None = None  # group_unsubscribe / group_resubscribe
-    category: tuple[str, ...] = ()  # SendGrid mirrors what was sent: a string or an array
     outbox_id: int | None = None  # our custom arg: OutboundMessage.id
-    campaign: str | None = None  # our custom arg: the campaign slug
-    variant: str | None = None  # our custom arg: the A/B variant
     data: dict[str, Any] = msgspec.field(default_factory=dict)
 
     def to_json(self) -> bytes:
@@ -203,14 +200,10 @@ def _event(item: object, where: str) -> SendGridEvent:
         sg_message_id=_text(item.get("sg_message_id")),
         bounce_type=(_text(item.get("type")) or "").lower() or None,
         reason=_text(item.get("reason")),
-        status=_text(item.get("status")),
         response=_text(item.get("response")),
         url=_text(item.get("url")),
         asm_group_id=_integer(item.get("asm_group_id")),
-        category=_categories(item.get("category")),
         outbox_id=_integer(item.get("outbox_id")),
-        campaign=_text(item.get("campaign")),
-        variant=_text(item.get("variant")),
         data=item,
     )
 
@@ -245,11 +238,3 @@ def _instant(value: object) -> datetime | None:
     if not (math.isfinite(value) and 0 <= value <= _MAX_UNIX):
         return None
     return datetime.fromtimestamp(value, UTC)
-
-
-def _categories(value: object) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list):
-        return ()
-    return tuple(text for item in value if (text := _text(item)) is not None)

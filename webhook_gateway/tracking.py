@@ -7,9 +7,9 @@ the exact URL that was in the email. So:
 - the pixel is always the same 1x1 GIF with `Cache-Control: no-store`, valid token or not, so probing it
   reveals nothing.
 
-The first open and the first click on each link are recorded as `OutboundMessageEvent` rows ("opened",
-"clicked" with the URL), and `OutboundMessage.opened_at` / `clicked_at` are stamped once (a click implies an
-open: images are often blocked). Recording failures are logged and never spoil the patient's click.
+Opens and clicks are recorded exactly as SendGrid's are for campaign email (`flows/engagement.py`: one
+"opened" event, one "clicked" event per link, `opened_at` / `clicked_at` the first of each; a click implies
+an open). Recording failures are logged and never spoil the patient's click.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from anyio import to_thread
 from litestar import Controller, MediaType, Response, get
 from litestar.datastructures import State
 from litestar.params import FromPath
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Session, select
+from sqlmodel import Session
 
-from models import OutboundMessage, OutboundMessageEvent
+from flows.engagement import record_engagement
 from models.types import utcnow
 from providers.tracking_tokens import TrackingClaim, verify
 
@@ -36,46 +36,13 @@ NO_STORE = {"Cache-Control": "no-store, no-cache, must-revalidate, private", "Pr
 
 
 def record(engine: Engine, claim: TrackingClaim) -> str:
-    """Stamp the message and add an event the first time; returns what was recorded (for logs and tests)."""
-    now = utcnow()
-    table = OutboundMessage.__table__  # type: ignore[attr-defined]
+    """Record a genuine open or click; returns what was recorded (for logs and tests)."""
     with Session(engine) as session:
-        if session.get(OutboundMessage, claim.message_id) is None:
-            return "unknown message"
-        first_open = session.execute(
-            update(table)
-            .where(table.c.id == claim.message_id, table.c.opened_at.is_(None))
-            .values(opened_at=now)
-        ).rowcount  # type: ignore[attr-defined]
-        recorded = []
-        if first_open:
-            detail = "tracking pixel" if claim.kind == "open" else "implied by a click"
-            session.add(
-                OutboundMessageEvent(message_id=claim.message_id, status="opened", detail=detail, at=now)
-            )
-            recorded.append("opened")
-        if claim.kind == "click":
-            session.execute(
-                update(table)
-                .where(table.c.id == claim.message_id, table.c.clicked_at.is_(None))
-                .values(clicked_at=now)
-            )
-            seen = session.exec(
-                select(OutboundMessageEvent.id).where(
-                    OutboundMessageEvent.message_id == claim.message_id,
-                    OutboundMessageEvent.status == "clicked",
-                    OutboundMessageEvent.detail == claim.url,
-                )
-            ).first()
-            if seen is None:
-                session.add(
-                    OutboundMessageEvent(
-                        message_id=claim.message_id, status="clicked", detail=claim.url, at=now
-                    )
-                )
-                recorded.append("clicked")
+        changes = record_engagement(session, claim.message_id, claim.kind, utcnow(), claim.url)
         session.commit()
-        return "+".join(recorded) or "already recorded"
+    if changes is None:
+        return "unknown message"
+    return "+".join(changes) or "already recorded"
 
 
 async def _record_quietly(state: State, claim: TrackingClaim) -> None:

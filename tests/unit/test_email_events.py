@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import select
 
+from flows.campaign_outbox import counts_by_variant
 from flows.consent import suppression_reason
 from flows.email_events import apply_events, redact, summarise
 from models import (
@@ -29,10 +30,13 @@ from models import (
     Purpose,
     Suppression,
     WebhookEvent,
+    get_engine,
     session_scope,
 )
 from models.crypto import get_cipher
+from providers.tracking_tokens import TrackingClaim, TrackingKind
 from tests.fakes.sendgrid_events import LIBRARY_EVENT, event
+from webhook_gateway import tracking
 
 pytestmark = pytest.mark.db
 
@@ -127,6 +131,16 @@ def _history(message_id: int) -> list[tuple[str, str]]:
             .order_by(OutboundMessageEvent.id)  # type: ignore[arg-type]
         ).all()
         return [(row.status, row.detail or "") for row in rows]
+
+
+def _timeline(message_id: int) -> list[tuple[str, str | None, datetime]]:
+    with session_scope() as session:
+        rows = session.exec(
+            select(OutboundMessageEvent)
+            .where(OutboundMessageEvent.message_id == message_id)
+            .order_by(OutboundMessageEvent.id)  # type: ignore[arg-type]
+        ).all()
+        return [(row.status, row.detail, row.at) for row in rows]
 
 
 def _suppressions() -> set[tuple[str, str, str]]:
@@ -263,9 +277,11 @@ def test_opens_record_the_first_open_and_never_change_the_status(campaign: int) 
     message = _get(message_id)
     assert message.opened_at == T0 + timedelta(minutes=10) and message.clicked_at is None
     assert message.status == MessageStatus.DELIVERED
-    assert len(_history(message_id)) == 1
-    _apply(event("open", outbox_id=message_id, timestamp=_at(5)))  # an earlier one that arrived late
-    assert _get(message_id).opened_at == T0 + timedelta(minutes=5)
+    assert _timeline(message_id) == [("opened", "tracking pixel", T0 + timedelta(minutes=10))]
+    [late] = _apply(event("open", outbox_id=message_id, timestamp=_at(5)))  # an earlier one that arrived late
+    assert _get(message_id).opened_at == T0 + timedelta(minutes=5) and late.changes == ("opened earlier",)
+    # Still the one row for the one fact, now saying when it first happened.
+    assert _timeline(message_id) == [("opened", "tracking pixel", T0 + timedelta(minutes=5))]
 
 
 def test_a_click_implies_an_open(campaign: int) -> None:
@@ -276,13 +292,104 @@ def test_a_click_implies_an_open(campaign: int) -> None:
     message = _get(message_id)
     assert message.clicked_at == message.opened_at == T0 + timedelta(minutes=3)
     assert result.changes == ("opened", "clicked")
-    assert _history(message_id)[-1][1].startswith("sendgrid click: opened, clicked at ")
+    assert _history(message_id) == [
+        ("opened", "implied by a click"),
+        ("clicked", "https://clinic.example/book"),
+    ]
+    assert message.status == MessageStatus.SENT  # engagement is history, not a status
+
+
+def test_each_link_clicked_is_one_event_and_repeats_change_nothing(campaign: int) -> None:
+    message_id = _message(campaign)
+    book, map_ = "https://clinic.example/book", "https://clinic.example/map"
+    results = _apply(
+        event("click", outbox_id=message_id, timestamp=_at(3), url=book),
+        event("open", outbox_id=message_id, timestamp=_at(4)),  # the pixel loads after the click
+        event("click", outbox_id=message_id, timestamp=_at(5), url=book),  # the same link again
+        event("click", outbox_id=message_id, timestamp=_at(7), url=map_),
+    )
+    assert [r.changes for r in results] == [("opened", "clicked"), (), (), ("clicked",)]
+    assert _timeline(message_id) == [
+        ("opened", "implied by a click", T0 + timedelta(minutes=3)),
+        ("clicked", book, T0 + timedelta(minutes=3)),
+        ("clicked", map_, T0 + timedelta(minutes=7)),
+    ]
+    message = _get(message_id)
+    assert message.opened_at == message.clicked_at == T0 + timedelta(minutes=3)
+    # SendGrid reporting them all again (new event ids, as its duplicates have) adds nothing.
+    again = _apply(
+        event("click", outbox_id=message_id, timestamp=_at(3), url=book),
+        event("click", outbox_id=message_id, timestamp=_at(7), url=map_),
+    )
+    assert [r.changes for r in again] == [(), ()] and len(_history(message_id)) == 3
+
+
+def test_a_late_report_of_an_earlier_click_moves_the_open_back_and_says_how_it_is_known(
+    campaign: int,
+) -> None:
+    message_id = _message(campaign)
+    book = "https://clinic.example/book"
+    _apply(event("open", outbox_id=message_id, timestamp=_at(10)))
+    [click] = _apply(event("click", outbox_id=message_id, timestamp=_at(6), url=book))
+    assert click.changes == ("opened earlier", "clicked")
+    assert _timeline(message_id) == [
+        ("opened", "implied by a click", T0 + timedelta(minutes=6)),
+        ("clicked", book, T0 + timedelta(minutes=6)),
+    ]
+    [again] = _apply(event("click", outbox_id=message_id, timestamp=_at(2), url=book))
+    assert again.changes == ("opened earlier", "clicked earlier")
+    assert _timeline(message_id) == [
+        ("opened", "implied by a click", T0 + timedelta(minutes=2)),
+        ("clicked", book, T0 + timedelta(minutes=2)),
+    ]
+    message = _get(message_id)
+    assert message.opened_at == message.clicked_at == T0 + timedelta(minutes=2)
 
 
 def test_a_machine_open_is_not_an_open(campaign: int) -> None:
     message_id = _message(campaign)
     [result] = _apply(event("open", outbox_id=message_id, sg_machine_open=True))
     assert _get(message_id).opened_at is None and result.changes == ()
+
+
+def test_the_same_engagement_is_the_same_history_whether_our_pixel_or_sendgrid_saw_it(
+    campaign: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Gmail email is tracked by our pixel and links, campaign email by SendGrid: ops reading the history and
+    the A/B statistics must not be able to tell which."""
+    by_pixel = _message(campaign, "a@example.com", variant="A")
+    by_sendgrid = _message(campaign, "b@example.com", variant="B")
+    book, map_ = "https://clinic.example/book", "https://clinic.example/map"
+    script: list[tuple[int, TrackingKind, str | None]] = [
+        (2, "click", book),  # images blocked: the click comes first
+        (4, "open", None),
+        (5, "click", book),
+        (6, "open", None),  # another device
+        (9, "click", map_),
+    ]
+    clock = iter(T0 + timedelta(minutes=minute) for minute, _, _ in script)
+    monkeypatch.setattr(tracking, "utcnow", lambda: next(clock))  # the pixel records when it is requested
+    recorded = [tracking.record(get_engine(), TrackingClaim(kind, by_pixel, url)) for _, kind, url in script]
+
+    def reported(minute: int, kind: str, url: str | None) -> dict[str, Any]:
+        link = {"url": url} if url else {}  # SendGrid names the link on clicks only
+        return event(kind, "b@example.com", outbox_id=by_sendgrid, timestamp=_at(minute), **link)
+
+    results = _apply(*[reported(*step) for step in script])
+
+    assert recorded == ["opened+clicked", *["already recorded"] * 3, "clicked"]
+    assert [r.changes for r in results] == [("opened", "clicked"), (), (), (), ("clicked",)]
+    expected = [
+        ("opened", "implied by a click", T0 + timedelta(minutes=2)),
+        ("clicked", book, T0 + timedelta(minutes=2)),
+        ("clicked", map_, T0 + timedelta(minutes=9)),
+    ]
+    assert _timeline(by_pixel) == _timeline(by_sendgrid) == expected
+    for message in (_get(by_pixel), _get(by_sendgrid)):
+        assert message.opened_at == message.clicked_at == T0 + timedelta(minutes=2)
+        assert message.status == MessageStatus.SENT
+    counts = counts_by_variant(campaign)
+    assert counts["A"] == counts["B"] and (counts["A"]["opened"], counts["A"]["clicked"]) == (1, 1)
 
 
 @pytest.mark.parametrize("kind", ["processed", "deferred", "account_status_change"])

@@ -7,6 +7,7 @@ port): acceptance must not depend on it. The dispatcher then hands SendGrid rows
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -19,9 +20,24 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from litestar.testing import AsyncTestClient
 from sqlalchemy import text
+from sqlmodel import select
 
-from models import InboxStatus, Settings, WebhookEvent, get_engine, session_scope
+from flows.email_events import apply_events
+from models import (
+    Channel,
+    InboxStatus,
+    MessageKind,
+    MessageStatus,
+    OutboundMessage,
+    OutboundMessageEvent,
+    Purpose,
+    Settings,
+    WebhookEvent,
+    get_engine,
+    session_scope,
+)
 from providers.sendgrid_webhooks import MAX_BODY_BYTES, parse_event
+from providers.tracking_tokens import click_token, open_token
 from tests.fakes.sendgrid_events import EventSigner, batch, event
 from tests.servers import ThreadedServer
 from webhook_gateway.app import BATCHED_SOURCES, DEPLOYMENTS, create_app
@@ -242,6 +258,63 @@ def test_validly_signed_batches_never_yield_a_5xx(post: Any, body: bytes) -> Non
     except UnicodeDecodeError:
         expected = {401}  # SendGrid signs UTF-8 text: other bytes cannot be verified
     assert response.status_code in expected, (response.status_code, response.text)
+
+
+# --- engagement: SendGrid's opens and clicks are recorded as our own tracking records them ----------
+
+
+def _email(provider: str) -> int:
+    with session_scope() as session:
+        message = OutboundMessage(
+            idempotency_key=f"test:{uuid4()}",
+            channel=Channel.EMAIL,
+            purpose=Purpose.MARKETING,
+            kind=MessageKind.CAMPAIGN,
+            recipient="alex@example.com",
+            body="{}",
+            status=MessageStatus.DELIVERED,
+            provider=provider,
+        )
+        session.add(message)
+        session.flush()
+        return message.id  # type: ignore[return-value]
+
+
+def _engagement(message_id: int) -> tuple[list[tuple[str, str | None]], bool]:
+    """The history as ops read it, and whether the stamps are the times of the first open and click in it."""
+    with session_scope() as session:
+        rows = session.exec(
+            select(OutboundMessageEvent)
+            .where(OutboundMessageEvent.message_id == message_id)
+            .order_by(OutboundMessageEvent.id)  # type: ignore[arg-type]
+        ).all()
+        message = session.get(OutboundMessage, message_id)
+        assert message is not None
+        first = {row.status: row.at for row in reversed(rows)}
+        consistent = message.opened_at == first.get("opened") and message.clicked_at == first.get("clicked")
+        return [(row.status, row.detail) for row in rows], consistent
+
+
+def test_opens_and_clicks_from_a_signed_batch_are_recorded_as_the_tracking_routes_record_them(
+    gateway: str, post: Any
+) -> None:
+    book, map_ = "https://clinic.example/book", "https://clinic.example/map"
+    by_gmail, by_sendgrid = _email("gmail"), _email("sendgrid")
+    journey = [("click", book), ("open", None), ("click", book), ("click", map_), ("open", None)]
+
+    for kind, url in journey:  # the patient, through the tracking routes of the same gateway
+        token = open_token(by_gmail) if url is None else click_token(by_gmail, url)
+        assert httpx.get(f"{gateway}/t/{kind[0]}/{token}", timeout=10).status_code in {200, 302}
+    start = int(time.time()) - 60
+    reported = [  # the same journey as SendGrid reports it
+        event(kind, outbox_id=by_sendgrid, timestamp=start + step, **({"url": url} if url else {}))
+        for step, (kind, url) in enumerate(journey)
+    ]
+    assert post(batch(*reported)).json() == _ack(len(journey), 0)
+    apply_events([event_id for event_id, *_ in _rows()])
+
+    expected = [("opened", "implied by a click"), ("clicked", book), ("clicked", map_)]
+    assert _engagement(by_gmail) == _engagement(by_sendgrid) == (expected, True)
 
 
 # --- dispatch: one `email-events` run per batch of stored events ------------------------------------

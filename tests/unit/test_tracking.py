@@ -13,8 +13,10 @@ import hashlib
 import hmac
 import json
 import re
+import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from html import unescape
 from zoneinfo import ZoneInfo
@@ -32,18 +34,19 @@ from models import (
     OutboundMessageEvent,
     Purpose,
     Settings,
+    get_engine,
     get_settings,
     session_scope,
 )
 from providers import tracking_tokens
-from providers.tracking_tokens import InvalidDestination, click_token, open_token, verify
+from providers.tracking_tokens import InvalidDestination, TrackingClaim, click_token, open_token, verify
 from tests.fakes.google import FakeGoogle
 from tests.fakes.wix import WixKeys
 from tests.google_env import fake_google_fixture, google_fixture  # noqa: F401
 from tests.inbox_events import apply_wix
 from tests.servers import ThreadedServer
 from webhook_gateway.app import create_app
-from webhook_gateway.tracking import PIXEL
+from webhook_gateway.tracking import PIXEL, record
 
 pytestmark = pytest.mark.db
 
@@ -130,6 +133,55 @@ def test_a_genuine_click_redirects_to_exactly_the_signed_url_and_is_recorded(
     assert again.status_code == 302 and again.headers["location"] == DESTINATION
     assert len(_events(message_id)) == 2
     assert _message(message_id).clicked_at == first.clicked_at
+
+
+def test_each_link_is_one_click_event_and_the_stamps_are_when_the_history_says(
+    gateway: str, message_id: int
+) -> None:
+    """What `flows/engagement.py` records for SendGrid's events too (tests/unit/test_email_events.py)."""
+    other = "https://clinic.example/prepare-for-your-mri"
+    pixel = f"{gateway}/t/o/{open_token(message_id)}"
+    _get(pixel)
+    for url in (DESTINATION, DESTINATION, other, DESTINATION, other):
+        assert _get(f"{gateway}/t/c/{click_token(message_id, url)}").headers["location"] == url
+    _get(pixel)  # opened again later: still the one open
+
+    assert _events(message_id) == [("opened", "tracking pixel"), ("clicked", DESTINATION), ("clicked", other)]
+    with session_scope() as session:
+        at = {
+            (row.status, row.detail): row.at
+            for row in session.exec(
+                select(OutboundMessageEvent).where(OutboundMessageEvent.message_id == message_id)
+            )
+        }
+    message = _message(message_id)
+    assert message.opened_at == at[("opened", "tracking pixel")]
+    assert message.clicked_at == at[("clicked", DESTINATION)] <= at[("clicked", other)]
+    assert message.opened_at <= message.clicked_at  # type: ignore[operator]
+    assert message.status == MessageStatus.SENT
+
+
+def test_requests_racing_each_other_still_record_one_open_and_one_click_per_link(message_id: int) -> None:
+    """Two devices, a double click, a mail client fetching the pixel twice: on PostgreSQL, without the row
+    lock in `flows/engagement.py`, most of these would each find the email unopened and add an "opened"."""
+    other = "https://clinic.example/prepare-for-your-mri"
+    claims = [
+        *[TrackingClaim("open", message_id)] * 4,
+        *[TrackingClaim("click", message_id, DESTINATION)] * 4,
+        *[TrackingClaim("click", message_id, other)] * 2,
+    ]
+    start = threading.Barrier(len(claims))
+
+    def request(claim: TrackingClaim) -> str:
+        start.wait(timeout=30)
+        return record(get_engine(), claim)
+
+    with ThreadPoolExecutor(len(claims)) as pool:
+        recorded = list(pool.map(request, claims))
+    events = _events(message_id)
+    assert [status for status, _ in events].count("opened") == 1
+    assert sorted(detail for status, detail in events if status == "clicked") == sorted([DESTINATION, other])
+    assert sum("opened" in r.split("+") for r in recorded) == 1
 
 
 def _tampered(message_id: int) -> dict[str, str]:
