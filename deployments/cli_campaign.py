@@ -151,28 +151,25 @@ def evaluate(
 
 
 def _consent(email: str | None, phone: str | None, granted: bool, note: str) -> None:
-    from sqlmodel import select
-
     from flows import consent
-    from flows.contacts import normalize_email, normalize_phone
-    from models import Channel, Contact, get_settings, session_scope
-    from models.crypto import get_cipher
+    from flows.contacts import AddressKind, find_contacts, normalize_email, normalize_phone
+    from models import Channel, get_settings, session_scope
 
     if bool(email) == bool(phone):
         raise typer.BadParameter("give exactly one of --email or --phone")
+    kind: AddressKind
     if email:
-        address, channel, column, kind = normalize_email(email), Channel.EMAIL, Contact.email_hash, "email"
+        address, channel, kind = normalize_email(email), Channel.EMAIL, "email"
     else:
+        channel, kind = Channel.SMS, "phone"
         address = normalize_phone(phone, get_settings().default_phone_region)
-        channel, column, kind = Channel.SMS, Contact.phone_hash, "phone"
     if address is None:
         raise typer.BadParameter(f"{email or phone!r} is not a valid {kind}")
     with session_scope() as session:
-        contact = session.exec(
-            select(Contact).where(column == get_cipher().blind_index(kind, address))
-        ).first()
-        if contact is None:
+        matches = find_contacts(session, [(kind, address)])
+        if not matches:
             raise typer.BadParameter(f"no patient with that {kind}")
+        contact = matches[0]
         why = consent.ConsentSource("staff", "avatar-crm cli", note or None)
         consent.set_marketing_consent(session, contact, channel, granted=granted, why=why)
     typer.echo(
@@ -213,25 +210,26 @@ def _tag(tag: str, addresses: list[str], file: Path | None, *, add: bool) -> Non
     from sqlalchemy import delete
     from sqlmodel import select
 
-    from flows.contacts import normalize_email, normalize_phone
-    from models import Contact, ContactTag, get_settings, session_scope
-    from models.crypto import get_cipher
+    from flows.contacts import AddressKind, find_contacts, normalize_email, normalize_phone
+    from models import ContactTag, get_settings, session_scope
 
     tag = tag.strip()
     if not tag or len(tag) > 100:
         raise typer.BadParameter("a tag is 1 to 100 characters")
-    cipher, region = get_cipher(), get_settings().default_phone_region
+    region = get_settings().default_phone_region
     changed, unknown, invalid = 0, 0, []
+    kind: AddressKind
     with session_scope() as session:
         for number, text in enumerate(_tag_addresses(addresses, file), start=1):
             if "@" in text:
-                address, kind, column = normalize_email(text), "email", Contact.email_hash
+                address, kind = normalize_email(text), "email"
             else:
-                address, kind, column = normalize_phone(text, region), "phone", Contact.phone_hash
+                address, kind = normalize_phone(text, region), "phone"
             if address is None:
                 invalid.append(number)
                 continue
-            ids = session.exec(select(Contact.id).where(column == cipher.blind_index(kind, address))).all()
+            # Every patient at the address, not just the oldest record: a family may share one email.
+            ids = [contact.id for contact in find_contacts(session, [(kind, address)])]
             unknown += not ids
             for contact_id in ids:
                 existing = session.exec(

@@ -1,19 +1,24 @@
 """Finding and updating patients: phone numbers in E.164, emails case-folded, matched through blind indexes.
 
-Shared by every flow that learns about a patient (booking intake now; contacts import and SMS triage later).
+Shared by every flow that learns about a patient: booking intake, the Google contacts import, SMS triage, and
+the campaign CLI's consent and tag commands.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 import phonenumbers
-from sqlalchemy import text
+from sqlalchemy import or_, text
 from sqlmodel import Session, select
 
 from models import Contact
 from models.crypto import get_cipher
 from models.types import utcnow
+
+AddressKind = Literal["email", "phone"]
 
 _SMS_CAPABLE = {phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE}
 
@@ -62,6 +67,36 @@ class ContactChange:
     changed_fields: tuple[str, ...]
 
 
+def find_contacts(session: Session, addresses: Iterable[tuple[AddressKind, str | None]]) -> list[Contact]:
+    """Every patient holding one of these normalised addresses, the best match first.
+
+    Nothing stops two patient records sharing an address, and callers disagree on which address is the
+    stronger evidence (a booking trusts the phone, Google's list the primary email), so the caller ranks
+    them: the first address that matches anyone decides, and among the patients sharing it the oldest
+    record wins. The rest follow in the same order, for callers that act on everyone at an address.
+    Empty values are ignored, so optional fields can be passed as they are.
+    """
+    cipher = get_cipher()
+    ranked = [(kind, cipher.blind_index(kind, value)) for kind, value in addresses if value]
+    if not ranked:
+        return []
+    # One query for all of them (a Google page merges a thousand people, each with several addresses); the
+    # ranking is done here.
+    by_kind: dict[str, list[str]] = {}
+    for kind, hashed in ranked:
+        by_kind.setdefault(kind, []).append(hashed)
+    columns = {"email": Contact.email_hash, "phone": Contact.phone_hash}
+    conditions = [columns[kind].in_(hashes) for kind, hashes in by_kind.items()]  # type: ignore[union-attr]
+    found = session.exec(select(Contact).where(or_(*conditions))).all()
+
+    def rank(contact: Contact) -> tuple[int, int]:
+        held = {("email", contact.email_hash), ("phone", contact.phone_hash)}
+        first = next(i for i, address in enumerate(ranked) if address in held)
+        return first, contact.id or 0
+
+    return sorted(found, key=rank)
+
+
 def lock_keys(session: Session, keys: list[str]) -> None:
     """Serialise concurrent upserts of the same patient or booking.
 
@@ -85,18 +120,15 @@ def upsert_contact(session: Session, incoming: ContactInput) -> ContactChange:
     email_hash = cipher.blind_index("email", incoming.email) if incoming.email else None
     lock_keys(session, [f"contact:{h}" for h in (phone_hash, email_hash) if h])
 
-    contact = None
-    for column, value in (
-        (Contact.phone_hash, phone_hash),
-        (Contact.email_hash, email_hash),
-        (Contact.wix_contact_id, incoming.wix_contact_id),
-    ):
-        if value:
-            contact = session.exec(
-                select(Contact).where(column == value).order_by(Contact.id).limit(1)
-            ).first()
-            if contact is not None:
-                break
+    matches = find_contacts(session, [("phone", incoming.phone), ("email", incoming.email)])
+    contact = matches[0] if matches else None
+    if contact is None and incoming.wix_contact_id:
+        contact = session.exec(
+            select(Contact)
+            .where(Contact.wix_contact_id == incoming.wix_contact_id)
+            .order_by(Contact.id)
+            .limit(1)
+        ).first()
 
     wanted = {
         "first_name": incoming.first_name,

@@ -26,7 +26,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from sqlmodel import Session, select
 
-from flows.contacts import lock_keys, mask_phone, normalize_email, normalize_phone
+from flows.contacts import AddressKind, find_contacts, lock_keys, mask_phone, normalize_email, normalize_phone
 from flows.run_logger import run_logger
 from models import AuditLog, Contact, GoogleConnectionStatus, SyncCursor, get_settings, session_scope
 from models.crypto import get_cipher
@@ -171,9 +171,7 @@ def _sync(token: str | None, result: ImportResult) -> ImportResult:
         people = [parse_person(raw, region) for raw in raw_people if raw.get("resourceName")]
         seen.update(p.resource_name for p in people)
         with session_scope() as session:
-            for person in people:
-                result.seen += 1
-                merge_person(session, person, result)
+            merge_page(session, people, result)
     with session_scope() as session:
         if token is None:  # a full listing: whoever was linked but is not listed any more was deleted
             for contact in session.exec(select(Contact).where(Contact.google_resource_name.is_not(None))):  # type: ignore[union-attr]
@@ -183,7 +181,30 @@ def _sync(token: str | None, result: ImportResult) -> ImportResult:
     return result
 
 
+def merge_page(session: Session, people: list[Person], result: ImportResult) -> None:
+    """Merge one page in the caller's transaction, locking every address on it before touching any.
+
+    Locking person by person would take the page's keys in Google's order while booking intake takes its
+    keys sorted, and two transactions taking shared keys in different orders deadlock; one sorted
+    `lock_keys` call for the whole page keeps the global order.
+    """
+    cipher = get_cipher()
+    lock_keys(
+        session,
+        [
+            f"contact:{cipher.blind_index(kind, value)}"
+            for person in people
+            if not person.deleted
+            for kind, value in _addresses(person)
+        ],
+    )
+    for person in people:
+        result.seen += 1
+        merge_person(session, person, result)
+
+
 def merge_person(session: Session, person: Person, result: ImportResult) -> None:
+    """Needs the person's contact locks held (`merge_page` takes them for the whole page)."""
     if person.deleted:
         for contact in session.exec(
             select(Contact).where(Contact.google_resource_name == person.resource_name)
@@ -193,8 +214,10 @@ def merge_person(session: Session, person: Person, result: ImportResult) -> None
     cipher = get_cipher()
     email_hashes = [cipher.blind_index("email", e) for e in person.emails]
     phone_hashes = [cipher.blind_index("phone", p) for p in person.phones]
-    lock_keys(session, [f"contact:{h}" for h in (*email_hashes, *phone_hashes)])
-    contact = _find(session, person.resource_name, email_hashes, phone_hashes)
+    contact = _linked(session, person.resource_name)
+    if contact is None:
+        matches = find_contacts(session, _addresses(person))
+        contact = matches[0] if matches else None
     if contact is None:
         if not (person.emails or person.phones):
             result.skipped += 1
@@ -223,21 +246,18 @@ def merge_person(session: Session, person: Person, result: ImportResult) -> None
         result.unchanged += 1
 
 
-def _find(
-    session: Session, resource_name: str, email_hashes: list[str], phone_hashes: list[str]
-) -> Contact | None:
-    for column, values in (
-        (Contact.google_resource_name, [resource_name]),
-        (Contact.email_hash, email_hashes),
-        (Contact.phone_hash, phone_hashes),
-    ):
-        for value in values:
-            contact = session.exec(
-                select(Contact).where(column == value).order_by(Contact.id).limit(1)
-            ).first()  # type: ignore[arg-type]
-            if contact is not None:
-                return contact
-    return None
+def _linked(session: Session, resource_name: str) -> Contact | None:
+    return session.exec(
+        select(Contact)
+        .where(Contact.google_resource_name == resource_name)
+        .order_by(Contact.id)  # type: ignore[arg-type]
+        .limit(1)
+    ).first()
+
+
+def _addresses(person: Person) -> list[tuple[AddressKind, str]]:
+    """Every email before any phone, each primary first: the order in which they identify a patient."""
+    return [*(("email", e) for e in person.emails), *(("phone", p) for p in person.phones)]
 
 
 def _fill_gaps(

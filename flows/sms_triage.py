@@ -27,7 +27,7 @@ from sqlmodel import Session, select
 
 from flows import consent, messages
 from flows.booking_intake import booking_facts, mark_failed
-from flows.contacts import mask_phone, normalize_phone
+from flows.contacts import find_contacts, mask_phone, normalize_phone
 from flows.email_messages import ClinicIdentity, render_staff_email
 from flows.outbox import queue_message
 from flows.sms_classifier import Classification, Intent, classify_with_fallback
@@ -47,7 +47,6 @@ from models import (
     get_settings,
     session_scope,
 )
-from models.crypto import get_cipher
 from models.types import utcnow
 from providers.mobilemessage_webhooks import InboundSms, parse_inbound
 
@@ -75,14 +74,9 @@ def normalize_sender(raw: str, region: str) -> str | None:
 
 
 def find_contact(session: Session, phone: str | None) -> Contact | None:
-    if phone is None:
-        return None
-    return session.exec(
-        select(Contact)
-        .where(Contact.phone_hash == get_cipher().blind_index("phone", phone))
-        .order_by(Contact.id)  # type: ignore[arg-type]
-        .limit(1)
-    ).first()
+    """The patient texting from this number (the oldest record, if several share it)."""
+    matches = find_contacts(session, [("phone", phone)])
+    return matches[0] if matches else None
 
 
 def find_booking(

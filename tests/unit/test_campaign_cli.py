@@ -8,11 +8,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlmodel import select
 from typer.testing import CliRunner
 
 from deployments.cli import app as cli
 from flows.campaign_audience import stream_recipients
 from flows.campaign_spec import CampaignSpec
+from models import Contact, ContactTag, session_scope
+from models.crypto import get_cipher
 from tests.campaign_data import seed
 
 pytestmark = pytest.mark.db
@@ -61,6 +64,61 @@ def test_consent_changes_decide_who_a_campaign_reaches(db: str) -> None:
     assert withdrawn.exit_code == 0
     assert audience() == set()
     assert CliRunner().invoke(cli, ["consent", "grant", "--email", "who@example.com"]).exit_code != 0
+
+
+def test_consent_by_phone_reads_local_formats_and_says_what_it_refuses(db: str) -> None:
+    ids = seed(2, channel="sms", consent=False)
+    granted = CliRunner().invoke(cli, ["consent", "grant", "--phone", "0410 000 001"])
+    assert granted.exit_code == 0, granted.output
+    assert f"marketing sms consent granted for contact {ids['+61410000001']}" in granted.output
+    assert consented_sms() == {ids["+61410000001"]}
+
+    for args, says in (
+        (["--phone", "12345"], "'12345' is not a valid phone"),
+        (["--email", "not-an-email"], "'not-an-email' is not a valid email"),
+        (["--phone", "0499 999 999"], "no patient with that phone"),
+        (["--email", "patient0@example.com", "--phone", "0410 000 000"], "exactly one of --email or --phone"),
+    ):
+        refused = CliRunner().invoke(cli, ["consent", "grant", *args])
+        assert refused.exit_code == 2 and says in refused.output, refused.output
+    assert consented_sms() == {ids["+61410000001"]}
+
+
+def test_patients_sharing_an_address_are_all_tagged_and_consent_goes_to_the_oldest(db: str) -> None:
+    cipher = get_cipher()
+    with session_scope() as session:
+        family = [
+            Contact(
+                first_name=name,
+                email="family@example.com",
+                email_hash=cipher.blind_index("email", "family@example.com"),
+                phone=phone,
+                phone_hash=cipher.blind_index("phone", phone),
+            )
+            for name, phone in (("Parent", "+61410000100"), ("Child", "+61410000200"))
+        ]
+        session.add_all(family)
+    parent, child = (c.id for c in family)
+
+    tagged = CliRunner().invoke(cli, ["tag", "add", "family", "Family@Example.com"])
+    assert tagged.exit_code == 0 and "tagged 2 patient(s)" in tagged.output, tagged.output
+    by_phone = CliRunner().invoke(cli, ["tag", "add", "kids", "0410 000 200"])
+    assert by_phone.exit_code == 0 and "tagged 1 patient(s)" in by_phone.output, by_phone.output
+    with session_scope() as session:
+        tags = {(t.contact_id, t.tag) for t in session.exec(select(ContactTag)).all()}
+    assert tags == {(parent, "family"), (child, "family"), (child, "kids")}
+
+    granted = CliRunner().invoke(cli, ["consent", "grant", "--email", "family@example.com"])
+    assert granted.exit_code == 0 and f"for contact {parent}" in granted.output, granted.output
+
+
+def consented_sms() -> set[int | None]:
+    with session_scope() as session:
+        return set(
+            session.exec(
+                select(Contact.id).where(Contact.sms_marketing_consent_at.is_not(None))  # type: ignore[union-attr]
+            ).all()
+        )
 
 
 def test_a_local_dry_run_of_a_file_counts_and_previews(db: str, tmp_path: Path) -> None:

@@ -8,15 +8,18 @@ missing or refused connection are run through `google_contacts_import.fn`, which
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 from prefect.states import Failed
 from sqlalchemy import text
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from flows import google_contacts_import as importer
+from flows.contacts import lock_keys
 from flows.google_contacts_import import artifact_rows, google_contacts_import, is_temporary, run_import
 from models import (
     AuditLog,
@@ -28,6 +31,7 @@ from models import (
     session_scope,
 )
 from models.crypto import get_cipher
+from models.db import get_engine
 from models.types import utcnow
 from providers.google_api import SCOPES, GoogleNotConnected, GoogleTemporaryError
 from tests.fakes.google import FakeGoogle
@@ -266,6 +270,77 @@ def test_an_email_another_patient_holds_is_not_copied_onto_a_second_record(googl
     linked = contacts()[shared]
     assert linked.first_name == "Pat" and linked.phone is None  # Sam's number stays Sam's alone
     assert len(all_contacts()) == 2
+
+
+def test_any_email_outranks_the_phone_and_the_google_link_outranks_both(google: FakeGoogle) -> None:
+    cipher = get_cipher()
+    with session_scope() as session:
+        pat = Contact(
+            first_name="Pat",
+            email="pat@example.com",
+            email_hash=cipher.blind_index("email", "pat@example.com"),
+        )
+        sam = Contact(
+            first_name="Sam", phone="+61412345111", phone_hash=cipher.blind_index("phone", "+61412345111")
+        )
+        session.add_all([pat, sam])
+    # Nobody holds the primary email; the second one is Pat's, the phone Sam's: Pat's record is the match.
+    shared = google.add_person("Sam", emails=["new@example.com", "pat@example.com"], phones=["0412 345 111"])
+    run_import()
+    assert contacts()[shared].first_name == "Pat" and len(all_contacts()) == 2
+
+    # Once linked, the link decides, even when Google's person now lists only Sam's number.
+    google.update_person(shared, emails=[], phones=["0412 345 111"])
+    result = run_import()
+    assert result.unchanged == 1 and result.changes == []
+    linked = contacts()[shared]
+    assert linked.first_name == "Pat" and linked.phone is None  # Sam's number stays Sam's alone
+    assert next(c for c in all_contacts() if c.first_name == "Sam").google_resource_name is None
+
+
+def test_a_page_and_a_booking_sharing_patients_both_complete(google: FakeGoogle) -> None:
+    """Booking intake locks a patient's addresses in sorted order; so must a page, or the two deadlock."""
+    if get_engine().dialect.name != "postgresql":
+        pytest.skip("only PostgreSQL takes advisory locks; SQLite transactions are serial")
+    cipher = get_cipher()
+    by_key = {f"contact:{cipher.blind_index('email', e)}": e for e in ("one@example.com", "two@example.com")}
+    low, high = sorted(by_key)
+    # The page lists the patient with the higher key first (PAGE_SIZE is 2: one page).
+    google.add_person("High", emails=[by_key[high]])
+    google.add_person("Low", emails=[by_key[low]])
+    outcome: dict[str, object] = {}
+
+    def import_in_background() -> None:
+        try:
+            outcome["result"] = run_import()
+        except Exception as exc:  # a deadlock victim: reported by the assertion below
+            outcome["error"] = exc
+
+    with Session(get_engine()) as booking:  # a booking for a patient with both addresses, half-way locked
+        lock_keys(booking, [low])
+        worker = threading.Thread(target=import_in_background)
+        worker.start()
+        deadline = time.monotonic() + 20
+        while not _waiting_for_advisory_lock() and worker.is_alive():
+            assert time.monotonic() < deadline, "the import never reached the locked address"
+            time.sleep(0.05)
+        lock_keys(booking, [low, high])  # the rest of the booking's keys, in order
+        booking.commit()
+    worker.join(timeout=30)
+
+    assert not worker.is_alive() and "error" not in outcome, outcome.get("error")
+    assert sorted(c.email for c in all_contacts()) == sorted(by_key.values())
+
+
+def _waiting_for_advisory_lock() -> bool:
+    with get_engine().connect() as connection:
+        waiting = connection.execute(
+            text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+        ).scalar_one()
+    return bool(waiting)
 
 
 def test_artifact_rows_show_what_changed_without_contact_details_in_clear(google: FakeGoogle) -> None:
