@@ -42,8 +42,8 @@ from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 from sqlmodel import Session, select
 
-from flows.consent import ConsentSource, address_hash, grant, withdraw
-from flows.contacts import normalize_email
+from flows.consent import ConsentSource, grant, withdraw
+from flows.contacts import find_contacts, normalize_email
 from flows.engagement import Engagement, record_engagement
 from flows.outbox import transition
 from models import (
@@ -176,9 +176,8 @@ def _addressee(session: Session, address: str, message: OutboundMessage | None) 
     current email may differ from the one this message went to."""
     contact_id = message.contact_id if message is not None else None
     if contact_id is None:
-        contact_id = session.exec(
-            select(Contact.id).where(Contact.email_hash == address_hash(Channel.EMAIL, address))
-        ).first()
+        matches = find_contacts(session, [("email", address)])
+        contact_id = matches[0].id if matches else None
     return Contact(id=contact_id, email=address)
 
 
