@@ -19,7 +19,7 @@ import contextlib
 import gc
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -71,6 +71,7 @@ RETRY_BASE_SECONDS = 2.0
 RETRY_MAX_SECONDS = 60.0
 PROGRESS_EVERY_SECONDS = 2.0
 QUEUE_CHUNK = 2000
+CAMPAIGN_GC_THRESHOLD = 50_000  # net allocations between young collections while sending (`_lean_gc`)
 
 
 class CampaignError(RuntimeError):
@@ -558,12 +559,35 @@ def _guard(state: CampaignState) -> ProviderSlots:
 
 
 async def _send_phase(state: CampaignState, settings: Settings, headline: str) -> dict[str, Any]:
-    logger = run_logger(__name__)
-    poster = Poster(state, settings)
-    # A campaign allocates millions of short-lived objects (request bodies, rows); each full garbage
-    # collection would also walk everything Prefect imported. Freezing what exists now keeps those walks
-    # short (measured: body building 2.5x faster at 100,000 recipients); refcounting still frees as usual.
+    with _lean_gc():
+        return await _send_guarded(state, settings, headline, Poster(state, settings))
+
+
+@contextlib.contextmanager
+def _lean_gc() -> Iterator[None]:
+    """Keep the cyclic garbage collector out of a campaign's way; refcounting still frees as usual.
+
+    A campaign allocates millions of short-lived objects (request bodies, rows). Freezing what exists now
+    keeps each collection from walking everything Prefect imported (measured: body building 2.5x faster at
+    100,000 recipients). And at the default threshold (a collection every 700 net allocations) collections
+    ran in the middle of building each 1,000-recipient body and promoted the live body into the older
+    generations: 2,900 collections took 0.7 s, holding the GIL, per 100,000 recipients. At 50,000 there were
+    two. Cyclic garbage can then grow by at most that many objects (a few MB) before it is collected.
+    """
+    thresholds = gc.get_threshold()
     gc.freeze()
+    gc.set_threshold(CAMPAIGN_GC_THRESHOLD, *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+
+
+async def _send_guarded(
+    state: CampaignState, settings: Settings, headline: str, poster: Poster
+) -> dict[str, Any]:
+    logger = run_logger(__name__)
     try:
         async with _guard(state).hold(max_wait=5):
             settled = await settle_abandoned(state, poster)
@@ -581,8 +605,6 @@ async def _send_phase(state: CampaignState, settings: Settings, headline: str) -
         raise CampaignError(
             f"another run is sending campaign {state.slug} right now; let it finish"
         ) from None
-    finally:
-        gc.unfreeze()
     logger.info("campaign %s: %s", state.slug, counts)
     return {"queued": queued, "counts": counts, "settled": settled}
 

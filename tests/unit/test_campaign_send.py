@@ -632,3 +632,18 @@ def test_an_sms_dry_run_counts_mobiles_only(sms: FakeMobileMessage) -> None:
     result = run(spec)
     assert result["recipients"] == 4 and result["groups"] == {"A": 4}
     assert sms.requests == []
+
+
+def test_a_campaign_leaves_the_garbage_collector_as_it_found_it(sendgrid: FakeSendGrid) -> None:
+    """Sending tunes the collector for millions of short-lived objects; a worker process that runs other
+    flows afterwards must get the defaults back, whether the campaign finished or failed."""
+    import gc
+
+    seed(3)
+    before = gc.get_threshold()
+    run(email_spec())
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    sendgrid.script((403, {"errors": [{"field": None, "message": "access forbidden"}]}, {}))  # a refusal
+    seed(2, offset=100)
+    assert run(email_spec(name="Autumn recall"))["counts"] == {"failed": 5}  # all five patients: refused
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
