@@ -37,9 +37,8 @@ def test_an_sms_delayed_by_a_provider_outage_is_sent_by_the_next_sweep(
     with session_scope() as session:  # the provider is back; skip the rest of the backoff
         # Only this message: the booking's 24h reminder is not due yet, and whether the sweep may send it
         # would depend on the clinic's quiet hours at the moment the test runs.
-        session.exec(  # type: ignore[call-overload]
-            text("UPDATE outboundmessage SET send_after = created_at WHERE id = :id").bindparams(id=message.id)
-        )
+        due_now = text("UPDATE outboundmessage SET send_after = created_at WHERE id = :id")
+        session.exec(due_now.bindparams(id=message.id))  # type: ignore[call-overload]
     # As its schedule would; Prefect's own client, which rides out the SQLite server's transient 503s.
     run = run_deployment("reminder-sweep/reminder-sweep", timeout=120)
 
