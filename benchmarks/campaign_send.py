@@ -8,7 +8,11 @@ its own so its peak memory is its own. The baseline, measured in the same run ag
 plain loop posting the same 100 bodies of 1,000 personalizations one at a time with the same client: what
 talking to the provider costs with no database at all. The fake runs in its own process too.
 
-    .venv/bin/python benchmarks/campaign_send.py [--recipients 100000] [--in-flight 4]
+Baseline and campaign run alternately `--repeats` times (each campaign on a copy of the same freshly seeded
+database); the verdict compares the best of each, the usual reading of timings on a shared machine, where
+other tenants only ever add time, and every pair's own ratio is printed beside it.
+
+    .venv/bin/python benchmarks/campaign_send.py [--recipients 100000] [--in-flight 4] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ import json
 import os
 import resource
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -139,10 +145,32 @@ def campaign_child() -> None:
     )
 
 
+def restore(source_path: Path, target_path: Path) -> None:
+    """Copy one SQLite database over another with SQLite's backup API (which copes with the WAL)."""
+    source, target = sqlite3.connect(source_path), sqlite3.connect(target_path)
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
+
+
+def campaign_run() -> dict[str, Any] | None:
+    """One campaign in a fresh process (so its peak memory is its own); None if it failed."""
+    child = subprocess.run(
+        [sys.executable, __file__, "--child"], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    if child.returncode != 0:
+        print(child.stderr[-3000:])
+        return None
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipients", type=int, default=100_000)
     parser.add_argument("--in-flight", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3, help="baseline/campaign pairs, run alternately")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -150,11 +178,12 @@ def main() -> int:
         return 0
 
     data_dir = Path(tempfile.mkdtemp(prefix="bench-campaign-"))
+    database, pristine = data_dir / "crm.db", data_dir / "seeded.db"
     fake, url = start_fake()
     os.environ.update(
         {
             "CRM_DATA_DIR": str(data_dir),
-            "CRM_DATABASE_URL": f"sqlite:///{data_dir / 'crm.db'}",
+            "CRM_DATABASE_URL": f"sqlite:///{database}",
             "CRM_ENCRYPTION_KEY": "tSJFpnbbGTeAj1QGk0jXrVZr2oDsEW3V3KdxwCdWFNk=",
             "EMAIL_CAMPAIGN_PROVIDER": "sendgrid",
             "SENDGRID_API_KEY": API_KEY,
@@ -172,45 +201,59 @@ def main() -> int:
         started = time.perf_counter()
         people = seed(args.recipients)
         print(f"seeded {args.recipients:,} consenting patients in {time.perf_counter() - started:.1f} s")
+        restore(database, pristine)
 
-        base = baseline(url, people)
-        child = subprocess.run(
-            [sys.executable, __file__, "--child"], cwd=REPO, capture_output=True, text=True, check=False
-        )
-        if child.returncode != 0:
-            print(child.stderr[-3000:])
-            return 1
-        measured = json.loads(child.stdout.strip().splitlines()[-1])
+        # Alternately, so a slow minute of this shared VM slows both sides, not one; each campaign starts
+        # from the same freshly seeded database.
+        bases: list[float] = []
+        runs: list[dict[str, Any]] = []
+        for repeat in range(args.repeats):
+            bases.append(baseline(url, people))
+            if repeat:
+                restore(pristine, database)
+            measured = campaign_run()
+            if measured is None:
+                return 1
+            runs.append(measured)
+            print(
+                f"  pair {repeat + 1}: baseline {bases[-1]:6.2f} s, campaign {measured['seconds']:6.2f} s "
+                f"({measured['cpu_seconds']:.1f} s CPU, peak {measured['peak_mb']:.0f} MB), "
+                f"ratio {bases[-1] / measured['seconds']:.2f}"
+            )
+
         assert fake.stdin is not None and fake.stdout is not None
         fake.stdin.write("report\n")
         fake.stdin.flush()
         accepted, invalid, recipients, unique = map(int, fake.stdout.readline().split())
         requests = (args.recipients + 999) // 1000
         campaign_ok = (
-            measured["counts"] == {"sent": args.recipients}
+            all(run["counts"] == {"sent": args.recipients} for run in runs)
             and invalid == 0
-            and recipients == 2 * args.recipients  # baseline + campaign ...
+            and recipients == 2 * args.repeats * args.recipients  # baselines + campaigns ...
             and unique == args.recipients  # ... and each patient once in each
-            and accepted == 2 * requests
+            and accepted == 2 * args.repeats * requests
         )
-        seconds, peak = measured["seconds"], measured["peak_mb"]
+        base = min(bases)
+        best = min(runs, key=lambda run: run["seconds"])
+        seconds, peak = best["seconds"], max(run["peak_mb"] for run in runs)
         ratio = base / seconds
+        pair_ratios = sorted(b / run["seconds"] for b, run in zip(bases, runs, strict=True))
         print(
             f"baseline: {requests} plain posts of 1,000 (bodies built beforehand), one at a time  "
-            f"{base:6.2f} s  ({args.recipients / base:,.0f}/s)"
+            f"best {base:6.2f} s  ({args.recipients / base:,.0f}/s)"
         )
         print(
-            f"campaign: stream+queue+claim+post+record {args.recipients:,}  {seconds:6.2f} s  "
+            f"campaign: stream+queue+claim+post+record {args.recipients:,}  best {seconds:6.2f} s "
             f"({args.recipients / seconds:,.0f}/s), {args.in_flight} in flight, "
-            f"{measured['cpu_seconds']:.1f} s CPU in the campaign process"
+            f"{best['cpu_seconds']:.1f} s CPU in the campaign process"
+        )
+        print(f"peak memory of a campaign process: {peak:.0f} MB (after imports: {best['import_mb']:.0f} MB)")
+        print(
+            f"ratio (best baseline / best campaign): {ratio:.2f}; pair by pair: "
+            + ", ".join(f"{r:.2f}" for r in pair_ratios)
         )
         print(
-            f"peak memory of the campaign process: {peak:.0f} MB "
-            f"(after imports: {measured['import_mb']:.0f} MB)"
-        )
-        print(f"ratio (baseline / campaign): {ratio:.2f}")
-        print(
-            f"fake SendGrid (baseline and campaign together): {accepted} requests accepted, "
+            f"fake SendGrid (baselines and campaigns together): {accepted} requests accepted, "
             f"{invalid} refused by the spec; {recipients:,} recipients, {unique:,} distinct "
             "(each patient once per run)"
         )
