@@ -86,7 +86,19 @@ class StoredCredentials(Credentials):
         self.connection_id = connection_id
 
     def refresh(self, request: Any) -> None:
-        super().refresh(request)
+        try:
+            super().refresh(request)
+        except RefreshError as exc:
+            if "invalid_grant" in str(exc):
+                reason = f"Google refused the refresh token (invalid_grant): {exc}"[:500]
+                if not mark_disconnected(self.connection_id, self.refresh_token, reason):
+                    # Staff reconnected since these credentials were loaded: the refusal is about a token
+                    # the CRM no longer holds, and the next attempt loads the new one.
+                    raise GoogleTemporaryError(
+                        "Google refused a refresh token that a reconnect has since replaced; retrying with "
+                        "the new connection"
+                    ) from exc
+            raise
         save_access_token(self.connection_id, self.token, self.expiry)
 
 
@@ -173,8 +185,8 @@ class BatchService:
       threads but never at the same time, and each hand-over is ordered by the event loop. Never share one
       across concurrent work (`gather`, several workers): give each worker its own `BatchService`.
     - Credentials: one google-auth `StoredCredentials` object serves the batch, so an access token expiring
-      mid-batch is refreshed once and written back; `invalid_grant` still reaches `execute`, which marks
-      the connection disconnected and raises `GoogleNotConnected`, ending the batch as before.
+      mid-batch is refreshed once and written back; `invalid_grant` marks the connection disconnected (if
+      it still holds that token) and `execute` raises `GoogleNotConnected`, ending the batch as before.
     - The connection is still looked up for every item (one indexed query; building per item did the
       same), so staff disconnecting Google stops the batch at the next item (`GoogleNotConnected`), and a
       reconnect (`connected_at` changes, perhaps a new account or refresh token) gets a new client: no item
@@ -211,18 +223,27 @@ class BatchService:
         self.close()
 
 
-def mark_disconnected(reason: str) -> None:
-    """Google refused the refresh token: stop using it and let ops see why, until someone reconnects."""
+def mark_disconnected(connection_id: int, refresh_token: str | None, reason: str) -> bool:
+    """Google refused this connection's refresh token: stop using it and let ops see why, until someone
+    reconnects. Only if the row still holds that token: a request that loaded its credentials before staff
+    reconnected (same account with a new token, or another account) must not disconnect the new connection.
+    Returns whether it disconnected."""
     with session_scope() as session:
-        for connection in session.exec(
-            select(GoogleConnection).where(GoogleConnection.status == GoogleConnectionStatus.CONNECTED)
+        connection = session.get(GoogleConnection, connection_id, with_for_update=True)
+        if (
+            connection is None
+            or connection.status != GoogleConnectionStatus.CONNECTED
+            or connection.refresh_token != refresh_token
         ):
-            connection.status = GoogleConnectionStatus.DISCONNECTED
-            connection.status_reason = reason[:500]
-            connection.access_token = None
-            connection.updated_at = utcnow()
-            session.add(connection)
+            logger.warning("Google refused a refresh token the CRM no longer uses; connection unchanged")
+            return False
+        connection.status = GoogleConnectionStatus.DISCONNECTED
+        connection.status_reason = reason[:500]
+        connection.access_token = None
+        connection.updated_at = utcnow()
+        session.add(connection)
     logger.error("Google connection disconnected: %s", reason)
+    return True
 
 
 def execute(request: Any) -> Any:
@@ -230,8 +251,7 @@ def execute(request: Any) -> Any:
     try:
         return request.execute(num_retries=0)
     except RefreshError as exc:
-        if "invalid_grant" in str(exc):
-            mark_disconnected(f"Google refused the refresh token (invalid_grant): {exc}"[:500])
+        if "invalid_grant" in str(exc):  # `StoredCredentials.refresh` has marked the connection disconnected
             raise GoogleNotConnected("the Google connection was revoked or expired; reconnect it") from exc
         raise GoogleTemporaryError(f"token refresh failed: {exc}") from exc
     except HttpError as exc:

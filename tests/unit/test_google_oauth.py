@@ -402,6 +402,30 @@ def test_invalid_grant_disconnects_the_account_visibly(google: FakeGoogle, brows
     assert "state: disconnected" in result.output and "invalid_grant" in result.output
 
 
+def test_a_refused_token_the_crm_has_since_replaced_leaves_the_new_connection_alone(
+    google: FakeGoogle, browser: httpx.Client
+) -> None:
+    """A sweep loaded the credentials; meanwhile staff saw the account was broken and reconnected. The old
+    token's refusal must not disconnect the connection staff just made: the call is retried, not abandoned."""
+    connect(browser, google)
+    _expire_stored_access_token()
+    people = google_api.build_service("people")  # credentials loaded now: the first token, access expired
+    [first] = connections()
+    google.revoke_all_refresh_tokens()
+    connect(browser, google)  # the same account again: a new refresh token on the same row
+    [reconnected] = connections()
+    assert reconnected.refresh_token != first.refresh_token
+
+    request = people.people().connections().list(resourceName="people/me", personFields="names", pageSize=10)
+    with pytest.raises(google_api.GoogleTemporaryError, match="reconnect has since replaced"):
+        google_api.execute(request)
+
+    [after] = connections()
+    assert after.status == GoogleConnectionStatus.CONNECTED and after.status_reason is None
+    assert after.refresh_token == reconnected.refresh_token and after.access_token is not None
+    assert "totalPeople" in _list_people()  # the retry, with what is stored now
+
+
 def test_disconnect_revokes_at_google_and_stops_using_the_account(
     google: FakeGoogle, browser: httpx.Client
 ) -> None:
