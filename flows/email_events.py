@@ -56,6 +56,7 @@ from models import (
     WebhookEvent,
     session_scope,
 )
+from models.db import in_values
 from models.types import utcnow
 from providers.sendgrid_webhooks import SendGridEvent, SendGridPayloadError, parse_event
 
@@ -144,15 +145,16 @@ def _apply_delivery(session: Session, message: OutboundMessage, event: SendGridE
     target = _DELIVERY_STATUS.get(event.event)
     if target is None or target not in _FORWARD.get(MessageStatus(message.status), set()):
         return []
+    at = event.occurred_at or utcnow()  # SendGrid's time, in the history as on the row
     if target == MessageStatus.DELIVERED:
-        message.delivered_at = event.occurred_at or utcnow()
+        message.delivered_at = at
         detail = "sendgrid delivered"
     else:
         kind = f" ({event.bounce_type})" if event.event == "bounce" and event.bounce_type else ""
         reason = redact(event.reason) or redact(event.response) or "no reason given"
         message.last_error = f"sendgrid {event.event}{kind}: {reason}"
         detail = message.last_error
-    transition(session, message, target, detail)
+    transition(session, message, target, detail, at)
     return [f"status {target.value}"]
 
 
@@ -265,7 +267,9 @@ def apply_events(event_ids: list[int]) -> list[EventResult]:
             except SendGridPayloadError as exc:
                 _finish(session, row, f"{type(exc).__name__}: {exc}")
                 results.append(EventResult(row.id, row.event_type, None, failed=str(exc)))  # type: ignore[arg-type]
-        for row, event in _order(parsed):
+        ordered = _order(parsed)
+        _lock_messages(session, [event for _, event in ordered])
+        for row, event in ordered:
             try:
                 with session.begin_nested():
                     results.append(_apply_one(session, row, event))
@@ -274,6 +278,26 @@ def apply_events(event_ids: list[int]) -> list[EventResult]:
                 _finish(session, row, f"{type(exc).__name__}: {exc}")
                 results.append(EventResult(row.id, event.event, None, failed=type(exc).__name__))  # type: ignore[arg-type]
     return results
+
+
+def _lock_messages(session: Session, events: list[SendGridEvent]) -> None:
+    """Lock every message the batch is about before applying any event, lowest id first, and re-read them.
+
+    Events are applied in the order they happened, which is no order of ids: locking row by row as they
+    came up, two batches about the same messages (SendGrid posts batches concurrently) could each hold one
+    and wait for the other, a deadlock PostgreSQL ends by failing one of them. Locked up front and in one
+    order, the second batch waits for the first and then sees what it wrote. (SQLite: the transaction
+    already holds the database's write lock; FOR UPDATE is not rendered.)
+    """
+    ids = sorted({m.id for e in events if (m := find_message(session, e)) is not None})  # type: ignore[type-var]
+    if ids:
+        session.exec(
+            select(OutboundMessage)
+            .where(in_values(session, OutboundMessage.id, ids))  # type: ignore[arg-type]
+            .order_by(OutboundMessage.id)  # type: ignore[arg-type]
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).all()
 
 
 def _finish(session: Session, row: WebhookEvent, error: str | None) -> None:

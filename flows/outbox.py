@@ -236,8 +236,17 @@ def release_abandoned() -> int:
         return len(abandoned)
 
 
-def transition(session: Session, message: OutboundMessage, status: MessageStatus, detail: str | None) -> None:
+def transition(
+    session: Session,
+    message: OutboundMessage,
+    status: MessageStatus,
+    detail: str | None,
+    at: datetime | None = None,
+) -> None:
+    """Move a message to `status` with a history entry; `at` is when it happened, if not now (a provider's
+    report of a delivery, say, names its own time)."""
     message.status = status
-    message.updated_at = utcnow()
+    message.updated_at = now = utcnow()
     session.add(message)
-    session.add(OutboundMessageEvent(message_id=message.id, status=status, detail=detail))  # type: ignore[arg-type]
+    entry = OutboundMessageEvent(message_id=message.id, status=status, detail=detail, at=at or now)  # type: ignore[arg-type]
+    session.add(entry)

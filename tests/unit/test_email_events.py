@@ -5,6 +5,8 @@ and that a replay changes nothing twice."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -12,7 +14,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from flows.campaign_outbox import counts_by_variant
 from flows.consent import suppression_reason
@@ -175,7 +177,12 @@ def test_delivered_marks_the_message_delivered_at_sendgrids_time(campaign: int) 
     message = _get(message_id)
     assert message.status == MessageStatus.DELIVERED and message.delivered_at == T0 + timedelta(minutes=1)
     assert result.changes == ("status delivered",) and result.message_id == message_id
-    assert _history(message_id)[-1] == (MessageStatus.DELIVERED, "sendgrid delivered")
+    # The history says when it was delivered too, not when we heard of it.
+    assert _timeline(message_id)[-1] == (
+        MessageStatus.DELIVERED,
+        "sendgrid delivered",
+        T0 + timedelta(minutes=1),
+    )
     assert _inbox_statuses(ids) == [InboxStatus.PROCESSED]
 
 
@@ -539,6 +546,58 @@ def test_the_summary_counts_per_event_type(campaign: int) -> None:
     assert table["delivered"]["events"] == 2 and table["delivered"]["changed"] == 2
     assert table["click"]["changed"] == 1 and table["spamreport"]["suppressions_added"] == 1
     assert table["open"]["matched"] == 0
+
+
+def test_two_batches_about_the_same_messages_both_apply(campaign: int) -> None:
+    """SendGrid posts batches concurrently and applies none in id order: a batch must take its messages'
+    locks up front, lowest id first, or it and another batch holding one of them deadlock."""
+    if get_engine().dialect.name != "postgresql":
+        pytest.skip("SQLite transactions are serial: nothing to interleave")
+    low, high = _message(campaign, "a@example.com"), _message(campaign, "b@example.com")
+    # This batch reaches the higher id first: it happened first.
+    ids = _store(
+        event("delivered", email="b@example.com", outbox_id=high, timestamp=_at(1)),
+        event("delivered", email="a@example.com", outbox_id=low, timestamp=_at(2)),
+    )
+    outcome: dict[str, object] = {}
+
+    def apply_in_background() -> None:
+        try:
+            outcome["results"] = apply_events(ids)
+        except Exception as exc:  # a deadlock victim: reported by the assertions below
+            outcome["error"] = exc
+
+    with Session(get_engine()) as other:  # another batch: it holds the lower id and will want the higher
+        other.exec(select(OutboundMessage).where(OutboundMessage.id == low).with_for_update()).one()
+        worker = threading.Thread(target=apply_in_background)
+        worker.start()
+        deadline = time.monotonic() + 20
+        while not _waiting_for_a_row_lock() and worker.is_alive():
+            assert time.monotonic() < deadline, "the batch never reached the locked message"
+            time.sleep(0.05)
+        opened = other.exec(select(OutboundMessage).where(OutboundMessage.id == high).with_for_update()).one()
+        opened.opened_at = T0 + timedelta(minutes=3)
+        other.add(opened)
+        other.commit()
+    worker.join(timeout=30)
+
+    assert not worker.is_alive() and "error" not in outcome, outcome.get("error")
+    assert _get(low).status == _get(high).status == MessageStatus.DELIVERED
+    assert _get(high).opened_at == T0 + timedelta(minutes=3)  # the other batch's write, read before applying
+    assert _inbox_statuses(ids) == [InboxStatus.PROCESSED, InboxStatus.PROCESSED]
+
+
+def _waiting_for_a_row_lock() -> bool:
+    """A session of this database is waiting for a lock (a row lock waits on the holder's transaction id,
+    which `pg_locks` lists without a database; `pg_stat_activity` names it)."""
+    with get_engine().connect() as connection:
+        waiting = connection.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        ).scalar_one()
+    return bool(waiting)
 
 
 def test_redaction_keeps_the_reason_and_drops_addresses() -> None:
