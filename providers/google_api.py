@@ -99,14 +99,21 @@ class StoredCredentials(Credentials):
                         "the new connection"
                     ) from exc
             raise
-        save_access_token(self.connection_id, self.token, self.expiry)
+        save_access_token(self.connection_id, self.refresh_token, self.token, self.expiry)
 
 
-def save_access_token(connection_id: int, token: str | None, expiry: datetime | None) -> None:
-    """Remember a freshly issued access token (encrypted) and when it expires (google-auth: naive UTC)."""
+def save_access_token(
+    connection_id: int, refresh_token: str | None, token: str | None, expiry: datetime | None
+) -> None:
+    """Remember a freshly issued access token (encrypted) and when it expires (google-auth: naive UTC), if
+    the connection still holds the refresh token it came from (not one a reconnect has replaced since)."""
     with session_scope() as session:
         connection = session.get(GoogleConnection, connection_id)
-        if connection is None or connection.status != GoogleConnectionStatus.CONNECTED:
+        if (
+            connection is None
+            or connection.status != GoogleConnectionStatus.CONNECTED
+            or connection.refresh_token != refresh_token
+        ):
             return
         connection.access_token = token
         connection.access_token_expires_at = expiry.replace(tzinfo=UTC) if expiry else None

@@ -426,6 +426,25 @@ def test_a_refused_token_the_crm_has_since_replaced_leaves_the_new_connection_al
     assert "totalPeople" in _list_people()  # the retry, with what is stored now
 
 
+def test_a_token_refreshed_with_a_replaced_refresh_token_is_not_stored(
+    google: FakeGoogle, browser: httpx.Client
+) -> None:
+    """Credentials loaded before a reconnect may still refresh (Google had not revoked the old grant); the
+    access token they get belongs to the old grant and must not overwrite the new connection's."""
+    connect(browser, google)
+    _expire_stored_access_token()
+    people = google_api.build_service("people")  # the first token, its access token expired
+    connect(browser, google)  # reconnected; the first grant still works at Google
+    [reconnected] = connections()
+
+    request = people.people().connections().list(resourceName="people/me", personFields="names", pageSize=10)
+    assert "totalPeople" in google_api.execute(request)  # the old credentials refreshed and were used
+
+    [after] = connections()
+    assert after.access_token == reconnected.access_token
+    assert after.access_token_expires_at == reconnected.access_token_expires_at
+
+
 def test_disconnect_revokes_at_google_and_stops_using_the_account(
     google: FakeGoogle, browser: httpx.Client
 ) -> None:
