@@ -222,8 +222,9 @@ def _apply_consent(
     return withdraw(session, phone=None, contact=contact, scopes=scopes, why=why), False
 
 
-def _apply_one(session: Session, row: WebhookEvent, event: SendGridEvent) -> EventResult:
-    message = find_message(session, event)
+def _apply_one(
+    session: Session, row: WebhookEvent, event: SendGridEvent, message: OutboundMessage | None
+) -> EventResult:
     changes: list[str] = []
     if message is not None:
         changes += _apply_delivery(session, message, event)
@@ -268,11 +269,11 @@ def apply_events(event_ids: list[int]) -> list[EventResult]:
                 _finish(session, row, f"{type(exc).__name__}: {exc}")
                 results.append(EventResult(row.id, row.event_type, None, failed=str(exc)))  # type: ignore[arg-type]
         ordered = _order(parsed)
-        _lock_messages(session, [event for _, event in ordered])
-        for row, event in ordered:
+        messages = _find_and_lock(session, [event for _, event in ordered])
+        for (row, event), message in zip(ordered, messages, strict=True):
             try:
                 with session.begin_nested():
-                    results.append(_apply_one(session, row, event))
+                    results.append(_apply_one(session, row, event, message))
                 _finish(session, row, None)
             except (ValueError, LookupError) as exc:  # e.g. a status word this code does not know
                 _finish(session, row, f"{type(exc).__name__}: {exc}")
@@ -280,8 +281,9 @@ def apply_events(event_ids: list[int]) -> list[EventResult]:
     return results
 
 
-def _lock_messages(session: Session, events: list[SendGridEvent]) -> None:
-    """Lock every message the batch is about before applying any event, lowest id first, and re-read them.
+def _find_and_lock(session: Session, events: list[SendGridEvent]) -> list[OutboundMessage | None]:
+    """The message each event is about (or None); every one of them locked before any event is applied,
+    lowest id first, and re-read.
 
     Events are applied in the order they happened, which is no order of ids: locking row by row as they
     came up, two batches about the same messages (SendGrid posts batches concurrently) could each hold one
@@ -289,8 +291,9 @@ def _lock_messages(session: Session, events: list[SendGridEvent]) -> None:
     order, the second batch waits for the first and then sees what it wrote. (SQLite: the transaction
     already holds the database's write lock; FOR UPDATE is not rendered.)
     """
-    ids = sorted({m.id for e in events if (m := find_message(session, e)) is not None})  # type: ignore[type-var]
-    if ids:
+    messages = [find_message(session, event) for event in events]
+    ids = sorted({m.id for m in messages if m is not None})  # type: ignore[type-var]
+    if ids:  # the same objects (the session's identity map), refreshed under the lock
         session.exec(
             select(OutboundMessage)
             .where(in_values(session, OutboundMessage.id, ids))  # type: ignore[arg-type]
@@ -298,6 +301,7 @@ def _lock_messages(session: Session, events: list[SendGridEvent]) -> None:
             .with_for_update()
             .execution_options(populate_existing=True)
         ).all()
+    return messages
 
 
 def _finish(session: Session, row: WebhookEvent, error: str | None) -> None:

@@ -20,7 +20,7 @@ from google.auth.exceptions import RefreshError, TransportError
 from google.oauth2.credentials import Credentials
 from googleapiclient.discovery import Resource, build
 from googleapiclient.errors import HttpError
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from models import GoogleConnection, GoogleConnectionStatus, get_settings, session_scope
 from models.types import utcnow
@@ -108,17 +108,28 @@ def save_access_token(
     """Remember a freshly issued access token (encrypted) and when it expires (google-auth: naive UTC), if
     the connection still holds the refresh token it came from (not one a reconnect has replaced since)."""
     with session_scope() as session:
-        connection = session.get(GoogleConnection, connection_id)
-        if (
-            connection is None
-            or connection.status != GoogleConnectionStatus.CONNECTED
-            or connection.refresh_token != refresh_token
-        ):
+        connection = _still_holding(session, connection_id, refresh_token)
+        if connection is None:
             return
         connection.access_token = token
         connection.access_token_expires_at = expiry.replace(tzinfo=UTC) if expiry else None
         connection.updated_at = utcnow()
         session.add(connection)
+
+
+def _still_holding(
+    session: Session, connection_id: int, refresh_token: str | None
+) -> GoogleConnection | None:
+    """The connection, locked, if it is still connected with this refresh token: credentials loaded before a
+    reconnect (a new token on the same row, or another account) must not write over the new connection."""
+    connection = session.get(GoogleConnection, connection_id, with_for_update=True)
+    if (
+        connection is None
+        or connection.status != GoogleConnectionStatus.CONNECTED
+        or connection.refresh_token != refresh_token
+    ):
+        return None
+    return connection
 
 
 def load_credentials() -> Credentials:
@@ -236,12 +247,8 @@ def mark_disconnected(connection_id: int, refresh_token: str | None, reason: str
     reconnected (same account with a new token, or another account) must not disconnect the new connection.
     Returns whether it disconnected."""
     with session_scope() as session:
-        connection = session.get(GoogleConnection, connection_id, with_for_update=True)
-        if (
-            connection is None
-            or connection.status != GoogleConnectionStatus.CONNECTED
-            or connection.refresh_token != refresh_token
-        ):
+        connection = _still_holding(session, connection_id, refresh_token)
+        if connection is None:
             logger.warning("Google refused a refresh token the CRM no longer uses; connection unchanged")
             return False
         connection.status = GoogleConnectionStatus.DISCONNECTED

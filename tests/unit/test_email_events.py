@@ -5,8 +5,6 @@ and that a replay changes nothing twice."""
 from __future__ import annotations
 
 import json
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -38,6 +36,7 @@ from models import (
 from models.crypto import get_cipher
 from providers.tracking_tokens import TrackingClaim, TrackingKind
 from tests.fakes.sendgrid_events import LIBRARY_EVENT, event
+from tests.pg_locks import start_until_blocked
 from webhook_gateway import tracking
 
 pytestmark = pytest.mark.db
@@ -559,45 +558,18 @@ def test_two_batches_about_the_same_messages_both_apply(campaign: int) -> None:
         event("delivered", email="b@example.com", outbox_id=high, timestamp=_at(1)),
         event("delivered", email="a@example.com", outbox_id=low, timestamp=_at(2)),
     )
-    outcome: dict[str, object] = {}
-
-    def apply_in_background() -> None:
-        try:
-            outcome["results"] = apply_events(ids)
-        except Exception as exc:  # a deadlock victim: reported by the assertions below
-            outcome["error"] = exc
-
     with Session(get_engine()) as other:  # another batch: it holds the lower id and will want the higher
         other.exec(select(OutboundMessage).where(OutboundMessage.id == low).with_for_update()).one()
-        worker = threading.Thread(target=apply_in_background)
-        worker.start()
-        deadline = time.monotonic() + 20
-        while not _waiting_for_a_row_lock() and worker.is_alive():
-            assert time.monotonic() < deadline, "the batch never reached the locked message"
-            time.sleep(0.05)
+        batch = start_until_blocked(lambda: apply_events(ids), "the locked message")
         opened = other.exec(select(OutboundMessage).where(OutboundMessage.id == high).with_for_update()).one()
         opened.opened_at = T0 + timedelta(minutes=3)
         other.add(opened)
         other.commit()
-    worker.join(timeout=30)
+    batch.finish()
 
-    assert not worker.is_alive() and "error" not in outcome, outcome.get("error")
     assert _get(low).status == _get(high).status == MessageStatus.DELIVERED
     assert _get(high).opened_at == T0 + timedelta(minutes=3)  # the other batch's write, read before applying
     assert _inbox_statuses(ids) == [InboxStatus.PROCESSED, InboxStatus.PROCESSED]
-
-
-def _waiting_for_a_row_lock() -> bool:
-    """A session of this database is waiting for a lock (a row lock waits on the holder's transaction id,
-    which `pg_locks` lists without a database; `pg_stat_activity` names it)."""
-    with get_engine().connect() as connection:
-        waiting = connection.execute(
-            text(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )
-        ).scalar_one()
-    return bool(waiting)
 
 
 def test_redaction_keeps_the_reason_and_drops_addresses() -> None:

@@ -8,8 +8,6 @@ missing or refused connection are run through `google_contacts_import.fn`, which
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -35,6 +33,7 @@ from models.db import get_engine
 from models.types import utcnow
 from providers.google_api import SCOPES, GoogleNotConnected, GoogleTemporaryError
 from tests.fakes.google import FakeGoogle
+from tests.pg_locks import start_until_blocked
 
 pytestmark = pytest.mark.db
 
@@ -308,39 +307,14 @@ def test_a_page_and_a_booking_sharing_patients_both_complete(google: FakeGoogle)
     # The page lists the patient with the higher key first (PAGE_SIZE is 2: one page).
     google.add_person("High", emails=[by_key[high]])
     google.add_person("Low", emails=[by_key[low]])
-    outcome: dict[str, object] = {}
-
-    def import_in_background() -> None:
-        try:
-            outcome["result"] = run_import()
-        except Exception as exc:  # a deadlock victim: reported by the assertion below
-            outcome["error"] = exc
-
     with Session(get_engine()) as booking:  # a booking for a patient with both addresses, half-way locked
         lock_keys(booking, [low])
-        worker = threading.Thread(target=import_in_background)
-        worker.start()
-        deadline = time.monotonic() + 20
-        while not _waiting_for_advisory_lock() and worker.is_alive():
-            assert time.monotonic() < deadline, "the import never reached the locked address"
-            time.sleep(0.05)
+        page = start_until_blocked(run_import, "the locked address")
         lock_keys(booking, [low, high])  # the rest of the booking's keys, in order
         booking.commit()
-    worker.join(timeout=30)
+    page.finish()
 
-    assert not worker.is_alive() and "error" not in outcome, outcome.get("error")
     assert sorted(c.email for c in all_contacts()) == sorted(by_key.values())
-
-
-def _waiting_for_advisory_lock() -> bool:
-    with get_engine().connect() as connection:
-        waiting = connection.execute(
-            text(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-            )
-        ).scalar_one()
-    return bool(waiting)
 
 
 def test_artifact_rows_show_what_changed_without_contact_details_in_clear(google: FakeGoogle) -> None:
