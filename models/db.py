@@ -3,12 +3,17 @@
 SQLite is the embedded default and gets the settings that make it a reliable multi-process store:
 WAL (readers never block the writer), `synchronous=FULL` (a committed webhook survives power loss, not just
 a crash), a generous busy timeout, and `BEGIN IMMEDIATE` so a read-then-write transaction takes the write
-lock up front instead of failing with SQLITE_BUSY when it tries to upgrade.
+lock up front instead of failing with SQLITE_BUSY when it tries to upgrade; a thread waiting for that lock is
+handed it, in turn, as soon as another thread of the process lets it go (`WriteLockHandoff`).
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
+import threading
+import time
+from collections import deque
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -28,6 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
 from models.settings import get_settings
@@ -43,6 +49,112 @@ def normalize_url(url: str) -> str:
     return url
 
 
+class WriteLockHandoff:
+    """Hands SQLite's write lock from one thread of this process to the next, first come first served.
+
+    SQLite's own busy handler sleeps 1, 2, 5, 10 … up to 100 ms between tries, however soon the lock frees,
+    and a thread that writes in a loop takes the lock back microseconds after each commit, so a sleeper can
+    miss every chance for as long as that loop lasts. Measured: a campaign's first claim waited 0.43 s
+    behind the audience being queued a page at a time, while the lock sat free during the sleeps. Here
+    the threads of this process queue for their turn to take it; the one whose turn it is tries, and when
+    the lock is taken waits for a commit or rollback in this process to signal (then tries again at once)
+    or, since writers in other processes cannot signal, for 1, 2, 4 … 20 ms — until SQLITE_BUSY_TIMEOUT_MS.
+    Nothing is held in Python while a transaction runs: a transaction that never ends blocks the others
+    exactly as SQLite alone would, and they fail after the busy timeout as they would without this.
+    """
+
+    MAX_PAUSE = 0.02
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._released = threading.Condition(self._mutex)
+        self._releases = 0
+        self._trying = False  # a thread's turn to take the lock has come and it has not taken it yet
+        self._queue: deque[threading.Event] = deque()  # threads waiting for their turn, in arrival order
+
+    @property
+    def waiting(self) -> int:
+        """Threads of this process waiting for the write lock (queued, or trying)."""
+        with self._mutex:
+            return len(self._queue) + self._trying
+
+    def released(self) -> None:
+        with self._mutex:
+            self._releases += 1
+            self._released.notify()  # only the thread whose turn it is waits here
+
+    def begin_immediate(self, connection: sqlite3.Connection) -> None:
+        deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+        self._await_turn(deadline)
+        try:
+            connection.execute("PRAGMA busy_timeout=0")  # a refusal comes back at once, to wait for here
+            try:
+                self._take(connection, deadline)
+            finally:
+                connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        finally:
+            with self._mutex:  # the next in line may try now (and waits for this transaction to end)
+                if self._queue:
+                    self._queue.popleft().set()
+                else:
+                    self._trying = False
+
+    def _await_turn(self, deadline: float) -> None:
+        with self._mutex:
+            if not self._trying and not self._queue:
+                self._trying = True
+                return
+            turn = threading.Event()
+            self._queue.append(turn)
+        if turn.wait(timeout=max(0.0, deadline - time.monotonic())):
+            return
+        with self._mutex:
+            if turn.is_set():  # handed over just as the wait timed out: it is this thread's turn after all
+                return
+            self._queue.remove(turn)
+        raise sqlite3.OperationalError("database is locked")
+
+    def _take(self, connection: sqlite3.Connection, deadline: float) -> None:
+        pause = 0.001
+        while True:
+            seen = self._releases  # before trying: a release between the try and the wait is not missed
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                    raise
+            with self._mutex:
+                if self._releases == seen:
+                    self._released.wait(timeout=pause)
+            pause = min(pause * 2, self.MAX_PAUSE)
+
+
+WRITE_LOCK = WriteLockHandoff()
+
+
+class SQLiteConnection(sqlite3.Connection):
+    """pysqlite's connection, telling `WRITE_LOCK` whenever it ends a transaction (and so frees the lock)."""
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            WRITE_LOCK.released()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            WRITE_LOCK.released()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            WRITE_LOCK.released()
+
+
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
@@ -56,7 +168,10 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection) -> None:  # type: ignore[no-untyped-def]
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            WRITE_LOCK.begin_immediate(connection.connection.driver_connection)
+        except sqlite3.Error as error:  # as SQLAlchemy raises any other statement's: callers catch its errors
+            raise DBAPIError.instance("BEGIN IMMEDIATE", (), error, sqlite3.Error) from error
 
 
 @lru_cache(maxsize=8)
@@ -66,7 +181,9 @@ def get_engine(url: str | None = None) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        engine = create_engine(
+            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "factory": SQLiteConnection}
+        )
         _configure_sqlite(engine)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)

@@ -1,0 +1,132 @@
+"""SQLite's write lock goes to this process's waiting threads in turn, the moment it is free; writers of
+other processes are waited for, and a lock held past the busy timeout fails as SQLite's own would."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
+
+from models import db
+from models.db import WRITE_LOCK, get_engine, session_scope
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "writers.db"
+
+
+@pytest.fixture
+def engine(path: Path) -> Iterator[Engine]:
+    engine = get_engine(f"sqlite:///{path}")
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE entry (id INTEGER PRIMARY KEY, writer TEXT NOT NULL)"))
+    yield engine
+    engine.dispose()
+
+
+def _write(engine: Engine, writer: str) -> None:
+    with session_scope(engine) as session:
+        session.execute(text("INSERT INTO entry (writer) VALUES (:writer)"), {"writer": writer})
+
+
+def _writers(engine: Engine) -> list[str]:
+    with engine.connect() as connection:
+        return list(connection.execute(text("SELECT writer FROM entry ORDER BY id")).scalars())
+
+
+def _in_thread(call: Callable[[], None]) -> tuple[threading.Thread, list[BaseException]]:
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, errors
+
+
+def _until_waiting(count: int) -> None:
+    deadline = time.monotonic() + 10
+    while WRITE_LOCK.waiting < count:
+        assert time.monotonic() < deadline, f"{count} writers never came to wait for the lock"
+        time.sleep(0.001)
+
+
+def test_a_waiting_writer_goes_next_however_fast_another_thread_writes(engine: Engine) -> None:
+    """A loop of back-to-back transactions (a campaign's audience queued page by page) used to keep a
+    waiting claim out for as long as it lasted: SQLite's busy handler slept through every gap."""
+    for _ in range(9):
+        _write(engine, "loop")
+    with session_scope(engine) as session:  # the loop's tenth transaction, holding the lock
+        session.execute(text("INSERT INTO entry (writer) VALUES ('loop')"))
+        waiter, errors = _in_thread(lambda: _write(engine, "waiter"))
+        _until_waiting(1)
+    for _ in range(40):
+        _write(engine, "loop")
+    waiter.join(timeout=10)
+
+    assert errors == []
+    assert _writers(engine) == ["loop"] * 10 + ["waiter"] + ["loop"] * 40
+
+
+def test_writers_waiting_together_go_in_the_order_they_came(engine: Engine) -> None:
+    with session_scope(engine) as session:
+        session.execute(text("INSERT INTO entry (writer) VALUES ('first')"))
+        threads = []
+        for name in ("second", "third", "fourth"):
+            threads.append(_in_thread(lambda name=name: _write(engine, name)))  # type: ignore[misc]
+            _until_waiting(len(threads))
+    for thread, errors in threads:
+        thread.join(timeout=10)
+        assert errors == []
+
+    assert _writers(engine) == ["first", "second", "third", "fourth"]
+
+
+def test_a_writer_of_another_process_is_waited_for(engine: Engine, path: Path) -> None:
+    """Another process cannot signal its commit; the waiting thread finds the lock free by trying again."""
+    outsider = sqlite3.connect(path, isolation_level=None)
+    outsider.execute("BEGIN IMMEDIATE")
+    outsider.execute("INSERT INTO entry (writer) VALUES ('outsider')")
+    waiter, errors = _in_thread(lambda: _write(engine, "ours"))
+    _until_waiting(1)
+    time.sleep(0.1)  # several of its tries refused meanwhile
+    outsider.execute("COMMIT")
+    outsider.close()
+    waiter.join(timeout=10)
+
+    assert errors == []
+    assert _writers(engine) == ["outsider", "ours"]
+
+
+def test_a_lock_held_past_the_busy_timeout_fails_every_waiter_and_leaves_no_one_stuck(
+    engine: Engine, path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 300)
+    outsider = sqlite3.connect(path, isolation_level=None)
+    outsider.execute("BEGIN IMMEDIATE")
+    waiters = []
+    for name in ("trying", "queued"):  # one whose turn it is, one queued behind it
+        waiters.append(_in_thread(lambda name=name: _write(engine, name)))  # type: ignore[misc]
+        _until_waiting(len(waiters))
+    for thread, _ in waiters:
+        thread.join(timeout=10)
+    outsider.execute("ROLLBACK")
+    outsider.close()
+
+    for _, errors in waiters:  # the error SQLAlchemy raises for any statement (the gateway answers 503)
+        assert len(errors) == 1 and isinstance(errors[0], OperationalError)
+        assert "database is locked" in str(errors[0])
+    assert WRITE_LOCK.waiting == 0
+    _write(engine, "after")
+    assert _writers(engine) == ["after"]
