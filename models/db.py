@@ -66,6 +66,8 @@ class WriteLockHandoff:
     MAX_PAUSE = 0.02
 
     def __init__(self) -> None:
+        # pysqlite builds connections from a class (`factory`): this database's connections signal it
+        self.connection_class = type("SQLiteConnection", (_SignallingConnection,), {"handoff": self})
         self._mutex = threading.Lock()
         self._released = threading.Condition(self._mutex)
         self._releases = 0
@@ -94,10 +96,13 @@ class WriteLockHandoff:
                 connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         finally:
             with self._mutex:  # the next in line may try now (and waits for this transaction to end)
-                if self._queue:
-                    self._queue.popleft().set()
-                else:
-                    self._trying = False
+                self._pass_turn()
+
+    def _pass_turn(self) -> None:
+        if self._queue:
+            self._queue.popleft().set()
+        else:
+            self._trying = False
 
     def _await_turn(self, deadline: float) -> None:
         with self._mutex:
@@ -106,8 +111,16 @@ class WriteLockHandoff:
                 return
             turn = threading.Event()
             self._queue.append(turn)
-        if turn.wait(timeout=max(0.0, deadline - time.monotonic())):
-            return
+        try:
+            if turn.wait(timeout=max(0.0, deadline - time.monotonic())):
+                return
+        except BaseException:  # interrupted while queued: its turn must not be handed to no one
+            with self._mutex:
+                if turn.is_set():
+                    self._pass_turn()
+                else:
+                    self._queue.remove(turn)
+            raise
         with self._mutex:
             if turn.is_set():  # handed over just as the wait timed out: it is this thread's turn after all
                 return
@@ -130,32 +143,43 @@ class WriteLockHandoff:
             pause = min(pause * 2, self.MAX_PAUSE)
 
 
-WRITE_LOCK = WriteLockHandoff()
+class _SignallingConnection(sqlite3.Connection):
+    """pysqlite's connection, telling its database's handoff whenever it ends a transaction (and so frees the
+    write lock)."""
 
-
-class SQLiteConnection(sqlite3.Connection):
-    """pysqlite's connection, telling `WRITE_LOCK` whenever it ends a transaction (and so frees the lock)."""
+    handoff: WriteLockHandoff
 
     def commit(self) -> None:
         try:
             super().commit()
         finally:
-            WRITE_LOCK.released()
+            self.handoff.released()
 
     def rollback(self) -> None:
         try:
             super().rollback()
         finally:
-            WRITE_LOCK.released()
+            self.handoff.released()
 
     def close(self) -> None:
         try:
             super().close()
         finally:
-            WRITE_LOCK.released()
+            self.handoff.released()
 
 
-def _configure_sqlite(engine: Engine) -> None:
+_write_locks: dict[str, WriteLockHandoff] = {}
+_write_locks_guard = threading.Lock()
+
+
+def sqlite_write_lock(database: str) -> WriteLockHandoff:
+    """The handoff for one SQLite file, shared by every engine on that file in this process."""
+    key = database if database in ("", ":memory:") else str(Path(database).resolve())
+    with _write_locks_guard:
+        return _write_locks.setdefault(key, WriteLockHandoff())
+
+
+def _configure_sqlite(engine: Engine, write_lock: WriteLockHandoff) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
         dbapi_connection.isolation_level = None  # let SQLAlchemy's BEGIN below be the only BEGIN
@@ -169,7 +193,7 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(connection) -> None:  # type: ignore[no-untyped-def]
         try:
-            WRITE_LOCK.begin_immediate(connection.connection.driver_connection)
+            write_lock.begin_immediate(connection.connection.driver_connection)
         except sqlite3.Error as error:  # as SQLAlchemy raises any other statement's: callers catch its errors
             raise DBAPIError.instance("BEGIN IMMEDIATE", (), error, sqlite3.Error) from error
 
@@ -181,10 +205,15 @@ def get_engine(url: str | None = None) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        write_lock = sqlite_write_lock(parsed.database or "")
         engine = create_engine(
-            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "factory": SQLiteConnection}
+            url,
+            connect_args={
+                "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+                "factory": write_lock.connection_class,
+            },
         )
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, write_lock)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
 

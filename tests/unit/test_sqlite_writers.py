@@ -14,7 +14,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
 from models import db
-from models.db import WRITE_LOCK, get_engine, session_scope
+from models.db import get_engine, session_scope, sqlite_write_lock
 
 
 @pytest.fixture
@@ -55,9 +55,10 @@ def _in_thread(call: Callable[[], None]) -> tuple[threading.Thread, list[BaseExc
     return thread, errors
 
 
-def _until_waiting(count: int) -> None:
+def _until_waiting(engine: Engine, count: int) -> None:
+    lock = sqlite_write_lock(str(engine.url.database))
     deadline = time.monotonic() + 10
-    while WRITE_LOCK.waiting < count:
+    while lock.waiting < count:
         assert time.monotonic() < deadline, f"{count} writers never came to wait for the lock"
         time.sleep(0.001)
 
@@ -70,7 +71,7 @@ def test_a_waiting_writer_goes_next_however_fast_another_thread_writes(engine: E
     with session_scope(engine) as session:  # the loop's tenth transaction, holding the lock
         session.execute(text("INSERT INTO entry (writer) VALUES ('loop')"))
         waiter, errors = _in_thread(lambda: _write(engine, "waiter"))
-        _until_waiting(1)
+        _until_waiting(engine, 1)
     for _ in range(40):
         _write(engine, "loop")
     waiter.join(timeout=10)
@@ -85,7 +86,7 @@ def test_writers_waiting_together_go_in_the_order_they_came(engine: Engine) -> N
         threads = []
         for name in ("second", "third", "fourth"):
             threads.append(_in_thread(lambda name=name: _write(engine, name)))  # type: ignore[misc]
-            _until_waiting(len(threads))
+            _until_waiting(engine, len(threads))
     for thread, errors in threads:
         thread.join(timeout=10)
         assert errors == []
@@ -99,7 +100,7 @@ def test_a_writer_of_another_process_is_waited_for(engine: Engine, path: Path) -
     outsider.execute("BEGIN IMMEDIATE")
     outsider.execute("INSERT INTO entry (writer) VALUES ('outsider')")
     waiter, errors = _in_thread(lambda: _write(engine, "ours"))
-    _until_waiting(1)
+    _until_waiting(engine, 1)
     time.sleep(0.1)  # several of its tries refused meanwhile
     outsider.execute("COMMIT")
     outsider.close()
@@ -118,7 +119,7 @@ def test_a_lock_held_past_the_busy_timeout_fails_every_waiter_and_leaves_no_one_
     waiters = []
     for name in ("trying", "queued"):  # one whose turn it is, one queued behind it
         waiters.append(_in_thread(lambda name=name: _write(engine, name)))  # type: ignore[misc]
-        _until_waiting(len(waiters))
+        _until_waiting(engine, len(waiters))
     for thread, _ in waiters:
         thread.join(timeout=10)
     outsider.execute("ROLLBACK")
@@ -127,6 +128,27 @@ def test_a_lock_held_past_the_busy_timeout_fails_every_waiter_and_leaves_no_one_
     for _, errors in waiters:  # the error SQLAlchemy raises for any statement (the gateway answers 503)
         assert len(errors) == 1 and isinstance(errors[0], OperationalError)
         assert "database is locked" in str(errors[0])
-    assert WRITE_LOCK.waiting == 0
+    assert sqlite_write_lock(str(path)).waiting == 0
     _write(engine, "after")
     assert _writers(engine) == ["after"]
+
+
+def test_a_writer_waiting_on_one_database_holds_up_no_other(
+    engine: Engine, path: Path, tmp_path: Path
+) -> None:
+    other = get_engine(f"sqlite:///{tmp_path / 'other.db'}")
+    with other.begin() as connection:
+        connection.execute(text("CREATE TABLE entry (id INTEGER PRIMARY KEY, writer TEXT NOT NULL)"))
+    outsider = sqlite3.connect(path, isolation_level=None)
+    outsider.execute("BEGIN IMMEDIATE")
+    waiter, errors = _in_thread(lambda: _write(engine, "waiter"))
+    _until_waiting(engine, 1)
+    _write(other, "elsewhere")  # would queue behind the waiter if the two files shared one line
+    assert _writers(other) == ["elsewhere"]
+    outsider.execute("COMMIT")
+    outsider.close()
+    waiter.join(timeout=10)
+    other.dispose()
+
+    assert errors == []
+    assert _writers(engine) == ["waiter"]
