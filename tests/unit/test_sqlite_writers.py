@@ -1,5 +1,6 @@
-"""SQLite's write lock goes to this process's waiting threads in turn, the moment it is free; writers of
-other processes are waited for, and a lock held past the busy timeout fails as SQLite's own would."""
+"""SQLite's write lock (`models/sqlite_lock.py`) goes to this process's waiting threads in turn, the moment
+it is free; writers of other processes are waited for, and a lock held past the busy timeout fails as
+SQLite's own would."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
-from models import db
-from models.db import get_engine, session_scope, sqlite_write_lock
+from models.db import get_engine, session_scope
+from models.sqlite_lock import sqlite_write_lock
 
 
 @pytest.fixture
@@ -113,7 +114,7 @@ def test_a_writer_of_another_process_is_waited_for(engine: Engine, path: Path) -
 def test_a_lock_held_past_the_busy_timeout_fails_every_waiter_and_leaves_no_one_stuck(
     engine: Engine, path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 300)
+    monkeypatch.setattr(sqlite_write_lock(str(path)), "timeout", 0.3)
     outsider = sqlite3.connect(path, isolation_level=None)
     outsider.execute("BEGIN IMMEDIATE")
     waiters = []
