@@ -102,7 +102,8 @@ class WriteLockHandoff:
                 connection.execute("BEGIN IMMEDIATE")
                 return
             except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY  # SQLITE_BUSY_RECOVERY etc. too
+                if not busy or time.monotonic() >= deadline:
                     raise
             with self._mutex:
                 if self._releases == seen:
