@@ -36,7 +36,7 @@ from models import (
 from models.crypto import get_cipher
 from providers.tracking_tokens import TrackingClaim, TrackingKind
 from tests.fakes.sendgrid_events import LIBRARY_EVENT, event
-from tests.pg_locks import start_until_blocked
+from tests.lock_races import start_until_blocked
 from webhook_gateway import tracking
 
 pytestmark = pytest.mark.db

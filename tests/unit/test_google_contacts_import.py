@@ -33,7 +33,7 @@ from models.db import get_engine
 from models.types import utcnow
 from providers.google_api import SCOPES, GoogleNotConnected, GoogleTemporaryError
 from tests.fakes.google import FakeGoogle
-from tests.pg_locks import start_until_blocked
+from tests.lock_races import start_until_blocked
 
 pytestmark = pytest.mark.db
 

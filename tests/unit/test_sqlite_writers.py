@@ -5,9 +5,8 @@ SQLite's own would."""
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from sqlalchemy.exc import OperationalError
 
 from models.db import get_engine, session_scope
 from models.sqlite_lock import sqlite_write_lock
+from tests.lock_races import BlockedCall, start_until_blocked
 
 
 @pytest.fixture
@@ -42,26 +42,12 @@ def _writers(engine: Engine) -> list[str]:
         return list(connection.execute(text("SELECT writer FROM entry ORDER BY id")).scalars())
 
 
-def _in_thread(call: Callable[[], None]) -> tuple[threading.Thread, list[BaseException]]:
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            call()
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread, errors
-
-
-def _until_waiting(engine: Engine, count: int) -> None:
+def _start_waiting(engine: Engine, writer: str, ahead: int = 0) -> BlockedCall:
+    """`writer`'s transaction in a thread, once it waits for the lock behind `ahead` of this process's."""
     lock = sqlite_write_lock(str(engine.url.database))
-    deadline = time.monotonic() + 10
-    while lock.waiting < count:
-        assert time.monotonic() < deadline, f"{count} writers never came to wait for the lock"
-        time.sleep(0.001)
+    return start_until_blocked(
+        lambda: _write(engine, writer), f"{writer}'s wait", waiting=lambda: lock.waiting > ahead
+    )
 
 
 def test_a_waiting_writer_goes_next_however_fast_another_thread_writes(engine: Engine) -> None:
@@ -71,26 +57,22 @@ def test_a_waiting_writer_goes_next_however_fast_another_thread_writes(engine: E
         _write(engine, "loop")
     with session_scope(engine) as session:  # the loop's tenth transaction, holding the lock
         session.execute(text("INSERT INTO entry (writer) VALUES ('loop')"))
-        waiter, errors = _in_thread(lambda: _write(engine, "waiter"))
-        _until_waiting(engine, 1)
+        waiter = _start_waiting(engine, "waiter")
     for _ in range(40):
         _write(engine, "loop")
-    waiter.join(timeout=10)
+    waiter.finish()
 
-    assert errors == []
     assert _writers(engine) == ["loop"] * 10 + ["waiter"] + ["loop"] * 40
 
 
 def test_writers_waiting_together_go_in_the_order_they_came(engine: Engine) -> None:
     with session_scope(engine) as session:
         session.execute(text("INSERT INTO entry (writer) VALUES ('first')"))
-        threads = []
-        for name in ("second", "third", "fourth"):
-            threads.append(_in_thread(lambda name=name: _write(engine, name)))  # type: ignore[misc]
-            _until_waiting(engine, len(threads))
-    for thread, errors in threads:
-        thread.join(timeout=10)
-        assert errors == []
+        waiters = [
+            _start_waiting(engine, name, ahead) for ahead, name in enumerate(("second", "third", "fourth"))
+        ]
+    for waiter in waiters:
+        waiter.finish()
 
     assert _writers(engine) == ["first", "second", "third", "fourth"]
 
@@ -100,14 +82,12 @@ def test_a_writer_of_another_process_is_waited_for(engine: Engine, path: Path) -
     outsider = sqlite3.connect(path, isolation_level=None)
     outsider.execute("BEGIN IMMEDIATE")
     outsider.execute("INSERT INTO entry (writer) VALUES ('outsider')")
-    waiter, errors = _in_thread(lambda: _write(engine, "ours"))
-    _until_waiting(engine, 1)
+    waiter = _start_waiting(engine, "ours")
     time.sleep(0.1)  # several of its tries refused meanwhile
     outsider.execute("COMMIT")
     outsider.close()
-    waiter.join(timeout=10)
+    waiter.finish()
 
-    assert errors == []
     assert _writers(engine) == ["outsider", "ours"]
 
 
@@ -117,18 +97,15 @@ def test_a_lock_held_past_the_busy_timeout_fails_every_waiter_and_leaves_no_one_
     monkeypatch.setattr(sqlite_write_lock(str(path)), "timeout", 0.3)
     outsider = sqlite3.connect(path, isolation_level=None)
     outsider.execute("BEGIN IMMEDIATE")
-    waiters = []
-    for name in ("trying", "queued"):  # one whose turn it is, one queued behind it
-        waiters.append(_in_thread(lambda name=name: _write(engine, name)))  # type: ignore[misc]
-        _until_waiting(engine, len(waiters))
-    for thread, _ in waiters:
-        thread.join(timeout=10)
+    # one whose turn it is, one queued behind it
+    waiters = [_start_waiting(engine, name, ahead) for ahead, name in enumerate(("trying", "queued"))]
+    failures = [waiter.failure() for waiter in waiters]
     outsider.execute("ROLLBACK")
     outsider.close()
 
-    for _, errors in waiters:  # the error SQLAlchemy raises for any statement (the gateway answers 503)
-        assert len(errors) == 1 and isinstance(errors[0], OperationalError)
-        assert "database is locked" in str(errors[0])
+    for failure in failures:  # the error SQLAlchemy raises for any statement (the gateway answers 503)
+        assert isinstance(failure, OperationalError)
+        assert "database is locked" in str(failure)
     assert sqlite_write_lock(str(path)).waiting == 0
     _write(engine, "after")
     assert _writers(engine) == ["after"]
@@ -142,14 +119,12 @@ def test_a_writer_waiting_on_one_database_holds_up_no_other(
         connection.execute(text("CREATE TABLE entry (id INTEGER PRIMARY KEY, writer TEXT NOT NULL)"))
     outsider = sqlite3.connect(path, isolation_level=None)
     outsider.execute("BEGIN IMMEDIATE")
-    waiter, errors = _in_thread(lambda: _write(engine, "waiter"))
-    _until_waiting(engine, 1)
+    waiter = _start_waiting(engine, "waiter")
     _write(other, "elsewhere")  # would queue behind the waiter if the two files shared one line
     assert _writers(other) == ["elsewhere"]
     outsider.execute("COMMIT")
     outsider.close()
-    waiter.join(timeout=10)
+    waiter.finish()
     other.dispose()
 
-    assert errors == []
     assert _writers(engine) == ["waiter"]

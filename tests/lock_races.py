@@ -1,5 +1,6 @@
-"""Running one side of a PostgreSQL lock race in a thread: start it, wait until it is blocked on a lock the
-test holds, then let the test take its next lock and see whether both sides finish (a deadlock fails one)."""
+"""Running one side of a lock race in a thread: start it, wait until it is blocked on a lock the test holds,
+then let the test take its next step and see how both sides finish (a PostgreSQL deadlock fails one; SQLite
+writers go in the order they came)."""
 
 from __future__ import annotations
 
@@ -33,14 +34,27 @@ class BlockedCall:
         assert not self.thread.is_alive() and "error" not in self.outcome, self.outcome.get("error")
         return self.outcome.get("result")
 
+    def failure(self, timeout: float = 30) -> Exception | None:
+        """Join; the error the call ended with, if any."""
+        self.thread.join(timeout=timeout)
+        assert not self.thread.is_alive(), "the call is still running"
+        return self.outcome.get("error")
 
-def start_until_blocked(call: Callable[[], Any], what: str, timeout: float = 20) -> BlockedCall:
-    """Start `call` in a thread and return once a session of this database waits for a lock (or the call
-    has already ended); `what` names the lock in the failure message."""
+
+def start_until_blocked(
+    call: Callable[[], Any],
+    what: str,
+    timeout: float = 20,
+    *,
+    waiting: Callable[[], bool] | None = None,
+) -> BlockedCall:
+    """Start `call` in a thread and return once it waits for a lock (or has already ended): by default once
+    a session of this PostgreSQL database waits for one; `what` names the lock in the failure message."""
+    waiting = waiting or someone_waits_for_a_lock
     blocked = BlockedCall(call)
     blocked.thread.start()
     deadline = time.monotonic() + timeout
-    while not someone_waits_for_a_lock() and blocked.thread.is_alive():
+    while not waiting() and blocked.thread.is_alive():
         assert time.monotonic() < deadline, f"the call never reached {what}"
         time.sleep(0.05)
     return blocked
