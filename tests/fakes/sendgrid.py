@@ -1,6 +1,6 @@
 """A fake SendGrid v3 `mail/send` over real HTTP that checks every request against SendGrid's official
-OpenAPI description (`../shared/specs/sendgrid/tsg_mail_v3.yaml`, twilio/sendgrid-oai), in-process with
-openapi-core: path, method, the `Authorization: Bearer` security scheme and the JSON body.
+OpenAPI description (vendored in `tests/fixtures/sendgrid/tsg_mail_v3.yaml`, from twilio/sendgrid-oai),
+in-process with openapi-core: path, method, the `Authorization: Bearer` security scheme and the JSON body.
 
 A request that breaks the spec gets the 400 the real API (or Prism serving the same file) gives, with
 `{"errors": [{"field", "message"}]}`, and is recorded in `invalid` so a test can fail on it. On top of the
@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import os
 import threading
 import time
 from collections import deque
@@ -35,12 +34,7 @@ from openapi_core.testing import MockRequest
 
 from tests.servers import FakeProvider
 
-SPEC_PATH = Path(
-    os.environ.get(
-        "SENDGRID_MAIL_SPEC",
-        Path(__file__).resolve().parents[3] / "shared" / "specs" / "sendgrid" / "tsg_mail_v3.yaml",
-    )
-)
+SPEC_PATH = Path(__file__).resolve().parents[1] / "fixtures" / "sendgrid" / "tsg_mail_v3.yaml"
 SENDGRID_HOST = "https://api.sendgrid.com"  # the spec's server; the fake stands in for it
 MAX_RECIPIENTS = 1000
 
@@ -50,11 +44,6 @@ Scripted = tuple[int, dict[str, Any] | None, dict[str, str]]
 @functools.cache
 def mail_spec() -> OpenAPI:
     """SendGrid's Mail API description, loaded once per process."""
-    if not SPEC_PATH.exists():
-        raise FileNotFoundError(
-            f"SendGrid's OpenAPI file is not at {SPEC_PATH}; set SENDGRID_MAIL_SPEC to tsg_mail_v3.yaml "
-            "(twilio/sendgrid-oai spec/yaml/tsg_mail_v3.yaml)"
-        )
     return OpenAPI.from_dict(yaml.safe_load(SPEC_PATH.read_text()))
 
 
