@@ -35,8 +35,8 @@ sys.path.insert(0, str(REPO))
 
 from stats import percentile  # noqa: E402
 
+from providers.wix_simulator import WixKeys, booking_payload, sign_wix_jwt, wix_event  # noqa: E402
 from tests.fakes.mobilemessage import FakeMobileMessage  # noqa: E402
-from tests.fakes.wix import WixKeys, booking_payload, sign_wix_jwt, wix_event  # noqa: E402
 from tests.servers import free_port  # noqa: E402
 
 USER, PASSWORD = "bench", "bench-password"

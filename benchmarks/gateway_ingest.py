@@ -160,7 +160,7 @@ async def load(server: Server, bodies: Iterator[bytes], concurrency: int, durati
 
 def presign(count: int) -> tuple[list[bytes], str]:
     """Distinct signed booking_created webhooks (unique event ids), made before any timing starts."""
-    from tests.fakes.wix import WixKeys, booking_payload, sign_wix_jwt, wix_event
+    from providers.wix_simulator import WixKeys, booking_payload, sign_wix_jwt, wix_event
 
     keys = WixKeys()
     event_type = "wix.bookings.v2.booking_created"

@@ -19,7 +19,7 @@ from sqlmodel import select
 from deployments.stack import DEMO_PRIVATE_KEY
 from flows.contacts import mask_phone
 from models import Booking, Contact, InboxStatus, OutboundMessage, WebhookEvent, get_settings, session_scope
-from tests.fakes import wix as wix_fake
+from providers import wix_simulator
 
 DEMO_PHONE = "0491 570 156"
 
@@ -40,10 +40,10 @@ def _signed_bodies(booking_id: str) -> list[tuple[str, bytes, dict[str, str]]]:
     ]
     key_file = settings.crm_data_dir / DEMO_PRIVATE_KEY
     if key_file.exists():
-        keys = wix_fake.WixKeys.from_private_pem(key_file.read_bytes())
+        keys = wix_simulator.WixKeys.from_private_pem(key_file.read_bytes())
         bodies = []
         for label, event_type, revision, start, status in steps:
-            booking = wix_fake.booking_payload(
+            booking = wix_simulator.booking_payload(
                 booking_id=booking_id,
                 revision=revision,
                 status=status,
@@ -54,9 +54,11 @@ def _signed_bodies(booking_id: str) -> list[tuple[str, bytes, dict[str, str]]]:
                 last_name="Demo",
                 timezone=settings.clinic_timezone,
             )
-            inner = wix_fake.wix_event(event_type, booking, previous_start=first if revision == 2 else None)
+            inner = wix_simulator.wix_event(
+                event_type, booking, previous_start=first if revision == 2 else None
+            )
             bodies.append(
-                (label, wix_fake.sign_wix_jwt(keys, inner, event_type), {"Content-Type": "text/plain"})
+                (label, wix_simulator.sign_wix_jwt(keys, inner, event_type), {"Content-Type": "text/plain"})
             )
         return bodies
     if settings.wix_webhook_secret is not None:
@@ -68,8 +70,10 @@ def _signed_bodies(booking_id: str) -> list[tuple[str, bytes, dict[str, str]]]:
         ]
         bodies = []
         for (label, event), (_, _, revision, start, _) in zip(simple, steps, strict=True):
-            body = wix_fake.simple_event(event, booking_id, start=start, phone=DEMO_PHONE, revision=revision)
-            bodies.append((label, body, {"X-Wix-Webhook-Signature": wix_fake.sign_hmac(body, secret)}))
+            body = wix_simulator.simple_event(
+                event, booking_id, start=start, phone=DEMO_PHONE, revision=revision
+            )
+            bodies.append((label, body, {"X-Wix-Webhook-Signature": wix_simulator.sign_hmac(body, secret)}))
         return bodies
     raise SystemExit(
         "no demo key in the data directory and no WIX_WEBHOOK_SECRET: start the system with `make up`"

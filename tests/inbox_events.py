@@ -7,7 +7,7 @@ from datetime import datetime
 
 from flows.booking_intake import apply_event
 from models import WebhookEvent, session_scope
-from tests.fakes.wix import WixKeys, booking_payload, sign_wix_jwt, wix_event
+from providers.wix_simulator import WixKeys, booking_payload, sign_wix_jwt, wix_event
 
 
 def store_event(source: str, body: bytes, event_type: str) -> int:

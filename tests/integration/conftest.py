@@ -22,10 +22,10 @@ from prefect.settings import PREFECT_API_URL
 from prefect.testing.utilities import prefect_test_harness
 
 from models import get_settings
+from providers.wix_simulator import WixKeys
 from tests.fakes.google import FakeGoogle
 from tests.fakes.mobilemessage import FakeMobileMessage
 from tests.fakes.sendgrid import FakeSendGrid
-from tests.fakes.wix import WixKeys
 from tests.servers import ThreadedServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

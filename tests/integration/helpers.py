@@ -14,7 +14,7 @@ from prefect.settings import PREFECT_API_URL
 from sqlmodel import select
 
 from models import Booking, InboxStatus, MessageStatus, OutboundMessage, WebhookEvent, session_scope
-from tests.fakes.wix import WixKeys, booking_payload, sign_wix_jwt, wix_event
+from providers.wix_simulator import WixKeys, booking_payload, sign_wix_jwt, wix_event
 
 BRISBANE = ZoneInfo("Australia/Brisbane")
 T = TypeVar("T")

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import text
 
 from models import BookingStatus, InboxStatus, MessageStatus, get_engine, session_scope
+from providers.wix_simulator import sign_hmac, simple_event
 from tests.fakes.tcp_proxy import TcpProxy
-from tests.fakes.wix import sign_hmac, simple_event
 from tests.integration.conftest import SENDER, SMS_PASSWORD, SMS_USERNAME, WIX_SECRET, Rig
 from tests.integration.helpers import (
     booking,

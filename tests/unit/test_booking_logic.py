@@ -23,7 +23,7 @@ from models import (
     session_scope,
 )
 from models.crypto import get_cipher
-from tests.fakes.wix import WixKeys, simple_event
+from providers.wix_simulator import WixKeys, simple_event
 from tests.inbox_events import apply_wix, store_event
 
 pytestmark = pytest.mark.db

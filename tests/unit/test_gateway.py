@@ -17,7 +17,7 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import create_engine, text
 
 from models import InboxStatus, Settings, WebhookEvent, session_scope
-from tests.fakes.wix import WixKeys, booking_payload, sign_hmac, sign_wix_jwt, simple_event, wix_event
+from providers.wix_simulator import WixKeys, booking_payload, sign_hmac, sign_wix_jwt, simple_event, wix_event
 from webhook_gateway.app import create_app
 
 pytestmark = pytest.mark.db

@@ -48,9 +48,9 @@ from models import (
 from providers import gmail
 from providers.google_api import build_service
 from providers.tracking_tokens import verify
+from providers.wix_simulator import WixKeys
 from tests.fakes.google import FakeGoogle
 from tests.fakes.mobilemessage import inbound_payload
-from tests.fakes.wix import WixKeys
 from tests.google_env import connect, disconnect_all, fake_google_fixture, google_fixture  # noqa: F401
 from tests.inbox_events import apply_wix, store_event
 

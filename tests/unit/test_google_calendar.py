@@ -41,8 +41,8 @@ from providers.google_api import (
     GoogleTemporaryError,
     build_service,
 )
+from providers.wix_simulator import WixKeys
 from tests.fakes.google import FakeGoogle
-from tests.fakes.wix import WixKeys
 from tests.google_env import connect, disconnect_all, fake_google_fixture, google_fixture  # noqa: F401
 from tests.inbox_events import apply_wix, store_event
 

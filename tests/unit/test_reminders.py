@@ -30,8 +30,8 @@ from models import (
     OutboundMessageEvent,
     session_scope,
 )
+from providers.wix_simulator import WixKeys
 from tests.fakes.mobilemessage import FakeMobileMessage
-from tests.fakes.wix import WixKeys
 from tests.inbox_events import apply_wix
 from tests.sms_env import mobilemessage
 

@@ -27,8 +27,8 @@ from models import (
     WebhookEvent,
     session_scope,
 )
+from providers.wix_simulator import WixKeys
 from tests.fakes.mobilemessage import inbound_payload, receipt_payload
-from tests.fakes.wix import WixKeys
 from tests.inbox_events import apply_wix, store_event
 
 pytestmark = pytest.mark.db

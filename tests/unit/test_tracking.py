@@ -40,8 +40,8 @@ from models import (
 )
 from providers import tracking_tokens
 from providers.tracking_tokens import InvalidDestination, TrackingClaim, click_token, open_token, verify
+from providers.wix_simulator import WixKeys
 from tests.fakes.google import FakeGoogle
-from tests.fakes.wix import WixKeys
 from tests.google_env import fake_google_fixture, google_fixture  # noqa: F401
 from tests.inbox_events import apply_wix
 from tests.servers import ThreadedServer

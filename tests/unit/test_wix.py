@@ -35,7 +35,7 @@ from providers.wix import (
     verify_hmac,
     verify_jwt,
 )
-from tests.fakes.wix import (
+from providers.wix_simulator import (
     DEFAULT_BOOKING_ID,
     DEFAULT_CONTACT_ID,
     DEFAULT_INSTANCE_ID,

@@ -1,9 +1,10 @@
-"""A stand-in for Wix that signs webhooks exactly as Wix Bookings v2 does, plus the plan's simple HMAC JSON.
+"""Wix's side of a booking webhook: signs events exactly as Wix Bookings v2 does, plus the simple HMAC JSON.
 
-Wix has no mock server, so the faithful double is our own RSA key pair signing the real three-layer envelope
-(claims -> envelope -> DomainEvent, the inner two JSON-encoded as strings). Shapes and field names follow
-shared/research/providers.md §1; ids and values are illustrative. Used by the tests and by `avatar-crm demo`,
-so nothing here may import pytest.
+Wix has no sandbox that sends webhooks, so `avatar-crm demo` (and the tests) sign the real three-layer
+envelope (claims -> envelope -> DomainEvent, the inner two JSON-encoded as strings) with a key pair of our
+own whose public half the gateway is configured with. Shapes and field names follow Wix's Bookings v2
+webhook reference; ids and values are illustrative. A product module (the demo uses it), so it imports
+nothing from the tests.
 """
 
 from __future__ import annotations
