@@ -3,15 +3,18 @@
 Starts, in order: the database migrations, a Prefect server on SQLite (UI on 127.0.0.1:4200), a process that
 serves every deployment, and the webhook gateway on 127.0.0.1:8000. Secrets it needs and nobody gave it
 (the encryption key; demo Wix signing keys) are generated once into the data directory, and it says so.
+A part that dies is started again, with backoff, and the others keep serving meanwhile.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -114,15 +117,63 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float) ->
     raise RuntimeError(f"{url} not healthy after {timeout:.0f}s")
 
 
+RESTART_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+STABLE_AFTER_SECONDS = 60.0  # a child that ran this long is healthy again: its next crash restarts at once
+
+
+@dataclass
+class Child:
+    """One supervised process: started again with backoff whenever it dies, so the others keep serving."""
+
+    name: str
+    command: list[str]
+    health_url: str | None = None
+    startup_timeout: float = 0.0
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    restarts: int = 0  # in a row, without a stable run in between
+    restart_at: float | None = None
+
+    def start(self, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(self.command, env=env, start_new_session=True)  # noqa: S603
+        self.started_at = time.monotonic()
+        self.restart_at = None
+
+    def check(self, env: dict[str, str], now: float) -> None:
+        """Restart a dead child once its backoff has passed; say so each time."""
+        assert self.process is not None
+        if self.restart_at is None:
+            code = self.process.poll()
+            if code is None:
+                return
+            _kill_group(self.process, signal.SIGTERM)  # what it left behind (forkserver, flow runs) goes too
+            if now - self.started_at >= STABLE_AFTER_SECONDS:
+                self.restarts = 0
+            delay = RESTART_BACKOFF_SECONDS[min(self.restarts, len(RESTART_BACKOFF_SECONDS) - 1)]
+            self.restarts += 1
+            self.restart_at = now + delay
+            _say(
+                f"{self.name} exited with code {code}; restarting it in {delay:.0f}s "
+                f"(restart {self.restarts})"
+            )
+        elif now >= self.restart_at:
+            self.start(env)
+            _say(f"{self.name} restarted (pid {self.process.pid})")
+
+
+def _kill_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, sig)
+
+
 def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
     """Stop in reverse start order, each before the next, so nothing outlives what it talks to."""
     for process in reversed(processes):
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
+        _kill_group(process, signal.SIGTERM)
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            _kill_group(process, signal.SIGKILL)
             process.wait()
 
 
@@ -136,35 +187,36 @@ def up() -> int:
 
     python = sys.executable
     prefect_url = f"http://127.0.0.1:{settings.prefect_port}"
-    commands = [
-        ("prefect server", [python, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                            "--port", str(settings.prefect_port)], f"{prefect_url}/api/health", 120),
-        ("flow runner", [python, "-m", "deployments.serve"], None, 0),
-        ("gateway", [python, "-m", "uvicorn", "--factory", "webhook_gateway.app:create_app",
-                     "--host", settings.gateway_host, "--port", str(settings.gateway_port),
-                     "--no-access-log", "--log-level", "info"],
-         f"http://{settings.gateway_host}:{settings.gateway_port}/healthz", 60),
+    children = [
+        Child("prefect server", [python, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                                 "--port", str(settings.prefect_port)], f"{prefect_url}/api/health", 120),
+        Child("flow runner", [python, "-m", "deployments.serve"]),
+        Child("gateway", [python, "-m", "uvicorn", "--factory", "webhook_gateway.app:create_app",
+                          "--host", settings.gateway_host, "--port", str(settings.gateway_port),
+                          "--no-access-log", "--log-level", "info"],
+              f"http://{settings.gateway_host}:{settings.gateway_port}/healthz", 60),
     ]  # fmt: skip
-    processes: list[subprocess.Popen[bytes]] = []
     # Ctrl-C and SIGTERM both stop everything, even when started from a shell that ignores SIGINT.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
-        for name, command, health_url, timeout in commands:
-            _say(f"starting {name} …")
-            process = subprocess.Popen(command, env=env, start_new_session=True)  # noqa: S603 (our own argv)
-            processes.append(process)
-            if health_url:
-                _wait_healthy(health_url, process, timeout)
+        for child in children:
+            _say(f"starting {child.name} …")
+            child.start(env)
+            if child.health_url:
+                assert child.process is not None
+                _wait_healthy(child.health_url, child.process, child.startup_timeout)
         _say(f"Prefect UI:      {prefect_url}")
         _say(f"webhook gateway: http://{settings.gateway_host}:{settings.gateway_port}  (OpenAPI: /schema)")
         _say(f"SMS provider:    {settings.sms_provider}")
         _say("try it:          .venv/bin/avatar-crm demo      (Ctrl-C here stops everything)")
-        while all(process.poll() is None for process in processes):
+        # One part dying must not take the others down: the gateway keeps storing webhooks while Prefect or
+        # the runner is away, and the dispatcher hands them over once it is back.
+        while True:
             time.sleep(0.5)
-        dead = [name for (name, *_), p in zip(commands, processes, strict=False) if p.poll() is not None]
-        _say(f"{', '.join(dead)} stopped unexpectedly; shutting down")
-        return 1
+            now = time.monotonic()
+            for child in children:
+                child.check(env, now)
     except KeyboardInterrupt:
         _say("stopping …")
         return 0
@@ -172,7 +224,7 @@ def up() -> int:
         _say(f"could not start: {exc}")
         return 1
     finally:
-        _stop(processes)
+        _stop([child.process for child in children if child.process is not None])
 
 
 def _redact(url: str) -> str:

@@ -74,6 +74,21 @@ class Dispatcher:
         self._wakeup = asyncio.Event()
         self._deployment_ids: dict[str, UUID] = {}
         self._failed_rounds = 0
+        self._last_failure = ""
+        self._running = False
+
+    @property
+    def readiness_deployment(self) -> str:
+        """The deployment whose readiness says whether a runner is serving (the booking one if any)."""
+        return self._deployments.get("wix") or next(iter(self._deployments.values()))
+
+    def status(self) -> str:
+        """For `/readyz`: `ok`, `stopped`, or why the last dispatch failed while it is backing off."""
+        if not self._running:
+            return "stopped"
+        if self._failed_rounds:
+            return f"retrying ({self._failed_rounds} failed rounds): {self._last_failure}"
+        return "ok"
 
     def _pause_after_failure(self) -> float:
         """While Prefect is down, new webhooks must not each trigger another doomed attempt."""
@@ -85,8 +100,12 @@ class Dispatcher:
     async def run_forever(self) -> None:
         # Prefect's own client retries (2 s, 4 s … on a 503 or a refused connection) are off in this task
         # only: `_create_run` retries a busy server quickly, and an unreachable one is the per-row backoff's.
-        with temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: 0}):
-            await self._loop()
+        self._running = True
+        try:
+            with temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: 0}):
+                await self._loop()
+        finally:
+            self._running = False
 
     async def _loop(self) -> None:
         while True:
@@ -119,7 +138,8 @@ class Dispatcher:
                     flow_run_id = await self._create_run(rows)
                 except Exception as exc:
                     self._failed_rounds += 1
-                    await to_thread.run_sync(self._record_failure, rows, _reason(exc))
+                    self._last_failure = _reason(exc)
+                    await to_thread.run_sync(self._record_failure, rows, self._last_failure)
                     return dispatched  # Prefect is probably down: back off instead of hammering it
                 self._failed_rounds = 0
                 await to_thread.run_sync(self._record_success, [row.id for row in rows], flow_run_id)

@@ -14,5 +14,5 @@ class WebhookAck(msgspec.Struct, omit_defaults=True):
 
 
 class Health(msgspec.Struct):
-    status: Literal["ok", "ready", "not ready"]
+    status: Literal["ok", "ready", "degraded", "not ready"]
     checks: dict[str, str] = msgspec.field(default_factory=dict)
