@@ -12,6 +12,7 @@ times for any event in any order and still end right:
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -35,7 +36,7 @@ from flows.contacts import (
 from flows.email_messages import ClinicIdentity, booking_email_key, render_booking_email
 from flows.messages import BookingFacts, render
 from flows.outbox import queue_message, transition
-from flows.reminder_policy import ReminderPolicy
+from flows.reminder_policy import PlannedReminder, ReminderPolicy
 from flows.tasks.calendar import sync_calendar
 from flows.tasks.send import send_message
 from models import (
@@ -414,32 +415,37 @@ def sync_reminders(
     session: Session, booking: Booking, contact: Contact, phone: str | None, now: datetime
 ) -> list[str]:
     """Make the booking's pending reminders match its newest state: planned for its current start time if it
-    is active, none otherwise. A reminder keyed to the old start time is dropped, so a reschedule moves the
-    reminders and a cancellation removes them; one already sent stays sent."""
+    is confirmed, none otherwise (a request not yet accepted gets the request-received notice only). A
+    reminder for another start time is dropped, so a reschedule moves the reminders and a cancellation
+    removes them; one already sent stays sent.
+
+    Each reminder is one per (offset, appointment time) that is still meant to go: a row for the same offset
+    and time that is pending, in flight or sent is kept as it is (a replay or an edit that moves nothing
+    plans nothing twice), while a dropped one is replaced by a new plan whose key names the revision that
+    planned it, so a booking moved away and back again gets its reminders (A -> A' -> A).
+    """
     settings = get_settings()
-    planned = {}
-    if BookingStatus(booking.status).is_active and _sms_skip_reason(booking, phone, now) is None:
+    planned: dict[str, PlannedReminder] = {}
+    existing = session.exec(
+        select(OutboundMessage).where(
+            OutboundMessage.booking_id == booking.id, OutboundMessage.kind == MessageKind.REMINDER
+        )
+    ).all()
+    accepted = BookingStatus(booking.status).is_accepted
+    if accepted and _sms_skip_reason(booking, phone, now) is None:
         plan = ReminderPolicy.from_settings(settings).plan(
             booking.start_at,
             now=now,
             timezone=booking.timezone or settings.clinic_timezone,
             service=booking.service_name,
         )
-        stamp = f"{booking.start_at:%Y%m%dT%H%MZ}"
-        planned = {f"booking:{booking.wix_booking_id}:reminder-{r.label}:{stamp}": r for r in plan.reminders}
+        planned = {_reminder_key(booking, reminder, existing): reminder for reminder in plan.reminders}
         for label, reason in plan.skipped:
             _audit(session, "reminder.not_planned", "booking", booking.id, reminder=label, reason=reason)
 
-    pending = session.exec(
-        select(OutboundMessage).where(
-            OutboundMessage.booking_id == booking.id,
-            OutboundMessage.kind == MessageKind.REMINDER,
-            OutboundMessage.status == MessageStatus.PENDING,
-        )
-    ).all()
-    for message in pending:
-        if message.idempotency_key not in planned:
-            why = "booking moved" if BookingStatus(booking.status).is_active else f"booking {booking.status}"
+    for message in existing:
+        if message.status == MessageStatus.PENDING and message.idempotency_key not in planned:
+            why = "booking moved" if accepted else f"booking {booking.status}"
             transition(session, message, MessageStatus.DROPPED, f"{why} (revision {booking.revision})")
 
     queued = []
@@ -457,6 +463,19 @@ def sync_reminders(
         if queue_message(session, message).created:
             queued.append(f"reminder {reminder.label} at {reminder.send_at:%Y-%m-%d %H:%M}Z")
     return queued
+
+
+def _reminder_key(booking: Booking, reminder: PlannedReminder, existing: Sequence[OutboundMessage]) -> str:
+    """The key of the row that stands for this reminder: the one for the same offset and appointment time
+    that is not dropped, if there is one, else a new plan's (`booking:<id>:reminder-<label>:<time>:rev<n>`).
+
+    Rows written before plans were named carry no `:rev<n>`; the prefix still finds them."""
+    prefix = f"booking:{booking.wix_booking_id}:reminder-{reminder.label}:{booking.start_at:%Y%m%dT%H%MZ}"
+    for message in existing:
+        key = message.idempotency_key
+        if message.status != MessageStatus.DROPPED and (key == prefix or key.startswith(f"{prefix}:")):
+            return key
+    return f"{prefix}:rev{booking.revision}"
 
 
 def _finish(row: WebhookEvent, status: InboxStatus, error: str | None) -> None:

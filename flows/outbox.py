@@ -141,7 +141,7 @@ def _refusal(session: Session, message: OutboundMessage, now: datetime, policy: 
     booking = session.get(Booking, message.booking_id) if message.booking_id else None
     if message.kind == MessageKind.REMINDER and booking is not None:
         status = BookingStatus(booking.status)
-        if not status.is_active:
+        if not status.is_accepted:
             transition(session, message, MessageStatus.DROPPED, f"booking is {status.value.lower()}")
             return MessageStatus.DROPPED
         if message.appointment_at is not None and booking.start_at != message.appointment_at:

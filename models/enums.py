@@ -39,6 +39,11 @@ class BookingStatus(StrEnum):
     def is_active(self) -> bool:
         return self in {BookingStatus.CREATED, BookingStatus.CONFIRMED, BookingStatus.PENDING}
 
+    @property
+    def is_accepted(self) -> bool:
+        """The clinic has taken the booking (a PENDING request may still be declined); reminders need this."""
+        return self in {BookingStatus.CREATED, BookingStatus.CONFIRMED}
+
 
 class Channel(StrEnum):
     SMS = "sms"

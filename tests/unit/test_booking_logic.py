@@ -206,7 +206,9 @@ def test_unusable_phone_or_past_appointment_sends_nothing_and_says_why(db: str) 
     with session_scope() as session:
         reasons = [
             a.detail["reason"]
-            for a in session.exec(select(AuditLog).where(AuditLog.action == "message.skipped"))
+            for a in session.exec(
+                select(AuditLog).where(AuditLog.action == "message.skipped").order_by(AuditLog.id)  # type: ignore[arg-type]
+            )
             if a.detail.get("channel") != "email"  # email skips are tested in test_gmail.py
         ]
     assert reasons == [

@@ -15,6 +15,8 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlmodel import select
 
 from flows import outbox
@@ -286,3 +288,89 @@ def test_a_sweep_run_as_of_a_later_time_leaves_another_senders_fresh_claim_alone
     sweep(start - timedelta(hours=24))  # `--now` days ahead of the wall clock
     assert sms.requests == []
     assert reminders(bid)[0].status == MessageStatus.SENDING
+
+
+def test_a_booking_moved_away_and_back_gets_the_reminders_of_the_time_it_kept(sms: FakeMobileMessage) -> None:
+    bid = str(uuid.uuid4())
+    kept, away = _slot(4, 14), _slot(6, 10, 30)
+    created(bid, kept)
+    deliver("wix.bookings.v2.booking_rescheduled", bid, 2, away)
+    deliver("wix.bookings.v2.booking_rescheduled", bid, 3, kept)  # back where it was
+
+    assert [m.send_after for m in pending(bid)] == [kept - timedelta(hours=24), kept - timedelta(hours=2)]
+    skip_notices()
+    for moment in sorted(t - timedelta(hours=h) for t in (kept, away) for h in (24, 2)):
+        sweep(moment)
+    assert [s["idempotency_key"].split(":")[2] for s in sms.sent] == ["reminder-24h", "reminder-2h"]
+    assert all(format_local_time(kept, "Australia/Brisbane") in s["message"] for s in sms.sent)
+
+
+def test_a_pending_request_gets_no_reminders_until_it_is_confirmed(sms: FakeMobileMessage) -> None:
+    bid = str(uuid.uuid4())
+    start = _slot(4, 14)
+    created(bid, start, status="PENDING")
+    assert reminders(bid) == []
+    deliver("wix.bookings.v2.booking_confirmed", bid, 2, start, status="CONFIRMED")
+    assert [m.send_after for m in pending(bid)] == [start - timedelta(hours=24), start - timedelta(hours=2)]
+
+
+def test_the_sweep_drops_a_reminder_whose_booking_became_a_request_again(sms: FakeMobileMessage) -> None:
+    bid = str(uuid.uuid4())
+    start = _slot(4, 14)
+    created(bid, start)
+    skip_notices()
+    with session_scope() as session:  # the booking changed, and intake has not run yet
+        booking = session.exec(select(Booking).where(Booking.wix_booking_id == bid)).one()
+        booking.status = BookingStatus.PENDING
+        session.add(booking)
+    sweep(start - timedelta(hours=24))
+    assert sms.requests == []
+    assert "booking is pending" in (last_detail(reminders(bid)[0].id) or "")  # type: ignore[arg-type]
+
+
+# The times a booking may be at: afternoons a few days ahead, so every 24 h and 2 h reminder is plannable and
+# outside quiet hours, and a few of them so that random edits often come back to a time they left.
+_TIMES = [(3, 14), (4, 11), (5, 16)]
+_STATUSES = ["CONFIRMED", "CONFIRMED", "CONFIRMED", "PENDING", "CANCELED"]
+_EDITS = st.lists(
+    st.tuples(st.sampled_from(_STATUSES), st.sampled_from(range(len(_TIMES)))), min_size=1, max_size=6
+)
+
+
+@st.composite
+def _deliveries(draw: st.DrawFn) -> tuple[list[tuple[str, int]], list[int]]:
+    """Revisions 1..n of a booking (status, time), and the order Wix delivers them in: each at least once,
+    some twice, shuffled."""
+    edits = draw(_EDITS)
+    revisions = list(range(1, len(edits) + 1))
+    repeats = draw(st.lists(st.sampled_from(revisions), max_size=len(revisions)))
+    return edits, draw(st.permutations(revisions + repeats))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(_deliveries())
+def test_any_sequence_of_edits_reminds_once_of_the_time_finally_kept(
+    sms: FakeMobileMessage, deliveries: tuple[list[tuple[str, int]], list[int]]
+) -> None:
+    edits, order = deliveries
+    bid = str(uuid.uuid4())
+    times = [_slot(days, hour) for days, hour in _TIMES]
+    for revision in order:
+        status, at = edits[revision - 1]
+        action = "booking_created" if revision == 1 else "booking_updated"
+        deliver(f"wix.bookings.v2.{action}", bid, revision, times[at], status=status)
+    final_status, final_at = edits[-1]
+
+    skip_notices()
+    for moment in sorted(t - timedelta(hours=h) for t in times for h in (24, 2)):
+        sweep(moment)
+    sent = [s for s in sms.sent if s["idempotency_key"].startswith(f"booking:{bid}:")]
+    labels = [s["idempotency_key"].split(":")[2] for s in sent]
+    if final_status == "PENDING" or final_status == "CANCELED":
+        assert labels == []
+    else:
+        assert labels == ["reminder-24h", "reminder-2h"]
+        shown = format_local_time(times[final_at], "Australia/Brisbane")
+        assert all(shown in s["message"] for s in sent)
+    rows = [m for m in reminders(bid) if m.status == MessageStatus.SENT]
+    assert len(rows) == len(labels) and all(m.appointment_at == times[final_at] for m in rows)
