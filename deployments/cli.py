@@ -166,6 +166,7 @@ def reminders_sweep(
     from datetime import datetime
 
     from flows.reminder_sweep import reminder_sweep
+    from flows.run_logger import describe_counts
 
     moment = None
     if now is not None:
@@ -173,7 +174,7 @@ def reminders_sweep(
         if moment.tzinfo is None:
             raise typer.BadParameter("--now needs a UTC offset, e.g. 2026-11-25T09:00:00+10:00")
     counts = asyncio.run(reminder_sweep(now=moment, limit=limit))
-    typer.echo(", ".join(f"{status}: {n}" for status, n in sorted(counts.items())) or "nothing due")
+    typer.echo(describe_counts(counts))
 
 
 def _staff_change(phone: str, lift: bool, note: str) -> bool:

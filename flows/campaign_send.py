@@ -55,7 +55,7 @@ from flows.email_messages import ClinicIdentity
 from flows.outbox import Outcome
 from flows.provider_slots import ProviderSlots, SlotTimeoutError
 from flows.reminder_policy import ReminderPolicy
-from flows.run_logger import run_logger
+from flows.run_logger import describe_counts, run_logger
 from flows.tasks.sms import get_sms_client, sms_slot
 from models import Campaign, CampaignStatus, Channel, MessageStatus, Settings, get_settings, session_scope
 from models.types import utcnow
@@ -592,7 +592,7 @@ async def _send_guarded(
         async with _guard(state).hold(max_wait=5):
             settled = await settle_abandoned(state, poster)
             if settled:
-                logger.warning("settled messages a stopped run left sending: %s", settled)
+                logger.warning("settled messages a stopped run left sending: %s", describe_counts(settled))
             progress = Progress(state.slug, await asyncio.to_thread(campaign_outbox.pending_count, state.id))
             await progress.start(headline)
             feeding = asyncio.ensure_future(asyncio.to_thread(queue_audience, state, settings, progress.grow))
@@ -605,7 +605,7 @@ async def _send_guarded(
         raise CampaignError(
             f"another run is sending campaign {state.slug} right now; let it finish"
         ) from None
-    logger.info("campaign %s: %s", state.slug, counts)
+    logger.info("campaign %s: %s", state.slug, describe_counts(counts, "nothing sent"))
     return {"queued": queued, "counts": counts, "settled": settled}
 
 

@@ -19,6 +19,7 @@ from prefect.logging import get_run_logger
 from sqlmodel import Session, select
 
 from flows.outbox import transition
+from flows.run_logger import describe_counts
 from models import (
     DeliveryReceipt,
     InboxStatus,
@@ -135,7 +136,7 @@ async def delivery_receipts(event_ids: list[int]) -> dict[str, int]:
     results = await apply_receipts_task(event_ids)
     counts: dict[str, int] = {}
     for result in results:
-        counts[result.status] = counts.get(result.status, 0) + 1
+        counts[str(result.status)] = counts.get(str(result.status), 0) + 1
     failures = [r for r in results if r.status == MessageStatus.FAILED]
     for failure in failures:
         logger.error("message %s (%s) was not delivered", failure.message_id, failure.kind)
@@ -145,5 +146,5 @@ async def delivery_receipts(event_ids: list[int]) -> dict[str, int]:
             table=[{"message_id": f.message_id, "kind": f.kind, "inbox_event": f.event_id} for f in failures],
             description="Patient messages the carrier could not deliver: see the outbox for each",
         )
-    logger.info("%s receipt(s): %s", len(event_ids), counts)
+    logger.info("%s receipt(s): %s", len(event_ids), describe_counts(counts, "none"))
     return counts

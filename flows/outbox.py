@@ -109,7 +109,7 @@ def claim_due(
         for message in due:
             result = _claim_checked(session, message, now, policy)
             if isinstance(result, str):
-                refused[message.id] = result  # type: ignore[index]
+                refused[message.id] = str(result)  # type: ignore[index]  # "dropped", not the enum
             else:
                 claimed.append(result)
         return claimed, refused

@@ -13,19 +13,31 @@ sweep that ran late drops what is past its deadline instead of texting a patient
 import asyncio
 from collections import Counter
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from prefect import flow
 from prefect.artifacts import acreate_table_artifact
 from prefect.logging import get_run_logger
+from prefect.runtime import flow_run
 from sqlmodel import select
 
+from flows.run_logger import describe_counts
 from flows.tasks.calendar import resync_calendars
 from flows.tasks.send import send_due
-from models import OutboundMessage, OutboundMessageEvent, session_scope
+from models import OutboundMessage, OutboundMessageEvent, get_settings, session_scope
 from models.types import utcnow
 
 
-@flow(name="reminder-sweep", flow_run_name="reminder-sweep-{now}")
+def _run_name() -> str:
+    """The moment swept on the clinic's clock, e.g. `reminder-sweep-2026-11-25-0900` (no PII in run names)."""
+    now = flow_run.parameters.get("now")
+    if isinstance(now, str):
+        now = datetime.fromisoformat(now)
+    moment = now or flow_run.scheduled_start_time
+    return f"reminder-sweep-{moment.astimezone(ZoneInfo(get_settings().clinic_timezone)):%Y-%m-%d-%H%M}"
+
+
+@flow(name="reminder-sweep", flow_run_name=_run_name)
 async def reminder_sweep(now: datetime | None = None, limit: int = 1000) -> dict[str, int]:
     """Send what is due at `now` (default: the current time), at most `limit` messages; counts per status."""
     logger = get_run_logger()
@@ -33,15 +45,15 @@ async def reminder_sweep(now: datetime | None = None, limit: int = 1000) -> dict
     results = await send_due(now, limit)
     # Bookings the calendar fell behind on (Google was down or not connected) catch up here, a batch a sweep.
     await resync_calendars(now)
-    counts = Counter(results.values())
-    logger.info("sweep at %s: %s", now.isoformat(), dict(counts) or "nothing due")
+    counts = dict(Counter(results.values()))
+    logger.info("sweep at %s: %s", now.isoformat(), describe_counts(counts))
     if results:
         await acreate_table_artifact(
             key="reminder-sweep",
             table=await artifact_rows(results),
-            description=f"Reminder sweep at {now.isoformat()}: {dict(counts)}",
+            description=f"Reminder sweep at {now.isoformat()}: {describe_counts(counts)}",
         )
-    return dict(counts)
+    return counts
 
 
 async def artifact_rows(results: dict[int, str]) -> list[dict[str, object]]:

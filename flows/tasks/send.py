@@ -19,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from flows import outbox
 from flows.outbox import ClaimedMessage, Outcome
 from flows.provider_slots import ProviderSlots, SlotTimeoutError
-from flows.run_logger import run_logger
+from flows.run_logger import describe_counts, run_logger
 from flows.tasks.email import deliver_email, gmail_slot
 from flows.tasks.sms import deliver_sms, sms_slot
 from flows.tasks.staff import deliver_staff_notice
@@ -41,7 +41,7 @@ SLOTS: dict[str, Callable[[], ProviderSlots]] = {
 async def deliver(claimed: ClaimedMessage) -> Outcome:
     sender = SENDERS.get(claimed.channel)
     if sender is None:
-        return Outcome(claimed.id, MessageStatus.FAILED, f"no sender for channel {claimed.channel!r}")
+        return Outcome(claimed.id, MessageStatus.FAILED, f"no sender for channel {claimed.channel}")
     try:
         return await sender(claimed)
     except Exception as exc:  # an unexpected bug must not strand the claim: retry later with the same key
@@ -119,5 +119,5 @@ async def send_due(now: datetime, limit: int = 1000) -> dict[int, str]:
     for outcome in outcomes:
         _log(logger, outcome)
     results = {**refused, **{o.message_id: str(o.status) for o in outcomes}}
-    logger.info("%s due: %s", len(results), dict(Counter(results.values())) or "nothing")
+    logger.info("%s due: %s", len(results), describe_counts(Counter(results.values()), "nothing"))
     return results

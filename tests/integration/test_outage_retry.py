@@ -12,6 +12,7 @@ from sqlalchemy import text
 from models import MessageStatus, session_scope
 from tests.integration.conftest import Rig
 from tests.integration.helpers import (
+    BRISBANE,
     local_slot,
     messages,
     post_new_booking,
@@ -43,6 +44,9 @@ def test_an_sms_delayed_by_a_provider_outage_is_sent_by_the_next_sweep(
     run = run_deployment("reminder-sweep/reminder-sweep", timeout=120)
 
     assert run.state is not None and run.state.is_completed(), run.state
+    # Named after the moment it swept, on the clinic's clock (not `reminder-sweep-None` for every run).
+    assert run.expected_start_time is not None
+    assert run.name == f"reminder-sweep-{run.expected_start_time.astimezone(BRISBANE):%Y-%m-%d-%H%M}"
     [sent] = sms.sent
     assert sent["idempotency_key"] == f"booking:{booking_id}:confirmation:rev1"
     [message] = messages(booking_id)
@@ -52,3 +56,4 @@ def test_an_sms_delayed_by_a_provider_outage_is_sent_by_the_next_sweep(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
         )
     assert [a.key for a in artifacts] == ["reminder-sweep"]
+    assert (artifacts[0].description or "").endswith(": sent: 1")

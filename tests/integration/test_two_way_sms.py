@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from prefect import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 from sqlmodel import select
 
 from models import (
@@ -24,6 +24,7 @@ from models import (
 from tests.fakes.mobilemessage import sign_webhook
 from tests.integration.conftest import MM_WEBHOOK_SECRET, SENDER, Rig
 from tests.integration.helpers import (
+    BRISBANE,
     local_slot,
     messages,
     post_new_booking,
@@ -102,9 +103,16 @@ def test_stop_suppresses_at_once_confirms_once_and_no_reminder_follows(
         "reminder-sweep/reminder-sweep", parameters={"now": reminder.send_after.isoformat()}, timeout=120
     )
     assert run.state is not None and run.state.is_completed(), run.state
+    assert run.name == f"reminder-sweep-{reminder.send_after.astimezone(BRISBANE):%Y-%m-%d-%H%M}"
     assert len(sms.sent) == sent_before
     suppressed = [m for m in messages(booking_id, reminders=True) if m.status == MessageStatus.SUPPRESSED]
     assert [m.kind for m in suppressed] == [MessageKind.REMINDER]
+    with get_client(sync_client=True) as client:
+        [artifact] = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
+        )
+    description = artifact.description or ""
+    assert "suppressed: 1" in description and "<" not in description  # not `<MessageStatus.SUPPRESSED: …>`
 
 
 def test_a_request_to_move_goes_to_staff_and_the_patient_is_told(rig: Rig, sms, gateway_url: str) -> None:

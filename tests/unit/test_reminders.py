@@ -8,6 +8,7 @@ walked through in a test; the served deployment is exercised in tests/integratio
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import uuid
 from collections.abc import Iterator
@@ -173,7 +174,9 @@ def test_cancel_removes_reminders_and_a_stale_revision_changes_nothing(sms: Fake
     assert sms.sent == []
 
 
-def test_a_sweep_three_hours_late_drops_the_stale_2h_reminder(sms: FakeMobileMessage) -> None:
+def test_a_sweep_three_hours_late_drops_the_stale_2h_reminder(
+    sms: FakeMobileMessage, caplog: pytest.LogCaptureFixture
+) -> None:
     bid = str(uuid.uuid4())
     start = _slot(4, 14)
     created(bid, start)
@@ -181,9 +184,11 @@ def test_a_sweep_three_hours_late_drops_the_stale_2h_reminder(sms: FakeMobileMes
     sweep(start - timedelta(hours=24))
     sms.reset()
 
-    results = sweep(start - timedelta(hours=2) + timedelta(hours=3))  # the scheduler was down for 3 hours
+    with caplog.at_level(logging.INFO, logger="flows.tasks.send"):
+        results = sweep(start - timedelta(hours=2) + timedelta(hours=3))  # the scheduler was down for 3 hours
     assert sms.requests == []
-    assert list(results.values()) == [MessageStatus.DROPPED]
+    assert list(results.values()) == ["dropped"] and type(next(iter(results.values()))) is str
+    assert "1 due: dropped: 1" in caplog.text  # values, not `<MessageStatus.DROPPED: 'dropped'>`
     [late] = [m for m in reminders(bid) if m.send_after == start - timedelta(hours=2)]
     assert late.status == MessageStatus.DROPPED
     assert "deadline" in (last_detail(late.id) or "")  # type: ignore[arg-type]
