@@ -9,6 +9,7 @@ import typer
 
 from deployments.cli_campaign import campaign_app, consent_app, tag_app
 from deployments.cli_google import google_app
+from models.enums import InboxStatus
 
 app = typer.Typer(help="Avatar Imaging CRM integration backbone.", no_args_is_help=True, add_completion=False)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -97,9 +98,7 @@ def demo(
 @events_app.command("list")
 def events_list(
     limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
-    status: Annotated[
-        str | None, typer.Option(help="Only this status (received, dispatched, processed, failed).")
-    ] = None,
+    status: Annotated[InboxStatus | None, typer.Option(help="Only events with this status.")] = None,
 ) -> None:
     """Show the newest inbox events and where they are."""
     from sqlmodel import select

@@ -18,7 +18,17 @@ from sqlmodel import select
 
 from deployments.stack import DEMO_PRIVATE_KEY
 from flows.contacts import mask_phone
-from models import Booking, Contact, InboxStatus, OutboundMessage, WebhookEvent, get_settings, session_scope
+from flows.email_messages import EmailContent
+from models import (
+    Booking,
+    Channel,
+    Contact,
+    InboxStatus,
+    OutboundMessage,
+    WebhookEvent,
+    get_settings,
+    session_scope,
+)
 from providers import wix_simulator
 
 DEMO_PHONE = "0491 570 156"
@@ -114,6 +124,17 @@ def run_demo(gateway_url: str | None, timeout: float, allow_real_sms: bool = Fal
     return 0
 
 
+def _summary(message: OutboundMessage) -> str:
+    """What a person reads of a message: an SMS's text; an email's subject (its HTML is for the inbox)."""
+    if message.channel != Channel.EMAIL:
+        return message.body
+    try:
+        email = EmailContent.from_json(message.body)
+    except ValueError:
+        return "(not a rendered email)"
+    return f"subject: {email.subject} ({len(email.text.splitlines())} lines of text, and HTML)"
+
+
 def _print_state(booking_id: str, event_ids: list[int]) -> None:
     settings = get_settings()
     with session_scope() as session:
@@ -136,6 +157,6 @@ def _print_state(booking_id: str, event_ids: list[int]) -> None:
             )
         print("\nOutbox:")
         for message in messages:
-            print(f"  [{message.status:<9}] {message.kind:<12} {message.body}")
+            print(f"  [{message.status:<9}] {message.kind:<12} {message.channel:<5} {_summary(message)}")
     prefect_ui = f"http://127.0.0.1:{settings.prefect_port}"
     print(f"\nSee the runs in the Prefect UI: {prefect_ui}/runs (flow `booking-intake`).")
