@@ -122,8 +122,19 @@ def status(slug: str) -> None:
 
 
 def _winner_run(slug: str, winner: str | None, local: bool) -> None:
-    from flows.campaign_send import WINNER_DEPLOYMENT, campaign_winner
+    from flows.campaign_send import (
+        WINNER_DEPLOYMENT,
+        CampaignError,
+        campaign_winner,
+        check_winner_request,
+        load_campaign,
+    )
 
+    try:  # refuse here, not in a run that would only fail
+        check_winner_request(load_campaign(slug), winner)
+    except CampaignError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
     if local:
         _print_result(asyncio.run(campaign_winner(campaign=slug, winner=winner)))
         return

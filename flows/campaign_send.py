@@ -798,6 +798,26 @@ def _choice_help(slug: str, variants: list[str]) -> str:
     )
 
 
+def check_winner_request(state: CampaignState, winner: str | None) -> None:
+    """Raise CampaignError if a winner run (a person's `winner`, or the decision when None) cannot go now.
+
+    The flow asks it, and so does the CLI before it starts a run that would only fail.
+    """
+    names = [v.name for v in state.spec.variants]
+    if state.status == CampaignStatus.SENT:
+        raise CampaignError(f"campaign {state.slug} is already sent (winner {state.winner or 'none'})")
+    if not state.spec.is_ab_test:
+        raise CampaignError(f"campaign {state.slug} has one variant; there is no winner to pick")
+    if state.status not in (CampaignStatus.TESTING, CampaignStatus.AWAITING_CHOICE, CampaignStatus.SENDING):
+        raise CampaignError(f"campaign {state.slug} is {state.status}; its test group has not been sent yet")
+    if state.status == CampaignStatus.SENDING and state.winner is None:  # counts so far would decide early
+        raise CampaignError(f"campaign {state.slug}'s test group is still being sent; choose once it is sent")
+    if winner is not None and winner not in names:
+        raise CampaignError(f"campaign {state.slug} has no variant {winner!r}; variants: {', '.join(names)}")
+    if winner is not None and state.winner is not None and state.winner != winner:
+        raise CampaignError(f"campaign {state.slug} is already sending variant {state.winner} to the rest")
+
+
 @flow(name="campaign-winner", flow_run_name=_winner_run_name)
 async def campaign_winner(campaign: str, winner: str | None = None) -> dict[str, Any]:
     """Pick the A/B winner (or take a person's `winner`) and send it to the rest of the audience."""
@@ -808,21 +828,10 @@ async def campaign_winner(campaign: str, winner: str | None = None) -> dict[str,
     names = [v.name for v in spec.variants]
     if state.status == CampaignStatus.SENT:
         return {"status": state.status, "campaign": state.slug, "winner": state.winner}
-    if not spec.is_ab_test:
-        raise CampaignError(f"campaign {campaign} has one variant; there is no winner to pick")
-    if state.status not in (CampaignStatus.TESTING, CampaignStatus.AWAITING_CHOICE, CampaignStatus.SENDING):
-        raise CampaignError(f"campaign {campaign} is {state.status}; its test group has not been sent yet")
-    if state.status == CampaignStatus.SENDING and state.winner is None:  # counts so far would decide early
-        raise CampaignError(f"campaign {campaign}'s test group is still being sent; choose once it is sent")
+    check_winner_request(state, winner)
 
     chosen, reason = state.winner, state.winner_reason
     if winner is not None:
-        if winner not in names:
-            raise CampaignError(
-                f"campaign {campaign} has no variant {winner!r}; variants: {', '.join(names)}"
-            )
-        if chosen is not None and chosen != winner:
-            raise CampaignError(f"campaign {campaign} is already sending variant {chosen} to the rest")
         reason = reason if chosen == winner else "chosen by a person"
         chosen = winner
     elif chosen is None:

@@ -7,13 +7,25 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import delete
 from sqlmodel import select
 from typer.testing import CliRunner
 
+from deployments import cli_campaign
 from deployments.cli import app as cli
 from deployments.demo import _print_state
+from flows.campaign_send import WINNER_DEPLOYMENT, open_campaign
+from flows.campaign_spec import CampaignSpec
 from flows.email_messages import EmailContent
-from models import Channel, InboxStatus, OutboundMessage, WebhookEvent, session_scope
+from models import (
+    Campaign,
+    CampaignStatus,
+    Channel,
+    InboxStatus,
+    OutboundMessage,
+    WebhookEvent,
+    session_scope,
+)
 from tests.fakes.wix import WixKeys
 from tests.inbox_events import apply_wix
 
@@ -61,3 +73,38 @@ def test_the_demo_shows_each_email_as_its_subject_not_its_html(
     assert "<html" not in printed.lower() and '"html"' not in printed
     for subject in subjects:
         assert f"subject: {subject} (" in printed
+
+
+def _ab_campaign(status: CampaignStatus) -> str:
+    spec = CampaignSpec.model_validate(
+        {
+            "name": "Knee follow-up",
+            "channel": "email",
+            "variants": [{"subject": "Hello A", "body": "A"}, {"subject": "Hello B", "body": "B"}],
+            "ab_test": {"test_fraction": 0.2, "wait_hours": 24},
+        }
+    )
+    return open_campaign(spec, status).slug
+
+
+def test_choose_refuses_an_unknown_campaign_or_variant_before_starting_a_run(
+    db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with session_scope() as session:
+        session.execute(delete(Campaign))
+    started: list[tuple[str, dict[str, object]]] = []
+    monkeypatch.setattr(
+        cli_campaign, "_create_run", lambda name, params, *_: started.append((name, params)) or "1"
+    )
+
+    nope = CliRunner().invoke(cli, ["campaign", "choose", "nope", "A"])
+    assert nope.exit_code == 2 and "no campaign 'nope'" in nope.output
+
+    slug = _ab_campaign(CampaignStatus.TESTING)
+    unknown = CliRunner().invoke(cli, ["campaign", "choose", slug, "C"])
+    assert unknown.exit_code == 2 and "no variant 'C'; variants: A, B" in unknown.output
+    assert started == []
+
+    chosen = CliRunner().invoke(cli, ["campaign", "choose", slug, "B"])
+    assert chosen.exit_code == 0, chosen.output
+    assert started == [(WINNER_DEPLOYMENT, {"campaign": slug, "winner": "B"})]
