@@ -26,7 +26,7 @@ from models import (
     WebhookEvent,
     session_scope,
 )
-from tests.fakes.wix import WixKeys
+from providers.wix_simulator import WixKeys
 from tests.inbox_events import apply_wix
 
 pytestmark = pytest.mark.db
