@@ -177,6 +177,7 @@ def reminders_sweep(
 
 
 def _staff_change(phone: str, lift: bool, note: str) -> bool:
+    from deployments.cli_campaign import refuse, staff_source
     from flows import consent
     from flows.contacts import normalize_phone
     from flows.sms_triage import find_contact
@@ -185,11 +186,14 @@ def _staff_change(phone: str, lift: bool, note: str) -> bool:
     e164 = normalize_phone(phone, get_settings().default_phone_region)
     if e164 is None:
         raise typer.BadParameter(f"{phone!r} is not a valid phone number")
-    with session_scope() as session:
-        contact = find_contact(session, e164)
-        why = consent.ConsentSource("staff", "avatar-crm cli", note or None)
-        change = consent.grant if lift else consent.withdraw
-        return change(session, phone=e164, contact=contact, scopes=consent.OPT_OUT_SCOPES, why=why)
+    why = staff_source(note, required=lift)
+    try:
+        with session_scope() as session:
+            contact = find_contact(session, e164)
+            change = consent.grant if lift else consent.withdraw
+            return change(session, phone=e164, contact=contact, scopes=consent.OPT_OUT_SCOPES, why=why)
+    except consent.ConsentRefused as refused:
+        refuse(refused)
 
 
 @suppress_app.command("add")
@@ -203,9 +207,11 @@ def suppress_add(
 
 @suppress_app.command("remove")
 def suppress_remove(
-    phone: str, note: Annotated[str, typer.Option(help="How the patient gave consent again.")] = ""
+    phone: str, note: Annotated[str, typer.Option(help="How the patient gave consent again (required).")] = ""
 ) -> None:
-    """Lift a suppression (only with the patient's consent; it is recorded in the consent ledger)."""
+    """Lift a staff (or provider) suppression, with the patient's consent (recorded in the consent ledger).
+
+    Refused (exit 1, nothing changed) for the patient's own STOP: only their START lifts it."""
     changed = _staff_change(phone, lift=True, note=note)
     typer.echo("lifted" if changed else "was not suppressed")
 

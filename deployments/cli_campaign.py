@@ -7,7 +7,7 @@ import asyncio
 import json
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -161,6 +161,29 @@ def evaluate(
     _winner_run(slug, None, local)
 
 
+def staff_source(note: str, *, required: bool) -> Any:
+    """The ledger's record of a staff change; lifting a suppression or granting consent needs a note of what
+    the patient said (the Spam Act puts the proof of consent on us)."""
+    from flows import consent
+    from models import ConsentOrigin
+
+    if required and not note.strip():
+        raise typer.BadParameter("--note is required: how and in what words the patient agreed")
+    return consent.ConsentSource("staff", "avatar-crm cli", note.strip() or None, origin=ConsentOrigin.STAFF)
+
+
+def refuse(refused: Any) -> NoReturn:
+    """A staff change that would override the patient's own opt-out: kept in the ledger, said plainly, and
+    the command fails (`refused` is a `flows.consent.ConsentRefused`)."""
+    from flows import consent
+    from models import session_scope
+
+    with session_scope() as session:
+        consent.record_refusal(session, refused)
+    typer.echo(f"refused, nothing changed: {refused.reason}", err=True)
+    raise typer.Exit(1)
+
+
 def _consent(email: str | None, phone: str | None, granted: bool, note: str) -> None:
     from flows import consent
     from flows.contacts import AddressKind, find_contacts, normalize_email, normalize_phone
@@ -168,6 +191,7 @@ def _consent(email: str | None, phone: str | None, granted: bool, note: str) -> 
 
     if bool(email) == bool(phone):
         raise typer.BadParameter("give exactly one of --email or --phone")
+    why = staff_source(note, required=granted)
     kind: AddressKind
     if email:
         address, channel, kind = normalize_email(email), Channel.EMAIL, "email"
@@ -176,25 +200,36 @@ def _consent(email: str | None, phone: str | None, granted: bool, note: str) -> 
         address = normalize_phone(phone, get_settings().default_phone_region)
     if address is None:
         raise typer.BadParameter(f"{email or phone!r} is not a valid {kind}")
-    with session_scope() as session:
-        matches = find_contacts(session, [(kind, address)])
-        if not matches:
-            raise typer.BadParameter(f"no patient with that {kind}")
-        contact = matches[0]
-        why = consent.ConsentSource("staff", "avatar-crm cli", note or None)
-        consent.set_marketing_consent(session, contact, channel, granted=granted, why=why)
+    try:
+        with session_scope() as session:
+            matches = find_contacts(session, [(kind, address)])
+            if not matches:
+                raise typer.BadParameter(f"no patient with that {kind}")
+            contact = matches[0]
+            blocked = consent.set_marketing_consent(session, contact, channel, granted=granted, why=why)
+    except consent.ConsentRefused as refused:
+        refuse(refused)
     typer.echo(
         f"marketing {channel} consent {'granted' if granted else 'withdrawn'} for contact {contact.id}"
     )
+    if blocked:
+        typer.echo(
+            f"warning: {channel} to this patient is still suppressed ({blocked}); "
+            "`avatar-crm suppress remove` lifts a staff suppression",
+            err=True,
+        )
 
 
 @consent_app.command("grant")
 def consent_grant(
     email: Annotated[str | None, typer.Option(help="The patient's email (email marketing).")] = None,
     phone: Annotated[str | None, typer.Option(help="The patient's mobile (SMS marketing).")] = None,
-    note: Annotated[str, typer.Option(help="How and in what words the patient agreed.")] = "",
+    note: Annotated[str, typer.Option(help="How and in what words the patient agreed (required).")] = "",
 ) -> None:
-    """Record a patient's opt-in to marketing on one channel (kept in the consent ledger)."""
+    """Record a patient's opt-in to marketing on one channel (kept in the consent ledger).
+
+    Refused (exit 1, nothing changed) if the patient opted out themselves (STOP by SMS, an email
+    unsubscribe): only the patient can undo that, by texting START or on an email's unsubscribe page."""
     _consent(email, phone, True, note)
 
 

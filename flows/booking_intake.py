@@ -23,7 +23,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 from sqlmodel import Session, select
 
-from flows.consent import suppression_reason
+from flows.consent import may_send
 from flows.contacts import (
     ContactInput,
     can_receive_sms,
@@ -371,7 +371,7 @@ def _queue_email(
         elif booking.start_at <= now:
             skip_reason = "appointment time has already passed"
         else:
-            why = suppression_reason(session, Channel.EMAIL, Purpose.TRANSACTIONAL, contact.email, kind)
+            why = may_send(Channel.EMAIL, Purpose.TRANSACTIONAL).refusal(session, contact.email, kind)
             skip_reason = f"email suppressed ({why})" if why else None
         if skip_reason:
             _audit(

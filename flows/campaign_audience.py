@@ -6,7 +6,8 @@ own outbox writes are never held up behind one long read.
 
 Consent and suppression are part of the query, not a filter a marketer can leave out: only contacts who opted
 in to marketing on the channel, hold an address on it, and whose address is not suppressed for marketing on
-it. The suppression check is repeated just before each batch is sent (`flows/campaign_send.py`).
+it (`flows.consent.may_send`: a STOP, which suppresses everything by SMS, counts too). The same check is
+repeated just before each batch is sent (`flows/campaign_outbox.py`).
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, and_, exists, func, not_, select
+from sqlalchemy import ColumnElement, and_, exists, func, select
 
 from flows.campaign_spec import Audience, CampaignSpec
+from flows.consent import may_send
 from flows.contacts import can_receive_sms
-from models import Booking, BookingStatus, Channel, Contact, ContactTag, Purpose, Suppression, session_scope
+from models import Booking, BookingStatus, Channel, Contact, ContactTag, Purpose, session_scope
 
 PAGE_SIZE = 1000
 ACTIVE_STATUSES = [s.value for s in BookingStatus if s.is_active]
@@ -51,13 +53,7 @@ def audience_conditions(
     conditions: list[ColumnElement[bool]] = [
         consent.is_not(None),  # type: ignore[union-attr]
         address.is_not(None),  # type: ignore[union-attr]
-        not_(
-            exists().where(
-                Suppression.address_hash == hashed,
-                Suppression.channel == channel,
-                Suppression.purpose == Purpose.MARKETING,
-            )
-        ),
+        may_send(channel, Purpose.MARKETING).allows(hashed),  # type: ignore[arg-type]
     ]
     if audience.services or audience.locations:
         booked = [Booking.contact_id == Contact.id, Booking.status.not_in(GONE_STATUSES)]  # type: ignore[attr-defined]

@@ -37,7 +37,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from flows import outbox
-from flows.consent import suppressed_addresses
+from flows.consent import may_send
 from flows.outbox import Outcome
 from models import (
     Channel,
@@ -313,7 +313,7 @@ def claim_batch(
         if not rows:
             return None, after_id
         cursor = rows[-1].id
-        suppressed = suppressed_addresses(session, channel, Purpose.MARKETING, {r.recipient for r in rows})
+        suppressed = may_send(channel, Purpose.MARKETING).refusals(session, {r.recipient for r in rows})
         refused: dict[int, str] = {}
         by_reason: dict[tuple[str, str], list[int]] = defaultdict(list)
         messages: list[CampaignMessage] = []

@@ -48,6 +48,7 @@ from flows.engagement import Engagement, record_engagement
 from flows.outbox import transition
 from models import (
     Channel,
+    ConsentOrigin,
     Contact,
     InboxStatus,
     MessageStatus,
@@ -215,7 +216,10 @@ def _apply_consent(
     address = message.recipient if message is not None else normalize_email(event.email)
     if not address:
         return False, False
-    why = ConsentSource(f"sendgrid_{event.event}", "sendgrid", _wording(event), row.id)
+    # An unsubscribe, a spam report, a resubscribe: the patient's own act through SendGrid's links (a drop for
+    # an address on SendGrid's unsubscribe list, marketing only, too); a bounce is SendGrid's finding.
+    origin = ConsentOrigin.PATIENT_EMAIL if lifting or scopes == EMAIL_MARKETING else ConsentOrigin.PROVIDER
+    why = ConsentSource(f"sendgrid_{event.event}", "sendgrid", _wording(event), row.id, origin=origin)
     contact = _addressee(session, address, message)
     if lifting:
         return False, grant(session, phone=None, contact=contact, scopes=EMAIL_MARKETING, why=why)

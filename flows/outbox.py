@@ -13,12 +13,13 @@ from datetime import datetime, timedelta
 
 from sqlmodel import Session, select
 
-from flows.consent import OPT_OUT_SCOPES, ConsentSource, suppression_reason, withdraw
+from flows.consent import OPT_OUT_SCOPES, ConsentSource, may_send, withdraw
 from flows.reminder_policy import ReminderPolicy
 from models import (
     Booking,
     BookingStatus,
     Channel,
+    ConsentOrigin,
     Contact,
     MessageKind,
     MessageStatus,
@@ -147,7 +148,7 @@ def _refusal(session: Session, message: OutboundMessage, now: datetime, policy: 
         if message.appointment_at is not None and booking.start_at != message.appointment_at:
             transition(session, message, MessageStatus.DROPPED, "booking moved; a new reminder replaces it")
             return MessageStatus.DROPPED
-    reason = suppression_reason(session, message.channel, message.purpose, message.recipient, message.kind)
+    reason = may_send(message.channel, message.purpose).refusal(session, message.recipient, message.kind)
     if reason is not None:
         transition(session, message, MessageStatus.SUPPRESSED, f"recipient suppressed ({reason})")
         return MessageStatus.SUPPRESSED
@@ -199,7 +200,8 @@ def _apply(session: Session, message: OutboundMessage, outcome: Outcome) -> None
         # The provider holds an opt-out we did not know of (a STOP sent straight to the carrier): honour it
         # everywhere, not only at the provider.
         contact = session.get(Contact, message.contact_id) if message.contact_id else None
-        why = ConsentSource("provider_blocked", outcome.provider or "provider", outcome.detail)
+        provider = outcome.provider or "provider"
+        why = ConsentSource("provider_blocked", provider, outcome.detail, origin=ConsentOrigin.PATIENT_SMS)
         withdraw(session, phone=message.recipient, contact=contact, scopes=OPT_OUT_SCOPES, why=why)
     if outcome.status == MessageStatus.PENDING:  # provider outage: try again later, same key
         delay = min(MAX_RETRY_DELAY, timedelta(seconds=30 * 2 ** min(message.attempts, 10)))

@@ -37,6 +37,7 @@ from models import (
     Booking,
     BookingStatus,
     Channel,
+    ConsentOrigin,
     Contact,
     InboxStatus,
     MessageKind,
@@ -51,6 +52,7 @@ from models.types import utcnow
 from providers.mobilemessage_webhooks import InboundSms, parse_inbound
 
 ACTOR = "sms-triage"
+PATIENT_SMS = ConsentOrigin.PATIENT_SMS  # a reply, or the provider's report of the patient's STOP
 SMS_SCOPES = consent.OPT_OUT_SCOPES[:2]  # START restores SMS; marketing email needs its own consent
 
 
@@ -202,7 +204,7 @@ class _Triage:
             self.queued.append(label)
 
     def source(self, name: str) -> consent.ConsentSource:
-        return consent.ConsentSource(name, ACTOR, self.inbound.message, self.event_id)
+        return consent.ConsentSource(name, ACTOR, self.inbound.message, self.event_id, origin=PATIENT_SMS)
 
     # --- the actions ------------------------------------------------------------------------------
 

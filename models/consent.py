@@ -18,7 +18,8 @@ from models.types import UTCDateTime, utcnow
 
 
 class Suppression(SQLModel, table=True):
-    """One address must not receive messages of `purpose` on `channel`. Lifting it deletes the row."""
+    """One address must not receive messages of `purpose` on `channel`. Lifting it deletes the row (the
+    ledger keeps the history). A `transactional` suppression means nothing at all on the channel (a STOP)."""
 
     __table_args__ = (
         UniqueConstraint("address_hash", "channel", "purpose", name="uq_suppression_address_channel_purpose"),
@@ -30,6 +31,8 @@ class Suppression(SQLModel, table=True):
     purpose: str = Field(sa_type=String(16))
     contact_id: int | None = Field(default=None, foreign_key="contact.id", index=True)
     reason: str = Field(max_length=64)  # opt_out_reply, provider_unsubscribe, provider_blocked, staff, …
+    # Who suppressed it (`ConsentOrigin`): a patient's own opt-out is lifted only by that patient.
+    origin: str = Field(sa_type=String(16))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
 
 
@@ -41,11 +44,11 @@ class ConsentEvent(SQLModel, table=True):
     contact_id: int | None = Field(default=None, foreign_key="contact.id", index=True)
     channel: str = Field(sa_type=String(16))
     purpose: str = Field(sa_type=String(16))
-    action: str = Field(sa_type=String(16))  # granted | withdrawn
-    source: str = Field(
-        max_length=64
-    )  # sms_reply, provider_unsubscribe, provider_blocked, staff, booking_form
+    action: str = Field(sa_type=String(16))  # granted | withdrawn | refused
+    source: str = Field(max_length=64)  # sms_reply, provider_unsubscribe, provider_blocked, sendgrid_…, staff
+    # The patient's words, or staff's note of them
     wording: str | None = Field(default=None, sa_column=Column(EncryptedText, nullable=True))
     webhook_event_id: int | None = Field(default=None, foreign_key="webhookevent.id")
     actor: str = Field(max_length=64)
+    origin: str = Field(sa_type=String(16))  # `ConsentOrigin`: who made the change
     at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False, index=True)

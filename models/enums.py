@@ -8,6 +8,21 @@ from enum import StrEnum
 class ConsentAction(StrEnum):
     GRANTED = "granted"
     WITHDRAWN = "withdrawn"
+    REFUSED = "refused"  # a grant that would have overridden the patient's own opt-out; nothing changed
+
+
+class ConsentOrigin(StrEnum):
+    """Who made a consent change. The patient's own word outranks everyone else's (`flows/consent.py`)."""
+
+    PATIENT_SMS = "patient_sms"  # the patient's text (STOP, START), or their STOP reported by the provider
+    PATIENT_EMAIL = "patient_email"  # the patient's unsubscribe, spam report, resubscribe (SendGrid's links)
+    PROVIDER = "provider"  # a provider's finding about the address (a bounce, an invalid address)
+    STAFF = "staff"  # clinic staff, with a note of what the patient said
+    IMPORT = "import"  # records brought in from elsewhere
+
+    @property
+    def is_patient(self) -> bool:
+        return self in {ConsentOrigin.PATIENT_SMS, ConsentOrigin.PATIENT_EMAIL}
 
 
 class StaffAttention(StrEnum):

@@ -22,6 +22,7 @@ from models import (
     Campaign,
     CampaignStatus,
     Channel,
+    ConsentOrigin,
     Contact,
     MessageStatus,
     OutboundMessage,
@@ -104,7 +105,7 @@ def test_a_campaign_launched_from_a_file_is_sent_once_to_consenting_patients(
     withdrawn = "patient7@example.com"
     with session_scope() as session:
         contact = session.get(Contact, consenting[withdrawn])
-        source = ConsentSource("staff", actor="reception")
+        source = ConsentSource("staff", actor="reception", origin=ConsentOrigin.STAFF)
         withdraw(
             session, phone=None, contact=contact, scopes=[(Channel.EMAIL, Purpose.MARKETING)], why=source
         )

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from flows.consent import suppression_reason
+from flows.consent import may_send
 from models import (
     Campaign,
     Channel,
@@ -104,7 +104,7 @@ def test_a_signed_batch_is_applied_by_an_email_events_run(rig: Rig, gateway: str
         assert message is not None
         assert message.status == MessageStatus.DELIVERED
         assert message.opened_at is not None and message.clicked_at is not None
-        reason = suppression_reason(session, Channel.EMAIL, Purpose.MARKETING, EMAIL, MessageKind.CAMPAIGN)
+        reason = may_send(Channel.EMAIL, Purpose.MARKETING).refusal(session, EMAIL, MessageKind.CAMPAIGN)
         assert reason == "sendgrid_unsubscribe"
 
     api = rig.prefect_api_url

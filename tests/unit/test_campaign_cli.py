@@ -68,7 +68,9 @@ def test_consent_changes_decide_who_a_campaign_reaches(db: str) -> None:
 
 def test_consent_by_phone_reads_local_formats_and_says_what_it_refuses(db: str) -> None:
     ids = seed(2, channel="sms", consent=False)
-    granted = CliRunner().invoke(cli, ["consent", "grant", "--phone", "0410 000 001"])
+    granted = CliRunner().invoke(
+        cli, ["consent", "grant", "--phone", "0410 000 001", "--note", "signed the form"]
+    )
     assert granted.exit_code == 0, granted.output
     assert f"marketing sms consent granted for contact {ids['+61410000001']}" in granted.output
     assert consented_sms() == {ids["+61410000001"]}
@@ -79,8 +81,11 @@ def test_consent_by_phone_reads_local_formats_and_says_what_it_refuses(db: str) 
         (["--phone", "0499 999 999"], "no patient with that phone"),
         (["--email", "patient0@example.com", "--phone", "0410 000 000"], "exactly one of --email or --phone"),
     ):
-        refused = CliRunner().invoke(cli, ["consent", "grant", *args])
+        refused = CliRunner().invoke(cli, ["consent", "grant", *args, "--note", "signed the form"])
         assert refused.exit_code == 2 and says in refused.output, refused.output
+    assert consented_sms() == {ids["+61410000001"]}
+    unnoted = CliRunner().invoke(cli, ["consent", "grant", "--phone", "0410 000 000"])
+    assert unnoted.exit_code == 2 and "--note is required" in unnoted.output, unnoted.output
     assert consented_sms() == {ids["+61410000001"]}
 
 
@@ -108,7 +113,9 @@ def test_patients_sharing_an_address_are_all_tagged_and_consent_goes_to_the_olde
         tags = {(t.contact_id, t.tag) for t in session.exec(select(ContactTag)).all()}
     assert tags == {(parent, "family"), (child, "family"), (child, "kids")}
 
-    granted = CliRunner().invoke(cli, ["consent", "grant", "--email", "family@example.com"])
+    granted = CliRunner().invoke(
+        cli, ["consent", "grant", "--email", "family@example.com", "--note", "signed the form"]
+    )
     assert granted.exit_code == 0 and f"for contact {parent}" in granted.output, granted.output
 
 

@@ -29,6 +29,7 @@ from models import (
     Campaign,
     CampaignStatus,
     Channel,
+    ConsentOrigin,
     Contact,
     ContactTag,
     MessageStatus,
@@ -177,7 +178,7 @@ def test_suppressed_and_non_consenting_patients_never_appear_in_a_request(sendgr
         "patient2@example.com",
         "patient3@example.com",
     )
-    why = ConsentSource("staff", "test")
+    why = ConsentSource("staff", "test", origin=ConsentOrigin.STAFF)
     with session_scope() as session:
         contact = session.get(Contact, addresses[suppressed_before])
         withdraw(session, phone=None, contact=contact, scopes=[(Channel.EMAIL, Purpose.MARKETING)], why=why)

@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlmodel import Session, select
 
 from flows.campaign_outbox import counts_by_variant
-from flows.consent import suppression_reason
+from flows.consent import may_send
 from flows.email_events import apply_events, redact, summarise
 from models import (
     Campaign,
@@ -151,7 +151,7 @@ def _suppressions() -> set[tuple[str, str, str]]:
 
 def _suppressed(email: str, purpose: Purpose) -> str | None:
     with session_scope() as session:
-        return suppression_reason(session, Channel.EMAIL, purpose, email, MessageKind.CAMPAIGN)
+        return may_send(Channel.EMAIL, purpose).refusal(session, email, MessageKind.CAMPAIGN)
 
 
 def _ledger() -> list[tuple[str, str, str, int | None]]:

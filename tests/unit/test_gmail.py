@@ -37,6 +37,7 @@ from models import (
     Booking,
     Campaign,
     Channel,
+    ConsentOrigin,
     Contact,
     MessageKind,
     MessageStatus,
@@ -295,7 +296,7 @@ def test_no_email_when_none_is_known_or_it_is_suppressed(google: FakeGoogle) -> 
             phone=None,
             contact=contact,
             scopes=[(Channel.EMAIL, Purpose.TRANSACTIONAL)],
-            why=ConsentSource("sendgrid_bounce", "test"),
+            why=ConsentSource("sendgrid_bounce", "test", origin=ConsentOrigin.PROVIDER),
         )
     suppressed = str(uuid.uuid4())
     apply_wix(
