@@ -114,6 +114,7 @@ def events_list(
             typer.echo(
                 f"{row.id:>6}  {row.received_at:%Y-%m-%d %H:%M:%S}  {row.source:<6} {row.status:<10} "
                 f"{row.event_type:<40} run={row.flow_run_id or '-'}"
+                + (f"  runs={row.redispatches + 1}" if row.redispatches else "")  # earlier ones died
                 + (f"  error={row.last_error}" if row.last_error else "")
             )
 

@@ -95,6 +95,9 @@ def stack_environment() -> dict[str, str]:
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     env.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "1")
     env.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    # Every flow run's process says it is alive this often; the gateway's zombie automation marks a run that
+    # stops as Crashed after two and a half periods, and its event gets a new run (webhook_gateway/dead_runs).
+    env.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")
     # Fewer, larger writes from the server's event persister and task-run recorder (defaults: a transaction
     # per 20 events, and per task-run event): on the embedded SQLite they queue behind each other and in front
     # of the flow runs the gateway creates. Measured with benchmarks/e2e_latency.py (README, Benchmarks).

@@ -32,6 +32,9 @@ class WebhookEvent(SQLModel, table=True):
     status: str = Field(default=InboxStatus.RECEIVED, sa_type=String(16))
     received_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     dispatch_attempts: int = Field(default=0)
+    # Flow runs found dead (crashed, cancelled, stuck) with this row still `dispatched`, each followed by a
+    # new run: bounded by `dispatch_max_runs`, then the row is `failed`.
+    redispatches: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     next_dispatch_at: datetime | None = Field(default_factory=utcnow, sa_type=UTCDateTime)
     dispatched_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     flow_run_id: str | None = Field(default=None, max_length=36)

@@ -96,6 +96,12 @@ class Settings(BaseSettings):
     gateway_max_body_bytes: int = 256 * 1024
     dispatch_poll_seconds: float = 2.0
     dispatch_max_backoff_seconds: float = 300.0
+    # Dispatched events whose flow run died: how often they are looked for, when a run still Pending counts
+    # as dead (and a Running one, with heartbeats off), and how many runs an event gets before it is `failed`.
+    dispatch_recovery_seconds: float = 15.0
+    dispatch_stuck_pending_seconds: float = 90.0
+    dispatch_stuck_running_seconds: float = 1800.0
+    dispatch_max_runs: int = 3
 
     # --- Prefect (the variables Prefect itself reads; mirrored here so `up` can set them) ---------
     prefect_port: int = 4200

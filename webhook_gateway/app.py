@@ -11,6 +11,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator, Collection, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager, suppress
+from datetime import timedelta
 
 from litestar import Litestar, MediaType, Request, Response
 from litestar.openapi import OpenAPIConfig
@@ -18,6 +19,7 @@ from prefect.client.orchestration import PrefectClient, get_client
 from sqlalchemy.exc import SQLAlchemyError
 
 from models import Settings, get_engine, get_settings
+from webhook_gateway.dead_runs import StuckLimits
 from webhook_gateway.dispatcher import Dispatcher
 from webhook_gateway.google_oauth import GoogleOAuthController
 from webhook_gateway.health import HealthController
@@ -83,6 +85,12 @@ def create_app(
                     poll_seconds=settings.dispatch_poll_seconds,
                     max_backoff_seconds=settings.dispatch_max_backoff_seconds,
                     batched=batched,
+                    recovery_seconds=settings.dispatch_recovery_seconds,
+                    stuck=StuckLimits(
+                        pending=timedelta(seconds=settings.dispatch_stuck_pending_seconds),
+                        running=timedelta(seconds=settings.dispatch_stuck_running_seconds),
+                    ),
+                    max_runs=settings.dispatch_max_runs,
                 )
                 app.state.update(
                     settings=settings, engine=engine, inbox=inbox, dispatcher=dispatcher, prefect=client

@@ -8,6 +8,12 @@ at most one run per event.
 Sources named in `batched` (delivery receipts: thousands a minute during a campaign) get one run per batch of
 due rows instead (`event_ids`), keyed by the batch's first and last row; their flows are idempotent per row,
 so a batch that is re-dispatched with different neighbours does no harm.
+
+A row stays `dispatched` until its run marks it `processed` or `failed`. A run whose process died never will:
+every `recovery_seconds` (and first thing after a start, so a restarted stack re-examines everything left
+`dispatched`) the dispatcher reads the runs of all dispatched rows and hands a row whose run is dead
+(`dead_runs.py`) back as `received` with its reason and a new attempt number, which is part of the next run's
+idempotency key; after `max_runs` runs the row is `failed` with the reason.
 """
 
 from __future__ import annotations
@@ -23,17 +29,30 @@ from uuid import UUID
 
 from anyio import to_thread
 from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.objects import FlowRun
+from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
 from prefect.exceptions import PrefectHTTPStatusError
 from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+from prefect.states import Crashed
 from sqlalchemy import Engine, case, select, update
 
 from models import InboxStatus, WebhookEvent
 from models.types import utcnow
+from webhook_gateway.dead_runs import (
+    StuckLimits,
+    dead_reason,
+    ensure_zombie_automation,
+    heartbeat_window,
+    needs_heartbeat_check,
+)
 
 logger = logging.getLogger(__name__)
 
 _TABLE = WebhookEvent.__table__  # type: ignore[attr-defined]
 _BATCH = 50
+_RECOVERY_PAGE = 200
+_STUCK = StuckLimits(pending=timedelta(seconds=90), running=timedelta(minutes=30))
 # A SQLite-backed Prefect server answers 503 while another writer holds its lock, usually for tens of
 # milliseconds. Prefect's client would wait 2 s (then 4, 8 …) before asking again; the dispatcher asks again
 # sooner, and leaves longer outages to its own per-row backoff. Seconds, before jitter.
@@ -50,6 +69,14 @@ class _Due:
     dedupe_key: str
     event_type: str
     dispatch_attempts: int
+    redispatches: int
+
+
+@dataclass(frozen=True)
+class _Dispatched:
+    id: int
+    flow_run_id: str
+    redispatches: int
 
 
 class Dispatcher:
@@ -64,6 +91,9 @@ class Dispatcher:
         poll_seconds: float = 2.0,
         max_backoff_seconds: float = 300.0,
         batched: Collection[str] = (),
+        recovery_seconds: float = 30.0,
+        stuck: StuckLimits = _STUCK,
+        max_runs: int = 3,
     ) -> None:
         self._engine = engine
         self._client = client
@@ -76,6 +106,11 @@ class Dispatcher:
         self._failed_rounds = 0
         self._last_failure = ""
         self._running = False
+        self._recovery_seconds = recovery_seconds
+        self._stuck = stuck
+        self._max_runs = max_runs
+        self._next_recovery = 0.0  # monotonic: the first round looks at once
+        self._automation_ready = False
 
     @property
     def readiness_deployment(self) -> str:
@@ -108,7 +143,14 @@ class Dispatcher:
             self._running = False
 
     async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            if loop.time() >= self._next_recovery:
+                self._next_recovery = loop.time() + self._recovery_seconds
+                try:
+                    await self.recover_dead_runs()
+                except Exception as exc:  # Prefect down: the next round looks again
+                    logger.warning("could not look for dead flow runs: %s", _reason(exc))
             try:
                 await self.dispatch_due()
             except Exception:  # the loop must outlive any one bad round (DB briefly locked, etc.)
@@ -116,8 +158,9 @@ class Dispatcher:
             if self._failed_rounds:
                 await asyncio.sleep(self._pause_after_failure())
                 continue
+            timeout = min(self._poll_seconds, max(0.0, self._next_recovery - loop.time()))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout=self._poll_seconds)
+                await asyncio.wait_for(self._wakeup.wait(), timeout=timeout)
             self._wakeup.clear()
 
     async def dispatch_due(self) -> int:
@@ -147,6 +190,57 @@ class Dispatcher:
             if len(due) < _BATCH:
                 return dispatched
 
+    async def recover_dead_runs(self) -> int:
+        """Hand back every dispatched row whose flow run is dead; returns how many were handed back/failed."""
+        if not self._automation_ready:
+            await ensure_zombie_automation(self._client)
+            self._automation_ready = True
+        handled, after = 0, 0
+        while True:
+            rows = await to_thread.run_sync(self._select_dispatched, after)
+            if not rows:
+                return handled
+            after = rows[-1].id
+            runs = await self._read_runs({row.flow_run_id for row in rows})
+            now, window = utcnow(), heartbeat_window()
+            silent = await self._silent([r for r in runs.values() if needs_heartbeat_check(r, now, window)])
+            dead: list[tuple[_Dispatched, str]] = []
+            crashed: set[str] = set()
+            for row in rows:
+                run = runs.get(row.flow_run_id)
+                reason, crash_first = dead_reason(run, now, self._stuck, window, row.flow_run_id in silent)
+                if reason is None:
+                    continue
+                if crash_first and run is not None and row.flow_run_id not in crashed:
+                    # So the Prefect UI says what happened, and a run that was only slow cannot finish later.
+                    await self._client.set_flow_run_state(run.id, Crashed(message=reason), force=True)
+                    crashed.add(row.flow_run_id)
+                dead.append((row, reason))
+            handled += await to_thread.run_sync(self._hand_back, dead)
+
+    async def _read_runs(self, ids: set[str]) -> dict[str, FlowRun]:
+        runs = await self._client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(i) for i in ids])), limit=len(ids)
+        )
+        return {str(run.id): run for run in runs}
+
+    async def _silent(self, runs: list[FlowRun]) -> set[str]:
+        """Those of `runs` with no heartbeat event within the heartbeat window (Prefect's events API)."""
+        window = heartbeat_window()
+        if not runs or window is None:
+            return set()
+        resources = {f"prefect.flow-run.{run.id}": str(run.id) for run in runs}
+        page = await self._client.read_events(
+            filter=EventFilter(
+                occurred=EventOccurredFilter(since=utcnow() - window),
+                event=EventNameFilter(name=["prefect.flow-run.heartbeat"]),
+                resource=EventResourceFilter(id=list(resources), distinct=True),
+            ),
+            limit=len(resources),
+        )
+        beating = {resources.get(event.resource.id) for event in page.events}
+        return set(resources.values()) - beating
+
     async def _create_run(self, rows: list[_Due]) -> UUID:
         source = rows[0].source
         deployment_name = self._deployments.get(source)
@@ -156,14 +250,17 @@ class Dispatcher:
         if deployment_id is None:
             deployment = await self._client.read_deployment_by_name(deployment_name)
             deployment_id = self._deployment_ids[deployment_name] = deployment.id
+        # A new run for an event whose previous run died needs a new key (the old one names the dead run).
+        attempt = max(row.redispatches for row in rows)
+        suffix = f":run{attempt + 1}" if attempt else ""
         if source in self._batched:
             ids = [row.id for row in rows]
             parameters: dict[str, object] = {"event_ids": ids}
-            key, name = f"{source}:batch:{ids[0]}-{ids[-1]}", f"{source}-events-{ids[0]}-{ids[-1]}"
+            key, name = f"{source}:batch:{ids[0]}-{ids[-1]}{suffix}", f"{source}-events-{ids[0]}-{ids[-1]}"
         else:
             row = rows[0]
             parameters = {"event_id": row.id}
-            key, name = f"{row.source}:{row.dedupe_key}", f"{row.source}-event-{row.id}"
+            key, name = f"{row.source}:{row.dedupe_key}{suffix}", f"{row.source}-event-{row.id}"
         for pause in (*_BUSY_PAUSES, None):
             try:  # safe to repeat: the idempotency key makes a second create return the first run
                 flow_run = await self._client.create_flow_run_from_deployment(
@@ -191,6 +288,7 @@ class Dispatcher:
                 _TABLE.c.dedupe_key,
                 _TABLE.c.event_type,
                 _TABLE.c.dispatch_attempts,
+                _TABLE.c.redispatches,
             )
             .where(_TABLE.c.status == InboxStatus.RECEIVED, _TABLE.c.next_dispatch_at <= utcnow())
             .order_by(_TABLE.c.id)
@@ -198,6 +296,56 @@ class Dispatcher:
         )
         with self._engine.connect() as connection:
             return [_Due(*row) for row in connection.execute(query)]
+
+    def _select_dispatched(self, after: int) -> list[_Dispatched]:
+        query = (
+            select(_TABLE.c.id, _TABLE.c.flow_run_id, _TABLE.c.redispatches)
+            .where(
+                _TABLE.c.status == InboxStatus.DISPATCHED,
+                _TABLE.c.flow_run_id.is_not(None),
+                _TABLE.c.id > after,
+            )
+            .order_by(_TABLE.c.id)
+            .limit(_RECOVERY_PAGE)
+        )
+        with self._engine.connect() as connection:
+            return [_Dispatched(*row) for row in connection.execute(query)]
+
+    def _hand_back(self, dead: list[tuple[_Dispatched, str]]) -> int:
+        """Back to `received` for a new run, or `failed` once it has had `max_runs`; only if the row is still
+        `dispatched` to that run (it may have finished in the meantime, or been handed back already)."""
+        handled = 0
+        with self._engine.begin() as connection:
+            for row, reason in dead:
+                runs = row.redispatches + 1
+                if runs >= self._max_runs:
+                    values: dict[str, object] = {
+                        "status": InboxStatus.FAILED,
+                        "processed_at": utcnow(),
+                        "last_error": f"gave up after {runs} flow runs; the last: {reason}"[:1000],
+                    }
+                    logger.error("inbox event %s failed: %s flow runs died; last: %s", row.id, runs, reason)
+                else:
+                    values = {
+                        "status": InboxStatus.RECEIVED,
+                        "redispatches": runs,
+                        "next_dispatch_at": utcnow(),
+                        "last_error": reason[:1000],
+                    }
+                    logger.warning("inbox event %s gets flow run %s: %s", row.id, runs + 1, reason)
+                result = connection.execute(
+                    update(_TABLE)
+                    .where(
+                        _TABLE.c.id == row.id,
+                        _TABLE.c.status == InboxStatus.DISPATCHED,
+                        _TABLE.c.flow_run_id == row.flow_run_id,
+                    )
+                    .values(**values)
+                )
+                handled += result.rowcount
+        if handled:
+            self.wake()
+        return handled
 
     def _record_success(self, event_ids: list[int], flow_run_id: UUID) -> None:
         # The run may already have finished and marked the row processed: never move it backwards.

@@ -1,21 +1,27 @@
 """The dispatcher against a Prefect API that is busy (503: a SQLite-backed server's write lock) or gone:
 a busy server is asked again within a fraction of a second, not after Prefect's client's 2 s; an outage
-leaves the row waiting with its reason, to be dispatched by a later round."""
+leaves the row waiting with its reason, to be dispatched by a later round. A row whose flow run died (crashed,
+cancelled, stuck) gets a new run under a new key, a bounded number of times, then fails with the reason."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import httpx
 import pytest
 from prefect.exceptions import PrefectHTTPStatusError
+from prefect.settings import get_current_settings
+from prefect.states import Cancelled, Completed, Crashed, Pending, Running
 
 from models import InboxStatus, WebhookEvent, get_engine, session_scope
+from models.types import utcnow
 from tests.inbox_events import store_event
 from webhook_gateway import dispatcher as dispatching
+from webhook_gateway.dead_runs import StuckLimits, heartbeat_window
 from webhook_gateway.dispatcher import Dispatcher
 
 pytestmark = pytest.mark.db
@@ -101,3 +107,149 @@ async def test_a_server_busy_for_seconds_leaves_the_row_for_a_later_round(
         session.add(stored)
     assert await dispatcher.dispatch_due() == 1
     assert _row(event_id).status == InboxStatus.DISPATCHED
+
+
+# --- flow runs whose process died -------------------------------------------------------------------------
+
+
+@dataclass
+class _PrefectWithRuns(_Prefect):
+    """Keeps the runs it created, in the state a test gives them, and the automations asked for."""
+
+    busy_answers: int = 0
+    runs: dict[UUID, SimpleNamespace] = field(default_factory=dict)
+    forced: list[tuple[UUID, str]] = field(default_factory=list)
+    automations: list[Any] = field(default_factory=list)
+    beating: set[UUID] = field(default_factory=set)  # runs whose heartbeats arrive
+    heartbeat_queries: list[Any] = field(default_factory=list)
+
+    async def create_flow_run_from_deployment(self, deployment_id: object, **kw: Any) -> SimpleNamespace:
+        await super().create_flow_run_from_deployment(deployment_id, **kw)
+        run = SimpleNamespace(id=uuid4(), state=Pending())
+        self.runs[run.id] = run
+        return run
+
+    async def read_flow_runs(self, *, flow_run_filter: Any, limit: int) -> list[SimpleNamespace]:
+        return [self.runs[i] for i in flow_run_filter.id.any_ if i in self.runs][:limit]
+
+    async def read_events(self, *, filter: Any, limit: int) -> SimpleNamespace:
+        self.heartbeat_queries.append(filter)
+        assert filter.event.name == ["prefect.flow-run.heartbeat"]
+        wanted = {UUID(resource.removeprefix("prefect.flow-run.")) for resource in filter.resource.id}
+        events = [SimpleNamespace(resource=SimpleNamespace(id=f"prefect.flow-run.{i}")) for i in wanted]
+        return SimpleNamespace(events=[e for e in events if UUID(e.resource.id[17:]) in self.beating])
+
+    async def set_flow_run_state(self, flow_run_id: UUID, state: Any, force: bool = False) -> None:
+        self.forced.append((flow_run_id, state.type.value))
+        self.runs[flow_run_id].state = state
+
+    async def read_automations_by_name(self, name: str) -> list[Any]:
+        return [a for a in self.automations if a.name == name]
+
+    async def create_automation(self, automation: Any) -> UUID:
+        self.automations.append(automation)
+        return uuid4()
+
+    def run_of(self, event_id: int) -> SimpleNamespace:
+        return self.runs[UUID(_row(event_id).flow_run_id)]
+
+
+def _dispatcher(database_url: str, prefect: _PrefectWithRuns, **kw: Any) -> Dispatcher:
+    return Dispatcher(get_engine(database_url), prefect, {"wix": "booking-intake/booking-intake"}, **kw)  # type: ignore[arg-type]
+
+
+def _aged(state: Any, seconds: float) -> Any:
+    state.timestamp = utcnow() - timedelta(seconds=seconds)
+    return state
+
+
+async def test_an_event_whose_run_crashed_gets_a_new_run_under_a_new_key(database_url: str, db: str) -> None:
+    event_id = store_event("wix", b"token", "wix.bookings.v2.booking_created")
+    prefect = _PrefectWithRuns()
+    dispatcher = _dispatcher(database_url, prefect)
+    await dispatcher.dispatch_due()
+    first_run = prefect.run_of(event_id)
+    first_run.state = Running()
+    assert await dispatcher.recover_dead_runs() == 0  # alive: left alone
+    first_run.state = Crashed(message="Marked Crashed: no heartbeat from the flow run's process (it died)")
+
+    assert await dispatcher.recover_dead_runs() == 1
+    row = _row(event_id)
+    assert (row.status, row.redispatches) == (InboxStatus.RECEIVED, 1)
+    assert row.last_error == (
+        f"flow run {first_run.id} ended Crashed without an outcome: "
+        "Marked Crashed: no heartbeat from the flow run's process (it died)"
+    )
+    assert await dispatcher.dispatch_due() == 1
+    first_key, second_key = (attempt["idempotency_key"] for attempt in prefect.attempts)
+    assert second_key == f"{first_key}:run2"  # the old key would hand back the dead run
+    row = _row(event_id)
+    assert row.status == InboxStatus.DISPATCHED and UUID(row.flow_run_id) != first_run.id
+    # Prefect's documented zombie-run automation was put in place on the way.
+    [automation] = prefect.automations
+    assert automation.trigger.within == timedelta(
+        seconds=get_current_settings().flows.heartbeat_frequency * 2.5
+    )
+
+
+async def test_an_event_gets_a_bounded_number_of_runs_then_fails_with_the_reason(
+    database_url: str, db: str
+) -> None:
+    event_id = store_event("wix", b"token", "wix.bookings.v2.booking_created")
+    prefect = _PrefectWithRuns()
+    dispatcher = _dispatcher(database_url, prefect, max_runs=3)
+    for _ in range(3):
+        assert await dispatcher.dispatch_due() == 1
+        prefect.run_of(event_id).state = Cancelled()
+        assert await dispatcher.recover_dead_runs() == 1
+    row = _row(event_id)
+    assert row.status == InboxStatus.FAILED and row.processed_at is not None
+    assert row.last_error is not None and row.last_error.startswith(
+        "gave up after 3 flow runs; the last: flow run"
+    )
+    assert await dispatcher.dispatch_due() == 0
+    assert len(prefect.attempts) == 3
+
+
+async def test_runs_stuck_in_pending_or_silent_while_running_are_crashed_and_replaced(
+    database_url: str, db: str
+) -> None:
+    kind = "wix.bookings.v2.booking_created"
+    pending, silent, beating, young = (store_event("wix", b"token", kind) for _ in range(4))
+    prefect = _PrefectWithRuns()
+    window = heartbeat_window()
+    assert window is not None  # heartbeats are on by default (every 180 s; 30 s under `make up`)
+    dispatcher = _dispatcher(database_url, prefect, stuck=StuckLimits(timedelta(seconds=60), timedelta(0)))
+    await dispatcher.dispatch_due()
+    prefect.run_of(pending).state = _aged(Pending(), 61)
+    prefect.run_of(silent).state = _aged(Running(), window.total_seconds() + 5)
+    prefect.run_of(beating).state = _aged(Running(), window.total_seconds() + 5)
+    prefect.beating.add(prefect.run_of(beating).id)
+    prefect.run_of(young).state = _aged(Running(), window.total_seconds() - 5)  # no need to ask yet
+    stuck_runs = {prefect.run_of(pending).id, prefect.run_of(silent).id}
+
+    assert await dispatcher.recover_dead_runs() == 2
+    assert {run_id for run_id, _ in prefect.forced} == stuck_runs  # the UI shows them Crashed, with why
+    assert {state for _, state in prefect.forced} == {"CRASHED"}
+    assert _row(pending).status == _row(silent).status == InboxStatus.RECEIVED
+    assert "stuck in Pending for 6" in (_row(pending).last_error or "")
+    assert "Running with no heartbeat for" in (_row(silent).last_error or "")
+    assert _row(beating).status == _row(young).status == InboxStatus.DISPATCHED
+    [query] = prefect.heartbeat_queries
+    assert len(query.resource.id) == 2  # only the runs old enough to have missed their heartbeats
+
+
+async def test_a_row_finished_by_its_run_meanwhile_is_not_handed_back(database_url: str, db: str) -> None:
+    event_id = store_event("wix", b"token", "wix.bookings.v2.booking_created")
+    prefect = _PrefectWithRuns()
+    dispatcher = _dispatcher(database_url, prefect)
+    await dispatcher.dispatch_due()
+    prefect.run_of(event_id).state = Completed()
+    [dispatched] = dispatcher._select_dispatched(0)
+    with session_scope() as session:  # the run marked it processed just after the dispatcher read it
+        stored = session.get(WebhookEvent, event_id)
+        assert stored is not None
+        stored.status = InboxStatus.PROCESSED
+        session.add(stored)
+    assert dispatcher._hand_back([(dispatched, "ended Completed")]) == 0
+    assert _row(event_id).status == InboxStatus.PROCESSED
