@@ -3,8 +3,8 @@
 `webhookevent.redispatches`: how many times the event's flow run was found crashed, cancelled or stuck with
 the row still `dispatched`, and the event handed to a new run (whose idempotency key carries the count).
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-05 19:10:00
 """
 
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005"
-down_revision: str | None = "0004"
+revision: str = "0006"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
