@@ -28,10 +28,10 @@ from sqlmodel import Session, select
 from flows import consent, messages
 from flows.booking_intake import booking_facts, mark_failed
 from flows.contacts import find_contacts, mask_phone, normalize_phone
-from flows.email_messages import ClinicIdentity, render_staff_email
 from flows.outbox import queue_message
 from flows.sms_classifier import Classification, Intent, classify_with_fallback
 from flows.tasks.send import send_message
+from flows.tasks.staff import staff_notices
 from models import (
     AuditLog,
     Booking,
@@ -167,35 +167,14 @@ class _Triage:
             f"`{classification.intent}` (confidence {classification.confidence:.2f}). "
             f"Read it with `avatar-crm events show {self.event_id}` and call the patient."
         )
-        self._queue(
-            OutboundMessage(
-                idempotency_key=f"staff:{self.event_id}",
-                channel=Channel.OPS,
-                purpose=Purpose.TRANSACTIONAL,
-                kind=MessageKind.STAFF_NOTIFICATION,
-                contact_id=self.contact.id if self.contact else None,
-                booking_id=self.booking.id if self.booking else None,
-                recipient="staff",
-                body=body,
-            ),
-            "staff notification",
-        )
-        if self.settings.staff_notification_email:  # the same notice by email, through the outbox
-            key = f"staff:{self.event_id}:email"
-            email = render_staff_email(body, ClinicIdentity.from_settings(self.settings), reference=key)
-            self._queue(
-                OutboundMessage(
-                    idempotency_key=key,
-                    channel=Channel.EMAIL,
-                    purpose=Purpose.TRANSACTIONAL,
-                    kind=MessageKind.STAFF_NOTIFICATION,
-                    contact_id=self.contact.id if self.contact else None,
-                    booking_id=self.booking.id if self.booking else None,
-                    recipient=self.settings.staff_notification_email.strip(),
-                    body=email.to_json(),
-                ),
-                "staff email",
-            )
+        for notice in staff_notices(
+            self.settings,
+            f"staff:{self.event_id}",
+            body,
+            contact_id=self.contact.id if self.contact else None,
+            booking_id=self.booking.id if self.booking else None,
+        ):
+            self._queue(notice, "staff notification" if notice.channel == Channel.OPS else "staff email")
         self.audit("booking.staff_attention", reason=attention.value, intent=classification.intent)
 
     def _queue(self, message: OutboundMessage, label: str) -> None:

@@ -38,6 +38,8 @@ class OAuthState(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     state_hash: str = Field(max_length=64, unique=True)  # SHA-256 of the state sent to Google
     session_hash: str = Field(max_length=64)  # SHA-256 of the browser's session cookie
+    # The connect ticket that started it: unique, so a ticket starts one sign-in and a second use is refused.
+    ticket_id: str | None = Field(default=None, max_length=64, unique=True, index=True)
     code_verifier: str = Field(sa_column=Column(EncryptedText, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

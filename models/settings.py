@@ -39,7 +39,9 @@ class Settings(BaseSettings):
     # --- Wix -------------------------------------------------------------------------------------
     wix_public_key: str | None = None
     wix_webhook_secret: SecretStr | None = None
+    # When set, a Wix-signed webhook must name this site / app instance (the app's key signs every site's).
     wix_site_id: str | None = None
+    wix_instance_id: str | None = None
 
     # --- MobileMessage ---------------------------------------------------------------------------
     sms_provider: Literal["mobilemessage", "sandbox"] | None = None

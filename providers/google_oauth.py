@@ -9,9 +9,9 @@ from the same browser session, burns the state before anything else, exchanges t
 verifier, learns the account's address from the userinfo endpoint and stores the refresh token encrypted.
 
 Anyone who can reach the gateway can reach `/auth/google/start`, and whoever completes the flow decides
-whose mailbox patients' email comes from. So a flow can only be started with a short-lived signed ticket
-(`connect_url()`, printed by `avatar-crm google connect`), which only someone holding the server's secrets
-can mint.
+whose mailbox patients' email comes from. So a flow can only be started with a short-lived, one-time
+signed ticket (`connect_url()`, printed by `avatar-crm google connect`), which only someone holding the
+server's secrets can mint; and replacing a connected account is announced (audit, log, staff notice).
 
 Access-token refresh, and `invalid_grant` marking the connection disconnected, live in
 `providers/google_api.py`, next to the API calls that trigger them.
@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -33,8 +34,11 @@ import requests
 from google_auth_oauthlib.flow import Flow
 from oauthlib.oauth2.rfc6749.errors import InsecureTransportError, OAuth2Error
 from sqlalchemy import delete, update
-from sqlmodel import select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
 
+from flows.outbox import queue_message
+from flows.tasks.staff import staff_notices
 from models import (
     AuditLog,
     GoogleConnection,
@@ -57,6 +61,10 @@ USERINFO_PATH = "/oauth2/v3/userinfo"
 
 class OAuthError(Exception):
     """The callback cannot complete; the message is safe to show the person in the browser."""
+
+
+class TicketUsed(Exception):
+    """The connect ticket already started a sign-in: each link works once."""
 
 
 class GoogleNotConfigured(Exception):
@@ -95,43 +103,61 @@ class Revoked:
 # --- start tickets -----------------------------------------------------------------------------------------
 
 
+# `<expiry>.<ticket id>.<signature>`; ASCII only, so nothing a browser sends can trip the parsing up.
+_TICKET = re.compile(r"(\d{1,12})\.([A-Za-z0-9_-]{16})\.([0-9a-f]{32})", re.ASCII)
+
+
 def connect_url(now: float | None = None) -> str:
-    """The link staff open to connect Google: /auth/google/start with a ticket valid for 15 minutes."""
+    """The link staff open to connect Google: /auth/google/start with a one-time ticket, for 15 minutes."""
     settings = get_settings()
     expires = int((now if now is not None else time.time()) + TICKET_TTL_SECONDS)
-    ticket = f"{expires}.{_sign(settings, f'google-connect:{expires}')}"
+    ticket_id = secrets.token_urlsafe(12)
+    ticket = f"{expires}.{ticket_id}.{_sign(settings, f'google-connect:{expires}:{ticket_id}')}"
     return f"{settings.public_base_url.rstrip('/')}/auth/google/start?{urlencode({'ticket': ticket})}"
 
 
-def ticket_valid(ticket: str | None, now: float | None = None) -> bool:
-    if not ticket or "." not in ticket:
-        return False
-    expires, _, signature = ticket.partition(".")
-    if not expires.isdigit() or int(expires) < (now if now is not None else time.time()):
-        return False
-    return hmac.compare_digest(signature, _sign(get_settings(), f"google-connect:{expires}"))
+def ticket_id(ticket: str | None, now: float | None = None) -> str | None:
+    """The id of a genuine, unexpired ticket, else None. Whether it was used already is for
+    `begin_authorization` to find out: it records the id, once."""
+    match = _TICKET.fullmatch(ticket or "")
+    if match is None:
+        return None
+    expires, ticket_id, signature = match.groups()
+    if int(expires) < (now if now is not None else time.time()):
+        return None
+    expected = _sign(get_settings(), f"google-connect:{expires}:{ticket_id}")
+    return ticket_id if hmac.compare_digest(signature, expected) else None
 
 
 # --- the flow ----------------------------------------------------------------------------------------------
 
 
-def begin_authorization(session_id: str) -> str:
-    """Google's consent URL for this browser session; remembers state and verifier until the callback."""
+def begin_authorization(session_id: str, ticket_id: str) -> str:
+    """Google's consent URL for this browser session; remembers state and verifier until the callback.
+
+    The ticket's id is stored with the state under a unique index, so a ticket starts one sign-in: a link
+    seen on a shared screen or in an access log is useless once staff have opened it (states are kept a day,
+    tickets live 15 minutes)."""
     settings = _require_configured()
     flow = _flow(settings)
     state = secrets.token_urlsafe(32)
     url, _ = flow.authorization_url(state=state, access_type="offline", prompt="consent")
     assert flow.code_verifier, "PKCE verifier was not generated"
-    with session_scope() as session:
-        stale = utcnow() - timedelta(days=1)
-        session.execute(delete(OAuthState).where(OAuthState.created_at < stale))  # type: ignore[arg-type]
-        session.add(
-            OAuthState(
-                state_hash=_keyed_hash(settings, "state", state),
-                session_hash=_keyed_hash(settings, "session", session_id),
-                code_verifier=flow.code_verifier,
+    try:
+        with session_scope() as session:
+            stale = utcnow() - timedelta(days=1)
+            session.execute(delete(OAuthState).where(OAuthState.created_at < stale))  # type: ignore[arg-type]
+            session.add(
+                OAuthState(
+                    state_hash=_keyed_hash(settings, "state", state),
+                    session_hash=_keyed_hash(settings, "session", session_id),
+                    code_verifier=flow.code_verifier,
+                    ticket_id=ticket_id,
+                )
             )
-        )
+    except IntegrityError as exc:
+        logger.warning("a Google connect ticket was used a second time; refused")
+        raise TicketUsed from exc
     return url
 
 
@@ -232,15 +258,23 @@ def _account_email(settings: Settings, access_token: str) -> str:
 def _store_connection(
     email: str, refresh_token: str, scopes: tuple[str, ...], access_token: str, expires_at: datetime | None
 ) -> None:
-    """One row per account; connecting another account retires the previous one (one mailbox at a time)."""
+    """One row per account; connecting another account retires the previous one (one mailbox at a time).
+
+    Replacing a connected account changes whose mailbox patients' email comes from, so it is never silent:
+    a `google.replaced` audit row, a warning in the log and a staff notice (queued with the change; the
+    reminder sweep delivers it within a minute).
+    """
     now = utcnow()
     with session_scope() as session:
-        for other in session.exec(
-            select(GoogleConnection).where(
-                GoogleConnection.account_email != email,
-                GoogleConnection.status == GoogleConnectionStatus.CONNECTED,
+        replaced = list(
+            session.exec(
+                select(GoogleConnection).where(
+                    GoogleConnection.account_email != email,
+                    GoogleConnection.status == GoogleConnectionStatus.CONNECTED,
+                )
             )
-        ):
+        )
+        for other in replaced:
             other.status, other.status_reason = GoogleConnectionStatus.REVOKED, f"replaced by {email}"
             other.access_token, other.updated_at = None, now
             session.add(other)
@@ -265,6 +299,34 @@ def _store_connection(
                 detail={"account": email, "scopes": list(scopes)},
             )
         )
+        for other in replaced:
+            _announce_replacement(session, other, connection, now)
+
+
+def _announce_replacement(
+    session: Session, previous: GoogleConnection, current: GoogleConnection, now: datetime
+) -> None:
+    logger.warning(
+        "the connected Google account (connection %s) was REPLACED by another (connection %s)",
+        previous.id,
+        current.id,
+    )
+    session.add(
+        AuditLog(
+            actor="staff",
+            action="google.replaced",
+            entity_type="google_connection",
+            entity_id=current.id,
+            detail={"previous": previous.account_email, "account": current.account_email},
+        )
+    )
+    body = (
+        f"**Google account replaced**: patient email and calendar events now go through "
+        f"{current.account_email} instead of {previous.account_email}. If nobody at the clinic did this, "
+        "run `avatar-crm google disconnect` at once and connect the clinic's account again."
+    )
+    for notice in staff_notices(get_settings(), f"google-replaced:{current.id}:{now.isoformat()}", body):
+        queue_message(session, notice)
 
 
 # --- disconnecting and status ------------------------------------------------------------------------------

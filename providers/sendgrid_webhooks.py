@@ -81,21 +81,18 @@ def load_public_key(public_key: str) -> ec.EllipticCurvePublicKey:
     return key
 
 
-def verify_signature(
-    raw: bytes,
+def check_headers(
     timestamp: str | None,
     signature: str | None,
-    public_key: str,
+    public_key: str | None,
     *,
     now: float | None = None,
     tolerance: int = DEFAULT_TOLERANCE_SECONDS,
-) -> None:
-    """Check the two signature headers against the exact bytes received; raise SendGridSignatureError if not.
-
-    The library signs `timestamp + payload` re-encoded as UTF-8, so the body is decoded strictly as UTF-8:
-    that round trip is byte-exact, and a body that is not UTF-8 cannot have been signed by SendGrid anyway.
-    No exception other than SendGridSignatureError escapes (garbage base64, a non-DER signature, ...).
-    """
+) -> tuple[ec.EllipticCurvePublicKey, str, str]:
+    """Everything that can be refused before the body is read: the key configured, both headers present,
+    the timestamp fresh, the signature well-formed. Returns the key and the stripped header values."""
+    if not public_key:
+        raise SendGridSignatureError("SENDGRID_WEBHOOK_PUBLIC_KEY is not set")
     key = load_public_key(public_key)
     if timestamp is None or not timestamp.strip():
         raise SendGridSignatureError(f"missing {TIMESTAMP_HEADER} header")
@@ -118,6 +115,25 @@ def verify_signature(
         base64.b64decode(signature, validate=True)  # the library would silently skip junk characters
     except (binascii.Error, ValueError):
         raise SendGridSignatureError(f"{SIGNATURE_HEADER} is not base64") from None
+    return key, timestamp, signature
+
+
+def verify_signature(
+    raw: bytes,
+    timestamp: str | None,
+    signature: str | None,
+    public_key: str | None,
+    *,
+    now: float | None = None,
+    tolerance: int = DEFAULT_TOLERANCE_SECONDS,
+) -> None:
+    """Check the two signature headers against the exact bytes received; raise SendGridSignatureError if not.
+
+    The library signs `timestamp + payload` re-encoded as UTF-8, so the body is decoded strictly as UTF-8:
+    that round trip is byte-exact, and a body that is not UTF-8 cannot have been signed by SendGrid anyway.
+    No exception other than SendGridSignatureError escapes (garbage base64, a non-DER signature, ...).
+    """
+    key, timestamp, signature = check_headers(timestamp, signature, public_key, now=now, tolerance=tolerance)
     try:
         payload = raw.decode("utf-8")
     except UnicodeDecodeError:

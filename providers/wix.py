@@ -46,6 +46,10 @@ class WixSignatureError(Exception):
     """The sender could not be proven to be Wix (or us). The message is safe to return to the caller."""
 
 
+class WixInstanceError(Exception):
+    """Signed by Wix but for another site: the app's key signs the webhooks of every site using the app."""
+
+
 class WixPayloadError(Exception):
     """Authentic but unusable body. The message names the offending field, never its value."""
 
@@ -195,6 +199,21 @@ def verify_jwt(raw: bytes, public_key: str) -> dict[str, Any]:
         raise WixSignatureError("body is not a well-formed JWT") from None
     except (jwt.PyJWTError, ValueError, TypeError, OverflowError, RecursionError) as exc:
         raise WixSignatureError(f"token rejected ({type(exc).__name__})") from None
+
+
+def check_instance(claims: dict[str, Any], *, instance_id: str | None, site_id: str | None) -> None:
+    """Refuse verified claims for another app instance (`WIX_INSTANCE_ID`) or site (`WIX_SITE_ID`), when set.
+
+    Missing counts as different: a check that is configured is never skipped.
+    """
+    if not instance_id and not site_id:
+        return
+    envelope = _json_object(claims.get("data"), "claims.data")
+    if instance_id and envelope.get("instanceId") != instance_id:
+        raise WixInstanceError("envelope.instanceId is not this clinic's (WIX_INSTANCE_ID)")
+    account = envelope.get("accountInfo")
+    if site_id and (account.get("siteId") if isinstance(account, dict) else None) != site_id:
+        raise WixInstanceError("envelope.accountInfo.siteId is not this clinic's (WIX_SITE_ID)")
 
 
 def verify_hmac(raw: bytes, signature_header: str | None, secret: bytes) -> None:

@@ -258,6 +258,7 @@ def sign_wix_jwt(
     event_type: str,
     *,
     instance_id: str = DEFAULT_INSTANCE_ID,
+    site_id: str | None = DEFAULT_INSTANCE_ID,  # None: no `accountInfo.siteId` at all
     exp_seconds: int = 300,
     iat: int | None = None,
     identity: dict[str, Any] | None = None,
@@ -269,7 +270,7 @@ def sign_wix_jwt(
         "instanceId": instance_id,
         "data": json.dumps(inner_event),
         "identity": json.dumps(identity or {"identityType": "WIX_USER", "wixUserId": STAFF_USER_ID}),
-        "accountInfo": {"accountId": str(uuid.UUID(int=1)), "siteId": instance_id},
+        "accountInfo": {"accountId": str(uuid.UUID(int=1))} | ({"siteId": site_id} if site_id else {}),
     }
     claims = {"data": json.dumps(envelope), "iat": issued, "exp": issued + exp_seconds}
     token = jwt.encode(claims, keys.private_key, algorithm="RS256", headers={"kid": WIX_KEY_ID, "typ": None})

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import uuid
@@ -112,3 +113,17 @@ def google_default_urls(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
+
+
+@pytest.fixture
+def gateway_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """`caplog` for the gateway's own lines. Creating a Litestar app applies its logging config, which
+    replaces the root logger's handlers (caplog's among them), so capture at the `webhook_gateway` logger."""
+    logger = logging.getLogger("webhook_gateway")
+    logger.addHandler(caplog.handler)
+    logger.propagate = False  # counted once, whether or not an app was created inside the test
+    try:
+        yield caplog
+    finally:
+        logger.removeHandler(caplog.handler)
+        logger.propagate = True

@@ -15,12 +15,14 @@ from datetime import timedelta
 
 from litestar import Litestar, MediaType, Request, Response
 from litestar.openapi import OpenAPIConfig
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from prefect.client.orchestration import PrefectClient, get_client
 from sqlalchemy.exc import SQLAlchemyError
 
 from models import Settings, get_engine, get_settings
 from webhook_gateway.dead_runs import StuckLimits
 from webhook_gateway.dispatcher import Dispatcher
+from webhook_gateway.errors import RejectionLog, RequestIdMiddleware, internal_error, request_id
 from webhook_gateway.google_oauth import GoogleOAuthController
 from webhook_gateway.health import HealthController
 from webhook_gateway.inbox import InboxWriter
@@ -93,7 +95,12 @@ def create_app(
                     max_runs=settings.dispatch_max_runs,
                 )
                 app.state.update(
-                    settings=settings, engine=engine, inbox=inbox, dispatcher=dispatcher, prefect=client
+                    settings=settings,
+                    engine=engine,
+                    inbox=inbox,
+                    dispatcher=dispatcher,
+                    prefect=client,
+                    rejections=RejectionLog(),
                 )
                 task = asyncio.create_task(dispatcher.run_forever(), name="inbox-dispatcher")
                 try:
@@ -117,7 +124,12 @@ def create_app(
         ],
         lifespan=[lifespan],
         request_max_body_size=settings.gateway_max_body_bytes,
-        exception_handlers={SQLAlchemyError: _storage_unavailable},
+        middleware=[RequestIdMiddleware()],
+        # Status 500 catches every exception no route expected (HTTPExceptions keep their own status).
+        exception_handlers={
+            SQLAlchemyError: _storage_unavailable,
+            HTTP_500_INTERNAL_SERVER_ERROR: internal_error,
+        },
         openapi_config=OpenAPIConfig(
             title="avatar-crm webhook gateway",
             version="0.1.0",
@@ -128,7 +140,9 @@ def create_app(
 
 def _storage_unavailable(request: Request, exc: SQLAlchemyError) -> Response[dict[str, str]]:
     """The event was NOT stored: say so with a retryable status so the provider sends it again."""
-    logger.error("storage unavailable for %s: %s", request.url.path, type(exc).__name__)
+    logger.error(
+        "storage unavailable for %s [request %s]: %s", request.url.path, request_id(), type(exc).__name__
+    )
     return Response(
         {"status": "error", "detail": "storage temporarily unavailable; retry later"},
         status_code=503,

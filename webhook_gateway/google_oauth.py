@@ -2,9 +2,10 @@
 
 The browser gets a random, opaque session cookie (HttpOnly, SameSite=Lax so it comes back on Google's
 top-level redirect, Secure when the gateway is served over https); the OAuth `state` is bound to it, so a
-callback carried into another browser (login CSRF) is refused. Start requires the signed ticket from
-`avatar-crm google connect`. Every problem answers a short plain page with 400 (403 without a valid ticket,
-503 when Google is not configured); none is a 500.
+callback carried into another browser (login CSRF) is refused; the session id is always new (a cookie the
+browser brings is never adopted). Start requires the one-time signed ticket from `avatar-crm google
+connect`. Every problem answers a short plain page with 400 (403 without a valid, unused ticket, 503 when
+Google is not configured); none is a 500.
 """
 
 from __future__ import annotations
@@ -24,15 +25,21 @@ from providers.google_oauth import (
     STATE_TTL,
     GoogleNotConfigured,
     OAuthError,
+    TicketUsed,
     begin_authorization,
     complete_authorization,
-    ticket_valid,
+    ticket_id,
 )
 
 logger = logging.getLogger(__name__)
 
 SESSION_COOKIE = "avatar_crm_google_session"
 COOKIE_PATH = "/auth/google"
+
+FRESH_LINK = (
+    "Connecting Google needs a fresh link. On the server, run `avatar-crm google connect` "
+    "and open the link it prints (it works once, within 15 minutes)."
+)
 
 Query = Annotated[str | None, QueryParameter(required=False)]
 StateQuery = Annotated[str | None, QueryParameter(name="state", required=False)]  # `state` is reserved
@@ -48,21 +55,18 @@ class GoogleOAuthController(Controller):
         summary="Start connecting the clinic's Google account (redirects to Google's consent screen)",
         description="Needs `ticket` from `avatar-crm google connect`. Sets a short-lived session cookie.",
     )
-    def start(self, request: Request, ticket: Query = None) -> Response[str] | Redirect:
-        if not ticket_valid(ticket):
-            return _page(
-                403,
-                "Link expired or invalid",
-                "Connecting Google needs a fresh link. On the server, run `avatar-crm google connect` "
-                "and open the link it prints (it is valid for 15 minutes).",
-            )
-        session_id = request.cookies.get(SESSION_COOKIE)
-        if not session_id or len(session_id) < 32:
-            session_id = secrets.token_urlsafe(32)
+    def start(self, ticket: Query = None) -> Response[str] | Redirect:
+        started_by = ticket_id(ticket)
+        if started_by is None:
+            return _page(403, "Link expired or invalid", FRESH_LINK)
+        # Always a new session: one the browser brought could have been planted by someone else (fixation).
+        session_id = secrets.token_urlsafe(32)
         try:
-            url = begin_authorization(session_id)
+            url = begin_authorization(session_id, started_by)
         except GoogleNotConfigured as exc:
             return _page(503, "Google is not configured", str(exc))
+        except TicketUsed:
+            return _page(403, "Link already used", "Each connect link works once. " + FRESH_LINK)
         redirect = Redirect(url, status_code=302)
         redirect.cookies.append(
             Cookie(

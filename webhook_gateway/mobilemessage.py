@@ -19,6 +19,7 @@ from litestar.exceptions import ClientException, NotAuthorizedException
 from litestar.params import HeaderParameter
 
 from providers import mobilemessage_webhooks as mm
+from webhook_gateway.errors import UNAUTHORIZED
 from webhook_gateway.inbox import accept
 from webhook_gateway.schemas import WebhookAck
 
@@ -54,7 +55,7 @@ class MobileMessageWebhookController(Controller):
         signature: SignatureHeader = None,
     ) -> WebhookAck:
         raw = await request.body()
-        event = _verify_and_parse(raw, timestamp, signature, state, mm.parse_inbound)
+        event = _verify_and_parse(request, raw, timestamp, signature, state, mm.parse_inbound)
         return await accept(state, SOURCE, event.dedupe_key, event.event_type, raw)
 
     @post(
@@ -74,11 +75,12 @@ class MobileMessageWebhookController(Controller):
         signature: SignatureHeader = None,
     ) -> WebhookAck:
         raw = await request.body()
-        event = _verify_and_parse(raw, timestamp, signature, state, mm.parse_receipt)
+        event = _verify_and_parse(request, raw, timestamp, signature, state, mm.parse_receipt)
         return await accept(state, STATUS_SOURCE, event.dedupe_key, event.event_type, raw)
 
 
 def _verify_and_parse(
+    request: Request,
     raw: bytes,
     timestamp: str | None,
     signature: str | None,
@@ -98,8 +100,8 @@ def _verify_and_parse(
         )
         return parse(raw)
     except mm.MobileMessageSignatureError as exc:
-        logger.warning("rejected mobilemessage webhook: %s", exc)
-        raise NotAuthorizedException(detail=f"signature verification failed: {exc}") from exc
+        state.rejections.refused(request, "mobilemessage webhook", str(exc))
+        raise NotAuthorizedException(detail=UNAUTHORIZED) from exc
     except mm.MobileMessagePayloadError as exc:
-        logger.warning("malformed mobilemessage webhook: %s", exc)
+        state.rejections.refused(request, "mobilemessage webhook", f"malformed: {exc}")
         raise ClientException(detail=f"malformed body: {exc}") from exc

@@ -5,7 +5,8 @@ reason), commit, then answer. A batch becomes one inbox row per event, deduplica
 (SendGrid says duplicates are common), so a redelivered batch, or one that overlaps an earlier one, adds only
 what is new. Every event of the batch is committed before the 200: SendGrid does not resend a batch it got a
 2xx for. Unsigned batches are never accepted: an event can suppress a patient's email, so a forged one must
-not get in just because the key was not configured.
+not get in just because the key was not configured. A request without usable signature headers is refused
+before its body is read.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from litestar.exceptions import ClientException, NotAuthorizedException
 from litestar.params import HeaderParameter
 
 from providers import sendgrid_webhooks as sg
+from webhook_gateway.errors import UNAUTHORIZED
 from webhook_gateway.inbox import accept_many
 
 logger = logging.getLogger(__name__)
@@ -61,8 +63,14 @@ class SendGridWebhookController(Controller):
         signature: SignatureHeader = None,
         timestamp: TimestampHeader = None,
     ) -> WebhookBatchAck:
+        settings = state.settings
+        tolerance = settings.sendgrid_webhook_tolerance_seconds
+        try:  # a request that cannot be signed is refused before its body (up to 1 MiB) is read
+            sg.check_headers(timestamp, signature, settings.sendgrid_webhook_public_key, tolerance=tolerance)
+        except sg.SendGridSignatureError as exc:
+            raise _refused(request, state, exc) from exc
         raw = await request.body()
-        events = _verify_and_parse(raw, timestamp, signature, state)
+        events = _verify_and_parse(request, raw, timestamp, signature, state)
         if not events:
             return WebhookBatchAck(status="ignored", accepted=0, duplicate=0)
         stored = await accept_many(
@@ -78,12 +86,10 @@ class SendGridWebhookController(Controller):
 
 
 def _verify_and_parse(
-    raw: bytes, timestamp: str | None, signature: str | None, state: State
+    request: Request, raw: bytes, timestamp: str | None, signature: str | None, state: State
 ) -> list[sg.SendGridEvent]:
     settings = state.settings
     try:
-        if not settings.sendgrid_webhook_public_key:
-            raise sg.SendGridSignatureError("SENDGRID_WEBHOOK_PUBLIC_KEY is not set")
         sg.verify_signature(
             raw,
             timestamp,
@@ -93,8 +99,12 @@ def _verify_and_parse(
         )
         return sg.parse_batch(raw)
     except sg.SendGridSignatureError as exc:
-        logger.warning("rejected sendgrid webhook: %s", exc)
-        raise NotAuthorizedException(detail=f"signature verification failed: {exc}") from exc
+        raise _refused(request, state, exc) from exc
     except sg.SendGridPayloadError as exc:
-        logger.warning("malformed sendgrid webhook: %s", exc)
+        state.rejections.refused(request, "sendgrid webhook", f"malformed: {exc}")
         raise ClientException(detail=f"malformed body: {exc}") from exc
+
+
+def _refused(request: Request, state: State, exc: sg.SendGridSignatureError) -> NotAuthorizedException:
+    state.rejections.refused(request, "sendgrid webhook", str(exc))
+    return NotAuthorizedException(detail=UNAUTHORIZED)

@@ -1,6 +1,7 @@
 """`POST /webhooks/wix/bookings`: the real Wix Bookings v2 JWT webhook and the integration plan's HMAC JSON.
 
-Order matters: verify the signature on the raw bytes, parse into a typed event (so a malformed body is refused
+Order matters: verify the signature on the raw bytes (and, when WIX_SITE_ID / WIX_INSTANCE_ID are set, that
+the event is for this site: 403 otherwise), parse into a typed event (so a malformed body is refused
 with a reason while the sender can still fix it), commit to the inbox, then answer. Wix gives us 1250 ms, and
 an answer always means "stored".
 """
@@ -12,10 +13,11 @@ from typing import Annotated
 
 from litestar import Controller, Request, post
 from litestar.datastructures import State
-from litestar.exceptions import ClientException, NotAuthorizedException
+from litestar.exceptions import ClientException, NotAuthorizedException, PermissionDeniedException
 from litestar.params import HeaderParameter
 
 from providers import wix
+from webhook_gateway.errors import UNAUTHORIZED
 from webhook_gateway.inbox import accept
 from webhook_gateway.schemas import WebhookAck
 
@@ -46,27 +48,33 @@ class WixWebhookController(Controller):
         signature: Annotated[str | None, HeaderParameter(name=HMAC_HEADER, required=False)] = None,
     ) -> WebhookAck:
         raw = await request.body()
-        event = _verify_and_parse(raw, signature, state)
+        event = _verify_and_parse(request, raw, signature, state)
         if event is None:
             return WebhookAck(status="ignored", reason="not a booking event")
         return await accept(state, SOURCE, event.dedupe_key, event.event_type, raw)
 
 
-def _verify_and_parse(raw: bytes, signature: str | None, state: State) -> wix.BookingEvent | None:
+def _verify_and_parse(
+    request: Request, raw: bytes, signature: str | None, state: State
+) -> wix.BookingEvent | None:
     settings = state.settings
     try:
         if signature is not None:
             if settings.wix_webhook_secret is None:
-                raise wix.WixSignatureError("HMAC-signed webhooks are not enabled (WIX_WEBHOOK_SECRET unset)")
+                raise wix.WixSignatureError("HMAC-signed webhook but WIX_WEBHOOK_SECRET is unset")
             wix.verify_hmac(raw, signature, settings.wix_webhook_secret.get_secret_value().encode())
             return wix.parse_simple(raw)
         if not settings.wix_public_key:
             raise wix.WixSignatureError(f"missing {HMAC_HEADER} and WIX_PUBLIC_KEY is unset")
         claims = wix.verify_jwt(raw, settings.wix_public_key)
+        wix.check_instance(claims, instance_id=settings.wix_instance_id, site_id=settings.wix_site_id)
         return wix.parse_envelope(claims)
     except wix.WixSignatureError as exc:
-        logger.warning("rejected wix webhook: %s", exc)
-        raise NotAuthorizedException(detail=f"signature verification failed: {exc}") from exc
+        state.rejections.refused(request, "wix webhook", str(exc))
+        raise NotAuthorizedException(detail=UNAUTHORIZED) from exc
+    except wix.WixInstanceError as exc:
+        state.rejections.refused(request, "wix webhook", str(exc))
+        raise PermissionDeniedException(detail="webhook is not for this site") from exc
     except wix.WixPayloadError as exc:
-        logger.warning("malformed wix webhook: %s", exc)
+        state.rejections.refused(request, "wix webhook", f"malformed: {exc}")
         raise ClientException(detail=f"malformed body: {exc}") from exc

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from prefect.artifacts import acreate_markdown_artifact
 
+from flows.email_messages import ClinicIdentity, render_staff_email
 from flows.outbox import ClaimedMessage, Outcome
-from models import MessageStatus
+from models import Channel, MessageKind, MessageStatus, OutboundMessage, Purpose, Settings
 
 PROVIDER = "prefect-artifact"
 ARTIFACT_KEY = "staff-notifications"
@@ -24,3 +25,41 @@ async def deliver_staff_notice(claimed: ClaimedMessage) -> Outcome:
         description="A patient's SMS needs a person",
     )
     return Outcome(claimed.id, MessageStatus.SENT, None, PROVIDER, str(artifact_id))
+
+
+def staff_notices(
+    settings: Settings, key: str, body: str, *, contact_id: int | None = None, booking_id: int | None = None
+) -> list[OutboundMessage]:
+    """The outbox rows that tell staff `body`: the Prefect notice, and the email when an address is set.
+
+    The caller queues them in the transaction that makes the change they speak of. `body` is markdown that
+    names records, never a patient.
+    """
+    notices = [
+        OutboundMessage(
+            idempotency_key=key,
+            channel=Channel.OPS,
+            purpose=Purpose.TRANSACTIONAL,
+            kind=MessageKind.STAFF_NOTIFICATION,
+            contact_id=contact_id,
+            booking_id=booking_id,
+            recipient="staff",
+            body=body,
+        )
+    ]
+    if settings.staff_notification_email:
+        email_key = f"{key}:email"
+        email = render_staff_email(body, ClinicIdentity.from_settings(settings), reference=email_key)
+        notices.append(
+            OutboundMessage(
+                idempotency_key=email_key,
+                channel=Channel.EMAIL,
+                purpose=Purpose.TRANSACTIONAL,
+                kind=MessageKind.STAFF_NOTIFICATION,
+                contact_id=contact_id,
+                booking_id=booking_id,
+                recipient=settings.staff_notification_email.strip(),
+                body=email.to_json(),
+            )
+        )
+    return notices

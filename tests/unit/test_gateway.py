@@ -250,3 +250,125 @@ async def test_no_input_yields_a_500(
         headers["X-Wix-Webhook-Signature"] = sign_hmac(body, SECRET)
     response = await client.post(URL, content=body, headers=headers)
     assert response.status_code in {200, 400, 401, 413}, (response.status_code, response.text)
+
+
+async def test_a_401_does_not_say_which_integrations_are_configured(db: str) -> None:
+    app = create_app(
+        _settings(db, wix_webhook_secret=None, wix_public_key=None), prefect_api_url="http://127.0.0.1:9/api"
+    )
+    body = simple_event("bookings/created", start=START)
+    async with AsyncTestClient(app=app) as client:
+        hmac_signed = await client.post(
+            URL, content=body, headers={"X-Wix-Webhook-Signature": sign_hmac(body, SECRET)}
+        )
+        jwt = await client.post(URL, content=_jwt())
+    for response in (hmac_signed, jwt):
+        assert response.status_code == 401
+        assert response.json()["detail"] == "signature verification failed"
+        assert "WIX" not in response.text and "unset" not in response.text
+
+
+async def test_an_unexpected_error_is_a_typed_500_logged_with_its_request_id(
+    client: AsyncTestClient, monkeypatch: pytest.MonkeyPatch, gateway_log: pytest.LogCaptureFixture
+) -> None:
+    careless = "patient Alex Smith 0412 345 678"  # what an exception's message might carry
+
+    def broken(raw: bytes) -> None:
+        raise RuntimeError(careless)
+
+    monkeypatch.setattr("providers.wix.parse_simple", broken)
+    body = simple_event("bookings/created", start=START)
+    response = await client.post(
+        URL, content=body, headers={"X-Wix-Webhook-Signature": sign_hmac(body, SECRET)}
+    )
+
+    assert response.status_code == 500
+    request_id = response.headers["X-Request-ID"]
+    assert response.json() == {"status": "error", "detail": "internal error", "request_id": request_id}
+    [record] = [r for r in gateway_log.records if r.levelname == "ERROR" and request_id in r.getMessage()]
+    logged = record.getMessage()
+    assert "RuntimeError" in logged and "in broken" in logged and URL in logged  # type, frames, route
+    assert (
+        "Alex" not in gateway_log.text
+        and "0412" not in gateway_log.text
+        and "bookings/created" not in gateway_log.text
+    )
+    assert _rows() == []
+
+
+async def test_a_request_id_from_the_proxy_is_kept_and_odd_ones_replaced(client: AsyncTestClient) -> None:
+    kept = await client.get("/healthz", headers={"X-Request-ID": "edge-7f3a9c1d"})
+    assert kept.headers["X-Request-ID"] == "edge-7f3a9c1d"
+    odd = await client.get("/healthz", headers={"X-Request-ID": "a\tb" * 50})
+    assert len(odd.headers["X-Request-ID"]) == 16 and "\t" not in odd.headers["X-Request-ID"]
+
+
+async def test_refused_requests_are_logged_once_a_minute_per_client_with_its_address(
+    client: AsyncTestClient, gateway_log: pytest.LogCaptureFixture
+) -> None:
+    for _ in range(50):
+        response = await client.post(URL, content=b"not a jwt")
+        assert response.status_code == 401
+    lines = [
+        r.getMessage()
+        for r in gateway_log.records
+        if r.levelname == "WARNING" and "refused" in r.getMessage()
+    ]
+    assert len(lines) == 1, lines
+    assert "refused wix webhook from testclient" in lines[0]  # Litestar's test client's address
+
+
+def test_the_rejection_log_counts_what_it_did_not_write(gateway_log: pytest.LogCaptureFixture) -> None:
+    from types import SimpleNamespace
+
+    from webhook_gateway.errors import RejectionLog
+
+    log = RejectionLog(interval=0.2, max_clients=2)
+    one, two, three = (
+        SimpleNamespace(client=SimpleNamespace(host=h)) for h in ("10.0.0.1", "10.0.0.2", "10.0.0.3")
+    )
+    for _ in range(5):
+        log.refused(one, "x", "bad")  # type: ignore[arg-type]
+    log.refused(two, "x", "bad")  # type: ignore[arg-type]
+    log.refused(three, "x", "bad")  # type: ignore[arg-type]  # one is forgotten (bounded memory)
+    __import__("time").sleep(0.25)
+    log.refused(two, "x", "bad")  # type: ignore[arg-type]
+    lines = [r.getMessage() for r in gateway_log.records]
+    assert [line.split(" [")[0] for line in lines] == [
+        "refused x from 10.0.0.1",
+        "refused x from 10.0.0.2",
+        "refused x from 10.0.0.3",
+        "refused x from 10.0.0.2",
+    ]
+    assert len(log._seen) == 2
+
+
+@pytest.mark.parametrize(
+    ("configured", "instance", "site", "expected"),
+    [
+        ({"wix_instance_id": "inst-clinic"}, "inst-clinic", "other-site", 200),
+        ({"wix_instance_id": "inst-clinic"}, "inst-other", "other-site", 403),
+        ({"wix_site_id": "site-clinic"}, "inst-any", "site-clinic", 200),
+        ({"wix_site_id": "site-clinic"}, "inst-any", "site-other", 403),
+        ({"wix_site_id": "site-clinic"}, "inst-any", None, 403),
+        ({}, "inst-any", "site-any", 200),
+    ],
+)
+async def test_a_wix_webhook_for_another_site_is_refused_and_not_stored(
+    db: str, configured: dict[str, str], instance: str, site: str | None, expected: int
+) -> None:
+    booking = booking_payload(booking_id=str(uuid.uuid4()), start=START)
+    body = sign_wix_jwt(
+        KEYS,
+        wix_event("wix.bookings.v2.booking_created", booking),
+        "wix.bookings.v2.booking_created",
+        instance_id=instance,
+        site_id=site,
+    )
+    app = create_app(_settings(db, **configured), prefect_api_url="http://127.0.0.1:9/api")
+    async with AsyncTestClient(app=app) as client:
+        response = await client.post(URL, content=body)
+    assert response.status_code == expected, response.text
+    assert len(_rows()) == (1 if expected == 200 else 0)
+    if expected == 403:
+        assert response.json()["detail"] == "webhook is not for this site"

@@ -146,14 +146,14 @@ async def test_bad_or_missing_signatures_are_401_and_store_nothing(
     body = json.dumps(inbound_payload() if url == INCOMING else receipt_payload()).encode()
     response = await client.post(url, content=body, headers=_bad_headers(body)[case])
     assert response.status_code == 401, (case, response.text)
-    assert response.json()["detail"].startswith("signature verification failed: ")
+    assert response.json()["detail"] == "signature verification failed"  # the same whatever the reason
     assert _rows() == []
 
 
 @pytest.mark.parametrize("secret", [None, ""])
 @pytest.mark.parametrize("url", [INCOMING, STATUS])
 async def test_without_a_configured_secret_everything_is_refused(
-    db: str, url: str, secret: str | None
+    db: str, url: str, secret: str | None, gateway_log: pytest.LogCaptureFixture
 ) -> None:
     app = create_app(
         _settings(db, mobilemessage_webhook_secret=secret), prefect_api_url="http://127.0.0.1:9/api"
@@ -163,8 +163,9 @@ async def test_without_a_configured_secret_everything_is_refused(
         unsigned = await client.post(url, content=body)
         signed = await client.post(url, content=body, headers=headers)
     assert unsigned.status_code == signed.status_code == 401
-    if secret is None:
-        assert "MOBILEMESSAGE_WEBHOOK_SECRET is not set" in signed.json()["detail"]
+    assert signed.json()["detail"] == "signature verification failed"  # not which integrations are set up
+    if secret is None:  # that is for the log
+        assert "MOBILEMESSAGE_WEBHOOK_SECRET is not set" in gateway_log.text
     assert _rows() == []
 
 

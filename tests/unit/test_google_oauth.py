@@ -13,10 +13,12 @@ import hashlib
 import time
 from collections.abc import Iterator
 from datetime import timedelta
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlmodel import select
 from typer.testing import CliRunner
@@ -24,9 +26,12 @@ from typer.testing import CliRunner
 from deployments.cli import app as cli
 from models import (
     AuditLog,
+    Channel,
     GoogleConnection,
     GoogleConnectionStatus,
+    MessageKind,
     OAuthState,
+    OutboundMessage,
     Settings,
     get_settings,
     session_scope,
@@ -69,7 +74,13 @@ def google(db: str, fake: FakeGoogle, gateway: str, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")  # the fake token endpoint is plain http
     get_settings.cache_clear()
     with session_scope() as session:
-        for table in ("googleconnection", "oauthstate"):
+        for table in (
+            "googleconnection",
+            "oauthstate",
+            "outboundmessageevent",
+            "outboundmessage",
+            "auditlog",
+        ):
             session.execute(text(f"DELETE FROM {table}"))  # noqa: S608 (fixed table names)
     yield fake
     get_settings.cache_clear()
@@ -152,6 +163,53 @@ def test_start_needs_a_fresh_signed_ticket(google: FakeGoogle, browser: httpx.Cl
     assert response.status_code == 403 and "avatar-crm google connect" in response.text
     with session_scope() as session:
         assert session.exec(select(OAuthState)).all() == []
+
+
+def test_a_connect_link_works_once(google: FakeGoogle, browser: httpx.Client) -> None:
+    """A link seen on a shared screen or in an access log cannot start a second sign-in."""
+    link = connect_url()
+    assert browser.get(link).status_code == 302
+    with httpx.Client(timeout=10) as eavesdropper:
+        again = eavesdropper.get(link)
+    assert again.status_code == 403 and "already used" in again.text
+    with session_scope() as session:
+        assert len(session.exec(select(OAuthState)).all()) == 1
+    # The first browser still completes; two links minted in the same second are two tickets.
+    assert browser.get(google.approve(start(browser).headers["location"])).status_code == 200
+
+
+def test_a_session_cookie_the_browser_brings_is_never_adopted(
+    google: FakeGoogle, browser: httpx.Client
+) -> None:
+    planted = "A" * 43  # e.g. set by someone on a sibling subdomain, so they know it
+    browser.cookies.set("avatar_crm_google_session", planted, domain="127.0.0.1", path="/auth/google")
+    response = start(browser)
+    assert response.status_code == 302
+    issued = response.cookies["avatar_crm_google_session"]
+    assert issued != planted and len(issued) >= 43
+    # ... and the state is bound to the issued session, not the planted one: a callback with it is refused.
+    redirect = google.approve(response.headers["location"])
+    with httpx.Client(timeout=10) as attacker:
+        attacker.cookies.set("avatar_crm_google_session", planted, domain="127.0.0.1", path="/auth/google")
+        refused = attacker.get(redirect)
+    assert refused.status_code == 400 and connections() == []
+
+
+@pytest.mark.parametrize(
+    "ticket", ["9999999999.%C3%A9", "%C2%B2.x", "9999999999.%C3%A9.%C3%A9", "%00", "..", "1." * 40]
+)
+def test_odd_tickets_are_a_403_not_a_500(google: FakeGoogle, browser: httpx.Client, ticket: str) -> None:
+    response = browser.get(f"{GATEWAY}/auth/google/start?ticket={ticket}")
+    assert response.status_code == 403, response.text
+    assert "avatar-crm google connect" in response.text
+
+
+@settings(max_examples=60, deadline=None)
+@given(ticket=st.text(max_size=80) | st.from_regex(r"[0-9²³¹٣]{1,12}\.[A-Za-z0-9_é-]{0,20}\.[0-9a-fé]{0,40}"))
+def test_no_ticket_yields_a_500(gateway: str, ticket: str) -> None:
+    with httpx.Client(timeout=10) as client:
+        response = client.get(f"{gateway}/auth/google/start?ticket={quote(ticket, safe='')}")
+    assert response.status_code in {403, 503}, (ticket, response.status_code, response.text)
 
 
 def test_without_google_configured_start_and_callback_explain_with_503(
@@ -329,6 +387,28 @@ def test_connecting_another_account_retires_the_first(google: FakeGoogle, browse
     states = {c.account_email: c.status for c in connections()}
     assert states == {"clinic@example.com": "revoked", "frontdesk@example.com": "connected"}
     assert google_api.active_connection().account_email == "frontdesk@example.com"  # type: ignore[union-attr]
+
+
+def test_replacing_the_connected_account_is_announced_to_staff(
+    google: FakeGoogle, browser: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STAFF_NOTIFICATION_EMAIL", "manager@example.com")
+    get_settings.cache_clear()
+    assert connect(browser, google).status_code == 200
+    with session_scope() as session:  # a first connection replaces nothing: no notice
+        assert session.exec(select(OutboundMessage)).all() == []
+    assert connect(browser, google, email="intruder@example.com").status_code == 200
+
+    with session_scope() as session:
+        [audit] = session.exec(select(AuditLog).where(AuditLog.action == "google.replaced")).all()
+        assert audit.detail == {"previous": "clinic@example.com", "account": "intruder@example.com"}
+        notices = session.exec(select(OutboundMessage).order_by(OutboundMessage.id)).all()  # type: ignore[arg-type]
+        assert [(n.channel, n.kind, n.status, n.recipient) for n in notices] == [
+            (Channel.OPS, MessageKind.STAFF_NOTIFICATION, "pending", "staff"),
+            (Channel.EMAIL, MessageKind.STAFF_NOTIFICATION, "pending", "manager@example.com"),
+        ]
+        assert "intruder@example.com" in notices[0].body and "clinic@example.com" in notices[0].body
+        assert "google disconnect" in notices[0].body
 
 
 # --- afterwards: refresh, invalid_grant, disconnect ---------------------------------------------------------

@@ -1,0 +1,101 @@
+"""What the gateway says when something goes wrong, and what it writes down.
+
+Every request gets an id (a proxy's `X-Request-ID` if it is a plain token, else a new one), echoed in the
+response, so a provider's failed delivery can be matched to the log line. An unexpected exception answers a
+typed 500 naming that id and is logged with its traceback (Litestar logs exceptions only in debug mode):
+the exception's type and the frames, never its message, the body or the query string, which may carry
+patient details or tickets. Refused webhooks are logged once per client address a minute, with the address,
+so a flood of forged requests costs one line a minute, not one each.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import threading
+import time
+import traceback
+from contextvars import ContextVar
+
+from litestar import MediaType, Request, Response
+from litestar.datastructures import MutableScopeHeaders
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+logger = logging.getLogger(__name__)
+
+# One text for every refused signature: which integrations are configured is nobody else's business.
+UNAUTHORIZED = "signature verification failed"
+REQUEST_ID_HEADER = "X-Request-ID"
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}", re.ASCII)
+_request_id: ContextVar[str] = ContextVar("request_id", default="-")
+
+
+def request_id() -> str:
+    """The id of the request being handled ("-" outside one)."""
+    return _request_id.get()
+
+
+class RequestIdMiddleware(ASGIMiddleware):
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        given = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
+        rid = given if _SAFE_REQUEST_ID.fullmatch(given) else secrets.token_hex(8)
+        token = _request_id.set(rid)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableScopeHeaders.from_message(message)[REQUEST_ID_HEADER] = rid
+            await send(message)
+
+        try:
+            await next_app(scope, receive, send_with_id)
+        finally:
+            _request_id.reset(token)
+
+
+def internal_error(request: Request, exc: Exception) -> Response[dict[str, str]]:
+    """Any exception no handler expected: logged with its traceback and request id, answered a typed 500."""
+    frames = "".join(traceback.TracebackException.from_exception(exc).stack.format())
+    logger.error(
+        "500 on %s %s [request %s]: %s\n%s",
+        request.method,
+        request.url.path,
+        request_id(),
+        type(exc).__name__,
+        frames.rstrip(),
+    )
+    return Response(
+        {"status": "error", "detail": "internal error", "request_id": request_id()},
+        status_code=500,
+        media_type=MediaType.JSON,
+    )
+
+
+class RejectionLog:
+    """Refused requests, logged once per client address per `interval` seconds (with how many were refused).
+
+    Bounded: at most `max_clients` addresses are remembered; past that the oldest are forgotten, which can
+    only mean an extra line, never a lost one.
+    """
+
+    def __init__(self, interval: float = 60.0, max_clients: int = 10_000) -> None:
+        self.interval = interval
+        self.max_clients = max_clients
+        self._seen: dict[str, tuple[float, int]] = {}  # client -> (last logged at, refused since)
+        self._lock = threading.Lock()
+
+    def refused(self, request: Request, what: str, reason: str) -> None:
+        client = request.client.host if request.client else "unknown"
+        now = time.monotonic()
+        with self._lock:
+            logged_at, since = self._seen.get(client, (float("-inf"), 0))
+            if now - logged_at < self.interval:
+                self._seen[client] = (logged_at, since + 1)
+                return
+            self._seen.pop(client, None)
+            self._seen[client] = (now, 0)
+            while len(self._seen) > self.max_clients:
+                del self._seen[next(iter(self._seen))]
+        more = f" ({since} more refused since the last line)" if since else ""
+        logger.warning("refused %s from %s [request %s]: %s%s", what, client, request_id(), reason, more)
