@@ -9,6 +9,7 @@ import typer
 
 from deployments.cli_campaign import campaign_app, consent_app, tag_app
 from deployments.cli_google import google_app
+from deployments.prefect_api import prefect_api
 from models.enums import InboxStatus
 
 app = typer.Typer(help="Avatar Imaging CRM integration backbone.", no_args_is_help=True, add_completion=False)
@@ -41,27 +42,29 @@ def gateway(
     host: Annotated[str | None, typer.Option(help="Bind address (default GATEWAY_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default GATEWAY_PORT).")] = None,
 ) -> None:
-    """Run only the webhook gateway (needs PREFECT_API_URL)."""
+    """Run only the webhook gateway (hands events to PREFECT_API_URL, else to make up's Prefect)."""
     import uvicorn
 
     from models import get_settings
 
     settings = get_settings()
-    uvicorn.run(
-        "webhook_gateway.app:create_app",
-        factory=True,
-        host=host or settings.gateway_host,
-        port=port or settings.gateway_port,
-        access_log=False,
-    )
+    with prefect_api("wait"):
+        uvicorn.run(
+            "webhook_gateway.app:create_app",
+            factory=True,
+            host=host or settings.gateway_host,
+            port=port or settings.gateway_port,
+            access_log=False,
+        )
 
 
 @app.command()
 def serve() -> None:
-    """Serve every deployment in prefect.yaml from this process (needs PREFECT_API_URL)."""
+    """Serve every deployment in prefect.yaml from this process (PREFECT_API_URL, else make up's Prefect)."""
     from deployments.serve import main
 
-    main()
+    with prefect_api():
+        main()
 
 
 @app.command()
@@ -139,7 +142,8 @@ def events_replay(event_id: int) -> None:
         flow_run = await run_deployment(deployment, parameters=parameters, timeout=0)
         return str(flow_run.id)
 
-    typer.echo(f"replaying event {event_id} as flow run {asyncio.run(_run())}")
+    with prefect_api():
+        typer.echo(f"replaying event {event_id} as flow run {asyncio.run(_run())}")
 
 
 @events_app.command("show")
@@ -173,7 +177,8 @@ def reminders_sweep(
         moment = datetime.fromisoformat(now)
         if moment.tzinfo is None:
             raise typer.BadParameter("--now needs a UTC offset, e.g. 2026-11-25T09:00:00+10:00")
-    counts = asyncio.run(reminder_sweep(now=moment, limit=limit))
+    with prefect_api("temporary"):  # the running stack's, so the run shows in its UI
+        counts = asyncio.run(reminder_sweep(now=moment, limit=limit))
     typer.echo(describe_counts(counts))
 
 

@@ -11,6 +11,8 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from deployments.prefect_api import prefect_api
+
 campaign_app = typer.Typer(
     help="Marketing campaigns (email by SendGrid, SMS by MobileMessage).", no_args_is_help=True
 )
@@ -38,10 +40,10 @@ def _create_run(deployment: str, parameters: dict[str, Any], scheduled_time: Any
 
     try:
         return asyncio.run(_run())
-    except Exception as exc:  # no Prefect API, or the deployment is not served
+    except Exception as exc:  # the deployment is not served
         typer.echo(
             f"could not start {deployment}: {type(exc).__name__}: {exc}\n"
-            "Is `make up` (or `avatar-crm serve` with PREFECT_API_URL) running? Or use --local.",
+            "Is the flow runner of `make up` (or `avatar-crm serve`) running? Or use --local.",
             err=True,
         )
         raise typer.Exit(1) from None
@@ -81,17 +83,19 @@ def launch(
     if local:
         from flows.campaign_send import campaign_send
 
-        _print_result(asyncio.run(campaign_send(spec)))
+        with prefect_api("temporary"):
+            _print_result(asyncio.run(campaign_send(spec)))
         return
     from flows.campaign_send import SEND_DEPLOYMENT
 
     when = None if spec.dry_run else spec.send_at
-    run_id = _create_run(SEND_DEPLOYMENT, {"spec": spec.model_dump(mode="json")}, when)
-    what = "dry run" if spec.dry_run else "campaign"
-    typer.echo(
-        f"{what} {spec.slug}: flow run {run_id}" + (f" scheduled for {when.isoformat()}" if when else "")
-    )
-    typer.echo(_run_url(run_id))
+    with prefect_api():
+        run_id = _create_run(SEND_DEPLOYMENT, {"spec": spec.model_dump(mode="json")}, when)
+        what = "dry run" if spec.dry_run else "campaign"
+        typer.echo(
+            f"{what} {spec.slug}: flow run {run_id}" + (f" scheduled for {when.isoformat()}" if when else "")
+        )
+        typer.echo(_run_url(run_id))
 
 
 @campaign_app.command("status")
@@ -113,7 +117,8 @@ def status(slug: str) -> None:
         if row.winner_variant or row.winner_reason:
             typer.echo(f"winner: {row.winner_variant or 'not chosen'} — {row.winner_reason or ''}")
         if row.flow_run_id:
-            typer.echo(f"last run: {_run_url(row.flow_run_id)}")
+            with prefect_api("temporary"):  # the stack's UI link when it is up, else the run id
+                typer.echo(f"last run: {_run_url(row.flow_run_id)}")
     table = results_table(state.id)
     if not table:
         typer.echo("nothing queued yet")
@@ -136,11 +141,13 @@ def _winner_run(slug: str, winner: str | None, local: bool) -> None:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
     if local:
-        _print_result(asyncio.run(campaign_winner(campaign=slug, winner=winner)))
+        with prefect_api("temporary"):
+            _print_result(asyncio.run(campaign_winner(campaign=slug, winner=winner)))
         return
-    run_id = _create_run(WINNER_DEPLOYMENT, {"campaign": slug, "winner": winner})
-    typer.echo(f"campaign-winner for {slug}: flow run {run_id}")
-    typer.echo(_run_url(run_id))
+    with prefect_api():
+        run_id = _create_run(WINNER_DEPLOYMENT, {"campaign": slug, "winner": winner})
+        typer.echo(f"campaign-winner for {slug}: flow run {run_id}")
+        typer.echo(_run_url(run_id))
 
 
 @campaign_app.command("choose")

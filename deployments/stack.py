@@ -91,7 +91,7 @@ def stack_environment() -> dict[str, str]:
     if not settings.wix_public_key and settings.wix_webhook_secret is None:
         env["WIX_PUBLIC_KEY"] = ensure_demo_wix_keys(data_dir)
     env["PREFECT_HOME"] = str(settings.prefect_home.resolve())
-    env["PREFECT_API_URL"] = f"http://127.0.0.1:{settings.prefect_port}/api"
+    env["PREFECT_API_URL"] = settings.stack_prefect_api_url
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     env.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "1")
     env.setdefault("PREFECT_LOGGING_LEVEL", "INFO")

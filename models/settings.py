@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     clinic_address: str = ""  # shown in email footers (Spam Act: identify the sender)
     staff_notification_email: str = ""  # staff notices also go here by Gmail when set
     session_secret: SecretStr | None = None  # signs OAuth state cookies and tracking links
-    public_base_url: str = "http://127.0.0.1:8000"  # how patients' browsers reach the gateway
+    public_base_url: str = ""  # how patients' browsers reach the gateway; default: the gateway's address
     default_phone_region: str = "AU"
 
     # --- Wix -------------------------------------------------------------------------------------
@@ -135,6 +135,10 @@ class Settings(BaseSettings):
             raise ValueError(
                 "EMAIL_CAMPAIGN_PROVIDER=sendgrid needs SENDGRID_API_KEY and SENDGRID_FROM_EMAIL"
             )
+        if not self.public_base_url:  # a wildcard bind is reached on this machine as the loopback address
+            host = "127.0.0.1" if self.gateway_host in ("0.0.0.0", "::", "") else self.gateway_host  # noqa: S104
+            host = f"[{host}]" if ":" in host else host
+            self.public_base_url = f"http://{host}:{self.gateway_port}"
         if not self.google_oauth_redirect_uri:
             self.google_oauth_redirect_uri = f"{self.public_base_url.rstrip('/')}/auth/google/callback"
         return self
@@ -158,6 +162,11 @@ class Settings(BaseSettings):
     @property
     def prefect_home(self) -> Path:
         return self.crm_data_dir / "prefect"
+
+    @property
+    def stack_prefect_api_url(self) -> str:
+        """The API of the Prefect server `make up` runs: where the CLI looks when PREFECT_API_URL is unset."""
+        return f"http://127.0.0.1:{self.prefect_port}/api"
 
     def require_encryption_key(self) -> bytes:
         """The master key, from `CRM_ENCRYPTION_KEY` or the key file `make up` wrote on first run.

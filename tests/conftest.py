@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -31,6 +32,16 @@ os.environ.update(
         "DISPATCH_POLL_SECONDS": "0.5",
     }
 )
+
+
+def _unused_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# The CLI looks for `make up`'s Prefect on PREFECT_PORT: never a stack someone runs on this machine's 4200.
+os.environ["PREFECT_PORT"] = str(_unused_port())
 for _name in ("CRM_DATABASE_URL", "WIX_PUBLIC_KEY", "WIX_WEBHOOK_SECRET", "SMS_PROVIDER", "PREFECT_API_URL"):
     os.environ.pop(_name, None)
 

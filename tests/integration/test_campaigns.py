@@ -12,6 +12,7 @@ import sys
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -47,11 +48,11 @@ def sendgrid(rig: Rig, sms: object) -> FakeSendGrid:
     return rig.sendgrid
 
 
-def command(rig: Rig, *args: str) -> str:
+def command(rig: Rig, *args: str, env: dict[str, str] | None = None) -> str:
     """Run a console script of this environment as a person would, against the rig's Prefect server."""
     done = subprocess.run(
         [str(BIN / args[0]), *args[1:]],
-        env={**os.environ, "PREFECT_API_URL": rig.prefect_api_url},
+        env=env or {**os.environ, "PREFECT_API_URL": rig.prefect_api_url},
         capture_output=True,
         text=True,
         timeout=120,
@@ -214,3 +215,23 @@ def test_an_ab_test_from_prefect_deployment_run_waits_for_a_person_then_sends_th
     assert {rows[address].variant for address in rest} == {"B"}
     row = campaign(slug)
     assert row.status == CampaignStatus.SENT and row.winner_variant == "B"
+
+
+def test_without_prefect_api_url_the_cli_uses_the_running_stacks_prefect(
+    rig: Rig, sendgrid: FakeSendGrid, tmp_path: Path
+) -> None:
+    """A shell beside `make up` has no PREFECT_API_URL: the command finds the stack's Prefect on PREFECT_PORT
+    (it used to start a temporary server of its own for ~27 s and fail with `ObjectNotFound`)."""
+    seed(3)
+    file = tmp_path / "campaign.yaml"
+    file.write_text(
+        json.dumps({"name": "Stack check", "channel": "email", "variants": [{"subject": "s", "body": "b"}]})
+    )
+    port = str(urlsplit(rig.prefect_api_url).port)
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"PREFECT_PORT": port}
+
+    output = command(rig, "avatar-crm", "campaign", "launch", str(file), "--dry-run", env=env)
+    assert f"http://127.0.0.1:{port}/runs/flow-run/" in output
+    assert wait_run(output) == "COMPLETED"
+    assert campaign("stack-check").status == CampaignStatus.PREVIEWED
+    assert sendgrid.requests == []

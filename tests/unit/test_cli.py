@@ -3,10 +3,14 @@ a person can read (values, not enum reprs; an email's subject, not its HTML)."""
 
 from __future__ import annotations
 
+import json
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from sqlalchemy import delete
 from sqlmodel import select
 from typer.testing import CliRunner
@@ -14,7 +18,7 @@ from typer.testing import CliRunner
 from deployments import cli_campaign
 from deployments.cli import app as cli
 from deployments.demo import _print_state
-from flows.campaign_send import WINNER_DEPLOYMENT, open_campaign
+from flows.campaign_send import open_campaign
 from flows.campaign_spec import CampaignSpec
 from flows.email_messages import EmailContent
 from models import (
@@ -92,10 +96,8 @@ def test_choose_refuses_an_unknown_campaign_or_variant_before_starting_a_run(
 ) -> None:
     with session_scope() as session:
         session.execute(delete(Campaign))
-    started: list[tuple[str, dict[str, object]]] = []
-    monkeypatch.setattr(
-        cli_campaign, "_create_run", lambda name, params, *_: started.append((name, params)) or "1"
-    )
+    started: list[object] = []
+    monkeypatch.setattr(cli_campaign, "_create_run", lambda *args: started.append(args) or "1")
 
     nope = CliRunner().invoke(cli, ["campaign", "choose", "nope", "A"])
     assert nope.exit_code == 2 and "no campaign 'nope'" in nope.output
@@ -103,8 +105,35 @@ def test_choose_refuses_an_unknown_campaign_or_variant_before_starting_a_run(
     slug = _ab_campaign(CampaignStatus.TESTING)
     unknown = CliRunner().invoke(cli, ["campaign", "choose", slug, "C"])
     assert unknown.exit_code == 2 and "no variant 'C'; variants: A, B" in unknown.output
+
+    single = CampaignSpec.model_validate(
+        {"name": "One", "channel": "email", "variants": [{"subject": "s", "body": "b"}]}
+    )
+    open_campaign(single, CampaignStatus.SENT)
+    evaluated = CliRunner().invoke(cli, ["campaign", "evaluate", "one"])
+    assert evaluated.exit_code == 2 and "already sent" in evaluated.output
     assert started == []
 
-    chosen = CliRunner().invoke(cli, ["campaign", "choose", slug, "B"])
-    assert chosen.exit_code == 0, chosen.output
-    assert started == [(WINNER_DEPLOYMENT, {"campaign": slug, "winner": "B"})]
+
+def test_commands_that_start_a_deployment_fail_at_once_without_a_running_prefect(
+    db: str, tmp_path: Path
+) -> None:
+    """No PREFECT_API_URL and no `make up` (nothing on PREFECT_PORT): a clear refusal, no temporary server."""
+    slug = _ab_campaign(CampaignStatus.TESTING)
+    file = tmp_path / "campaign.yaml"
+    file.write_text(
+        json.dumps({"name": "Winter", "channel": "email", "variants": [{"subject": "s", "body": "b"}]})
+    )
+    event_id = _inbox_event(InboxStatus.FAILED)
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):  # whatever another test started
+        for command in (
+            ["campaign", "launch", str(file)],
+            ["campaign", "choose", slug, "B"],
+            ["events", "replay", str(event_id)],
+        ):
+            started = time.monotonic()
+            result = CliRunner().invoke(cli, command)
+            assert result.exit_code == 1, (command, result.output)
+            assert "no Prefect API answers at http://127.0.0.1:" in result.output
+            assert "`make up`" in result.output and "PREFECT_API_URL" in result.output
+            assert time.monotonic() - started < 10

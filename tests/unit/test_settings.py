@@ -128,3 +128,26 @@ def test_the_cipher_follows_the_settings_it_was_made_for(monkeypatch: pytest.Mon
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()
+
+
+def test_the_public_base_url_defaults_to_where_the_gateway_listens(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`google connect` printed a link to port 8000 while the gateway ran on GATEWAY_PORT elsewhere."""
+    from models import get_settings
+    from providers.google_oauth import connect_url
+
+    monkeypatch.delenv("PUBLIC_BASE_URL", raising=False)
+    monkeypatch.delenv("GOOGLE_OAUTH_REDIRECT_URI", raising=False)
+    monkeypatch.setenv("GATEWAY_PORT", "8765")
+    get_settings.cache_clear()
+    try:
+        assert connect_url().startswith("http://127.0.0.1:8765/auth/google/start?ticket=")
+        assert get_settings().google_oauth_redirect_uri == "http://127.0.0.1:8765/auth/google/callback"
+    finally:
+        get_settings.cache_clear()
+
+    wildcard = Settings(_env_file=None, gateway_host="0.0.0.0", gateway_port=9000, public_base_url="")  # noqa: S104
+    assert wildcard.public_base_url == "http://127.0.0.1:9000"  # a browser on this machine reaches it there
+    named = Settings(_env_file=None, gateway_host="crm.local", gateway_port=8080, public_base_url="")
+    assert named.public_base_url == "http://crm.local:8080"
+    explicit = Settings(_env_file=None, gateway_port=9000, public_base_url="https://crm.example.com")
+    assert explicit.google_oauth_redirect_uri == "https://crm.example.com/auth/google/callback"

@@ -1,0 +1,61 @@
+"""Which Prefect API a command talks to: PREFECT_API_URL when set, else the server `make up` runs.
+
+Without this, a command run beside `make up` found no PREFECT_API_URL in its own shell, so Prefect started a
+temporary server of its own (about 27 s here) that holds none of the stack's deployments, and failed with
+`ObjectNotFound`. Commands that start a deployment need the stack and say so at once when it is not there.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+import httpx
+import typer
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from models import get_settings
+
+WhenDown = Literal["exit", "temporary", "wait"]
+
+
+def _answers(api_url: str) -> bool:
+    try:
+        return httpx.get(f"{api_url.rstrip('/')}/health", timeout=3.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@contextmanager
+def prefect_api(when_down: WhenDown = "exit") -> Iterator[str | None]:
+    """Point Prefect in this process (and processes it starts) at the API for the block; yields its URL.
+
+    When no API answers: `exit` says what to start and exits 1 (commands that start a deployment);
+    `temporary` yields None and lets Prefect run a temporary server (a flow run in this process, with no
+    stack up); `wait` uses the URL anyway (the gateway: it stores webhooks and hands them over once it is up).
+    """
+    configured = PREFECT_API_URL.value()
+    url = configured or get_settings().stack_prefect_api_url
+    if when_down != "wait" and not _answers(url):
+        if when_down == "exit" or configured:
+            where = "PREFECT_API_URL" if configured else "the Prefect server of `make up`, PREFECT_PORT"
+            typer.echo(
+                f"no Prefect API answers at {url} ({where}). Start the system with `make up`, or set "
+                "PREFECT_API_URL to a running Prefect server's API.",
+                err=True,
+            )
+            raise typer.Exit(1)
+        yield None
+        return
+    before = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = url  # threads and child processes read the environment
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield url
+    finally:
+        if before is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = before
