@@ -6,8 +6,8 @@ run stored. Each person is matched to a patient by Google resource name, then em
 indexes; nothing is looked up in clear). A match only gets what it lacks: names, email and phone the clinic
 entered are never overwritten. Unknown people with an email or phone become new contacts (importing grants no
 marketing consent). A person deleted in Google is unlinked from the patient, never deleted; a full sync also
-unlinks patients whose Google contact no longer exists. Every change is audit-logged and listed (masked) in
-a table artifact.
+unlinks patients whose Google contact no longer exists. Every change is audit-logged and listed in a table
+artifact by contact id (no names, addresses or numbers).
 
 Not connected: when the clinic never connected Google (or staff disconnected it) the run completes and says
 so; when Google refused the stored token (invalid_grant) the run fails, so ops notice.
@@ -26,7 +26,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from sqlmodel import Session, select
 
-from flows.contacts import AddressKind, find_contacts, lock_keys, mask_phone, normalize_email, normalize_phone
+from flows.contacts import AddressKind, find_contacts, lock_keys, normalize_email, normalize_phone
 from flows.run_logger import run_logger
 from models import AuditLog, Contact, GoogleConnectionStatus, SyncCursor, get_settings, session_scope
 from models.crypto import get_cipher
@@ -64,12 +64,12 @@ class Person:
 
 @dataclass(frozen=True)
 class Change:
+    """What happened to one patient, by id: the artifact is readable through Prefect's API, so no names,
+    addresses or numbers (not even masked ones) go into it."""
+
     action: str  # created | updated | unlinked
     contact_id: int
-    first_name: str | None
-    email: str | None
-    phone: str | None
-    fields: tuple[str, ...] = ()
+    fields: tuple[str, ...] = ()  # which fields were filled, by name
 
 
 @dataclass
@@ -312,16 +312,7 @@ def _record(
             detail={"google_resource_name": resource_name, "fields": list(fields)},
         )
     )
-    result.changes.append(
-        Change(
-            action,
-            contact.id,
-            contact.first_name,
-            mask_email(contact.email),
-            mask_phone(contact.phone),
-            fields,
-        )
-    )
+    result.changes.append(Change(action, contact.id, fields))
 
 
 def _stored_token() -> str | None:
@@ -341,22 +332,11 @@ def _store_token(session: Session, token: str | None, *, full: bool) -> None:
     session.add(cursor)
 
 
-def mask_email(email: str | None) -> str:
-    """For logs and artifacts: the first letter and the domain."""
-    if not email or "@" not in email:
-        return "none"
-    local, domain = email.rsplit("@", 1)
-    return f"{local[:1]}…@{domain}"
-
-
 def artifact_rows(result: ImportResult) -> list[dict[str, object]]:
     return [
         {
             "action": change.action,
             "contact_id": change.contact_id,
-            "first_name": change.first_name or "",
-            "email": change.email,
-            "phone": change.phone,
             "fields": ", ".join(change.fields),
         }
         for change in result.changes[:ARTIFACT_MAX_ROWS]

@@ -27,7 +27,7 @@ from sqlmodel import Session, select
 
 from flows import consent, messages
 from flows.booking_intake import booking_facts, mark_failed
-from flows.contacts import find_contacts, mask_phone, normalize_phone
+from flows.contacts import find_contacts, normalize_phone
 from flows.outbox import queue_message
 from flows.sms_classifier import Classification, Intent, classify_with_fallback
 from flows.tasks.send import send_message
@@ -151,7 +151,8 @@ class _Triage:
         )
 
     def notify_staff(self, attention: StaffAttention, classification: Classification) -> None:
-        """Flag the booking and tell staff. The notice lands in Prefect: it names records, not the patient."""
+        """Flag the booking and tell staff. The notice lands in Prefect: it names records (ids), nothing of
+        the patient, not even a masked number."""
         if self.booking is not None:
             self.booking.staff_attention = attention
             self.booking.staff_attention_at = self.now
@@ -161,7 +162,7 @@ class _Triage:
             facts = booking_facts(self.booking, None)
             when = messages.format_local_time(facts.start_at, facts.timezone)
             about = f"booking {self.booking.wix_booking_id} ({facts.service or 'appointment'}, {when})"
-        who = f"contact #{self.contact.id}" if self.contact else f"unknown number {mask_phone(self.phone)}"
+        who = f"contact #{self.contact.id}" if self.contact else "a number we do not know"
         body = (
             f"**{attention.replace('_', ' ')}** - {who}, {about}. Their SMS reads as "
             f"`{classification.intent}` (confidence {classification.confidence:.2f}). "

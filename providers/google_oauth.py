@@ -320,10 +320,10 @@ def _announce_replacement(
             detail={"previous": previous.account_email, "account": current.account_email},
         )
     )
-    body = (
-        f"**Google account replaced**: patient email and calendar events now go through "
-        f"{current.account_email} instead of {previous.account_email}. If nobody at the clinic did this, "
-        "run `avatar-crm google disconnect` at once and connect the clinic's account again."
+    body = (  # ids only: the notice is readable through Prefect's API; `google status` names the account
+        f"**Google account replaced**: patient email and calendar events now go through Google connection "
+        f"#{current.id} instead of #{previous.id}. Check `avatar-crm google status`; if nobody at the clinic "
+        "did this, run `avatar-crm google disconnect` at once and connect the clinic's account again."
     )
     for notice in staff_notices(get_settings(), f"google-replaced:{current.id}:{now.isoformat()}", body):
         queue_message(session, notice)

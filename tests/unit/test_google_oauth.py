@@ -407,8 +407,9 @@ def test_replacing_the_connected_account_is_announced_to_staff(
             (Channel.OPS, MessageKind.STAFF_NOTIFICATION, "pending", "staff"),
             (Channel.EMAIL, MessageKind.STAFF_NOTIFICATION, "pending", "manager@example.com"),
         ]
-        assert "intruder@example.com" in notices[0].body and "clinic@example.com" in notices[0].body
-        assert "google disconnect" in notices[0].body
+        ids = {c.account_email: c.id for c in session.exec(select(GoogleConnection)).all()}
+        assert f"#{ids['intruder@example.com']} instead of #{ids['clinic@example.com']}" in notices[0].body
+        assert "google disconnect" in notices[0].body and "example.com" not in notices[0].body
 
 
 # --- afterwards: refresh, invalid_grant, disconnect ---------------------------------------------------------

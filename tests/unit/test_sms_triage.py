@@ -135,6 +135,13 @@ def test_stop_from_a_number_we_do_not_know_is_still_honoured(db: str) -> None:
     assert confirmation.kind == MessageKind.OPT_OUT_CONFIRMATION and confirmation.recipient == "+61498765432"
 
 
+def test_a_staff_notice_about_a_number_we_do_not_know_shows_none_of_it(db: str) -> None:
+    """Staff notices become Prefect artifacts, readable through its API: not even a masked number."""
+    event_id, [_reply, notice] = receive("can I move my appointment?", sender="61498765432")
+    assert notice.channel == Channel.OPS and "a number we do not know" in notice.body
+    assert "+61" not in notice.body and "432" not in notice.body and str(event_id) in notice.body
+
+
 def test_help_answers_with_the_clinics_name(db: str) -> None:
     _, [reply] = receive("help")
     assert reply.body.startswith("Avatar Imaging appointment messages")
