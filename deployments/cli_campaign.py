@@ -67,12 +67,16 @@ def launch(
     ] = False,
 ) -> None:
     """Launch a campaign: a run of the campaign-send deployment (at `send_at`, if the file sets one)."""
+    from flows.campaign_content import ContentError, check_content
     from flows.campaign_spec import CampaignFileError, load_spec
+    from flows.email_messages import ClinicIdentity
+    from models import get_settings
     from models.types import utcnow
 
     try:
         spec = load_spec(file)
-    except CampaignFileError as exc:
+        check_content(spec, ClinicIdentity.from_settings(get_settings()))  # here, not in the run
+    except (CampaignFileError, ContentError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
     if dry_run:

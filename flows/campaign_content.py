@@ -16,10 +16,9 @@ import html
 import re
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import TemplateError
 
-from flows.campaign_spec import Variant
+from flows.campaign_spec import TEMPLATES, CampaignSpec, Variant
 from flows.email_messages import ClinicIdentity
 from providers.sendgrid import EmailContent
 
@@ -32,8 +31,6 @@ UNSUBSCRIBE_TAG = "<%asm_group_unsubscribe_raw_url%>"  # SendGrid fills in the g
 SAMPLE_RECIPIENT = {"first_name": "Alex", "last_name": "Sample"}  # previews never show a real patient
 _URL = re.compile(r"https?://[^\s<>\"']+")
 
-_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
-
 
 class ContentError(ValueError):
     """A variant's text cannot be rendered (a Jinja2 syntax error or an unknown name)."""
@@ -41,7 +38,7 @@ class ContentError(ValueError):
 
 def render(template: str, **context: Any) -> str:
     try:
-        return _env.from_string(template).render(**context)
+        return TEMPLATES.from_string(template).render(**context)
     except TemplateError as exc:
         raise ContentError(f"cannot render {template[:40]!r}…: {exc}") from exc
 
@@ -129,6 +126,12 @@ def preview_markdown(
             text.replace(tag, SAMPLE_RECIPIENT[field]),
         )
     return f"**Subject:** {subject}\n\n```\n{text}\n```"
+
+
+def check_content(spec: CampaignSpec, clinic: ClinicIdentity) -> None:
+    """Every variant renders (ContentError if not): asked by `campaign launch` and by the run itself."""
+    for variant in spec.variants:
+        check_renders(variant, spec.channel, clinic)
 
 
 def check_renders(variant: Variant, channel: str, clinic: ClinicIdentity) -> None:

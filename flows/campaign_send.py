@@ -42,7 +42,7 @@ from flows.ab_stats import Decision, VariantResult, choose_winner
 from flows.campaign_audience import assign_variant, audience_conditions, audience_groups, stream_recipients
 from flows.campaign_content import (
     SMS_MAX_LENGTH,
-    check_renders,
+    check_content,
     email_content,
     personal_fields,
     preview_markdown,
@@ -637,8 +637,7 @@ async def _hold_for_quiet_hours(
 
 
 def _check_ready(spec: CampaignSpec, settings: Settings) -> None:
-    for variant in spec.variants:
-        check_renders(variant, spec.channel, _clinic(settings))
+    check_content(spec, _clinic(settings))
     email_live = spec.channel == Channel.EMAIL and settings.email_campaign_provider == "sendgrid"
     if email_live and settings.sendgrid_unsubscribe_group_id is None:
         raise CampaignError(

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 MAX_VARIANTS = 6
@@ -21,6 +23,9 @@ SENDGRID_MAX_SCHEDULE_AHEAD = timedelta(hours=72)
 MAX_USER_CATEGORIES = 8  # SendGrid allows 10 categories; two are ours ("campaign", "campaign:<slug>")
 TEMPLATE_ID = re.compile(r"^d-[0-9a-f]{32}$")
 VARIANT_NAMES = "ABCDEF"
+TEMPLATE_FIELDS = ("first_name", "last_name", "clinic_name")  # what a variant's subject and body may use
+# Sandboxed, and an unknown name is an error: a typo fails the launch, not the send.
+TEMPLATES = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
 
 
 def slugify(name: str) -> str:
@@ -108,6 +113,17 @@ class Variant(BaseModel):
         "appended.",
         examples=["Hi {{ first_name }}, our new Bondi Junction clinic is open."],
     )
+
+    @field_validator("subject", "body")
+    @classmethod
+    def _renders(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                TEMPLATES.from_string(value).render(dict.fromkeys(TEMPLATE_FIELDS, "Sample"))
+            except TemplateError as exc:
+                fields = ", ".join(f"{{{{ {name} }}}}" for name in TEMPLATE_FIELDS)
+                raise ValueError(f"not a valid template ({exc}); it may use {fields}") from None
+        return value
 
     @field_validator("template_id")
     @classmethod

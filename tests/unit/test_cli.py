@@ -137,3 +137,25 @@ def test_commands_that_start_a_deployment_fail_at_once_without_a_running_prefect
             assert "no Prefect API answers at http://127.0.0.1:" in result.output
             assert "`make up`" in result.output and "PREFECT_API_URL" in result.output
             assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize(
+    ("channel", "variant", "message"),
+    [
+        (
+            "email",
+            {"subject": "Hello", "body": "Hi {{ first_name }"},
+            "variants.0.body: Value error, not a valid",
+        ),
+        ("email", {"subject": "{{ offer }}", "body": "b"}, "'offer' is undefined"),
+        ("sms", {"body": "Hi {{ first_name }} " + "x" * 720}, "MobileMessage allows 765"),
+    ],
+)
+def test_launch_refuses_content_that_would_fail_in_the_run(
+    db: str, tmp_path: Path, channel: str, variant: dict[str, str], message: str
+) -> None:
+    file = tmp_path / "campaign.yaml"
+    file.write_text(json.dumps({"name": "Broken", "channel": channel, "variants": [variant]}))
+    for extra in ([], ["--dry-run"], ["--local"]):
+        result = CliRunner().invoke(cli, ["campaign", "launch", str(file), *extra])
+        assert result.exit_code == 2 and message in result.output, (extra, result.output)
