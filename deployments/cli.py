@@ -46,6 +46,7 @@ def gateway(
     import uvicorn
 
     from models import get_settings
+    from webhook_gateway.errors import SERVER_OPTIONS
 
     settings = get_settings()
     with prefect_api("wait"):
@@ -55,6 +56,7 @@ def gateway(
             host=host or settings.gateway_host,
             port=port or settings.gateway_port,
             access_log=False,
+            **SERVER_OPTIONS,  # type: ignore[arg-type]
         )
 
 

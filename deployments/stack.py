@@ -22,6 +22,7 @@ import httpx
 from models import get_settings
 from models.crypto import generate_key
 from models.migrate import upgrade
+from webhook_gateway.errors import server_cli_options
 
 DEMO_PRIVATE_KEY = "wix-demo-private.pem"
 DEMO_PUBLIC_KEY = "wix-demo-public.pem"
@@ -196,7 +197,7 @@ def up() -> int:
         Child("flow runner", [python, "-m", "deployments.serve"]),
         Child("gateway", [python, "-m", "uvicorn", "--factory", "webhook_gateway.app:create_app",
                           "--host", settings.gateway_host, "--port", str(settings.gateway_port),
-                          "--no-access-log", "--log-level", "info"],
+                          "--no-access-log", "--log-level", "info", *server_cli_options()],
               f"http://{settings.gateway_host}:{settings.gateway_port}/healthz", 60),
     ]  # fmt: skip
     # Ctrl-C and SIGTERM both stop everything, even when started from a shell that ignores SIGINT.

@@ -1,4 +1,7 @@
-"""What the gateway says when something goes wrong, and what it writes down.
+"""What the gateway refuses, what it says when something goes wrong, and what it writes down.
+
+A request's head is bounded (size and number of headers) by the server as it reads, with the options every
+way of starting the gateway passes (`SERVER_OPTIONS`), and checked again before any route.
 
 Every request gets an id (a proxy's `X-Request-ID` if it is a plain token, else a new one), echoed in the
 response, so a provider's failed delivery can be matched to the log line. An unexpected exception answers a
@@ -37,9 +40,29 @@ def request_id() -> str:
     return _request_id.get()
 
 
+# What a request's head may hold. The size is enforced by the server as it reads (`SERVER_OPTIONS`: nothing
+# past it is buffered, so a 50 MB header costs nothing); both are checked here again for any other server.
+MAX_HEADER_BYTES = 32 * 1024
+MAX_HEADERS = 100
+# How the gateway is served wherever it is started (`make up`, `avatar-crm gateway`): uvicorn's h11 parser is
+# the one that bounds what it buffers of an incomplete request head (httptools reads a header of any size).
+SERVER_OPTIONS: dict[str, object] = {"http": "h11", "h11_max_incomplete_event_size": MAX_HEADER_BYTES}
+
+
+def server_cli_options() -> list[str]:
+    """`SERVER_OPTIONS` as uvicorn command-line options."""
+    return [f"--{name.replace('_', '-')}={value}" for name, value in SERVER_OPTIONS.items()]
+
+
 class RequestIdMiddleware(ASGIMiddleware):
+    """Gives the request its id, and refuses a head past the limits (431) before anything reads it."""
+
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        given = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
+        headers = scope["headers"]
+        if len(headers) > MAX_HEADERS or sum(len(k) + len(v) + 4 for k, v in headers) > MAX_HEADER_BYTES:
+            await _too_large(send)
+            return
+        given = next((v.decode("latin-1") for k, v in headers if k == b"x-request-id"), "")
         rid = given if _SAFE_REQUEST_ID.fullmatch(given) else secrets.token_hex(8)
         token = _request_id.set(rid)
 
@@ -52,6 +75,18 @@ class RequestIdMiddleware(ASGIMiddleware):
             await next_app(scope, receive, send_with_id)
         finally:
             _request_id.reset(token)
+
+
+async def _too_large(send: Send) -> None:
+    body = b'{"status":"error","detail":"request headers too large"}'
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 431,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def internal_error(request: Request, exc: Exception) -> Response[dict[str, str]]:
