@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Annotated
 
 import typer
@@ -10,6 +11,7 @@ import typer
 from deployments.cli_campaign import campaign_app, consent_app, tag_app
 from deployments.cli_google import google_app
 from deployments.prefect_api import prefect_api
+from models.data_dir import PRIVATE_UMASK
 from models.enums import InboxStatus
 
 app = typer.Typer(help="Avatar Imaging CRM integration backbone.", no_args_is_help=True, add_completion=False)
@@ -27,6 +29,13 @@ app.add_typer(campaign_app, name="campaign")
 app.add_typer(consent_app, name="consent")
 app.add_typer(tag_app, name="tag")
 app.add_typer(google_app, name="google")
+
+
+@app.callback()
+def _private_files() -> None:
+    """Whatever a command creates (the database, keys, Prefect's files, exports) is the owner's alone, and so
+    is what the processes it starts create (make up's Prefect server, runner and gateway)."""
+    os.umask(PRIVATE_UMASK)
 
 
 @app.command()

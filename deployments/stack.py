@@ -21,6 +21,7 @@ import httpx
 
 from models import get_settings
 from models.crypto import generate_key
+from models.data_dir import make_private
 from models.migrate import upgrade
 from webhook_gateway.errors import server_cli_options
 
@@ -84,7 +85,8 @@ SERVER_WRITE_BATCHING = {
 def stack_environment() -> dict[str, str]:
     settings = get_settings()
     data_dir = settings.crm_data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_private(data_dir, settings.crm_database_url)
     env = dict(os.environ)
     env["CRM_DATA_DIR"] = str(data_dir)
     env["CRM_DATABASE_URL"] = settings.crm_database_url

@@ -46,7 +46,7 @@ def _lock_directory(database: str | None) -> Path:
     """Beside the SQLite file (created once per process, not on every attempt)."""
     base = Path(database).resolve().parent if database and database != ":memory:" else Path(".")
     directory = base / "locks"
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     return directory
 
 

@@ -33,6 +33,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
+from models.data_dir import create_private_file
 from models.settings import get_settings
 from models.sqlite_lock import SQLITE_BUSY_TIMEOUT_MS, WriteLockHandoff, sqlite_write_lock
 
@@ -70,7 +71,7 @@ def get_engine(url: str | None = None) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            create_private_file(Path(parsed.database))  # SQLite gives its WAL and -shm the same mode
         write_lock = sqlite_write_lock(parsed.database or "")
         engine = create_engine(
             url,

@@ -128,13 +128,15 @@ def google_default_urls(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.fixture
 def gateway_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
-    """`caplog` for the gateway's own lines. Creating a Litestar app applies its logging config, which
-    replaces the root logger's handlers (caplog's among them), so capture at the `webhook_gateway` logger."""
-    logger = logging.getLogger("webhook_gateway")
-    logger.addHandler(caplog.handler)
-    logger.propagate = False  # counted once, whether or not an app was created inside the test
+    """`caplog` for what the gateway writes. Starting a Litestar app applies its logging config, which
+    replaces the root logger's handlers (caplog's among them), so capture at the gateway's own loggers."""
+    loggers = [logging.getLogger(name) for name in ("webhook_gateway", "models.data_dir")]
+    for logger in loggers:
+        logger.addHandler(caplog.handler)
+        logger.propagate = False  # counted once, whether or not an app was started inside the test
     try:
         yield caplog
     finally:
-        logger.removeHandler(caplog.handler)
-        logger.propagate = True
+        for logger in loggers:
+            logger.removeHandler(caplog.handler)
+            logger.propagate = True

@@ -20,6 +20,7 @@ from prefect.client.orchestration import PrefectClient, get_client
 from sqlalchemy.exc import SQLAlchemyError
 
 from models import Settings, get_engine, get_settings
+from models.data_dir import make_private
 from webhook_gateway.dead_runs import StuckLimits
 from webhook_gateway.dispatcher import Dispatcher
 from webhook_gateway.errors import RejectionLog, RequestIdMiddleware, internal_error, request_id
@@ -74,6 +75,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        make_private(settings.crm_data_dir, settings.crm_database_url)  # however the gateway was started
         engine = get_engine(settings.crm_database_url)
         inbox = InboxWriter(engine)
         inbox.start()
