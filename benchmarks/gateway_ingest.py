@@ -65,7 +65,9 @@ def serve(kind: str, port: int) -> None:
             return {"status": "accepted"}
 
         app = Litestar([accept], openapi_config=None)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    from webhook_gateway.errors import SERVER_OPTIONS  # as `make up` serves the gateway: h11, bounded heads
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, **SERVER_OPTIONS)  # type: ignore[arg-type]
 
 
 @dataclass
