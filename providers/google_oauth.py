@@ -25,6 +25,7 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,8 +38,6 @@ from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from flows.outbox import queue_message
-from flows.tasks.staff import staff_notices
 from models import (
     AuditLog,
     GoogleConnection,
@@ -161,8 +160,17 @@ def begin_authorization(session_id: str, ticket_id: str) -> str:
     return url
 
 
+# Queues a staff notice (key, markdown body) in the session's transaction; the gateway passes the flows' one.
+NotifyStaff = Callable[[Session, str, str], None]
+
+
 def complete_authorization(
-    session_id: str | None, state: str | None, code: str | None, error: str | None = None
+    session_id: str | None,
+    state: str | None,
+    code: str | None,
+    error: str | None = None,
+    *,
+    notify_staff: NotifyStaff | None = None,
 ) -> Connected:
     """Check the callback against what `begin_authorization` stored, exchange the code, store the account."""
     settings = _require_configured()
@@ -187,7 +195,9 @@ def complete_authorization(
     email = _account_email(settings, str(token["access_token"]))
     expires_in = token.get("expires_in")
     expires_at = utcnow() + timedelta(seconds=int(expires_in)) if expires_in else None
-    _store_connection(email, str(refresh_token), granted, str(token["access_token"]), expires_at)
+    _store_connection(
+        email, str(refresh_token), granted, str(token["access_token"]), expires_at, notify_staff
+    )
     missing = tuple(scope for scope in SCOPES if scope not in granted)
     logger.info("Google account connected; scopes granted: %s", " ".join(granted))
     return Connected(email, granted, missing)
@@ -256,7 +266,12 @@ def _account_email(settings: Settings, access_token: str) -> str:
 
 
 def _store_connection(
-    email: str, refresh_token: str, scopes: tuple[str, ...], access_token: str, expires_at: datetime | None
+    email: str,
+    refresh_token: str,
+    scopes: tuple[str, ...],
+    access_token: str,
+    expires_at: datetime | None,
+    notify_staff: NotifyStaff | None,
 ) -> None:
     """One row per account; connecting another account retires the previous one (one mailbox at a time).
 
@@ -300,11 +315,15 @@ def _store_connection(
             )
         )
         for other in replaced:
-            _announce_replacement(session, other, connection, now)
+            _announce_replacement(session, other, connection, now, notify_staff)
 
 
 def _announce_replacement(
-    session: Session, previous: GoogleConnection, current: GoogleConnection, now: datetime
+    session: Session,
+    previous: GoogleConnection,
+    current: GoogleConnection,
+    now: datetime,
+    notify_staff: NotifyStaff | None,
 ) -> None:
     logger.warning(
         "the connected Google account (connection %s) was REPLACED by another (connection %s)",
@@ -325,8 +344,8 @@ def _announce_replacement(
         f"#{current.id} instead of #{previous.id}. Check `avatar-crm google status`; if nobody at the clinic "
         "did this, run `avatar-crm google disconnect` at once and connect the clinic's account again."
     )
-    for notice in staff_notices(get_settings(), f"google-replaced:{current.id}:{now.isoformat()}", body):
-        queue_message(session, notice)
+    if notify_staff is not None:
+        notify_staff(session, f"google-replaced:{current.id}:{now.isoformat()}", body)
 
 
 # --- disconnecting and status ------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from litestar.datastructures import Cookie
 from litestar.params import QueryParameter
 from litestar.response import Redirect
 
+from flows.tasks.staff import queue_staff_notice
 from models import get_settings
 from providers.google_oauth import (
     STATE_TTL,
@@ -95,7 +96,9 @@ class GoogleOAuthController(Controller):
         error: Query = None,
     ) -> Response[str]:
         try:
-            connected = complete_authorization(request.cookies.get(SESSION_COOKIE), oauth_state, code, error)
+            connected = complete_authorization(
+                request.cookies.get(SESSION_COOKIE), oauth_state, code, error, notify_staff=queue_staff_notice
+            )
         except GoogleNotConfigured as exc:
             return _page(503, "Google is not configured", str(exc))
         except OAuthError as exc:

@@ -9,10 +9,11 @@ STAFF_NOTIFICATION_EMAIL when that is set and Google is connected.
 from __future__ import annotations
 
 from prefect.artifacts import acreate_markdown_artifact
+from sqlmodel import Session
 
 from flows.email_messages import ClinicIdentity, render_staff_email
-from flows.outbox import ClaimedMessage, Outcome
-from models import Channel, MessageKind, MessageStatus, OutboundMessage, Purpose, Settings
+from flows.outbox import ClaimedMessage, Outcome, queue_message
+from models import Channel, MessageKind, MessageStatus, OutboundMessage, Purpose, Settings, get_settings
 
 PROVIDER = "prefect-artifact"
 ARTIFACT_KEY = "staff-notifications"
@@ -63,3 +64,9 @@ def staff_notices(
             )
         )
     return notices
+
+
+def queue_staff_notice(session: Session, key: str, body: str) -> None:
+    """Queue `staff_notices` in the caller's transaction (for callers outside a flow, e.g. the gateway)."""
+    for notice in staff_notices(get_settings(), key, body):
+        queue_message(session, notice)
