@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
     gateway_max_body_bytes: int = 256 * 1024
+    # Requests per client address a second, above what the gateway can ingest so genuine bursts always get
+    # in; a refused one (bad signature, wrong site, forged link) counts `failure_weight` times. 0: no limit.
+    rate_limit_per_second: int = 3000
+    rate_limit_failure_weight: int = 100
+    redis_url: str | None = None  # rate-limit counts shared by several gateways
     dispatch_poll_seconds: float = 2.0
     dispatch_max_backoff_seconds: float = 300.0
     # Dispatched events whose flow run died: how often they are looked for, when a run still Pending counts

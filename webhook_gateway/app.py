@@ -28,6 +28,7 @@ from webhook_gateway.google_oauth import GoogleOAuthController
 from webhook_gateway.health import HealthController
 from webhook_gateway.inbox import InboxWriter
 from webhook_gateway.mobilemessage import MobileMessageWebhookController
+from webhook_gateway.rate_limit import rate_limit
 from webhook_gateway.sendgrid import SendGridWebhookController
 from webhook_gateway.tracking import TrackingController
 from webhook_gateway.wix import WixWebhookController
@@ -115,6 +116,7 @@ def create_app(
         finally:
             inbox.stop()
 
+    limits, stores = rate_limit(settings)
     return Litestar(
         route_handlers=[
             WixWebhookController,
@@ -126,7 +128,8 @@ def create_app(
         ],
         lifespan=[lifespan],
         request_max_body_size=settings.gateway_max_body_bytes,
-        middleware=[RequestIdMiddleware()],
+        middleware=[RequestIdMiddleware(), *limits],
+        stores=stores,
         # Status 500 catches every exception no route expected (HTTPExceptions keep their own status).
         exception_handlers={
             SQLAlchemyError: _storage_unavailable,
