@@ -35,7 +35,7 @@ from flows.contacts import (
 )
 from flows.email_messages import ClinicIdentity, booking_email_key, render_booking_email
 from flows.messages import BookingFacts, render
-from flows.outbox import queue_message, transition
+from flows.outbox import BOOKING_NOTICES, queue_message, transition
 from flows.reminder_policy import PlannedReminder, ReminderPolicy
 from flows.tasks.calendar import sync_calendar
 from flows.tasks.send import send_message
@@ -58,15 +58,6 @@ from models.types import utcnow
 from providers import wix
 
 ACTOR = "booking-intake"
-# Notices about a booking change: a newer revision makes a pending one obsolete. Reminders are kept in step
-# by `sync_reminders` instead, and replies to the patient are about what they said, not the booking.
-_BOOKING_MESSAGE_KINDS = [
-    MessageKind.CONFIRMATION,
-    MessageKind.REQUEST_RECEIVED,
-    MessageKind.RESCHEDULE,
-    MessageKind.CANCELLATION,
-    MessageKind.DECLINED,
-]
 _INFORMED = [MessageStatus.SENDING, MessageStatus.SENT, MessageStatus.SANDBOXED, MessageStatus.DELIVERED]
 
 
@@ -145,9 +136,10 @@ def decide_messages(change: BookingChange, patient_informed: bool) -> list[Messa
         if not patient_informed or previous in {None, BookingStatus.PENDING} or not was_active:
             return [MessageKind.CONFIRMATION]
         return [MessageKind.RESCHEDULE] if moved else []
-    if status == BookingStatus.CANCELED and was_active:
+    # Nothing to take back from a patient we told nothing (every notice was superseded before it went).
+    if status == BookingStatus.CANCELED and was_active and patient_informed:
         return [MessageKind.CANCELLATION]
-    if status == BookingStatus.DECLINED and was_active:
+    if status == BookingStatus.DECLINED and was_active and patient_informed:
         return [MessageKind.DECLINED]
     return []
 
@@ -171,7 +163,7 @@ def _drop_superseded(session: Session, booking: Booking) -> int:
         select(OutboundMessage).where(
             OutboundMessage.booking_id == booking.id,
             OutboundMessage.status == MessageStatus.PENDING,
-            OutboundMessage.kind.in_(_BOOKING_MESSAGE_KINDS),  # type: ignore[attr-defined]
+            OutboundMessage.kind.in_(BOOKING_NOTICES),  # type: ignore[attr-defined]
         )
     ).all()
     for message in stale:

@@ -8,9 +8,11 @@ so the outage delays it; the unique idempotency key (also sent to the provider) 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import and_, func
 from sqlmodel import Session, select
 
 from flows.consent import OPT_OUT_SCOPES, ConsentSource, may_send, withdraw
@@ -21,10 +23,12 @@ from models import (
     Channel,
     ConsentOrigin,
     Contact,
+    InboxStatus,
     MessageKind,
     MessageStatus,
     OutboundMessage,
     OutboundMessageEvent,
+    WebhookEvent,
     get_settings,
     session_scope,
 )
@@ -32,6 +36,20 @@ from models.types import utcnow
 
 STALE_SENDING_AFTER = timedelta(minutes=10)
 MAX_RETRY_DELAY = timedelta(minutes=15)
+# Notices about a booking change: each speaks of one revision, so a newer one makes it obsolete. (Reminders
+# speak of an appointment time and are re-checked against that; replies to a patient, of what they said.)
+BOOKING_NOTICES = frozenset(
+    {
+        MessageKind.CONFIRMATION,
+        MessageKind.REQUEST_RECEIVED,
+        MessageKind.RESCHEDULE,
+        MessageKind.CANCELLATION,
+        MessageKind.DECLINED,
+    }
+)
+# A reminder whose booking has a newer event waiting to be applied asks again this much later.
+AWAIT_NEWER_EVENT = timedelta(minutes=1)
+_UNAPPLIED = [InboxStatus.RECEIVED, InboxStatus.DISPATCHED]
 
 
 @dataclass(frozen=True)
@@ -77,7 +95,8 @@ def claim(message_id: int, now: datetime | None = None) -> ClaimedMessage | str:
             return message.status
         if message.send_after > now:
             return "not due"
-        return _claim_checked(session, message, now, ReminderPolicy.from_settings(get_settings()))
+        waiting = unapplied_revisions(session, [message.booking_id] if message.booking_id else [])
+        return _claim_checked(session, message, now, ReminderPolicy.from_settings(get_settings()), waiting)
 
 
 def claim_due(
@@ -105,10 +124,11 @@ def claim_due(
         refused: dict[int, str] = {}
         due = session.exec(query).all()
         booking_ids = {m.booking_id for m in due if m.booking_id}
+        waiting = unapplied_revisions(session, booking_ids)  # before the bookings: see `unapplied_revisions`
         # Load their bookings in one query; the re-checks below then find them in the session.
         session.exec(select(Booking).where(Booking.id.in_(booking_ids))).all()  # type: ignore[union-attr]
         for message in due:
-            result = _claim_checked(session, message, now, policy)
+            result = _claim_checked(session, message, now, policy, waiting)
             if isinstance(result, str):
                 refused[message.id] = str(result)  # type: ignore[index]  # "dropped", not the enum
             else:
@@ -116,11 +136,40 @@ def claim_due(
         return claimed, refused
 
 
+def unapplied_revisions(session: Session, booking_ids: Iterable[int]) -> dict[int, int]:
+    """Per booking, the newest revision a stored event brings that is not applied yet (bookings with none are
+    left out). Wix events name their booking and revision in the inbox row; simple-format ones carry none.
+
+    Asked before the bookings are read: an intake committing in between then shows up here as still waiting
+    or there as applied, never as neither (each statement sees what was committed when it began)."""
+    ids = list(booking_ids)
+    if not ids:
+        return {}
+    rows = session.exec(
+        select(Booking.id, func.max(WebhookEvent.revision))
+        .join(
+            WebhookEvent, and_(WebhookEvent.source == "wix", WebhookEvent.subject == Booking.wix_booking_id)
+        )
+        .where(
+            Booking.id.in_(ids),  # type: ignore[union-attr]
+            WebhookEvent.status.in_(_UNAPPLIED),  # type: ignore[attr-defined]
+            WebhookEvent.revision > Booking.revision,  # type: ignore[operator]
+        )
+        .group_by(Booking.id)
+    ).all()
+    return {booking_id: revision for booking_id, revision in rows}
+
+
 def _claim_checked(
-    session: Session, message: OutboundMessage, now: datetime, policy: ReminderPolicy
+    session: Session,
+    message: OutboundMessage,
+    now: datetime,
+    policy: ReminderPolicy,
+    waiting: Mapping[int, int],
 ) -> ClaimedMessage | str:
-    """Re-check a pending message against what is true *now*; claim it if it may still be sent."""
-    refusal = _refusal(session, message, now, policy)
+    """Re-check a pending message against what is true *now* (`waiting`: `unapplied_revisions` of its
+    booking); claim it if it may still be sent."""
+    refusal = _superseded(session, message, now, waiting) or _refusal(session, message, now, policy)
     if refusal is not None:
         return refusal
     message.attempts += 1
@@ -132,6 +181,32 @@ def _claim_checked(
         message.recipient,
         message.body,
     )
+
+
+def _superseded(
+    session: Session, message: OutboundMessage, now: datetime, waiting: Mapping[int, int]
+) -> str | None:
+    """A booking notice about an older revision than the newest known, applied or still in the inbox, is
+    dropped (its newest event tells the patient what is true); a reminder waits for that event to be applied,
+    which keeps it, moves it or cancels it."""
+    booking = session.get(Booking, message.booking_id) if message.booking_id else None
+    if booking is None:
+        return None
+    newer = waiting.get(booking.id)  # type: ignore[arg-type]
+    if message.kind in BOOKING_NOTICES and message.booking_revision is not None:
+        newest = max(booking.revision, newer or 0)
+        if message.booking_revision < newest:
+            where = "stored, not yet applied" if newer is not None and newer > booking.revision else "applied"
+            transition(
+                session, message, MessageStatus.DROPPED, f"superseded by booking revision {newest} ({where})"
+            )
+            return MessageStatus.DROPPED
+    if message.kind == MessageKind.REMINDER and newer is not None:
+        message.send_after = now + AWAIT_NEWER_EVENT
+        message.updated_at = utcnow()
+        session.add(message)
+        return "deferred"
+    return None
 
 
 def _refusal(session: Session, message: OutboundMessage, now: datetime, policy: ReminderPolicy) -> str | None:

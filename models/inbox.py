@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, Index, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from models.crypto import EncryptedBytes
@@ -22,12 +22,17 @@ class WebhookEvent(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("source", "dedupe_key", name="uq_webhookevent_source_dedupe_key"),
         Index("ix_webhookevent_dispatch", "status", "next_dispatch_at"),
+        Index("ix_webhookevent_subject", "source", "subject", "status"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
     source: str = Field(max_length=32)
     dedupe_key: str = Field(max_length=128)
     event_type: str = Field(max_length=128)
+    # What the event is about and its place in that thing's history (a Wix booking id and revision), kept in
+    # the clear so a newer event can be found before it is applied: a notice it makes obsolete is not sent.
+    subject: str | None = Field(default=None, max_length=128)
+    revision: int | None = Field(default=None, sa_type=BigInteger)
     body: bytes = Field(sa_column=Column(EncryptedBytes, nullable=False))
     status: str = Field(default=InboxStatus.RECEIVED, sa_type=String(16))
     received_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)

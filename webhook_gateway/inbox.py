@@ -45,6 +45,8 @@ class _Pending:
     body: bytes
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[StoredEvent] = field(repr=False)
+    subject: str | None = None
+    revision: int | None = None
 
 
 class InboxWriter:
@@ -72,9 +74,18 @@ class InboxWriter:
             self._thread.join(timeout=10)
             self._thread = None
 
-    async def store(self, source: str, dedupe_key: str, event_type: str, body: bytes) -> StoredEvent:
+    async def store(
+        self,
+        source: str,
+        dedupe_key: str,
+        event_type: str,
+        body: bytes,
+        subject: str | None = None,
+        revision: int | None = None,
+    ) -> StoredEvent:
         loop = asyncio.get_running_loop()
-        pending = _Pending(source, dedupe_key, event_type, body, loop, loop.create_future())
+        future = loop.create_future()
+        pending = _Pending(source, dedupe_key, event_type, body, loop, future, subject, revision)
         self._queue.put(pending)
         return await pending.future
 
@@ -141,6 +152,8 @@ class InboxWriter:
                 "dedupe_key": item.dedupe_key,
                 "event_type": item.event_type,
                 "body": item.body,
+                "subject": item.subject,
+                "revision": item.revision,
                 "status": InboxStatus.RECEIVED,
                 "dispatch_attempts": 0,
                 "received_at": now,
@@ -187,10 +200,19 @@ def _resolve(item: _Pending, outcome: StoredEvent | BaseException) -> None:
         item.loop.call_soon_threadsafe(_set)
 
 
-async def accept(state: State, source: str, dedupe_key: str, event_type: str, raw: bytes) -> WebhookAck:
+async def accept(
+    state: State,
+    source: str,
+    dedupe_key: str,
+    event_type: str,
+    raw: bytes,
+    subject: str | None = None,
+    revision: int | None = None,
+) -> WebhookAck:
     """What every webhook route does with a verified event: store it durably, wake the dispatcher if it is
-    new, and answer `accepted` or `duplicate` only once it is committed."""
-    stored = await state.inbox.store(source, dedupe_key, event_type, raw)
+    new, and answer `accepted` or `duplicate` only once it is committed. `subject` and `revision` name what
+    the event is about and its place in that thing's history, where the provider says (Wix bookings)."""
+    stored = await state.inbox.store(source, dedupe_key, event_type, raw, subject, revision)
     if stored.duplicate:
         logger.debug("duplicate %s event %s (%s)", source, stored.event_id, event_type)
         return WebhookAck(status="duplicate", event_id=stored.event_id)

@@ -51,7 +51,9 @@ class WixWebhookController(Controller):
         event = _verify_and_parse(request, raw, signature, state)
         if event is None:
             return WebhookAck(status="ignored", reason="not a booking event")
-        return await accept(state, SOURCE, event.dedupe_key, event.event_type, raw)
+        booking = event.booking
+        subject = booking.booking_id if len(booking.booking_id) <= 128 else None  # longer: fails when applied
+        return await accept(state, SOURCE, event.dedupe_key, event.event_type, raw, subject, booking.revision)
 
 
 def _verify_and_parse(

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlmodel import select
 
+from flows import outbox as outbox_ops
 from flows.booking_intake import apply_event
 from flows.messages import format_local_time
 from models import (
@@ -19,11 +20,13 @@ from models import (
     InboxStatus,
     MessageStatus,
     OutboundMessage,
+    OutboundMessageEvent,
     WebhookEvent,
+    get_settings,
     session_scope,
 )
 from models.crypto import get_cipher
-from providers.wix_simulator import WixKeys, simple_event
+from providers.wix_simulator import WixKeys, booking_payload, sign_wix_jwt, simple_event, wix_event
 from tests.inbox_events import apply_wix, store_event
 
 pytestmark = pytest.mark.db
@@ -266,3 +269,58 @@ def test_sydney_daylight_saving_is_respected() -> None:
         format_local_time(datetime(2026, 7, 14, 23, 0, tzinfo=UTC), "Australia/Sydney")
         == "Wed 15 Jul, 9:00am"
     )
+
+
+def stored_only(event_type: str, booking_id: str, revision: int, start: datetime, **fields: object) -> int:
+    """A Wix event the gateway stored whose flow run has not applied it yet."""
+    booking = booking_payload(booking_id=booking_id, revision=revision, start=start, **fields)  # type: ignore[arg-type]
+    return store_event("wix", sign_wix_jwt(KEYS, wix_event(event_type, booking), event_type), event_type)
+
+
+def last_detail(message_id: int) -> str | None:
+    with session_scope() as session:
+        return session.exec(
+            select(OutboundMessageEvent.detail)
+            .where(OutboundMessageEvent.message_id == message_id)
+            .order_by(OutboundMessageEvent.id.desc())  # type: ignore[union-attr]
+        ).first()
+
+
+def test_a_notice_is_dropped_when_a_newer_event_is_stored_but_not_yet_applied(db: str) -> None:
+    bid, start = str(uuid.uuid4()), _slot(3, 9)
+    deliver(CREATED, bid, 1, start)
+    cancel = stored_only(CANCELED, bid, 3, start, status="CANCELED")
+    stored_only(CREATED, bid, 1, start)  # an older duplicate waiting changes nothing
+    [confirmation] = outbox(bid)
+
+    assert outbox_ops.claim(confirmation.id) == MessageStatus.DROPPED  # type: ignore[arg-type]
+    assert last_detail(confirmation.id) == "superseded by booking revision 3 (stored, not yet applied)"  # type: ignore[arg-type]
+    apply_event(cancel)  # the patient was told nothing, so there is nothing to take back
+    assert [(m.kind, m.status) for m in outbox(bid)] == [("confirmation", MessageStatus.DROPPED)]
+
+
+def test_a_notice_of_the_newest_revision_goes_while_an_older_event_still_waits(db: str) -> None:
+    bid, start = str(uuid.uuid4()), _slot(3, 9)
+    stored_only(CREATED, bid, 1, start)
+    deliver(RESCHEDULED, bid, 2, _slot(4, 9))
+    [confirmation] = outbox(bid)
+    claimed = outbox_ops.claim(confirmation.id)  # type: ignore[arg-type]
+    assert not isinstance(claimed, str) and confirmation.booking_revision == 2
+
+
+def test_a_due_reminder_waits_for_a_newer_event_to_be_applied(
+    db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SMS_QUIET_HOURS", "")  # whatever the hour this runs at, only the new event holds it
+    get_settings.cache_clear()
+    bid, start = str(uuid.uuid4()), _slot(3, 9)
+    deliver(CREATED, bid, 1, start)
+    mark_all_sent()
+    with session_scope() as session:
+        reminder = session.exec(select(OutboundMessage).where(OutboundMessage.kind == "reminder")).first()
+        assert reminder is not None
+        reminder.status, reminder.send_after = MessageStatus.PENDING, datetime.now(UTC)
+        session.add(reminder)
+    stored_only(UPDATED, bid, 2, start)
+    assert outbox_ops.claim(reminder.id) == "deferred"  # type: ignore[arg-type]
+    get_settings.cache_clear()
