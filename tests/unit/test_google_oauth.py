@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlmodel import select
@@ -210,6 +210,26 @@ def test_no_ticket_yields_a_500(gateway: str, ticket: str) -> None:
     with httpx.Client(timeout=10) as client:
         response = client.get(f"{gateway}/auth/google/start?ticket={quote(ticket, safe='')}")
     assert response.status_code in {403, 503}, (ticket, response.status_code, response.text)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    path=st.sampled_from(["/auth/google/callback", "/t/o/", "/t/c/"]),
+    value=st.text(max_size=120),
+    extra=st.dictionaries(
+        st.sampled_from(["state", "code", "error", "scope"]), st.text(max_size=60), max_size=4
+    ),
+)
+def test_no_input_to_the_public_get_routes_yields_a_500(
+    google: FakeGoogle, gateway: str, path: str, value: str, extra: dict
+) -> None:
+    """Whatever a browser or a prober sends (Google configured): a typed 4xx (or the pixel), never a 500."""
+    with httpx.Client(timeout=10) as client:
+        if path.startswith("/t/"):
+            response = client.get(f"{gateway}{path}{quote(value, safe='') or 'x'}")
+        else:
+            response = client.get(f"{gateway}{path}", params={"state": value, **extra})
+    assert response.status_code < 500, (path, value, extra, response.text)
 
 
 def test_without_google_configured_start_and_callback_explain_with_503(
