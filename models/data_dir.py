@@ -10,6 +10,7 @@ message saying which.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
@@ -73,6 +74,12 @@ def make_private(data_dir: Path, database_url: str | None = None) -> list[Path]:
 
 
 def create_private_file(path: Path) -> None:
-    """Create `path` (and its directory) readable by its owner only, unless it exists."""
+    """Create `path` (and its directory) readable by its owner only, unless it exists.
+
+    An existing file is never opened: closing any descriptor of a SQLite database drops every POSIX lock this
+    process holds on it, SQLite's own included (writes were lost that way)."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    if path.exists():
+        return
+    with contextlib.suppress(FileExistsError):  # created meanwhile by another process or thread: theirs
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))

@@ -119,3 +119,32 @@ def test_a_file_that_cannot_be_made_private_stops_the_start_saying_which(
     monkeypatch.setattr(Path, "chmod", refuse)
     with pytest.raises(DataDirNotPrivate, match=r"encryption\.key is readable by other users"):
         make_private(tmp_path)
+
+
+def test_making_sure_the_database_exists_never_drops_this_process_s_locks_on_it(tmp_path: Path) -> None:
+    """Closing any descriptor of a file drops all of this process's POSIX locks on it, SQLite's too: a
+    campaign's rows were lost that way when a second engine was made for a database already in use."""
+    import sqlite3
+
+    from models.data_dir import create_private_file
+
+    database = tmp_path / "crm.db"
+    holder = sqlite3.connect(database, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN IMMEDIATE")  # this process holds the write lock
+    try:
+        create_private_file(database)
+        other = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"import sqlite3; sqlite3.connect({str(database)!r}, timeout=0).execute('BEGIN IMMEDIATE')",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert other.returncode != 0 and "database is locked" in other.stderr  # still ours
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
