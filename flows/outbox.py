@@ -7,14 +7,18 @@ so the outage delays it; the unique idempotency key (also sent to the provider) 
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func
+from sqlalchemy import and_, func, update
 from sqlmodel import Session, select
 
+from flows import process_identity
 from flows.consent import OPT_OUT_SCOPES, ConsentSource, may_send, withdraw
 from flows.reminder_policy import ReminderPolicy
 from models import (
@@ -34,6 +38,11 @@ from models import (
 )
 from models.types import utcnow
 
+logger = logging.getLogger(__name__)
+
+# A claim is held for CLAIM_LEASE and renewed every quarter of it while the send is in flight; claims made
+# before claims carried a lease are taken back after STALE_SENDING_AFTER.
+CLAIM_LEASE = timedelta(minutes=2)
 STALE_SENDING_AFTER = timedelta(minutes=10)
 MAX_RETRY_DELAY = timedelta(minutes=15)
 # Notices about a booking change: each speaks of one revision, so a newer one makes it obsolete. (Reminders
@@ -173,6 +182,8 @@ def _claim_checked(
     if refusal is not None:
         return refusal
     message.attempts += 1
+    message.claimed_by = process_identity.current()
+    message.lease_until = utcnow() + CLAIM_LEASE  # the wall clock, whatever `now` a sweep runs as of
     transition(session, message, MessageStatus.SENDING, f"attempt {message.attempts}")
     return ClaimedMessage(
         message.id,  # type: ignore[arg-type]
@@ -290,15 +301,16 @@ def _apply(session: Session, message: OutboundMessage, outcome: Outcome) -> None
 def release_abandoned() -> int:
     """Claims a crashed sender left behind go back to pending; returns how many.
 
-    Judged by the wall clock, never by a sweep's `now`: a sweep run "as of" a later time (the CLI's `--now`)
-    must not mistake another sender's fresh claim for an abandoned one and send it again.
+    A claim is abandoned once its process is known gone (it ran on this machine and runs no more: taken back
+    at once, e.g. by the first sweep after a restart) or its lease lapsed (the sender stopped renewing it:
+    dead elsewhere, or hung). Judged by the wall clock, never by a sweep's `now`: a sweep run "as of" a later
+    time (the CLI's `--now`) must not mistake another sender's fresh claim for an abandoned one.
     """
     now = utcnow()
     with session_scope() as session:
-        abandoned = session.exec(
+        sending = session.exec(
             select(OutboundMessage).where(
                 OutboundMessage.status == MessageStatus.SENDING,
-                OutboundMessage.updated_at < now - STALE_SENDING_AFTER,
                 # A campaign email left sending may have reached SendGrid (no idempotency key there): the
                 # campaign flow settles its own (flows/campaign_outbox.py `abandoned`), never a blind resend.
                 OutboundMessage.campaign_id.is_(None),  # type: ignore[union-attr]
@@ -306,11 +318,57 @@ def release_abandoned() -> int:
         ).all()
         # Resent with the same key: MobileMessage deduplicates on it; Gmail has no such key, but the resent
         # email keeps its Message-ID (providers/gmail.py), which Gmail's own mailboxes deduplicate on.
-        for message in abandoned:
-            transition(
-                session, message, MessageStatus.PENDING, "claim abandoned; will resend with the same key"
+        released = 0
+        for message in sending:
+            why = _abandoned(message, now)
+            if why is not None:
+                message.claimed_by = message.lease_until = None
+                transition(session, message, MessageStatus.PENDING, f"{why}; will resend with the same key")
+                released += 1
+        return released
+
+
+def _abandoned(message: OutboundMessage, now: datetime) -> str | None:
+    if message.lease_until is None:
+        return "claim abandoned" if message.updated_at < now - STALE_SENDING_AFTER else None
+    if message.claimed_by is not None and process_identity.is_gone(message.claimed_by):
+        return "claim abandoned (its process is gone)"
+    if message.lease_until < now:
+        return "claim abandoned (its lease lapsed)"
+    return None
+
+
+def renew_leases(message_ids: list[int]) -> None:
+    """Extend this process's claims on messages it is still sending."""
+    with session_scope() as session:
+        session.exec(
+            update(OutboundMessage)  # type: ignore[call-overload]
+            .where(
+                OutboundMessage.id.in_(message_ids),  # type: ignore[union-attr]
+                OutboundMessage.status == MessageStatus.SENDING,
+                OutboundMessage.claimed_by == process_identity.current(),
             )
-        return len(abandoned)
+            .values(lease_until=utcnow() + CLAIM_LEASE)
+        )
+
+
+@asynccontextmanager
+async def leases_kept(message_ids: list[int], every: timedelta = CLAIM_LEASE / 4) -> AsyncIterator[None]:
+    """Keep renewing the claims on `message_ids` while the block sends them."""
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(every.total_seconds())
+            try:
+                await asyncio.to_thread(renew_leases, message_ids)
+            except Exception as exc:  # the database busy for a moment: the next round tries again
+                logger.warning("claims not renewed this round: %s", type(exc).__name__)
+
+    renewer = asyncio.create_task(renew())
+    try:
+        yield
+    finally:
+        renewer.cancel()
 
 
 def transition(

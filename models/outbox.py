@@ -45,6 +45,10 @@ class OutboundMessage(SQLModel, table=True):
     provider: str | None = Field(default=None, max_length=32)
     provider_message_id: str | None = Field(default=None, max_length=100, index=True)
     attempts: int = Field(default=0)
+    # While `sending`: the process holding the claim and until when it holds it (renewed while it sends), so
+    # a claim whose process died is taken back at once, and one whose lease lapsed soon after.
+    claimed_by: str | None = Field(default=None, max_length=100)
+    lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     send_after: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     deadline: datetime | None = Field(default=None, sa_type=UTCDateTime)

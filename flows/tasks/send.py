@@ -102,7 +102,8 @@ async def send_message(message_id: int) -> str:
     if isinstance(claimed, str):
         logger.info("message %s not sent now: %s", message_id, claimed)
         return claimed
-    outcome = await deliver(claimed)
+    async with outbox.leases_kept([claimed.id]):
+        outcome = await deliver(claimed)
     await asyncio.to_thread(outbox.record_many, [outcome])
     _log(logger, outcome)
     return outcome.status
@@ -114,7 +115,8 @@ async def send_due(now: datetime, limit: int = 1000) -> dict[int, str]:
     logger = run_logger(__name__)
     await asyncio.to_thread(outbox.release_abandoned)
     claimed, refused = await asyncio.to_thread(outbox.claim_due, now, channels=list(SENDERS), limit=limit)
-    outcomes = await deliver_all(claimed)
+    async with outbox.leases_kept([c.id for c in claimed]):
+        outcomes = await deliver_all(claimed)
     await asyncio.to_thread(outbox.record_many, outcomes)
     for outcome in outcomes:
         _log(logger, outcome)

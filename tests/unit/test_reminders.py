@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -379,3 +381,60 @@ def test_any_sequence_of_edits_reminds_once_of_the_time_finally_kept(
         assert all(shown in s["message"] for s in sent)
     rows = [m for m in reminders(bid) if m.status == MessageStatus.SENT]
     assert len(rows) == len(labels) and all(m.appointment_at == times[final_at] for m in rows)
+
+
+def test_a_claim_whose_process_died_is_sent_at_the_next_sweep_with_the_same_key(
+    sms: FakeMobileMessage,
+) -> None:
+    bid = str(uuid.uuid4())
+    start = _slot(4, 14)
+    created(bid, start)
+    skip_notices()
+    day_before = reminders(bid)[0]
+    due = (start - timedelta(hours=24)).isoformat()
+    crash = "from datetime import datetime; from flows import outbox; import os; "
+    crash += f"outbox.claim({day_before.id}, now=datetime.fromisoformat({due!r})); os._exit(9)"
+    subprocess.run([sys.executable, "-c", crash], check=False, timeout=60)  # claimed, then killed mid-send
+    assert reminders(bid)[0].status == MessageStatus.SENDING
+
+    sweep(start - timedelta(hours=24))  # the first sweep after the crash, not 10 minutes later
+    [sent] = sms.sent
+    assert sent["idempotency_key"] == day_before.idempotency_key
+    assert "its process is gone" in " ".join(_details(day_before.id))  # type: ignore[arg-type]
+
+
+def test_a_claim_whose_lease_lapsed_is_taken_back_and_one_renewed_is_kept(sms: FakeMobileMessage) -> None:
+    bid = str(uuid.uuid4())
+    start = _slot(4, 14)
+    created(bid, start)
+    skip_notices()
+    day_before, same_day = reminders(bid)
+    for message, hours in ((day_before, 24), (same_day, 2)):
+        assert not isinstance(outbox.claim(message.id, now=start - timedelta(hours=hours)), str)  # type: ignore[arg-type]
+
+    async def sending() -> None:  # this process keeps sending the 2 h one a little while
+        async with outbox.leases_kept([same_day.id], every=timedelta(seconds=0.05)):  # type: ignore[list-item]
+            await asyncio.sleep(0.3)
+
+    leased = reminders(bid)[1].lease_until
+    asyncio.run(sending())
+    assert reminders(bid)[1].lease_until > leased  # type: ignore[operator]
+    with session_scope() as session:  # the 24 h one's sender stopped renewing (hung, or on a lost machine)
+        row = session.get(OutboundMessage, day_before.id)
+        assert row is not None
+        row.lease_until = datetime.now(UTC) - timedelta(seconds=1)
+        session.add(row)
+
+    assert outbox.release_abandoned() == 1
+    assert [m.status for m in reminders(bid)] == [MessageStatus.PENDING, MessageStatus.SENDING]
+    assert "its lease lapsed" in " ".join(_details(day_before.id))  # type: ignore[arg-type]
+
+
+def _details(message_id: int) -> list[str]:
+    with session_scope() as session:
+        return [
+            detail or ""
+            for detail in session.exec(
+                select(OutboundMessageEvent.detail).where(OutboundMessageEvent.message_id == message_id)
+            ).all()
+        ]
