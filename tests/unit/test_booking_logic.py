@@ -8,10 +8,11 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from flows import outbox as outbox_ops
 from flows.booking_intake import apply_event
+from flows.contacts import lock_keys
 from flows.messages import format_local_time
 from models import (
     AuditLog,
@@ -22,12 +23,14 @@ from models import (
     OutboundMessage,
     OutboundMessageEvent,
     WebhookEvent,
+    get_engine,
     get_settings,
     session_scope,
 )
 from models.crypto import get_cipher
 from providers.wix_simulator import WixKeys, booking_payload, sign_wix_jwt, simple_event, wix_event
 from tests.inbox_events import apply_wix, store_event
+from tests.lock_races import start_until_blocked
 
 pytestmark = pytest.mark.db
 
@@ -324,3 +327,27 @@ def test_a_due_reminder_waits_for_a_newer_event_to_be_applied(
     stored_only(UPDATED, bid, 2, start)
     assert outbox_ops.claim(reminder.id) == "deferred"  # type: ignore[arg-type]
     get_settings.cache_clear()
+
+
+def test_events_for_one_booking_are_applied_one_at_a_time(db: str) -> None:
+    """Another intake is mid-way through applying revision 3 (it holds the booking's lock and has written
+    the row) when revision 2 comes to be applied: it waits, then finds itself stale, rather than reading
+    revision 1 and overwriting revision 3 once the row is free."""
+    if get_engine().dialect.name != "postgresql":
+        pytest.skip("SQLite transactions are serial: the write lock already makes them one at a time")
+    bid, start = str(uuid.uuid4()), _slot(3, 9)
+    deliver(CREATED, bid, 1, start)
+    mark_all_sent()
+    moved = stored_only(RESCHEDULED, bid, 2, _slot(4, 9))
+    with Session(get_engine()) as other:
+        lock_keys(other, [f"booking:{bid}"])
+        row = other.exec(select(Booking).where(Booking.wix_booking_id == bid)).one()
+        row.revision, row.status = 3, "CANCELED"
+        other.add(row)
+        other.flush()
+        applying = start_until_blocked(lambda: apply_event(moved), "the booking's lock")
+        other.commit()
+    applying.finish()
+    saved = booking_row(bid)
+    assert (saved.revision, saved.status, saved.start_at) == (3, "CANCELED", start)
+    assert [m.kind for m in outbox(bid)] == ["confirmation"]
