@@ -145,6 +145,10 @@ def claim_due(
         return claimed, refused
 
 
+# Inbox sources that bring Wix booking revisions: webhooks, and what `wix-reconcile` found they missed.
+BOOKING_SOURCES = ("wix", "wix-reconcile")
+
+
 def unapplied_revisions(session: Session, booking_ids: Iterable[int]) -> dict[int, int]:
     """Per booking, the newest revision a stored event brings that is not applied yet (bookings with none are
     left out). Wix events name their booking and revision in the inbox row; simple-format ones carry none.
@@ -157,7 +161,11 @@ def unapplied_revisions(session: Session, booking_ids: Iterable[int]) -> dict[in
     rows = session.exec(
         select(Booking.id, func.max(WebhookEvent.revision))
         .join(
-            WebhookEvent, and_(WebhookEvent.source == "wix", WebhookEvent.subject == Booking.wix_booking_id)
+            WebhookEvent,
+            and_(
+                WebhookEvent.source.in_(BOOKING_SOURCES),  # type: ignore[attr-defined]
+                WebhookEvent.subject == Booking.wix_booking_id,
+            ),
         )
         .where(
             Booking.id.in_(ids),  # type: ignore[union-attr]

@@ -21,6 +21,7 @@ from models.enums import (
 from models.google import GoogleConnection, OAuthState, SyncCursor
 from models.inbox import WebhookEvent
 from models.outbox import DeliveryReceipt, OutboundMessage, OutboundMessageEvent
+from models.reconciliation import WixReconciliation
 from models.settings import Settings, get_settings
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "Suppression",
     "SyncCursor",
     "WebhookEvent",
+    "WixReconciliation",
     "get_engine",
     "get_settings",
     "session_scope",

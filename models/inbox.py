@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import BigInteger, Column, Index, String, Text, UniqueConstraint
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.dml import Insert
 from sqlmodel import Field, SQLModel
 
 from models.crypto import EncryptedBytes
@@ -50,3 +52,12 @@ class WebhookEvent(SQLModel, table=True):
     def idempotency_key(self) -> str:
         """The Prefect flow-run idempotency key: a redelivered event can never start a second run."""
         return f"{self.source}:{self.dedupe_key}"
+
+
+def insert_new_events(dialect_name: str) -> Insert:
+    """`INSERT … ON CONFLICT (source, dedupe_key) DO NOTHING` into the inbox: an event already stored keeps
+    its row (and status), so storing it again is harmless. Values are given at execution."""
+    insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
+    return insert(WebhookEvent.__table__).on_conflict_do_nothing(  # type: ignore[attr-defined]
+        index_elements=["source", "dedupe_key"]
+    )

@@ -40,8 +40,13 @@ class Settings(BaseSettings):
     wix_public_key: str | None = None
     wix_webhook_secret: SecretStr | None = None
     # When set, a Wix-signed webhook must name this site / app instance (the app's key signs every site's).
+    # The site id also addresses reconciliation's reads through Wix's REST API, made with an API key (API
+    # Keys Manager, permission "Read Bookings - Including Participants"); off while either is unset.
     wix_site_id: str | None = None
     wix_instance_id: str | None = None
+    wix_api_key: SecretStr | None = None
+    wix_api_url: str = "https://www.wixapis.com"
+    wix_timeout_seconds: float = 20.0
 
     # --- MobileMessage ---------------------------------------------------------------------------
     sms_provider: Literal["mobilemessage", "sandbox"] | None = None
@@ -147,6 +152,12 @@ class Settings(BaseSettings):
         if not self.google_oauth_redirect_uri:
             self.google_oauth_redirect_uri = f"{self.public_base_url.rstrip('/')}/auth/google/callback"
         return self
+
+    @property
+    def wix_api_configured(self) -> bool:
+        """Reconciliation with Wix runs only with an API key and the site it belongs to."""
+        key = self.wix_api_key.get_secret_value() if self.wix_api_key else ""
+        return bool(key and (self.wix_site_id or "").strip())
 
     @property
     def google_configured(self) -> bool:

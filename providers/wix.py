@@ -32,6 +32,8 @@ from models.enums import BookingStatus
 
 V2_PREFIX = "wix.bookings.v2.booking_"
 SIMPLE_PREFIX = "bookings/"
+# Inbox rows written by reconciliation hold a booking as Wix's REST API returned it, not a webhook body.
+REST_BOOKING_EVENT_TYPE = "wix.bookings-reader.v2.extended_booking"
 
 # Wix stamps `iat` with its own clock and PyJWT refuses an `iat` in the future, so a clinic server a few
 # seconds behind Wix would reject every webhook without some tolerance. A minute is far below the 5-minute
@@ -61,6 +63,7 @@ class BookingAction(StrEnum):
     RESCHEDULED = "rescheduled"
     CONFIRMED = "confirmed"
     DECLINED = "declined"
+    RECONCILED = "reconciled"  # found by reading Wix's API (`wix-reconcile`), no webhook seen
 
 
 @dataclass(frozen=True)
@@ -451,6 +454,32 @@ def _split_name(full_name: str | None) -> tuple[str | None, str | None]:
     return parts[0], parts[1] if len(parts) > 1 else None
 
 
+# --- bookings read from Wix's REST API -----------------------------------------------------------------
+
+
+def parse_rest_booking(raw: bytes) -> BookingEvent:
+    """A booking object as Query Extended Bookings returns it (`extendedBookings[].booking`).
+
+    It is the same Booking V2 object a webhook carries, so it is read by the same code; its dedupe key is
+    `<booking id>:rev<revision>`, so one revision is fed to booking intake at most once by reconciliation.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise WixPayloadError("booking is not UTF-8 JSON") from None
+    entity = _json_object(text, "booking")
+    booking = _v2_booking(entity, fallback_id=None)
+    return BookingEvent(
+        dedupe_key=f"{booking.booking_id}:rev{booking.revision}",
+        event_type=REST_BOOKING_EVENT_TYPE,
+        action=BookingAction.RECONCILED,
+        instance_id=None,
+        event_time=_optional_time(entity, "updatedDate", "booking.updatedDate"),
+        booking=booking,
+        previous_start_at=None,
+    )
+
+
 # --- stored events ------------------------------------------------------------------------------------
 
 
@@ -462,6 +491,8 @@ def decode_stored(raw: bytes, event_type: str) -> BookingEvent | None:
     """
     if event_type.startswith(SIMPLE_PREFIX):
         return parse_simple(raw)
+    if event_type == REST_BOOKING_EVENT_TYPE:
+        return parse_rest_booking(raw)
     try:
         claims = _DECODER.decode(raw.strip(), options={"verify_signature": False})
     except (jwt.PyJWTError, ValueError, TypeError, OverflowError, RecursionError):

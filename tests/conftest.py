@@ -107,6 +107,7 @@ def db(database_url: str) -> Iterator[str]:
             "googleconnection",
             "oauthstate",
             "synccursor",
+            "wixreconciliation",
         ):
             connection.execute(text(f"DELETE FROM {table}"))  # noqa: S608 (fixed table names)
     yield database_url

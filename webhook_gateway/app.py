@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 # Which deployment turns an inbox row from each source into work.
 DEPLOYMENTS: Mapping[str, str] = {
     "wix": "booking-intake/booking-intake",
+    "wix-reconcile": "booking-intake/booking-intake",  # bookings `wix-reconcile` found the webhooks missed
     "mobilemessage": "sms-triage/sms-triage",
     "mobilemessage-status": "delivery-receipts/delivery-receipts",
     "sendgrid": "email-events/email-events",

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 
 from litestar.datastructures import State
 from sqlalchemy import Connection, Engine, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from models import InboxStatus, WebhookEvent
+from models.inbox import insert_new_events
 from models.types import utcnow
 from webhook_gateway.schemas import WebhookAck
 
@@ -56,11 +56,8 @@ class InboxWriter:
         self._engine = engine
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-        self._insert = (
-            insert(_TABLE)
-            .on_conflict_do_nothing(index_elements=["source", "dedupe_key"])
-            .returning(_TABLE.c.id, _TABLE.c.source, _TABLE.c.dedupe_key)
+        self._insert = insert_new_events(engine.dialect.name).returning(
+            _TABLE.c.id, _TABLE.c.source, _TABLE.c.dedupe_key
         )
 
     def start(self) -> None:

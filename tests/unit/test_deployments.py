@@ -12,6 +12,7 @@ from deployments.serve import _load_flow, load_definitions
 
 SAMPLE_PARAMETERS = {
     "booking-intake": {"event_id": 1},
+    "wix-reconcile": {"since": "2026-11-25T09:00:00+10:00"},
     "reminder-sweep": {"now": "2026-11-25T09:00:00+10:00", "limit": 10},
     "sms-triage": {"event_id": 2},
     "delivery-receipts": {"event_ids": [3, 4]},
