@@ -426,8 +426,9 @@ class AbandonedBatch:
     messages: list[CampaignMessage]
 
 
-def abandoned(campaign_id: int) -> list[AbandonedBatch]:
-    """Messages a stopped run left `sending`, grouped by the batch they were posted in.
+def abandoned(campaign_id: int, channel: str) -> list[AbandonedBatch]:
+    """Messages a stopped run left `sending`, grouped by the batch they were posted in; an SMS batch only if
+    every recipient may still get it (`_still_allowed`).
 
     Only called while holding the campaign's lock, so no live sender can own them.
     """
@@ -458,7 +459,31 @@ def abandoned(campaign_id: int) -> list[AbandonedBatch]:
         groups[(key, row.variant)].append(
             CampaignMessage(row.id, row.recipient, row.body, row.variant, row.first_name, row.last_name)
         )
-    return [AbandonedBatch(key, variant, messages) for (key, variant), messages in groups.items()]
+    batches = [AbandonedBatch(key, variant, messages) for (key, variant), messages in groups.items()]
+    return _still_allowed(batches) if channel == Channel.SMS else batches  # email is never posted again
+
+
+def _still_allowed(batches: list[AbandonedBatch]) -> list[AbandonedBatch]:
+    """An interrupted SMS batch is posted again (same Idempotency-Key) only if nobody in it has opted out
+    since. Otherwise who opted out is settled suppressed, and the rest go back to pending to be claimed in a
+    new batch: if the interrupted post did reach MobileMessage they may get the text twice, the lesser harm
+    than texting someone who said STOP."""
+    now, check, kept = utcnow(), may_send(Channel.SMS, Purpose.MARKETING), []
+    with session_scope() as session:
+        for batch in batches:
+            refused = check.refusals(session, [m.recipient for m in batch.messages])
+            if not refused:
+                kept.append(batch)
+                continue
+            out = [m.id for m in batch.messages if m.recipient in refused]
+            rest = [m.id for m in batch.messages if m.recipient not in refused]
+            _set_status(
+                session, out, MessageStatus.SUPPRESSED, "opted out before the batch was posted again", now
+            )
+            _set_status(
+                session, rest, MessageStatus.PENDING, "batch not posted again: someone in it opted out", now
+            )
+    return kept
 
 
 def settle_unconfirmed(ids: list[int], detail: str) -> None:

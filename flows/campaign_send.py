@@ -499,7 +499,7 @@ async def settle_abandoned(state: CampaignState, poster: Poster) -> dict[str, in
     Idempotency-Key, so MobileMessage answers with the original result and sends nothing twice. Email:
     SendGrid has no such key, so they are recorded as sent-unconfirmed, never posted again."""
     counts: dict[str, int] = {}
-    for batch in await asyncio.to_thread(campaign_outbox.abandoned, state.id):
+    for batch in await asyncio.to_thread(campaign_outbox.abandoned, state.id, state.spec.channel):
         ids = [m.id for m in batch.messages]
         if state.spec.channel == Channel.EMAIL or not batch.key:
             detail = "unconfirmed, not resent: a previous run stopped while posting it"
