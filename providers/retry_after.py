@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import random
 import time
 
 MAX_RETRY_AFTER_SECONDS = 120.0
@@ -21,3 +22,10 @@ def retry_after_seconds(value: str | None, cap: float = MAX_RETRY_AFTER_SECONDS)
             return None
         seconds = when.timestamp() - time.time()
     return min(max(seconds, 0.0), cap)
+
+
+def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:
+    """Seconds before retry number `attempt` (1-based): full jitter over an exponential backoff capped at
+    `cap`, but never sooner than the provider's `Retry-After`."""
+    delay = random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
+    return delay if retry_after is None else max(delay, retry_after)

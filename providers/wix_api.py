@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any, Self
@@ -29,7 +28,7 @@ from typing import Any, Self
 import httpx
 
 from models.settings import Settings
-from providers.retry_after import retry_after_seconds
+from providers.retry_after import backoff_delay, retry_after_seconds
 from providers.wix_simulator import wix_time
 
 logger = logging.getLogger(__name__)
@@ -154,9 +153,7 @@ class WixBookingsClient:
                 retry_after = retry_after_seconds(response.headers.get("Retry-After"))
             if attempt == self._max_attempts:
                 break
-            delay = random.uniform(0, min(self._max_delay, self._base_delay * 2 ** (attempt - 1)))
-            if retry_after is not None:
-                delay = max(delay, retry_after)
+            delay = backoff_delay(attempt, self._base_delay, self._max_delay, retry_after)
             logger.warning("%s; retry %s/%s in %.1fs", reason, attempt, self._max_attempts - 1, delay)
             await self._sleep(delay)
         raise WixApiError(reason, status_code=status_code, retryable=True)

@@ -119,6 +119,7 @@ def rig(
                 runner,
                 [
                     "booking-intake/booking-intake",
+                    "wix-reconcile/wix-reconcile",
                     "reminder-sweep/reminder-sweep",
                     "sms-triage/sms-triage",
                     "delivery-receipts/delivery-receipts",
