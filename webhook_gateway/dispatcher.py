@@ -193,8 +193,11 @@ class Dispatcher:
     async def recover_dead_runs(self) -> int:
         """Hand back every dispatched row whose flow run is dead; returns how many were handed back/failed."""
         if not self._automation_ready:
-            await ensure_zombie_automation(self._client)
-            self._automation_ready = True
+            try:
+                await ensure_zombie_automation(self._client)
+                self._automation_ready = True
+            except PrefectHTTPStatusError as exc:  # not for want of it must dead runs go unnoticed
+                logger.warning("could not put the zombie flow-run automation in place: %s", _reason(exc))
         handled, after = 0, 0
         while True:
             rows = await to_thread.run_sync(self._select_dispatched, after)

@@ -1,0 +1,153 @@
+"""`avatar-crm up` as a subprocess, for the fault tests: its own Prefect server, runner and gateway on free
+loopback ports, its own data directory, the session's CRM database and provider fakes (from the environment
+the integration rig set). It can be killed whole (SIGKILL to every process group) or in parts."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import httpx
+
+from providers.wix_simulator import WixKeys
+from tests.integration.helpers import booking, local_slot, new_booking_id, post_wix, signed_event
+from tests.servers import free_port
+
+AVATAR_CRM = Path(sys.executable).parent / "avatar-crm"
+
+
+@dataclass
+class Stack:
+    data_dir: Path
+    env_overrides: dict[str, str] = field(default_factory=dict)
+    prefect_port: int = field(default_factory=free_port)
+    gateway_port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}"
+
+    @property
+    def prefect_api(self) -> str:
+        return f"http://127.0.0.1:{self.prefect_port}/api"
+
+    def start(self, timeout: float = 120.0) -> None:
+        env = {
+            key: value for key, value in os.environ.items() if key not in {"PREFECT_API_URL", "PREFECT_HOME"}
+        }
+        env.update(
+            CRM_DATA_DIR=str(self.data_dir),
+            PREFECT_PORT=str(self.prefect_port),
+            GATEWAY_PORT=str(self.gateway_port),
+            PREFECT_LOGGING_LEVEL="WARNING",
+            **self.env_overrides,
+        )
+        log = (self.data_dir / "up.log").open("ab")
+        self.process = subprocess.Popen(
+            [str(AVATAR_CRM), "up"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float) -> None:
+        """Until `/readyz` says every part works (the runner has polled Prefect for its deployments)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None and self.process.poll() is None, self.log_tail()
+            try:
+                if httpx.get(f"{self.gateway_url}/readyz", timeout=5).json().get("status") == "ready":
+                    return
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(0.5)
+        raise AssertionError(f"stack not ready after {timeout:.0f}s\n{self.log_tail()}")
+
+    def children(self) -> dict[str, int]:
+        """The supervisor's children by what they run: `prefect`, `runner`, `gateway`."""
+        assert self.process is not None
+        pids = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
+        found = {}
+        for pid in map(int, pids):
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            name = "prefect" if "server start" in command else "runner" if "serve" in command else "gateway"
+            found[name] = pid
+        return found
+
+    def kill_all(self) -> None:
+        """SIGKILL the supervisor first (so it restarts nothing), then every child's process group."""
+        assert self.process is not None
+        children = self.children()
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        for pid in children.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        time.sleep(0.5)
+
+    def signal_child(self, name: str, sig: signal.Signals) -> int:
+        pid = self.children()[name]
+        os.killpg(pid, sig)
+        return pid
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill_all()
+
+    def log_tail(self, lines: int = 60) -> str:
+        path = self.data_dir / "up.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def running_flow_runs(self) -> int:
+        """How many flow runs Prefect holds as Running now (0 when it cannot say)."""
+        try:
+            response = httpx.post(
+                f"{self.prefect_api}/flow_runs/count",
+                json={"flow_runs": {"state": {"type": {"any_": ["RUNNING"]}}}},
+                timeout=5,
+            )
+            return int(response.json()) if response.status_code == 200 else 0
+        except (httpx.HTTPError, ValueError):
+            return 0
+
+
+@dataclass
+class Posted:
+    booking_id: str
+    phone: str
+    status: int | None
+    answer: dict[str, Any] | None
+
+
+def post_bookings(gateway_url: str, keys: WixKeys, first: int, count: int, workers: int = 8) -> list[Posted]:
+    """`count` new bookings, each its own patient (phone +614000<n>), posted concurrently."""
+
+    def post(n: int) -> Posted:
+        booking_id, phone = new_booking_id(), f"+61400{n:06d}"
+        body = signed_event(
+            keys,
+            "wix.bookings.v2.booking_created",
+            booking(
+                booking_id, 1, local_slot(5, 9 + n % 8), phone=phone, email=None, contact_id=str(uuid4())
+            ),
+        )
+        try:
+            response = post_wix(gateway_url, body)
+            return Posted(booking_id, phone, response.status_code, response.json())
+        except (httpx.HTTPError, ValueError):
+            return Posted(booking_id, phone, None, None)
+
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(post, range(first, first + count)))
