@@ -5,13 +5,18 @@ confirmation, nothing twice. Counts are kept small so the tests stay within a fe
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pytest
+from prefect.deployments import run_deployment
 from sqlalchemy import update
 
 from flows.outbox import STALE_SENDING_AFTER
@@ -116,4 +121,82 @@ def test_whole_stack_killed_with_runs_in_flight_then_restarted_processes_every_a
         f"re-dispatched, {len(sms.sent)} SMS in all ({forwarded} abandoned claims fast-forwarded); events "
         f"drained {drained - killed_at:.0f}s after the kill, last SMS {messaged - killed_at:.0f}s after it "
         f"({messaged - started:.0f}s in all)"
+    )
+
+
+def test_prefect_server_killed_then_frozen_under_load_every_webhook_acknowledged_and_processed(
+    stack: Stack, rig: Rig, sms
+) -> None:
+    started = time.monotonic()
+    with ThreadPoolExecutor(1) as background:
+        first = background.submit(post_bookings, stack.gateway_url, rig.wix_keys, 0, 20)
+        time.sleep(1.0)
+        stack.signal_child("prefect", signal.SIGKILL)  # `make up` restarts it; the gateway keeps taking
+        posted = first.result() + post_bookings(stack.gateway_url, rig.wix_keys, 20, 10)
+    readyz = httpx.get(f"{stack.gateway_url}/readyz", timeout=10)
+    assert readyz.status_code == 200 and readyz.json()["status"] in {"ready", "degraded"}
+    stack.wait_ready(timeout=120)  # the server is back (restarted by the supervisor)
+
+    frozen = stack.signal_child("prefect", signal.SIGSTOP)
+    try:
+        posted += post_bookings(stack.gateway_url, rig.wix_keys, 30, 10)
+        degraded = httpx.get(f"{stack.gateway_url}/readyz", timeout=10).json()
+        time.sleep(5)
+    finally:
+        os.killpg(frozen, signal.SIGCONT)
+    count = len(posted)
+    assert [p.status for p in posted] == [200] * count  # every webhook acknowledged, none refused
+    assert {p.answer["status"] for p in posted if p.answer} == {"accepted"}
+    assert degraded["status"] == "degraded" and degraded["checks"]["database"] == "ok"
+    assert degraded["checks"]["prefect"].startswith("unavailable")
+
+    rows = wait_until(lambda: _all_finished(count), timeout=240, interval=1)
+    drained = time.monotonic()
+    assert [row.status for row in rows] == [InboxStatus.PROCESSED] * count, [row.last_error for row in rows]
+    forwarded = _wait_every_patient_messaged(sms, posted, timeout=150)
+    _assert_each_patient_got_one_confirmation(sms, posted)
+    assert "prefect server exited with code -9; restarting it" in stack.log_tail(2000)
+    print(
+        f"Prefect server SIGKILL + SIGSTOP: {count} events, {count} acks, "
+        f"{sum(row.redispatches for row in rows)} re-dispatched, {len(sms.sent)} SMS "
+        f"({forwarded} abandoned claims fast-forwarded); drained {drained - started:.0f}s after the first "
+        "post"
+    )
+
+
+THROTTLED = (429, {"message": "Too many requests"}, {"Retry-After": "0"})
+UNAVAILABLE = (503, {"message": "Service temporarily unavailable"}, {"Retry-After": "0"})
+
+
+def test_a_provider_answering_429_and_503_delays_messages_never_drops_or_doubles_them(
+    rig: Rig, sms, gateway_url: str
+) -> None:
+    count = 30
+    sms.script(*[THROTTLED, UNAVAILABLE] * 6)  # the next 12 sends, whoever makes them
+    started = time.monotonic()
+    posted = post_bookings(gateway_url, rig.wix_keys, 0, count)
+    assert [p.status for p in posted] == [200] * count
+    rows = wait_until(lambda: _all_finished(count), timeout=120, interval=0.5)
+    assert [row.status for row in rows] == [InboxStatus.PROCESSED] * count
+
+    phones = {p.phone.lstrip("+") for p in posted}
+    swept = 0
+    while not phones <= {message["to"].lstrip("+") for message in sms.sent} and swept < 3:
+        with session_scope() as session:  # what the outage left pending is due now, not after its backoff
+            session.exec(  # type: ignore[call-overload]
+                update(OutboundMessage)
+                .where(
+                    OutboundMessage.status == MessageStatus.PENDING, OutboundMessage.kind == "confirmation"
+                )  # type: ignore[arg-type]
+                .values(send_after=utcnow())
+            )
+        run = run_deployment("reminder-sweep/reminder-sweep", timeout=120)  # as its schedule would
+        assert run.state is not None and run.state.is_completed(), run.state
+        swept += 1
+    refused = Counter(r["status"] for r in sms.requests if r["path"] == "/v1/messages" and r["status"] != 200)
+    assert refused == {429: 6, 503: 6}  # the provider did refuse: the messages were delayed
+    _assert_each_patient_got_one_confirmation(sms, posted)
+    print(
+        f"provider 429/503: {count} events, {count} acks, {sum(refused.values())} refused requests, "
+        f"{len(sms.sent)} SMS after {swept} extra sweeps, {time.monotonic() - started:.0f}s"
     )
