@@ -106,9 +106,11 @@ class Stack:
             except subprocess.TimeoutExpired:
                 self.kill_all()
 
-    def log_tail(self, lines: int = 60) -> str:
+    def log_tail(self, lines: int | None = 60) -> str:
+        """The last `lines` of the stack's output (None: all of it)."""
         path = self.data_dir / "up.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+        text = path.read_text(errors="replace").splitlines() if path.exists() else []
+        return "\n".join(text[-lines:] if lines else text)
 
     def running_flow_runs(self) -> int:
         """How many flow runs Prefect holds as Running now (0 when it cannot say)."""
