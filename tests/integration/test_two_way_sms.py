@@ -13,7 +13,9 @@ import pytest
 from prefect import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 from sqlmodel import select
+from typer.testing import CliRunner
 
+from deployments.cli import app as cli
 from models import (
     MessageKind,
     MessageStatus,
@@ -94,6 +96,12 @@ def test_stop_suppresses_at_once_confirms_once_and_no_reminder_follows(
     assert scopes == {("sms", "transactional"), ("sms", "marketing"), ("email", "marketing")}
     confirmations = [s for s in sms.sent if "unsubscribed" in s["message"]]
     assert len(confirmations) == 1 and "Avatar Imaging" in confirmations[0]["message"]
+    # Staff cannot override it (issue 13): the grant is refused with the reason and changes nothing.
+    grant = ["consent", "grant", "--phone", "0412 345 678", "--note", "ticked the paper form"]
+    refused = CliRunner().invoke(cli, grant)
+    assert refused.exit_code == 1 and "texted STOP" in refused.output, refused.output
+    with session_scope() as session:
+        assert {(s.channel, s.purpose) for s in session.exec(select(Suppression)).all()} == scopes
 
     from prefect.deployments import run_deployment
 
@@ -113,6 +121,12 @@ def test_stop_suppresses_at_once_confirms_once_and_no_reminder_follows(
         )
     description = artifact.description or ""
     assert "suppressed: 1" in description and "<" not in description  # not `<MessageStatus.SUPPRESSED: …>`
+
+    reply(gateway_url, "Y", at=datetime.now(UTC) + timedelta(seconds=10))  # the answer is suppressed too
+    wait_processed(4)
+    assert len(sms.sent) == sent_before
+    answers = [m for m in messages(booking_id, reminders=True) if m.kind == MessageKind.REPLY]
+    assert [m.status for m in answers] == [MessageStatus.SUPPRESSED]
 
 
 def test_a_request_to_move_goes_to_staff_and_the_patient_is_told(rig: Rig, sms, gateway_url: str) -> None:
