@@ -3,7 +3,10 @@ what START lifts, that the one check blocks every later send, and that the ledge
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from sqlalchemy import text
 from sqlmodel import select
 
 from flows import consent, outbox
@@ -21,6 +24,8 @@ from models import (
     session_scope,
 )
 from models.crypto import get_cipher
+from models.db import get_engine
+from models.migrate import upgrade
 from models.types import utcnow
 
 pytestmark = pytest.mark.db
@@ -219,3 +224,47 @@ def test_an_email_unsubscribe_is_lifted_by_the_patients_resubscribe_not_by_staff
         why = _source(ConsentOrigin.PATIENT_EMAIL, "sendgrid_group_resubscribe")
         assert consent.grant(session, phone=None, contact=contact, scopes=scopes, why=why)
     assert _scopes() == set()
+
+
+def test_rows_from_before_origins_were_recorded_are_classified_the_safe_way(tmp_path: Path) -> None:
+    """Migration 0005: staff rows stay staff's, a bounce the provider's, and every other (a reply, an
+    unsubscribe, anything unrecognised) the patient's own, so staff cannot lift an old STOP either."""
+    url = f"sqlite:///{tmp_path / 'before.db'}"
+    upgrade(url, "0004")
+    reasons = {
+        "staff": "sms",
+        "sendgrid_bounce": "email",
+        "sms_reply": "sms",
+        "sendgrid_unsubscribe": "email",
+    }
+    reasons |= {"something_old": "sms"}
+    at = "2026-01-01 00:00:00"
+    with get_engine(url).begin() as connection:
+        for i, (reason, channel) in enumerate(reasons.items()):
+            values = {"h": f"hash{i}", "c": channel, "r": reason, "at": at}
+            connection.execute(
+                text(
+                    "INSERT INTO suppression (address_hash, channel, purpose, reason, created_at)"
+                    " VALUES (:h, :c, 'marketing', :r, :at)"
+                ),
+                values,
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO consentevent (address_hash, channel, purpose, action, source, actor, at)"
+                    " VALUES (:h, :c, 'marketing', 'withdrawn', :r, 'old', :at)"
+                ),
+                values,
+            )
+    upgrade(url, "0005")
+    expected = {
+        "staff": "staff",
+        "sendgrid_bounce": "provider",
+        "sms_reply": "patient_sms",
+        "sendgrid_unsubscribe": "patient_email",
+        "something_old": "patient_sms",
+    }
+    with get_engine(url).connect() as connection:
+        assert dict(connection.execute(text("SELECT reason, origin FROM suppression")).all()) == expected
+        assert dict(connection.execute(text("SELECT source, origin FROM consentevent")).all()) == expected
+    get_engine(url).dispose()
