@@ -17,6 +17,7 @@ import pytest
 from sqlmodel import col, select
 
 from flows.booking_intake import apply_event
+from flows.outbox import unapplied_revisions
 from flows.wix_reconcile import OFF, SOURCE, WINDOW_OVERLAP, default_since, reconcile, wix_reconcile
 from models import (
     Booking,
@@ -259,3 +260,18 @@ def test_off_without_credentials(db: str, monkeypatch: pytest.MonkeyPatch) -> No
 def held_id(wix_booking_id: str) -> int | None:
     with session_scope() as session:
         return session.exec(select(Booking.id).where(Booking.wix_booking_id == wix_booking_id)).first()
+
+
+def test_a_fed_revision_waiting_for_intake_holds_back_the_notices_it_makes_obsolete(fake: FakeWixApi) -> None:
+    """The send-time newest-state check sees a fed row like a webhook: a rev-1 confirmation is not sent
+    while the cancellation reconciliation found (rev 2) waits to be applied."""
+    start = NOW + timedelta(days=2)
+    booking_id = str(uuid.uuid4())
+    apply_wix(KEYS, "wix.bookings.v2.booking_created", booking_id, 1, start)
+    fake.put(wix_booking(booking_id, 2, start, status="CANCELED"))
+
+    run(fake)
+
+    crm_id = held_id(booking_id)
+    with session_scope() as session:
+        assert unapplied_revisions(session, [crm_id]) == {crm_id: 2}  # type: ignore[list-item]
