@@ -1,7 +1,7 @@
 """What a patient meant by an SMS reply: confirm, cancel, reschedule, opt out, opt in, help or something else.
 
 Deterministic rules come first because they are instant, free, explainable and testable against a labelled
-set (tests/fixtures/sms_replies.tsv); an optional OpenAI-compatible model is asked only when the rules are
+set (tests/fixtures/sms_replies_dev.tsv; held-out: sms_replies_heldout.tsv); an optional OpenAI-compatible model is asked only when the rules are
 unsure. Our invitations say "Reply Y to confirm, R to reschedule or N to cancel", so single letters, yes/no
 and whole Australian-casual sentences ("no worries will be there", "cant make it tmrw sorry") all turn up.
 
@@ -14,6 +14,13 @@ over / past / taking / eating / drinking / using ("can I stop by earlier?", "do 
 or preceded by bus / train / tram / pit. END and QUIT are ordinary English words, so they opt out only on
 their own ("end", "quit pls") or aimed at our messages ("end these texts"). A model can never turn a rules
 `opt_out` into anything else; if the model says `opt_out`, we accept it.
+
+Patients' own words count too: "I don't want these texts any more", "no need for texts", "lose my number",
+"wrong number" (a weaker 0.8), "not interested" (0.75) — an opt-out below `OPT_OUT_SURE` is honoured all the
+same and the patient is told how we read them and how to undo it. The opposite reads as `other`, for a person:
+"don't stop the reminders", "keep the texts coming", "should I stop my medication?". Replies in Chinese,
+Arabic, Vietnamese, Punjabi, Greek, Italian, Hindi, Spanish and Tagalog are read by `flows.sms_languages`;
+every language's opt-out phrases are checked on every reply.
 
 Bare CANCEL / N / no cancel the appointment, not the messages: our invitations use N for cancel.
 
@@ -30,12 +37,13 @@ from __future__ import annotations
 
 import logging
 import re
-import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 
 import httpx
 
+from flows import sms_languages
 from models import Settings
 from providers.llm import LlmClient, LlmError
 
@@ -58,6 +66,7 @@ class Classification:
     intent: Intent
     confidence: float  # 0..1
     source: str = "rules"  # "rules" or "llm"
+    language: str | None = None  # the language to answer in besides English (see sms_languages)
 
 
 # --- normalising: case, accents, apostrophes, punctuation, repeated letters, typos ----------------------
@@ -67,7 +76,6 @@ def _words(spaced: str) -> frozenset[str]:
     return frozenset(spaced.split())
 
 
-_APOSTROPHES = str.maketrans(dict.fromkeys("'’‘`ʼ´", ""))
 _POSITIVE_EMOJI = frozenset("👍👌✅✔☑🆗")
 _NEGATIVE_EMOJI = frozenset("👎❌✖🚫")
 
@@ -80,7 +88,7 @@ _ALIASES = {
     **dict.fromkeys(_words("tmrw tmw tmr tomoz tmoz tomorow tommorow tommorrow"), "tomorrow"),
     **dict.fromkeys(_words("resched reshed resch"), "reschedule"),
     **dict.fromkeys(_words("unsub unsubs"), "unsubscribe"),
-    **dict.fromkeys(_words("stp sotp stpo"), "stop"),
+    **dict.fromkeys(_words("stp sotp stpo stahp stap"), "stop"),
     **dict.fromkeys(_words("carnt cnt"), "cant"),
     "dnt": "dont",
     "appt": "appointment",
@@ -101,6 +109,7 @@ _PREFIXES = (
 # Typos are matched against these keywords only, within this edit distance (transpositions count as one).
 _FUZZY_TARGETS = {
     "confirm": 1,
+    "confirmed": 1,
     "cancel": 1,
     "postpone": 1,
     "reschedule": 2,
@@ -113,6 +122,7 @@ _KNOWN = frozenset(_ALIASES.values()) | _words(
 )
 
 
+@lru_cache(maxsize=8192)
 def _canonical(token: str) -> str:
     for candidate in (token, re.sub(r"(.)\1+", r"\1", token), re.sub(r"(.)\1{2,}", r"\1\1", token)):
         if candidate in _ALIASES:
@@ -122,10 +132,10 @@ def _canonical(token: str) -> str:
     for prefix, word in _PREFIXES:
         if token.startswith(prefix):
             return word
-    if len(token) >= 5 and token.isalpha() and token not in _REAL_WORDS:
+    if len(token) >= 5 and token.isascii() and token.isalpha() and token not in _REAL_WORDS:
         best = [w for w, limit in _FUZZY_TARGETS.items() if _distance(token, w, limit) <= limit]
         if len(best) == 1:
-            return best[0]
+            return _canonical(best[0])
     return token
 
 
@@ -147,41 +157,70 @@ def _distance(a: str, b: str, limit: int) -> int:
     return previous[-1]
 
 
-def _tokens(text: str) -> list[str]:
-    folded = "".join(ch for ch in unicodedata.normalize("NFKD", text) if not unicodedata.combining(ch))
-    return [_canonical(t) for t in re.findall(r"[a-z0-9]+", folded.lower().translate(_APOSTROPHES))]
-
-
 def _rx(*alternatives: str) -> re.Pattern[str]:
     return re.compile(r"\b(?:" + "|".join(alternatives) + r")\b")
 
 
 # --- the word lists -------------------------------------------------------------------------------------
 
-_FILLERS = _words("please thanks thank you ta cheers sorry now all me it mate so much")
+_FILLERS = _words("please thanks thank you ta cheers sorry now all me it mate so much more again")
 _MSG = (
     r"(?:texts?|texting|txts?|txting|messages?|messaging|msgs?|sms|reminders?|notifications?|spam"
     r"|subscriptions?)"
 )
-_STOP_WORDS = _words("stop stopall unsubscribe optout revoke")
-_STOP_OTHER_SENSE_NEXT = _words("by in into over past taking eating drinking using")
+_STOP_WORDS = _words("stop stopall unsubscribe optout revoke cease desist")
+_BARE_OPT_OUT = _STOP_WORDS | _words("end quit remove block td")  # TD: the Chinese carriers' STOP
+_STOP_OTHER_SENSE_NEXT = _words("by in into over past at off taking eating drinking using")
 _STOP_OTHER_SENSE_PREVIOUS = _words("bus train tram pit")
+# "should I stop my medication?": stopping a treatment, not our messages.
+_TREATMENTS = _words(
+    "medication medications meds medicine medicines tablets tablet pills pill insulin thinners warfarin"
+    " aspirin"
+    " metformin treatment drugs"
+)
 _MESSAGING_CONTEXT = _words("text texts texting message messages messaging sms sending send me list")
-_OPT_OUT_PHRASES = _rx(
-    r"opt (?:me )?out",
-    r"(?:remove|delete|erase) (?:me|us|my (?:phone |mobile )?(?:number|details)|this number)",
-    r"take (?:me|us|my (?:phone |mobile )?number|this number) (?:off|out)",
-    r"(?:dont|do not|never) (?:ever )?(?:text|txt|sms|message|msg|contact|send|email|spam)\w*",
-    r"no more " + _MSG,
-    r"leave me alone",
-    r"cancel (?:(?:all|my|the|these|future|your|any|of) )*" + _MSG,
-    r"(?:end|quit) (?:(?:all|the|these|your|my) )?" + _MSG,
+# (confidence, phrase): the reply asks for no more messages in its own words.
+_OPT_OUT_PHRASES = tuple(
+    (weight, _rx(*phrases))
+    for weight, phrases in (
+        (
+            0.95,
+            (
+                r"opt (?:me )?out",
+                r"(?:remove|delete|erase) (?:me|us|my (?:phone |mobile )?(?:number|details)|this number)",
+                r"take (?:me|us|my (?:phone |mobile )?number|this number) (?:off|out)",
+                r"(?:dont|do not|never) (?:ever )?(?:text|txt|sms|message|msg|contact|send|email|spam)\w*",
+                r"(?:no|nah) (?:more )?" + _MSG,
+                r"leave me alone",
+                r"cancel (?:(?:all|my|the|these|future|your|any|of) )*" + _MSG,
+                r"(?:end|quit) (?:(?:all|the|these|your|my) )?" + _MSG,
+                r"quit (?:texting|messaging|sending|bothering|contacting|spamming|harassing)",
+                r"(?:dont|do not|no longer|never|not) (?:really |even )?(?:want|need|wish|like|require)"
+                r"(?: \w+){0,4}? " + _MSG,
+                r"(?:rather|prefer) not (?:\w+ ){0,3}?" + _MSG,
+                r"(?:enough|sick|tired) (?:of |with )?(?:\w+ )?" + _MSG,
+                r"(?:dont|do not|no longer) (?:wish|want) to be (?:contacted|texted|messaged|reminded)",
+                r"lose (?:my|this) number",
+                r"no (?:need|use) (?:for|of) (?:\w+ )?" + _MSG,
+                r"(?:be |get |been )?(?:removed|deleted|taken off|unsubscribed) (?:from|off)",
+            ),
+        ),
+        (0.8, (r"wrong (?:number|person)", r"(?:never|didnt|did not) (?:sign|signed) up")),
+        (0.75, (r"not interested",)),
+    )
+)
+# "don't stop the reminders", "please don't cancel my texts": the patient wants the messages.
+_KEEP = re.compile(r"(?:^|\b)(?:dont|do not)(?: please)? $")
+_KEEP_PHRASES = _rx(
+    r"(?:dont|do not) (?:please )?(?:stop|cancel|end|unsubscribe|remove)",
+    r"keep (?:\w+ ){0,2}?" + _MSG,
 )
 _OPT_IN_PHRASES = _rx(
     r"opt (?:me )?(?:back )?in",
     r"(?:start|restart|resume) (?:\w+ ){0,2}?" + _MSG,
     r"(?:start|restart|resume) (?:sending|texting|messaging)",
     r"(?:want|get|receive|send|like|have) (?:\w+ ){0,3}?" + _MSG + " again",
+    r"(?:text|message|msg|sms) (?:me|us) again",
 )
 _HELP_PHRASES = _rx(
     r"who (?:is|s) (?:this|it)",
@@ -189,6 +228,9 @@ _HELP_PHRASES = _rx(
     r"who (?:are|r) you",
     r"who sent (?:this|that)",
     r"who is (?:texting|messaging)",
+    r"whos (?:texting|messaging)",
+    r"know who (?:this|you|it) (?:is|are)",
+    r"(?:what|which) (?:clinic|company|business|place|mob) is this",
     r"is this (?:a |an )?(?:scam|legit|legitimate|real|spam|genuine)",
     r"how did you get (?:my|this) number",
     r"^(?:what is|whats) this(?: about| for| regarding| message| text)?$",
@@ -205,6 +247,7 @@ _NEGATED_ATTENDANCE = _rx(
     r"not (?:coming|attending|going to (?:make|come|attend|be))",
     r"(?:dont|do not|no longer) (?:need|want|require) (?:it|this|that|the|my|an|a|appointment|scan|booking)",
     r"(?:no longer|not) (?:needed|required)",
+    r"not (?:to )?(?:go|going) ahead",
 )
 _TIMEISH = _rx(
     r"\w*\d\w*",
@@ -234,6 +277,7 @@ _CUES: tuple[tuple[Intent, float, re.Pattern[str]], ...] = (
             r"(?:change|move|swap|shift) (?:my|the|it|me|our|this|that|to|appointment|booking|time|date|day)"
         ),
     ),
+    (Intent.RESCHEDULE, 0.9, _rx(r"(?:be )?(?:moved|changed|shifted) (?:to|forward|back)")),
     (Intent.RESCHEDULE, 0.9, _rx(r"(?:push|put) (?:(?:it|this|that|me|my|the|appointment) )*(?:back|off)")),
     (Intent.RESCHEDULE, 0.9, _rx(r"bring (?:(?:it|this|that|me|my|the|appointment) )*forward")),
     (
@@ -256,7 +300,8 @@ _CUES: tuple[tuple[Intent, float, re.Pattern[str]], ...] = (
         _rx("absolutely", "definitely", "certainly", "of course", "for sure", "sounds good", "sounds great"),
     ),
     (Intent.CONFIRM, 0.85, _rx("all good", "all set", "got it", "perfect", "will do", "excellent")),
-    (Intent.CONFIRM, 0.8, _rx("ok", "sure")),
+    (Intent.CONFIRM, 0.85, _rx(r"(?:that|it) works", "works for me", "thumbs up")),
+    (Intent.CONFIRM, 0.8, _rx("ok", "sure", "fine")),
     (Intent.CONFIRM, 0.7, _rx("great", "lovely", "awesome", "fantastic", "cool", "noted", "done", "booked")),
     (Intent.CONFIRM, 0.6, _rx("thanks", "thank you", "cheers", "ta", "received")),
 )
@@ -266,6 +311,7 @@ _BARE = {
     Intent.CANCEL: (frozenset({"n", "cancel"}), 0.95),
 }
 _PRECEDENCE = (Intent.RESCHEDULE, Intent.CANCEL, Intent.CONFIRM)
+OPT_OUT_SURE = 0.9  # below it an opt-out is honoured all the same, and the patient is told how we read them
 _STRONG = 0.85
 
 
@@ -275,38 +321,57 @@ _STRONG = 0.85
 def classify(text: str) -> Classification:
     """The rules' reading of one reply; never raises (a failure is reported as a low-confidence guess)."""
     try:
-        intent, confidence = _classify(text)
+        intent, confidence, language = _classify(text)
     except Exception:  # pragma: no cover - a bug must not drop a reply, and above all not an opt-out
         logger.exception("SMS classifier rules failed; falling back to a keyword check")
         if re.search(r"(?i)\b(?:stop|stopall|unsubscribe|optout|opt out|revoke)\b", str(text)):
             return Classification(str(text), Intent.OPT_OUT, 0.5)
         return Classification(str(text), Intent.OTHER, 0.0)
-    return Classification(text, intent, round(min(max(confidence, 0.0), 1.0), 3))
+    return Classification(text, intent, round(min(max(confidence, 0.0), 1.0), 3), language=language)
 
 
-def _classify(text: str) -> tuple[Intent, float]:
-    tokens = _tokens(text)
-    if not tokens:
-        return _symbols_only(text)
+def _classify(text: str) -> tuple[Intent, float, str | None]:
+    folded = sms_languages.fold(text)
+    raw = sms_languages.words(folded)
+    if not raw:
+        return (*_symbols_only(text), None)
+    tokens = [_canonical(t) for t in raw]
+    languages = sms_languages.detect(text, raw)
+    language = sms_languages.reply_language(text, raw, languages)
+    intent, confidence = _read(text, tokens, sms_languages.read(raw, languages))
+    return intent, confidence, language
+
+
+def _read(text: str, tokens: list[str], foreign: dict[str, float]) -> tuple[Intent, float]:
+    """The rules on English words, with the reply's own language's cues (`foreign`) merged in."""
     words = set(tokens)
     canonical = " ".join(tokens)
 
-    opt_out = _opt_out(tokens, canonical)
-    if opt_out is not None:
+    opt_out = max(_opt_out(tokens, canonical) or 0.0, foreign.get(Intent.OPT_OUT, 0.0))
+    if opt_out:
         return Intent.OPT_OUT, opt_out
     if _bare(words, {"start", "unstop", "subscribe", "resubscribe"}):
         return Intent.OPT_IN, 0.97
     if words & {"unstop", "subscribe", "resubscribe"} or _OPT_IN_PHRASES.search(canonical):
         return Intent.OPT_IN, 0.9
+    if Intent.OPT_IN in foreign:
+        return Intent.OPT_IN, foreign[Intent.OPT_IN]
+    if _KEEP_PHRASES.search(canonical):
+        return Intent.OTHER, 0.8  # looks like an opt-out, says the opposite: a person reads it
     if _bare(words, {"help", "info", "information"}):
         return Intent.HELP, 0.95
 
-    question = "?" in text or tokens[0] in _QUESTION_STARTS
+    question = any(mark in text for mark in "?？؟;") or tokens[0] in _QUESTION_STARTS
     scores = _appointment_scores(tokens, canonical)
-    if _HELP_PHRASES.search(canonical):
-        if any(score >= _STRONG for score in scores.values()):
+    theirs = {i: w for i, w in foreign.items() if i in (Intent.CONFIRM, Intent.CANCEL, Intent.RESCHEDULE)}
+    if _HELP_PHRASES.search(canonical) or Intent.HELP in foreign:
+        # Judged in the words that asked: "ye kaun hai" is a question in Hindi, not an English "ye(s)".
+        asking = theirs if Intent.HELP in foreign else scores
+        if any(score >= _STRONG for score in asking.values()):
             return _resolve(scores, text, tokens)[0], 0.7
         return Intent.HELP, 0.9
+    for intent, weight in theirs.items():
+        scores[intent] = max(scores.get(intent, 0.0), weight)
     if scores:
         return _resolve(scores, text, tokens)
     if "help" in words:
@@ -332,19 +397,30 @@ def _bare(words: set[str], keywords: set[str] | frozenset[str]) -> bool:
 
 def _opt_out(tokens: list[str], canonical: str) -> float | None:
     words = set(tokens)
-    if _bare(words, _STOP_WORDS | {"end", "quit"}):
-        return 0.99
+    if _bare(words, _BARE_OPT_OUT):
+        return 0.99 if words & _STOP_WORDS else 0.9
     if len(tokens) > 1 and all(len(t) == 1 for t in tokens) and _canonical("".join(tokens)) in _STOP_WORDS:
         return 0.9  # "S T O P", "s.t.o.p"
-    if _OPT_OUT_PHRASES.search(canonical):
-        return 0.95
+    found = 0.0
+    for weight, pattern in _OPT_OUT_PHRASES:
+        for match in pattern.finditer(canonical):
+            if weight > found and not _KEEP.search(canonical[: match.start()]):
+                found = weight
+    if found:
+        return found
     for index, word in enumerate(tokens):
         if word not in _STOP_WORDS:
             continue
+        previous = tokens[index - 1] if index else ""
+        if previous == "dont" or (previous == "not" and index > 1 and tokens[index - 2] == "do"):
+            continue  # "don't stop the reminders"
         if word == "stop":
-            following = tokens[index + 1] if index + 1 < len(tokens) else ""
-            previous = tokens[index - 1] if index else ""
-            if following in _STOP_OTHER_SENSE_NEXT or previous in _STOP_OTHER_SENSE_PREVIOUS:
+            following = tokens[index + 1 : index + 3]
+            if following[:1] and following[0] in _STOP_OTHER_SENSE_NEXT | {"doing"}:
+                continue
+            if previous in _STOP_OTHER_SENSE_PREVIOUS or (
+                words & _TREATMENTS and not words & _MESSAGING_CONTEXT
+            ):
                 continue
         return 0.95 if words & _MESSAGING_CONTEXT else 0.85
     return None

@@ -1,0 +1,900 @@
+"""Replies in the languages most spoken at home in Australia after English: folding, a light language guess,
+and small lexicons of what a patient writes to confirm, cancel, move, stop or restart messages, or ask who we
+are. Used by `flows.sms_classifier`; intents are its `Intent` values, written here as plain strings.
+
+Everything is matched on folded text: lower case, accents and other combining marks removed (Vietnamese
+"Đừng nhắn tin" and the unaccented "dung nhan tin" patients often type are the same), a few letters
+unified (đ → d, final ς → σ, Arabic ى → ي and ة → ه). Patterns are written in natural script below and
+folded the same way when compiled, so the two always agree.
+
+The language guess is by script (Han, Arabic, Greek, Devanagari, Gurmukhi; Cantonese by its own characters
+such as 唔 係 冇) and, for Latin script, by the letters only Vietnamese uses or by counting each language's
+common words. A language's lexicon is read only when the guess names it — except its opt-out phrases, which
+are read on every reply whatever the guess (a wrong guess must never cost an opt-out).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+_FOLD = str.maketrans(
+    {"đ": "d", "ς": "σ", "ى": "ي", "ة": "ه", "ـ": None, "ँ": "ं", "ੰ": "ਂ", **dict.fromkeys("'’‘`ʼ´")}
+)
+# Words are runs of letters and digits; Indic vowel signs are marks, not letters, so they are added.
+_TOKEN = re.compile(r"(?:[^\W_]|[\u0900-\u0963\u0966-\u0a7f])+")
+
+
+def fold(text: str) -> str:
+    """Lower case without accents or other combining marks (see the module docstring)."""
+    lowered = text.casefold()
+    if not lowered.isascii():
+        decomposed = unicodedata.normalize("NFKD", lowered)
+        lowered = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return lowered.translate(_FOLD)
+
+
+def words(folded: str) -> list[str]:
+    return _TOKEN.findall(folded)
+
+
+# --- which language ---------------------------------------------------------------------------------------
+
+_SCRIPTS = (  # (first, last, language)
+    (0x0600, 0x06FF, "ar"),
+    (0x0370, 0x03FF, "el"),
+    (0x1F00, 0x1FFF, "el"),
+    (0x0900, 0x097F, "hi"),
+    (0x0A00, 0x0A7F, "pa"),
+    (0x3400, 0x4DBF, "zh"),
+    (0x4E00, 0x9FFF, "zh"),
+    (0xF900, 0xFAFF, "zh"),
+)
+_CANTONESE = frozenset("唔係冇嘅咗啲乜嘢喺佢哋咁嚟嗰俾畀邊咩喇㗎啱諗噉睇嘥")
+_VIETNAMESE = frozenset("ăđơưạảấầẩẫậắằẳẵặẹẻẽếềểễệỉịọỏốồổỗộớờởỡợụủứừửữựỳỵỷỹ")
+# Chinese written in traditional characters is answered in traditional characters.
+_TRADITIONAL = frozenset("個們這預約訊發來時會謝對嗎確認間問題沒請訂閱號碼無嗰應該麼裡從點會吧過還車")
+
+
+def _markers(spaced: str) -> frozenset[str]:
+    return frozenset(spaced.split())
+
+
+# Common words of each language written in Latin letters (folded), chosen not to be English words.
+_LATIN_MARKERS: dict[str, frozenset[str]] = {
+    "es": _markers(
+        "si gracias vale cita puedo quiero mensajes manden envien escribirme mandarme baja dejen cancelar "
+        "cambiar otro otra dia favor claro estare voy quien quienes habla donde tengo necesito ayunas hora "
+        "mas paren escriban nos vemos siento asistir poder reprogramar quisiera cuanto cuesta llevar recibir "
+        "volver vez estacionar perfecto confirmo confirmado mover lunes para ir alli ahi usted escribe envie"
+    ),
+    "it": _markers(
+        "si grazie certo va bene confermo confermato saro ci annulla annullate disdire posso venire vengo "
+        "spostare spostarlo vorrei cambiare giorno rimandare settimana prossima voglio piu ricevere messaggi "
+        "basta smettete smettetela scrivermi cancellatemi dalla mandatemi chi siete devo essere digiuno dove "
+        "parcheggiare perfetto riesco cancellare mi dispiace orario altro disponibile toglietemi riattivate "
+        "scrive cosa portare quanto costa favore appuntamento non sono per"
+    ),
+    "tl": _markers(
+        "po opo oo salamat sige pupunta ako kumpirmado darating hindi makakapunta lang kanselahin pwede "
+        "puwede bang ba ilipat ibang araw palitan ang oras wag huwag kayong kayo mag ayoko ng mga tigilan "
+        "nyo sakin ninyo akong padalhan mensahe gusto ko ulit makatanggap sino ito kailangan ayuno saan "
+        "makakarating tutuloy paki ayaw pakitigil dadalhin magkano ano naman tayo sa"
+    ),
+    "vi": _markers(
+        "toi khong ko duoc dc nhan tin nua huy lich hen doi ngay khac gio vang da cam xin loi di dung gui "
+        "ngung muon lai vay cho sang tuan sau se xac giup cuoc dang ky dia chi dau nhe a oi roi"
+    ),
+    "hi": _markers(
+        "haan han ji theek thik hai aaunga aaungi jaunga jaungi nahi nahin paunga sakta sakti kar karo "
+        "kijiye "
+        "dijiye kya sakte badal badalna bhejo bhejiye bhejna karna kaun yeh kal ke badle parso agle hafte "
+        "pakka dhanyavad shukriya mujhe na"
+    ),
+    "pa": _markers(
+        "haan ji theek hai sakda sakdi sakde karo kar na bhejo tarikh badal nahi tusi kaun hor dubara ho"
+    ),
+    "el": _markers(
+        "nai entaxei entaksei efxaristo eyxaristw akyrosi akurosi tha eimai ime ekei den mporo erthw ertho "
+        "rantevou rantevu"
+    ),
+}
+
+
+def detect(text: str, tokens: list[str]) -> tuple[str, ...]:
+    """The languages the reply is most likely in, best first; () for English or no telling."""
+    chars = set(text)
+    for first, last, language in _SCRIPTS:
+        if any(first <= ord(ch) <= last for ch in chars):
+            if language == "zh" and chars & _CANTONESE:
+                return ("yue",)
+            return (language,)
+    if not text.isascii() and set(text.lower()) & _VIETNAMESE:
+        return ("vi",)
+    counts = {lang: sum(token in markers for token in tokens) for lang, markers in _LATIN_MARKERS.items()}
+    best = max(counts.values())
+    if best == 0:
+        return ()
+    return tuple(lang for lang, count in counts.items() if count == best)
+
+
+def reply_language(text: str, tokens: list[str], languages: tuple[str, ...]) -> str | None:
+    """The language to answer in besides English: a script says so at once; Latin-script words only when at
+    least half the reply is that language's common words. Chinese is "zh-Hans" or "zh-Hant" by the
+    characters the patient used (Cantonese is written in traditional ones)."""
+    if not languages:
+        return None
+    language = languages[0]
+    if language in ("zh", "yue"):
+        return "zh-Hant" if language == "yue" or set(text) & _TRADITIONAL else "zh-Hans"
+    if any(first <= ord(ch) <= last for ch in set(text) for first, last, _ in _SCRIPTS) or language == "vi":
+        return language
+    markers = _LATIN_MARKERS[language]
+    if 2 * sum(token in markers for token in tokens) >= len(tokens):
+        return language
+    return None
+
+
+# --- what the words mean -----------------------------------------------------------------------------------
+
+_MSG_ZH = "(?:短信|短訊|信息|訊息|消息|簡訊|短讯|讯息|sms|send|text|嘢|提醒)"
+
+
+@dataclass(frozen=True)
+class _Cue:
+    intent: str
+    weight: float
+    pattern: re.Pattern[str]
+
+
+class Lexicon:
+    """One language's cues, read in order; each match is blanked out so later cues cannot reuse its words
+    ("不去" is read as a cancel before "去" could be read as anything else)."""
+
+    def __init__(self, language: str, spaced: bool, cues: Iterable[tuple[str, float, Iterable[str]]]) -> None:
+        self.language = language
+        compiled = []
+        for intent, weight, alternatives in cues:
+            # A word is whatever lies between spaces: Indic vowel signs are not `\\w`.
+            body = "|".join(fold(a) for a in alternatives).replace(r"\w", "[^ ~]")
+            source = f"(?:^| )(?:{body})(?= |$)" if spaced else f"(?:{body})"
+            compiled.append(_Cue(intent, weight, re.compile(source)))
+        self.cues = tuple(compiled)
+        self.opt_outs = tuple(cue for cue in self.cues if cue.intent == "opt_out")
+
+    def read(self, spaced_text: str) -> dict[str, float]:
+        scores: dict[str, float] = {}
+        text = spaced_text
+        for cue in self.cues:
+            if cue.pattern.search(text):
+                scores[cue.intent] = max(scores.get(cue.intent, 0.0), cue.weight)
+                text = cue.pattern.sub(" ~ ", text)
+        return scores
+
+    def opt_out(self, spaced_text: str) -> float:
+        return max((cue.weight for cue in self.opt_outs if cue.pattern.search(spaced_text)), default=0.0)
+
+
+def _bare(*alternatives: str, fillers: str = "", sep: str = " ") -> str:
+    """The whole reply is one of these, perhaps with the language's politeness words around it."""
+    around = f"(?:(?:{fillers}){sep})*" if fillers else ""
+    after = f"(?:{sep}(?:{fillers}))*" if fillers else ""
+    return f"^{around}(?:{'|'.join(alternatives)}){after}$"
+
+
+_ZH_FILL = "的|呀|啊|啦|喇|嘅|吖|咯|了|哦|喔|谢谢|謝謝|多谢|多謝|唔該|唔该|ok"
+_CHINESE_CUES = (
+    (
+        "opt_out",
+        0.97,
+        (
+            "退订",
+            "退訂",
+            "取消订阅",
+            "取消訂閱",
+            f"(?:不要|别|別|唔好|勿|不用|唔使|唔需要|不需要|唔該唔好)再?(?:发|發|寄|send|传|傳|給我發|给我发)?{_MSG_ZH}",
+            "(?:不要|别|別|唔好|勿|请勿|請勿)再?(?:发|發|寄|send|传|傳|打扰|打擾)",
+            "(?:不要|别|別|唔好)(?:再)?(?:给|給|俾)我(?:发|發|send)",
+            f"停止(?:发送|發送|发|發|send)?{_MSG_ZH}?",
+            f"(?:不想|唔想|不再)(?:再)?(?:收|接收|接收到|收到){_MSG_ZH}?",
+            f"唔使再(?:提醒|send|發|通知){_MSG_ZH}?",
+        ),
+    ),
+    (
+        "opt_in",
+        0.9,
+        (
+            "重新订阅",
+            "重新訂閱",
+            f"恢复{_MSG_ZH}",
+            f"恢復{_MSG_ZH}",
+            f"(?:想|要)(?:再|继续|繼續|重新)(?:收|接收|收到){_MSG_ZH}",
+        ),
+    ),
+    (
+        "help",
+        0.9,
+        (
+            "你是谁",
+            "你是誰",
+            "你们是谁",
+            "你們是誰",
+            "这是谁",
+            "這是誰",
+            "你係邊個",
+            "邊位",
+            "邊個",
+            "哪里发来",
+            "哪裡發來",
+            "你哋係邊",
+            "这是什么信息",
+            "這是什麼信息",
+            "呢個係咩",
+            "係咩嚟",
+        ),
+    ),
+    (
+        "cancel",
+        0.9,
+        (
+            "取消",
+            "不去了",
+            "不去",
+            "不来了",
+            "不來了",
+            "来不了",
+            "來不了",
+            "去不了",
+            "不能来",
+            "不能來",
+            "不能去",
+            "不会去",
+            "不會去",
+            "唔嚟",
+            "唔去",
+            "嚟唔到",
+            "去唔到",
+            "唔得閒",
+        ),
+    ),
+    (
+        "reschedule",
+        0.9,
+        (
+            "改期",
+            "改(?:个|個)?时间",
+            "改(?:个|個)?時間",
+            "改日子",
+            "改到",
+            "改去",
+            "改成",
+            "换(?:个|個)?时间",
+            "換(?:个|個)?時間",
+            "换一天",
+            "換一天",
+            "换天",
+            "另一天",
+            "另一日",
+            "第二日",
+            "第二天",
+            "其他时间",
+            "其他時間",
+            "推迟",
+            "推遲",
+            "延期",
+            "转(?:去|到)",
+            "轉(?:去|到)?第二",
+        ),
+    ),
+    (
+        "confirm",
+        0.9,
+        (
+            "确认",
+            "確認",
+            "没问题",
+            "沒問題",
+            "冇問題",
+            "冇问题",
+            "会去",
+            "會去",
+            "会到",
+            "會到",
+            "会来",
+            "會來",
+            "會嚟",
+            "准时",
+            "準時",
+            "到时见",
+            "到時見",
+            "到时候见",
+            "到時候見",
+            "收到",
+            "是的",
+            "好的",
+            "好呀",
+            "好啊",
+        ),
+    ),
+    ("confirm", 0.8, (_bare("可以", fillers=_ZH_FILL, sep=" ?"),)),
+    (
+        "confirm",
+        0.9,
+        (_bare("好", "行", "对", "對", "是", "係", "得", "嗯", "ok", fillers=_ZH_FILL, sep=" ?"),),
+    ),
+)
+
+_ZH = Lexicon("zh", False, _CHINESE_CUES)
+_YUE = Lexicon("yue", False, _CHINESE_CUES)
+
+_AR = Lexicon(
+    "ar",
+    True,
+    (
+        (
+            "opt_out",
+            0.95,
+            (
+                "توقف",
+                "توقفوا",
+                "اوقف",
+                "اوقفوا",
+                r"ايقاف(?: \w+)?",
+                "ستوب",
+                r"لا (?:\w+ ){0,2}?(?:رسائل|رساله|الرسائل|مسجات|رسايل)",
+                r"لا (?:ترسل|ترسلوا|ترسلي|تبعت|تبعتوا|تراسلني|تراسلوني|تتصل|تتصلوا)(?: \w+)?",
+                r"كفى(?: \w+)?",
+                r"كفايه(?: \w+)?",
+                r"الغاء الاشتراك(?: \w+)?",
+                r"الغاء (?:الرسائل|الاشعارات)",
+                r"بدون رسائل",
+            ),
+        ),
+        (
+            "opt_in",
+            0.9,
+            (
+                r"(?:\w+ ){0,3}?الرسائل (?:مره|من) (?:اخري|ثانيه|جديد)",
+                r"اعاده الاشتراك",
+                r"رسائل (?:مره|من) (?:اخري|ثانيه|جديد)",
+            ),
+        ),
+        (
+            "help",
+            0.9,
+            (
+                "من انت",
+                "من انتم",
+                "من هذا",
+                "من هذه",
+                "من معي",
+                "مين انت",
+                "مين معي",
+                "مين حضرتك",
+                "من حضرتك",
+            ),
+        ),
+        (
+            "cancel",
+            0.9,
+            (
+                r"الغاء(?: \w+)?",
+                "لن احضر",
+                "لن اتي",
+                r"لا (?:استطيع|اقدر|يمكنني) (?:الحضور|المجيء|المجي|الذهاب|القدوم|اجي|احضر)",
+                r"(?:مش|ما) (?:قادر|قادره|اقدر) (?:اجي|احضر)",
+            ),
+        ),
+        (
+            "reschedule",
+            0.9,
+            (
+                r"(?:تغيير|تعديل|تاجيل|نقل) (?:\w+ )?(?:الموعد|موعد|الوقت|الحجز)",
+                "تاجيل",
+                r"موعد (?:اخر|ثاني|اخري|يوم)",
+                r"(?:يوم|وقت) (?:اخر|ثاني)",
+                "ممكن موعد",
+            ),
+        ),
+        (
+            "confirm",
+            0.9,
+            (
+                "نعم",
+                "ايوه",
+                "ايوا",
+                "اكيد",
+                "تمام",
+                "موافق",
+                "موافقه",
+                "حاضر",
+                "ساحضر",
+                "ساتي",
+                "سنحضر",
+                "ساكون هناك",
+                "اوكي",
+                "ان شاء الله",
+                "انشاء الله",
+                "انشالله",
+            ),
+        ),
+        ("confirm", 0.65, ("شكرا", "شكراً")),
+    ),
+)
+
+_EL = Lexicon(
+    "el",
+    True,
+    (
+        (
+            "opt_out",
+            0.95,
+            (
+                r"σταματ\w*",
+                "στοπ",
+                r"μη(?:ν)? (?:μου )?(?:στελνετε|στελνεις|στειλετε)",
+                r"δεν θελω (?:\w+ ){0,2}?μηνυματα",
+                r"(?:φτανει|φτανουν|αρκετα) (?:\w+ ){0,2}?μηνυματα",
+                r"διαγραφ\w*",
+                r"αφαιρεστε με",
+            ),
+        ),
+        ("opt_in", 0.9, (r"(?:θελω|ξεκινηστε) (?:\w+ ){0,3}?ξανα", r"μηνυματα ξανα")),
+        ("help", 0.9, (r"ποιος (?:ειναι|ειστε|στελνει)", r"ποιοι ειστε", r"ποια ειναι")),
+        (
+            "cancel",
+            0.9,
+            (
+                r"ακυρ\w*",
+                r"δεν (?:θα )?(?:μπορω να )?(?:ερθω|ερθουμε|ερχομαι|παρω)",
+                r"δεν μπορω",
+                r"akyr\w*",
+                r"akur\w*",
+                r"den (?:tha )?(?:mporo na )?(?:erthw|ertho)",
+            ),
+        ),
+        (
+            "reschedule",
+            0.9,
+            (
+                r"αλλαξ\w*",
+                r"αλλαγη",
+                r"αλλη (?:μερα|ωρα|ημερομηνια|μερα)",
+                r"αλλο (?:ραντεβου|πρωι|απογευμα)",
+                r"μεταθεσ\w*",
+                r"μεταφερ\w*",
+                r"αναβολ\w*",
+                r"αναβαλ\w*",
+            ),
+        ),
+        (
+            "confirm",
+            0.9,
+            (
+                "ναι",
+                "ενταξει",
+                r"θα (?:ειμαι|ειμαστε) εκει",
+                r"θα (?:ερθω|ερθουμε)",
+                r"επιβεβαιων\w*",
+                "βεβαιως",
+                "σιγουρα",
+                "οκ",
+                "nai",
+                "entaxei",
+                "entaksei",
+                r"tha (?:eimai|ime) ekei",
+                r"tha (?:erthw|ertho)",
+            ),
+        ),
+        ("confirm", 0.65, ("ευχαριστω", "efxaristo", "eyxaristw")),
+    ),
+)
+
+_IT = Lexicon(
+    "it",
+    True,
+    (
+        (
+            "opt_out",
+            0.95,
+            (
+                r"non (?:\w+ ){0,3}?(?:messaggi|sms|messaggini)",
+                r"basta (?:\w+ )?(?:messaggi|sms)",
+                r"smett\w* di (?:scriver\w*|mandar\w*|inviar\w*|contattar\w*)",
+                r"non (?:mandatemi|inviatemi|scrivetemi|contattatemi)",
+                r"non mi (?:mandate|scrivete|inviate|contattate)",
+                r"(?:cancellatemi|toglietemi|rimuovetemi|eliminatemi)",
+                r"disiscriv\w*",
+                r"(?:rimuovete|eliminate|cancellate) il mio numero",
+            ),
+        ),
+        (
+            "opt_in",
+            0.9,
+            (r"riattiv\w*", r"(?:ricevere|mandatemi|inviatemi) (?:\w+ ){0,2}?(?:di nuovo|ancora|nuovamente)"),
+        ),
+        ("help", 0.9, (r"chi (?:e|siete|sei|scrive|parla|e lei)",)),
+        (
+            "cancel",
+            0.9,
+            (
+                r"annull\w*",
+                r"disdi\w*",
+                r"cancell(?:are|o|a|ate)",
+                r"non (?:posso|riesco a|potro) (?:venire|esserci|partecipare)",
+                "non vengo",
+                "non ci saro",
+            ),
+        ),
+        (
+            "reschedule",
+            0.9,
+            (
+                r"spost\w*",
+                r"cambi\w* (?:\w+ )?l?(?:giorno|orario|ora|data|appuntamento)",
+                r"rimand\w*",
+                r"(?:un )?altro (?:giorno|orario)",
+                r"altra (?:data|ora)",
+                "posticip\\w*",
+            ),
+        ),
+        (
+            "confirm",
+            0.9,
+            (
+                "si",
+                "certo",
+                r"conferm\w*",
+                "va bene",
+                "ci saro",
+                "ci saremo",
+                "perfetto",
+                "vengo",
+                "d accordo",
+            ),
+        ),
+        ("confirm", 0.65, ("grazie",)),
+    ),
+)
+
+_ES = Lexicon(
+    "es",
+    True,
+    (
+        (
+            "opt_out",
+            0.95,
+            (
+                r"no (?:me |nos )?(?:manden|envien|mande|envie|escriban|contacten|mandes|envies|escribas)",
+                r"dej\w* de (?:escribir\w*|mandar\w*|enviar\w*|contactar\w*|molestar\w*)",
+                r"(?:no|ya no) (?:quiero|deseo) (?:\w+ ){0,2}?(?:mensajes|sms|recordatorios|textos)",
+                r"(?:darme|darse|dar|dame|denme) de baja",
+                r"basta de (?:mensajes|sms)",
+                r"paren (?:\w+ )?(?:mensajes|sms)",
+                r"ya no me (?:escriban|manden|envien|contacten)",
+                r"no mas (?:mensajes|sms|recordatorios)",
+                r"(?:cancelar|cancelen|eliminen|borren) (?:\w+ )?(?:mensajes|sms|suscripcion|mi numero)",
+            ),
+        ),
+        ("opt_out", 0.9, (_bare("baja", fillers="por|favor|gracias"),)),
+        (
+            "opt_in",
+            0.9,
+            (
+                r"(?:recibir|mandar|enviar) (?:\w+ ){0,2}?(?:otra vez|de nuevo|nuevamente)",
+                r"volver a recibir",
+            ),
+        ),
+        ("help", 0.9, (r"quien (?:es|habla|me escribe|escribe|eres|son)", r"quienes (?:son|es)")),
+        (
+            "cancel",
+            0.9,
+            (
+                r"cancel\w*",
+                r"anul\w*",
+                r"no (?:puedo|podre|voy a poder|podemos) (?:ir|asistir|llegar|venir)",
+                r"no (?:voy|vamos) a (?:ir|asistir)",
+                r"no (?:voy|vamos|asistire)",
+            ),
+        ),
+        (
+            "reschedule",
+            0.9,
+            (
+                r"(?:cambiar|mover|pasar) (?:\w+ )?(?:la )?(?:cita|hora|fecha|dia|turno)",
+                r"mover\w*",
+                r"reprogram\w*",
+                r"pospon\w*",
+                r"otr[oa] (?:dia|hora|fecha|turno)",
+                r"se puede mover",
+            ),
+        ),
+        (
+            "confirm",
+            0.9,
+            (
+                "si",
+                "claro",
+                "vale",
+                r"confirm\w*",
+                r"(?:ahi|alli|aqui) (?:estare|estaremos)",
+                "perfecto",
+                "de acuerdo",
+                "nos vemos",
+                "si voy",
+                "ahi nos vemos",
+            ),
+        ),
+        ("confirm", 0.65, ("gracias",)),
+    ),
+)
+
+_TL = Lexicon(
+    "tl",
+    True,
+    (
+        (
+            "opt_out",
+            0.95,
+            (
+                r"(?:wag|huwag|pakitigil|tigilan|tigil|itigil|ayoko|ayaw) (?:\w+ ){0,6}?"
+                r"(?:text|texts|mag text|magtext|i text|itext|padalhan|mensahe|message|messages|msg|sms|txt)",
+                r"(?:pakitigil|itigil)(?: \w+)*",
+            ),
+        ),
+        (
+            "opt_in",
+            0.9,
+            (r"(?:gusto|pwede) (?:\w+ ){0,3}?(?:ulit|muli) (?:\w+ ){0,3}?(?:text|mensahe|makatanggap)",),
+        ),
+        ("help", 0.9, (r"sino (?:po )?(?:ito|to|kayo|ka|ba ito|ba to|ba kayo|po ba ito|po sila)",)),
+        (
+            "cancel",
+            0.9,
+            (
+                r"hindi (?:\w+ ){0,3}?"
+                r"(?:makakapunta|makakarating|tutuloy|makapunta|pupunta|darating|makakadalo)",
+                r"kansel\w*",
+                r"di (?:\w+ ){0,2}?(?:makakapunta|makakarating|tutuloy|makapunta)",
+            ),
+        ),
+        (
+            "reschedule",
+            0.9,
+            (
+                r"ilipat",
+                r"lipat\w*",
+                r"palitan (?:\w+ )?(?:oras|araw|petsa|schedule)",
+                r"ibang (?:araw|oras|petsa)",
+            ),
+        ),
+        (
+            "confirm",
+            0.9,
+            (
+                "oo",
+                "opo",
+                "sige",
+                "pupunta",
+                "darating",
+                r"kumpirm\w*",
+                "makakarating",
+                "makakapunta",
+                "oo naman",
+            ),
+        ),
+        ("confirm", 0.65, ("salamat",)),
+    ),
+)
+
+_VI = Lexicon(
+    "vi",
+    True,
+    (
+        (
+            "opt_out",
+            0.95,
+            (
+                r"(?:dung|ngung|thoi|ngung) (?:\w+ ){0,1}?(?:nhan|gui|nt|lien lac|sms|tin)",
+                r"(?:dung|ngung) lai",
+                r"huy dang ky",
+                r"(?:khong|ko|k) (?:\w+ ){0,2}?(?:nhan|gui) (?:tin|sms|nt)(?: \w+){0,3}",
+                r"(?:khong|ko) (?:muon|can) (?:\w+ ){0,2}?(?:tin nhan|sms)",
+            ),
+        ),
+        ("opt_in", 0.9, (r"(?:nhan|gui) (?:\w+ ){0,2}?lai", "dang ky lai")),
+        ("help", 0.9, (r"^ai(?: \w+)?$", "la ai", "ai day", "ai vay", r"ai (?:nhan|gui)")),
+        (
+            "cancel",
+            0.9,
+            (
+                r"huy(?: \w+)?",
+                r"(?:khong|ko|k) (?:\w+ ){0,1}?(?:den|di|toi|toi) (?:duoc|dc|dk)",
+                r"(?:khong|ko) (?:the )?(?:den|di)",
+            ),
+        ),
+        (
+            "reschedule",
+            0.9,
+            (
+                r"doi (?:\w+ )?(?:lich|ngay|gio|sang|hen|qua)",
+                r"doi lich",
+                "hoan",
+                r"(?:ngay|gio|hom) khac",
+                "doi",
+            ),
+        ),
+        ("confirm", 0.9, ("vang", "da vang", r"se (?:den|toi|di)", "xac nhan", "dong y")),
+        ("confirm", 0.9, (_bare("co", "duoc", "dc", fillers="a|da|vang|cam on|nhe|ok|roi"),)),
+        ("confirm", 0.65, ("cam on",)),
+    ),
+)
+
+_HI_PA_ROMAN = (
+    r"(?:msg|msgs|message|messages|sms|masej|mesej|text)"
+    r" (?:\w+ )?(?:mat|na|band|nahi|nai) (?:bhejo|bhejiye|bhejna|bhejen|karo|kar|kijiye|chahiye|bhejo ji)",
+    r"(?:mat|na) bhej\w*",
+    r"(?:msg|msgs|message|messages|sms) band(?: \w+)?",
+    r"band karo",
+    r"band kar do",
+    r"band kijiye",
+)
+_HI = Lexicon(
+    "hi",
+    True,
+    (
+        (
+            "opt_out",
+            0.95,
+            (
+                r"(?:मैसेज|मेसेज|संदेश|एसएमएस|सन्देश|message|msg|sms)(?: \w+){0,3}? (?:मत|ना|न) (?:भेज\w*)",
+                r"(?:मत|ना) भेज\w*",
+                r"भेजना बंद",
+                r"(?:मैसेज|मेसेज|संदेश|एसएमएस|सन्देश)(?: \w+){0,2}? (?:बंद|नहीं चाहिए|नहीं)",
+                r"बंद (?:करो|करें|कर दो|कर दीजिए|कीजिए|करिए)",
+                *_HI_PA_ROMAN,
+            ),
+        ),
+        (
+            "opt_in",
+            0.9,
+            (
+                r"(?:फिर से|दोबारा|phir se|dobara)(?: \w+){0,3}? (?:शुरू|भेज\w*|shuru|bhej\w*)",
+                r"(?:मैसेज|संदेश) (?:\w+ )?शुरू",
+            ),
+        ),
+        (
+            "help",
+            0.9,
+            (r"(?:आप|तुम) कौन", r"कौन (?:है|हैं|हो)", r"kaun (?:hai|ho|hain|h)", r"(?:aap|tum|ye|yeh) kaun"),
+        ),
+        (
+            "cancel",
+            0.9,
+            (
+                r"रद्द\w*",
+                r"कैंसिल\w*",
+                r"नहीं (?:आ|आऊँगा|आऊंगा|आऊँगी|आ पाऊँगा|आ पाऊंगा|आ पाऊँगी|आ सकता|आ सकती|आ सकूँगा)(?: \w+)?",
+                r"(?:nahi|nahin|nai)"
+                r" (?:aa|aaunga|aaungi|aa paunga|aa paungi|aa sakta|aa sakti|aa sakda|aa sakdi)(?: \w+)?",
+            ),
+        ),
+        (
+            "reschedule",
+            0.9,
+            (
+                r"(?:समय|टाइम|तारीख|दिन|डेट|time|date|tarikh|din) (?:\w+ )?(?:बदल\w*|change|badal\w*)",
+                r"बदल (?:सकते|दीजिए|दो|दें)",
+                r"(?:और|दूसरा|दूसरे|कोई और) दिन",
+                r"अगले (?:हफ्ते|हफ़्ते|सप्ताह)",
+                r"agle (?:hafte|week)",
+                r"ke badle",
+                r"badal (?:do|dijiye|sakte)",
+            ),
+        ),
+        (
+            "confirm",
+            0.9,
+            (
+                "हाँ",
+                "हां",
+                "जी हाँ",
+                "ठीक है",
+                "पक्का",
+                r"(?:आऊँगा|आऊंगा|आऊँगी|आऊंगी|आ जाऊँगा|आ जाऊंगा|आ जाऊँगी|आ जाऊंगी)",
+                "ज़रूर",
+                "जरूर",
+                "haan",
+                r"(?:theek|thik) hai",
+                r"(?:aaunga|aaungi|aa jaunga|aa jaungi|aunga)",
+                "pakka",
+            ),
+        ),
+        ("confirm", 0.65, ("धन्यवाद", "शुक्रिया", "dhanyavad", "shukriya", "ji", "जी")),
+    ),
+)
+
+_PA = Lexicon(
+    "pa",
+    True,
+    (
+        (
+            "opt_out",
+            0.95,
+            (
+                r"(?:ਮੈਸੇਜ|ਮੈਸਜ|ਸੁਨੇਹੇ|ਸੁਨੇਹਾ|ਮੈਸਿਜ|ਐਸਐਮਐਸ|message|msg|sms)(?: \w+){0,3}? (?:ਨਾ|ਨ) ਭੇਜ\w*",
+                r"(?:ਨਾ|ਨ) ਭੇਜ\w*",
+                r"ਬੰਦ ਕਰ\w*",
+                r"(?:ਮੈਸੇਜ|ਸੁਨੇਹੇ|ਸੁਨੇਹਾ)(?: \w+){0,2}? ਨਹੀਂ ਚਾਹੀਦੇ",
+                *_HI_PA_ROMAN,
+            ),
+        ),
+        ("opt_in", 0.9, (r"(?:ਦੁਬਾਰਾ|ਫਿਰ ਤੋਂ|ਮੁੜ)(?: \w+){0,2}? (?:ਸ਼ੁਰੂ|ਭੇਜ\w*)", r"(?:ਮੈਸੇਜ|ਸੁਨੇਹੇ) (?:\w+ )?ਸ਼ੁਰੂ")),
+        ("help", 0.9, (r"ਕੌਣ (?:ਹੋ|ਹੈ|ਹਨ)", r"(?:ਤੁਸੀਂ|ਤੁਸੀ) ਕੌਣ", r"kaun (?:hai|ho|hain)", r"tusi kaun")),
+        (
+            "cancel",
+            0.9,
+            (
+                r"ਰੱਦ\w*",
+                r"ਕੈਂਸਲ\w*",
+                r"ਨਹੀਂ ਆ (?:ਸਕਦਾ|ਸਕਦੀ|ਸਕਾਂਗਾ|ਸਕਾਂਗੀ|ਸਕਾਂ|ਸਕਦੇ)",
+                r"ਨਹੀਂ ਆਵਾਂਗਾ",
+                r"ਨਹੀਂ ਆਵਾਂਗੀ",
+                r"(?:nahi|nahin|nai) (?:aa|aavanga|aa sakda|aa sakdi|aa sakanga)(?: \w+)?",
+            ),
+        ),
+        (
+            "reschedule",
+            0.9,
+            (
+                r"(?:ਸਮਾਂ|ਟਾਈਮ|ਤਾਰੀਖ|ਦਿਨ|time|tarikh|date) (?:\w+ )?(?:ਬਦਲ\w*|badal\w*|change)",
+                r"ਬਦਲ (?:ਸਕਦੇ|ਦਿਓ|ਦੋ)",
+                r"ਹੋਰ ਦਿਨ",
+                r"ਅਗਲੇ ਹਫ਼ਤੇ",
+                r"ਅਗਲੇ ਹਫਤੇ",
+                r"badal (?:do|dyo|sakde)",
+            ),
+        ),
+        (
+            "confirm",
+            0.9,
+            (
+                "ਹਾਂ",
+                "ਜੀ ਹਾਂ",
+                "ਠੀਕ ਹੈ",
+                "ਪੱਕਾ",
+                r"ਆਵਾਂਗ\w*",
+                r"ਆ ਜਾਵਾਂਗ\w*",
+                "ਜ਼ਰੂਰ",
+                "haan",
+                r"(?:theek|thik) hai",
+                r"(?:aavanga|aavangi|aa javanga)",
+            ),
+        ),
+        ("confirm", 0.65, ("ਧੰਨਵਾਦ", "ਜੀ", "ji")),
+    ),
+)
+
+LEXICONS: dict[str, Lexicon] = {
+    lexicon.language: lexicon for lexicon in (_ZH, _YUE, _AR, _VI, _PA, _EL, _IT, _HI, _ES, _TL)
+}
+_OPT_OUT_ONLY = tuple(
+    lexicon
+    for lexicon in LEXICONS.values()
+    if lexicon is not _YUE  # the same cues as Mandarin
+)
+
+
+def read(raw_tokens: list[str], languages: tuple[str, ...]) -> dict[str, float]:
+    """What the reply's own language says, as {intent: weight}; every language's opt-out phrases always."""
+    spaced = " ".join(raw_tokens)
+    scores: dict[str, float] = {}
+    for language in languages:
+        for intent, weight in LEXICONS[language].read(spaced).items():
+            scores[intent] = max(scores.get(intent, 0.0), weight)
+    opt_out = max((lexicon.opt_out(spaced) for lexicon in _OPT_OUT_ONLY), default=0.0)
+    if opt_out:
+        scores["opt_out"] = max(scores.get("opt_out", 0.0), opt_out)
+    return scores

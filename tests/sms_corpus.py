@@ -1,0 +1,71 @@
+"""The labelled SMS replies (tests/fixtures/sms_replies_dev.tsv, sms_replies_heldout.tsv) and the report the
+held-out test and `benchmarks/sms_classifier.py` both print: per-intent precision and recall, confusions."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from flows.sms_classifier import Intent, classify
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+DEV = FIXTURES / "sms_replies_dev.tsv"
+HELD_OUT = FIXTURES / "sms_replies_heldout.tsv"
+
+
+@dataclass(frozen=True)
+class Reply:
+    intent: Intent
+    language: str
+    text: str
+
+
+def load(path: Path) -> list[Reply]:
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            label, language, text = line.split("\t")
+            rows.append(Reply(Intent(label), language, text))
+    return rows
+
+
+@dataclass(frozen=True)
+class Report:
+    total: int
+    correct: int
+    confusions: Counter[tuple[Intent, Intent]]  # (labelled, read) -> count, mistakes only
+    per_intent: dict[Intent, tuple[float, float, int]]  # precision, recall, support
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.total
+
+    def text(self) -> str:
+        lines = [
+            f"{self.correct}/{self.total} correct, accuracy {self.accuracy:.1%}",
+            "intent        precision  recall  n",
+        ]
+        for intent, (precision, recall, support) in self.per_intent.items():
+            lines.append(f"{intent:<12}  {precision:9.1%}  {recall:6.1%}  {support}")
+        lines.append("confusions (labelled -> read: count):")
+        lines += [f"  {gold} -> {read}: {n}" for (gold, read), n in self.confusions.most_common()] or [
+            "  none"
+        ]
+        return "\n".join(lines)
+
+
+def evaluate(replies: list[Reply]) -> Report:
+    pairs = [(reply.intent, classify(reply.text).intent) for reply in replies]
+    per_intent = {}
+    for intent in Intent:
+        support = sum(gold is intent for gold, _ in pairs)
+        predicted = sum(read is intent for _, read in pairs)
+        hits = sum(gold is intent and read is intent for gold, read in pairs)
+        per_intent[intent] = (
+            hits / predicted if predicted else 1.0,
+            hits / support if support else 1.0,
+            support,
+        )
+    confusions = Counter((gold, read) for gold, read in pairs if gold is not read)
+    return Report(len(pairs), len(pairs) - sum(confusions.values()), confusions, per_intent)
