@@ -84,6 +84,12 @@ def launch(
     if spec.send_at and spec.send_at < utcnow() - timedelta(minutes=5) and not spec.dry_run:
         typer.echo(f"send_at {spec.send_at.isoformat()} is in the past; remove it to send now", err=True)
         raise typer.Exit(2)
+    from flows.campaign_send import ab_test_refusal
+
+    refusal = None if spec.dry_run else ab_test_refusal(spec, get_settings())
+    if refusal is not None:
+        typer.echo(f"campaign {spec.slug} not launched: {refusal}", err=True)
+        raise typer.Exit(2)
     if local:
         from flows.campaign_send import campaign_send
 

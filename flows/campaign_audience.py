@@ -28,6 +28,7 @@ from models import Booking, BookingStatus, Channel, Contact, ContactTag, Purpose
 PAGE_SIZE = 1000
 ACTIVE_STATUSES = [s.value for s in BookingStatus if s.is_active]
 GONE_STATUSES = [BookingStatus.CANCELED.value, BookingStatus.DECLINED.value]
+REMAINDER = "remainder (gets the winner)"
 
 
 @dataclass(frozen=True)
@@ -111,23 +112,13 @@ def stream_recipients(
         yield page
 
 
-def audience_groups(spec: CampaignSpec, *, now: datetime, timezone: str) -> dict[str, int]:
-    """How many recipients each variant (and the A/B remainder) would get: the dry run's counts.
-
-    For email this reads contact ids only, so previewing a 100,000-name campaign decrypts nobody's address;
-    SMS needs the numbers, because a landline is left out of the audience.
-    """
-    counts: dict[str, int] = {}
-
-    def add(contact_id: int) -> None:
-        group = assign_variant(spec, contact_id) or "remainder (gets the winner)"
-        counts[group] = counts.get(group, 0) + 1
-
+def audience_ids(spec: CampaignSpec, *, now: datetime, timezone: str) -> Iterator[int]:
+    """The audience's contact ids in order. For email this reads ids only, so counting a 100,000-name
+    campaign decrypts nobody's address; SMS needs the numbers, because a landline is left out."""
     if spec.channel == Channel.SMS:
         for page in stream_recipients(spec, now=now, timezone=timezone):
-            for recipient in page:
-                add(recipient.contact_id)
-        return counts
+            yield from (recipient.contact_id for recipient in page)
+        return
     conditions = audience_conditions(spec.audience, spec.channel, now, timezone)
     after = 0
     while True:
@@ -143,10 +134,38 @@ def audience_groups(spec: CampaignSpec, *, now: datetime, timezone: str) -> dict
                 .all()
             )
         if not ids:
-            return counts
+            return
         after = ids[-1]
-        for contact_id in ids:
-            add(contact_id)
+        yield from ids
+
+
+def audience_groups(spec: CampaignSpec, *, now: datetime, timezone: str) -> dict[str, int]:
+    """How many recipients each variant (and the A/B remainder) would get: the dry run's counts."""
+    counts: dict[str, int] = {}
+    for contact_id in audience_ids(spec, now=now, timezone=timezone):
+        group = assign_variant(spec, contact_id) or REMAINDER
+        counts[group] = counts.get(group, 0) + 1
+    return counts
+
+
+def empty_test_group(spec: CampaignSpec, *, now: datetime, timezone: str) -> str | None:
+    """Why this A/B test cannot run (nobody in the audience falls in its test group), or None if it can.
+
+    Such a test has nothing to compare: it would wait for a winner that cannot be picked while the whole
+    audience waits too. It is refused before anything is sent (stops at the first test-group member).
+    """
+    if not spec.is_ab_test:
+        return None
+    seen = 0
+    for contact_id in audience_ids(spec, now=now, timezone=timezone):
+        if assign_variant(spec, contact_id) is not None:
+            return None
+        seen += 1
+    return (
+        f"the A/B test group is empty: none of the {seen} patient(s) in the audience falls in the "
+        f"test's {spec.ab_test.test_fraction:.0%} share, so there is nothing to compare. Launch it with one "
+        "variant, a larger ab_test.test_fraction or a wider audience."
+    )
 
 
 def assignment_point(slug: str, contact_id: int) -> float:

@@ -39,7 +39,14 @@ from sqlmodel import select
 
 from flows import campaign_outbox
 from flows.ab_stats import Decision, VariantResult, choose_winner
-from flows.campaign_audience import assign_variant, audience_conditions, audience_groups, stream_recipients
+from flows.campaign_audience import (
+    REMAINDER,
+    assign_variant,
+    audience_conditions,
+    audience_groups,
+    empty_test_group,
+    stream_recipients,
+)
 from flows.campaign_content import (
     SMS_MAX_LENGTH,
     check_content,
@@ -147,6 +154,18 @@ def open_campaign(spec: CampaignSpec, status: CampaignStatus) -> CampaignState:
         session.add(row)
         session.flush()
         return _state(row)
+
+
+def ab_test_refusal(spec: CampaignSpec, settings: Settings) -> str | None:
+    """Why this A/B test may not start (its test group is empty), or None; asked by launch and by the run.
+
+    Only before the first send: a campaign already under way resumes whatever its audience has become.
+    """
+    with session_scope() as session:
+        status = session.exec(select(Campaign.status).where(Campaign.slug == spec.slug)).first()
+    if status not in (None, CampaignStatus.PREVIEWED, CampaignStatus.SCHEDULED):
+        return None
+    return empty_test_group(spec, now=utcnow(), timezone=settings.clinic_timezone)
 
 
 def load_campaign(slug: str) -> CampaignState:
@@ -687,6 +706,9 @@ async def preview(spec: CampaignSpec, settings: Settings) -> dict[str, Any]:
             f"the difference is significant (alpha {ab.alpha}).",
             "",
         ]
+        if all(group == REMAINDER for group in counts):
+            refusal = empty_test_group(spec, now=utcnow(), timezone=settings.clinic_timezone)
+            lines += [f"**Launching it would be refused:** {refusal}", ""]
     for variant in spec.variants:
         lines += [
             f"## Variant {variant.name}",
@@ -740,6 +762,9 @@ async def campaign_send(spec: CampaignSpec) -> dict[str, Any]:
                 state, settings, quiet_until, SEND_DEPLOYMENT, {"spec": spec.model_dump(mode="json")}
             )
 
+    refusal = await asyncio.to_thread(ab_test_refusal, spec, settings)
+    if refusal is not None:
+        raise CampaignError(f"campaign {spec.slug} not sent (nothing was): {refusal}")
     state = await asyncio.to_thread(open_campaign, spec, CampaignStatus.SENDING)
     if state.status == CampaignStatus.SENT:
         logger.info("campaign %s was already sent; nothing to do", state.slug)

@@ -8,18 +8,22 @@ exercised by the integration rig.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import delete, select, text, update
+from typer.testing import CliRunner
 
+from deployments.cli import app as cli
 from flows import campaign_outbox
 from flows import campaign_send as campaign_flow
-from flows.campaign_audience import stream_recipients
+from flows.campaign_audience import assignment_point, stream_recipients
 from flows.campaign_send import CampaignError, campaign_send, campaign_winner
 from flows.campaign_spec import CampaignSpec
 from flows.consent import ConsentSource, set_marketing_consent, withdraw
@@ -398,6 +402,30 @@ def test_a_dry_run_counts_and_previews_and_sends_nothing(sendgrid: FakeSendGrid)
     for row in rows("knee-follow-up"):
         queued[row.variant] = queued.get(row.variant, 0) + 1
     assert queued == {"A": result["groups"]["A"], "B": result["groups"]["B"]}  # the preview told the truth
+
+
+def test_an_ab_test_whose_test_group_is_empty_is_refused_before_anything_is_sent(
+    sendgrid: FakeSendGrid, tmp_path: Path
+) -> None:
+    """Refused, not sent: it used to go to `testing` and schedule a winner run with nothing to compare."""
+    ids = seed(4).values()
+    below_everyone = min(assignment_point("knee-follow-up", i) for i in ids) / 2  # nobody in the test group
+    fields = ab_spec().model_dump(mode="json", exclude={"slug"})
+    spec = CampaignSpec.model_validate(fields | {"ab_test": {"test_fraction": below_everyone}})
+
+    preview = run(spec.model_copy(update={"dry_run": True}))
+    assert preview["groups"] == {"remainder (gets the winner)": 4}
+    assert "Launching it would be refused:** the A/B test group is empty: none of the 4" in preview["preview"]
+
+    file = tmp_path / "campaign.yaml"
+    file.write_text(json.dumps(fields | {"ab_test": {"test_fraction": below_everyone}}))
+    launched = CliRunner().invoke(cli, ["campaign", "launch", str(file)])
+    assert launched.exit_code == 2 and "not launched: the A/B test group is empty" in launched.output
+
+    with pytest.raises(CampaignError, match="nothing was\\): the A/B test group is empty"):
+        run(spec)  # as a run started from the Prefect UI would
+    assert sendgrid.requests == [] and rows("knee-follow-up") == []
+    assert campaign("knee-follow-up").status == CampaignStatus.PREVIEWED  # not testing; no winner run
 
 
 def test_a_relaunch_with_changed_content_is_refused(sendgrid: FakeSendGrid) -> None:
