@@ -45,6 +45,7 @@ from flows.campaign_audience import (
     audience_conditions,
     audience_groups,
     empty_test_group,
+    excluded_by_filter,
     stream_recipients,
 )
 from flows.campaign_content import (
@@ -685,13 +686,24 @@ def _winner_run_name() -> str:
 async def preview(spec: CampaignSpec, settings: Settings) -> dict[str, Any]:
     """The dry run: audience counts per variant and each variant as a sample patient would see it."""
     state = await asyncio.to_thread(open_campaign, spec, CampaignStatus.PREVIEWED)
-    counts = await asyncio.to_thread(audience_groups, spec, now=utcnow(), timezone=settings.clinic_timezone)
+    now = utcnow()
+    counts = await asyncio.to_thread(audience_groups, spec, now=now, timezone=settings.clinic_timezone)
     total = sum(counts.values())
+    excluded = await asyncio.to_thread(excluded_by_filter, spec, now=now, timezone=settings.clinic_timezone)
+    landlines = excluded[0][1] - sum(n for _, n in excluded[1:]) - total  # SMS: left out after the query
+    if landlines:
+        excluded.append(("a landline (cannot get a text)", landlines))
     with_unsubscribe = settings.sendgrid_unsubscribe_group_id is not None
     lines = [
         f"# Dry run: {spec.name} (`{spec.slug}`), {spec.channel}",
         "",
         f"**{total}** recipients with marketing consent, an address and no suppression. Nothing was sent.",
+        "",
+        "| who | patients |",
+        "|---|---|",
+        f"| all patients | {excluded[0][1]} |",
+        *(f"| left out: {label} | -{count} |" for label, count in excluded[1:]),
+        f"| **recipients** | **{total}** |",
         "",
         "| group | recipients |",
         "|---|---|",
@@ -722,6 +734,7 @@ async def preview(spec: CampaignSpec, settings: Settings) -> dict[str, Any]:
         "status": CampaignStatus.PREVIEWED.value,
         "campaign": spec.slug,
         "recipients": total,
+        "excluded": dict(excluded[1:]),
         "groups": counts,
         "preview": markdown,
     }

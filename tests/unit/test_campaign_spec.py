@@ -108,8 +108,10 @@ def test_send_at_is_utc_and_sendgrid_holds_it_only_within_72_hours() -> None:
 
 def test_example_file_loads() -> None:
     spec = load_spec(EXAMPLE)
-    assert spec.channel == "email" and [v.name for v in spec.variants] == ["A", "B"]
-    assert spec.audience.services == ["MRI - Knee"]
+    assert spec.channel == "email" and [v.name for v in spec.variants] == ["A"]
+    assert spec.audience.tags == [
+        "knee-follow-up"
+    ]  # who it selects on the demo's data: tests/unit/test_cli.py
 
 
 def test_bad_file_names_the_field(tmp_path: Path) -> None:

@@ -17,7 +17,9 @@ from typer.testing import CliRunner
 
 from deployments import cli_campaign
 from deployments.cli import app as cli
-from deployments.demo import _print_state
+from deployments.demo import _print_state, _signed_bodies
+from deployments.stack import ensure_demo_wix_keys
+from flows.booking_intake import apply_event
 from flows.campaign_send import open_campaign
 from flows.campaign_spec import CampaignSpec
 from flows.email_messages import EmailContent
@@ -28,10 +30,11 @@ from models import (
     InboxStatus,
     OutboundMessage,
     WebhookEvent,
+    get_settings,
     session_scope,
 )
 from providers.wix_simulator import WixKeys
-from tests.inbox_events import apply_wix
+from tests.inbox_events import apply_wix, store_event
 
 pytestmark = pytest.mark.db
 
@@ -159,3 +162,85 @@ def test_launch_refuses_content_that_would_fail_in_the_run(
     for extra in ([], ["--dry-run"], ["--local"]):
         result = CliRunner().invoke(cli, ["campaign", "launch", str(file), *extra])
         assert result.exit_code == 2 and message in result.output, (extra, result.output)
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "deployments" / "campaign.example.yaml"
+
+
+def _dry_run(file: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    printed: list[dict[str, object]] = []
+    monkeypatch.setattr(cli_campaign, "_print_result", printed.append)
+    result = CliRunner().invoke(cli, ["campaign", "launch", str(file), "--dry-run", "--local"])
+    assert result.exit_code == 0, result.output
+    return printed[-1]
+
+
+def test_the_example_campaign_selects_the_demo_patient_and_the_preview_says_who_was_left_out(
+    db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The example used to select nobody on the demo's data (a hyphen for Wix's en dash, a 2025 window, no
+    consent), and the dry run did not say which filter left people out."""
+    with session_scope() as session:
+        session.execute(delete(Campaign))
+    ensure_demo_wix_keys(get_settings().crm_data_dir)
+    for _, body, _ in _signed_bodies(str(uuid.uuid4())):  # exactly what `avatar-crm demo` posts
+        apply_event(store_event("wix", body, "wix.bookings.v2"))
+
+    before = _dry_run(EXAMPLE, monkeypatch)
+    assert before["recipients"] == 0
+    assert before["excluded"] == {
+        "no email marketing consent": 1,
+        "no email address": 0,
+        "suppressed for email marketing": 0,
+        "no tag knee-follow-up": 0,
+    }
+    assert "| left out: no email marketing consent | -1 |" in str(before["preview"])
+
+    for step in (  # the steps the example's header gives
+        ["consent", "grant", "--email", "demo.patient@example.com", "--note", "demo: ticked the box"],
+        ["tag", "add", "knee-follow-up", "demo.patient@example.com"],
+    ):
+        assert CliRunner().invoke(cli, step).exit_code == 0
+    after = _dry_run(EXAMPLE, monkeypatch)
+    assert after["recipients"] == 1 and after["groups"] == {"A": 1}
+
+
+def test_service_names_match_with_any_dash_and_the_preview_counts_each_filter(
+    db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with session_scope() as session:
+        session.execute(delete(Campaign))
+    start = datetime.now(UTC) + timedelta(days=3)
+    for n in range(3):  # Wix spells the service with an en dash
+        apply_wix(
+            WixKeys(),
+            "wix.bookings.v2.booking_created",
+            str(uuid.uuid4()),
+            1,
+            start,
+            email=f"knee{n}@example.com",
+            phone=f"+6141255500{n}",
+            service="MRI \u2013 Knee",
+            contact_id=str(uuid.uuid4()),
+        )
+    for n in range(2):
+        granted = CliRunner().invoke(
+            cli, ["consent", "grant", "--email", f"knee{n}@example.com", "--note", "ticked the box"]
+        )
+        assert granted.exit_code == 0, granted.output
+    file = tmp_path / "campaign.yaml"
+    audience = {"services": ["mri - knee"], "locations": ["Bondi Junction"], "last_visit_to": "2030-01-01"}
+    variant = {"subject": "s", "body": "b"}
+    file.write_text(
+        json.dumps({"name": "Dash", "channel": "email", "audience": audience, "variants": [variant]})
+    )
+
+    preview = _dry_run(file, monkeypatch)
+    assert preview["excluded"] == {
+        "no email marketing consent": 1,
+        "no email address": 0,
+        "suppressed for email marketing": 0,
+        "no booking (not cancelled) for mri - knee at Bondi Junction": 0,  # the hyphen found the en dash
+        "last visit not within … to 2030-01-01": 2,  # their appointments are still to come
+    }
+    assert preview["recipients"] == 0, preview
