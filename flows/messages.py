@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from flows.message_translations import TRANSLATIONS
 from models import MessageKind
 
 
@@ -78,38 +79,66 @@ def render(kind: MessageKind, facts: BookingFacts) -> str:
 # These may name STOP/START: they describe how to opt out or back in, they never use the words for an action.
 
 
-def reply_confirmed(facts: BookingFacts) -> str:
+def bilingual(english: str, language: str | None, key: str, *, phone: str = "", **fields: str) -> str:
+    """The English answer, then the same in the patient's language when there is a template for it."""
+    templates = TRANSLATIONS.get(language or "")
+    if not templates:
+        return english
+    call = templates["call"].format(phone=phone) if phone else ""
+    translated = " ".join(templates[key].format(call=call, **fields).split())
+    return f"{english}\n\n{translated}"
+
+
+def reply_confirmed(facts: BookingFacts, language: str | None = None) -> str:
     thanks = f"Thanks {facts.first_name}!" if facts.first_name else "Thanks!"
     what = facts.service or "appointment"
     when = format_local_time(facts.start_at, facts.timezone)
-    return f"{thanks} Your {what} on {when} is confirmed. See you then. - {facts.clinic_name}"
+    english = f"{thanks} Your {what} on {when} is confirmed. See you then. - {facts.clinic_name}"
+    return bilingual(english, language, "confirmed", clinic=facts.clinic_name, what=what, when=when)
 
 
-def reply_staff_will_call(clinic_name: str, clinic_phone: str, request: str) -> str:
+def reply_staff_will_call(
+    clinic_name: str, clinic_phone: str, request: str, language: str | None = None
+) -> str:
     """`request` is "cancel" or "reschedule": the booking stays as it is until a person has spoken to them."""
     what = "cancel your appointment" if request == "cancel" else "find you a new time"
     call = f" or call us on {clinic_phone}" if clinic_phone else ""
-    return f"Thanks for letting us know. The {clinic_name} team will contact you shortly to {what}{call}."
+    english = f"Thanks for letting us know. The {clinic_name} team will contact you shortly to {what}{call}."
+    return bilingual(english, language, request, phone=clinic_phone, clinic=clinic_name)
 
 
-def reply_passed_to_staff(clinic_name: str) -> str:
-    return f"Thanks for your message. A member of the {clinic_name} team will get back to you."
+def reply_passed_to_staff(clinic_name: str, language: str | None = None) -> str:
+    english = f"Thanks for your message. A member of the {clinic_name} team will get back to you."
+    return bilingual(english, language, "passed_to_staff", clinic=clinic_name)
 
 
-def help_text(clinic_name: str, clinic_phone: str) -> str:
+def help_text(clinic_name: str, clinic_phone: str, language: str | None = None) -> str:
     call = f" Call us on {clinic_phone}." if clinic_phone else ""
-    return (
+    english = (
         f"{clinic_name} appointment messages. Reply Y to confirm, R to reschedule or N to cancel an "
         f"appointment.{call} Reply STOP to opt out."
     )
+    return bilingual(english, language, "help", phone=clinic_phone, clinic=clinic_name)
 
 
-def opt_out_confirmation(clinic_name: str) -> str:
-    return (
+def opt_out_confirmation(clinic_name: str, language: str | None = None) -> str:
+    english = (
         f"{clinic_name}: you have been unsubscribed and will get no more SMS from us. "
         "Reply START to resubscribe."
     )
+    return bilingual(english, language, "opt_out", clinic=clinic_name)
 
 
-def opt_in_confirmation(clinic_name: str) -> str:
-    return f"{clinic_name}: you are subscribed to SMS from us again. Reply STOP to opt out at any time."
+def opt_out_unsure_confirmation(clinic_name: str, language: str | None = None) -> str:
+    """For a reply read as an opt-out with less certainty ("not interested", "wrong number"): honoured all
+    the same, and the patient is told how we read it and the way back."""
+    english = (
+        f"{clinic_name}: we read your message as a request to stop our texts, so you will get no more SMS "
+        "from us. If that is not what you meant, reply START to resubscribe."
+    )
+    return bilingual(english, language, "opt_out_unsure", clinic=clinic_name)
+
+
+def opt_in_confirmation(clinic_name: str, language: str | None = None) -> str:
+    english = f"{clinic_name}: you are subscribed to SMS from us again. Reply STOP to opt out at any time."
+    return bilingual(english, language, "opt_in", clinic=clinic_name)

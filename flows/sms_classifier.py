@@ -520,4 +520,6 @@ async def classify_with_fallback(
     except LlmError as exc:
         logger.warning("SMS classifier model unavailable (%s); using the rules answer", exc)
         return rules
-    return Classification(text, Intent(answer.label), round(answer.confidence, 3), source="llm")
+    return Classification(
+        text, Intent(answer.label), round(answer.confidence, 3), source="llm", language=rules.language
+    )

@@ -29,7 +29,7 @@ from flows import consent, messages
 from flows.booking_intake import booking_facts, mark_failed
 from flows.contacts import find_contacts, normalize_phone
 from flows.outbox import queue_message
-from flows.sms_classifier import Classification, Intent, classify_with_fallback
+from flows.sms_classifier import OPT_OUT_SURE, Classification, Intent, classify_with_fallback
 from flows.tasks.send import send_message
 from flows.tasks.staff import staff_notices
 from models import (
@@ -190,7 +190,7 @@ class _Triage:
 
     def act(self, classification: Classification) -> str:
         settings = self.settings
-        intent = classification.intent
+        intent, language = classification.intent, classification.language
         confident = classification.confidence >= settings.sms_classifier_min_confidence
         if self.inbound.kind == "unsubscribe":
             consent.withdraw(
@@ -211,14 +211,17 @@ class _Triage:
                 why=self.source("sms_reply"),
             )
             self.audit("consent.withdrawn", source="sms_reply", changed=changed)
-            if changed:
-                self.reply(
-                    MessageKind.OPT_OUT_CONFIRMATION, messages.opt_out_confirmation(settings.clinic_name)
+            if changed:  # a less certain reading is honoured the same, and says how it was read
+                confirm = (
+                    messages.opt_out_confirmation
+                    if classification.confidence >= OPT_OUT_SURE
+                    else messages.opt_out_unsure_confirmation
                 )
+                self.reply(MessageKind.OPT_OUT_CONFIRMATION, confirm(settings.clinic_name, language))
             return "opted out: suppressed" + ("" if changed else " (already)")
         if not confident or intent == Intent.OTHER:
             self.notify_staff(StaffAttention.REPLY_NEEDS_REVIEW, classification)
-            self.reply(MessageKind.REPLY, messages.reply_passed_to_staff(settings.clinic_name))
+            self.reply(MessageKind.REPLY, messages.reply_passed_to_staff(settings.clinic_name, language))
             return "routed to staff"
         if intent == Intent.OPT_IN:
             lifted = consent.grant(
@@ -229,16 +232,18 @@ class _Triage:
                 why=self.source("sms_reply"),
             )
             self.audit("consent.granted", source="sms_reply", lifted=lifted)
-            self.reply(MessageKind.REPLY, messages.opt_in_confirmation(settings.clinic_name))
+            self.reply(MessageKind.REPLY, messages.opt_in_confirmation(settings.clinic_name, language))
             return "opted back in"
         if intent == Intent.HELP:
-            self.reply(MessageKind.REPLY, messages.help_text(settings.clinic_name, settings.clinic_phone))
+            help_text = messages.help_text(settings.clinic_name, settings.clinic_phone, language)
+            self.reply(MessageKind.REPLY, help_text)
             return "help sent"
         if intent == Intent.CONFIRM and self.booking is not None:
             self.booking.patient_confirmed_at = self.booking.patient_confirmed_at or self.now
             self.session.add(self.booking)
             self.audit("booking.patient_confirmed")
-            self.reply(MessageKind.REPLY, messages.reply_confirmed(booking_facts(self.booking, self.contact)))
+            facts = booking_facts(self.booking, self.contact)
+            self.reply(MessageKind.REPLY, messages.reply_confirmed(facts, language))
             return "booking confirmed by the patient"
         if intent in {Intent.CANCEL, Intent.RESCHEDULE} and self.booking is not None:
             attention = (
@@ -249,11 +254,13 @@ class _Triage:
             self.notify_staff(attention, classification)
             self.reply(
                 MessageKind.REPLY,
-                messages.reply_staff_will_call(settings.clinic_name, settings.clinic_phone, intent.value),
+                messages.reply_staff_will_call(
+                    settings.clinic_name, settings.clinic_phone, intent.value, language
+                ),
             )
             return f"{intent.value} request passed to staff"
         self.notify_staff(StaffAttention.REPLY_NEEDS_REVIEW, classification)  # no booking to act on
-        self.reply(MessageKind.REPLY, messages.reply_passed_to_staff(settings.clinic_name))
+        self.reply(MessageKind.REPLY, messages.reply_passed_to_staff(settings.clinic_name, language))
         return f"{intent.value} but no upcoming booking: routed to staff"
 
 

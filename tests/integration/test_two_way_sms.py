@@ -183,3 +183,30 @@ def test_delivery_receipts_update_the_outbox(rig: Rig, sms, gateway_url: str) ->
     wait_processed(3)
     [message] = messages(booking_id)
     assert message.status == MessageStatus.DELIVERED
+
+
+def test_a_reply_in_another_language_is_answered_in_english_and_that_language(
+    rig: Rig, sms, gateway_url: str
+) -> None:
+    booking_id, _ = booked_and_confirmed(rig, sms, gateway_url)
+    reply(gateway_url, "Quiero cancelar la cita")
+    wait_processed(2)
+    booking = stored_booking(booking_id)
+    assert booking is not None and booking.staff_attention == StaffAttention.CANCEL_REQUESTED
+    english, spanish = sms.sent[1]["message"].split("\n\n")
+    assert "will contact you shortly to cancel" in english
+    assert "se pondrá en contacto con usted pronto para cancelar su cita" in spanish
+
+
+def test_an_uncertain_opt_out_is_honoured_and_confirmed_with_the_way_back(
+    rig: Rig, sms, gateway_url: str
+) -> None:
+    booked_and_confirmed(rig, sms, gateway_url)
+    reply(gateway_url, "not interested")
+    wait_processed(2)
+    with session_scope() as session:
+        scopes = {(s.channel, s.purpose) for s in session.exec(select(Suppression)).all()}
+    assert ("sms", "transactional") in scopes and ("sms", "marketing") in scopes
+    [confirmation] = sms.sent[1:]
+    assert "we read your message as a request to stop" in confirmation["message"]
+    assert "reply START to resubscribe" in confirmation["message"]

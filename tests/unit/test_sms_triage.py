@@ -223,3 +223,31 @@ def test_a_retried_triage_still_hands_over_what_the_first_attempt_queued(
     assert sorted(again.to_send) == sorted(first.to_send)
     assert sorted(r.channel for r in rows) == sorted([Channel.SMS, Channel.OPS, Channel.EMAIL])
     assert "queued nothing" in again.summary
+
+
+def test_an_uncertain_opt_out_is_honoured_and_the_patient_told_the_way_back(db: str) -> None:
+    book(3)
+    _, [confirmation] = receive("Not interested")
+    assert suppressions() == {("sms", "transactional"), ("sms", "marketing"), ("email", "marketing")}
+    assert confirmation.kind == MessageKind.OPT_OUT_CONFIRMATION
+    assert "we read your message as a request to stop" in confirmation.body
+    assert "reply START" in confirmation.body
+
+
+def test_a_reply_in_chinese_is_answered_in_english_and_chinese(db: str) -> None:
+    bid = book(3)
+    _, [reply, notice] = receive("取消")  # a short cancel in Chinese
+    assert booking(bid).staff_attention == StaffAttention.CANCEL_REQUESTED
+    english, chinese = reply.body.split("\n\n")
+    assert "will contact you shortly to cancel" in english
+    assert chinese.startswith("感谢告知。Avatar Imaging的工作人员会尽快联系您取消预约。")
+    assert notice.channel == Channel.OPS
+
+
+def test_a_spanish_yes_confirms_and_a_language_without_a_template_gets_english(db: str) -> None:
+    bid = book(3)
+    _, [reply] = receive("Sí")
+    assert booking(bid).patient_confirmed_at is not None
+    assert "is confirmed" in reply.body and "está confirmada" in reply.body
+    _, [stop] = receive("ਮੈਸੇਜ ਨਾ ਭੇਜੋ")  # Punjabi: no template, so English only
+    assert stop.kind == MessageKind.OPT_OUT_CONFIRMATION and "\n" not in stop.body
