@@ -172,15 +172,74 @@ def _kill_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
         os.killpg(process.pid, sig)
 
 
-def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
-    """Stop in reverse start order, each before the next, so nothing outlives what it talks to."""
-    for process in reversed(processes):
-        _kill_group(process, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            _kill_group(process, signal.SIGKILL)
-            process.wait()
+def _stop_group(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    _kill_group(process, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(process, signal.SIGKILL)
+        process.wait()
+
+
+def _active_flow_runs(prefect_api_url: str) -> int | None:
+    """How many flow runs Prefect holds as Pending or Running (None when the server does not answer)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    active = FlowRunFilter(
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PENDING, StateType.RUNNING]))
+    )
+    try:
+        with temporary_settings({PREFECT_API_URL: prefect_api_url}), get_client(sync_client=True) as client:
+            return client.count_flow_runs(flow_run_filter=active)
+    except Exception:  # any failure to ask (server down, timeout) means there is nothing to wait for
+        return None
+
+
+def _wait_for_flow_runs(prefect_api_url: str, grace: float) -> None:
+    """Let the runs already under way finish (bounded), so a Ctrl-C does not leave them Crashed.
+
+    The gateway is stopped first, so no new event runs are created; a second Ctrl-C stops waiting.
+    """
+    deadline = time.monotonic() + grace
+    announced = False
+    try:
+        while (active := _active_flow_runs(prefect_api_url)) and time.monotonic() < deadline:
+            if not announced:
+                _say(
+                    f"waiting up to {grace:.0f}s for {active} flow run(s) under way to finish "
+                    "(Ctrl-C again stops them now)"
+                )
+                announced = True
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        _say("not waiting: stopping the runs under way")
+        return
+    if active:
+        _say(f"{active} flow run(s) still under way after {grace:.0f}s: stopping them")
+
+
+def _stop(children: list[Child], prefect_api_url: str, grace: float) -> None:
+    """Stop in reverse start order, each before the next, so nothing outlives what it talks to.
+
+    The gateway goes first (it stops creating runs; webhooks are then refused and the providers retry them);
+    runs already under way get `grace` seconds to finish; then the runner alone is told to stop (it cancels
+    whatever is left, through Prefect), then the rest of its process group and the Prefect server.
+    """
+    by_name = {child.name: child.process for child in children if child.process is not None}
+    for name in reversed([child.name for child in children]):
+        process = by_name.get(name)
+        if process is None:
+            continue
+        if name == "flow runner" and process.poll() is None:
+            _wait_for_flow_runs(prefect_api_url, grace)
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)  # the runner only: its runs must not get it directly
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=15)
+        _stop_group(process)
 
 
 def up() -> int:
@@ -230,7 +289,7 @@ def up() -> int:
         _say(f"could not start: {exc}")
         return 1
     finally:
-        _stop([child.process for child in children if child.process is not None])
+        _stop(children, f"{prefect_url}/api", settings.stop_grace_seconds)
 
 
 def _redact(url: str) -> str:

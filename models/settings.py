@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     dispatch_stuck_pending_seconds: float = 90.0
     dispatch_stuck_running_seconds: float = 1800.0
     dispatch_max_runs: int = 3
+    # Ctrl-C on `avatar-crm up`: how long flow runs already running may take to finish before the runner is
+    # stopped (which cancels what is left; the dispatcher gives those events a new run at the next start).
+    stop_grace_seconds: float = 30.0
 
     # --- Prefect (the variables Prefect itself reads; mirrored here so `up` can set them) ---------
     prefect_port: int = 4200

@@ -175,3 +175,38 @@ def test_a_provider_answering_429_and_503_delays_messages_never_drops_or_doubles
         f"provider 429/503: {count} events, {count} acks, {sum(refused.values())} refused requests, "
         f"{len(sms.sent)} SMS after {swept} extra sweeps, {time.monotonic() - started:.0f}s"
     )
+
+
+def test_ctrl_c_lets_runs_under_way_finish_then_stops(rig: Rig, sms, tmp_path: Path) -> None:
+    """Ctrl-C on `make up` with booking runs mid-send: they finish (Completed, not Crashed), each patient
+    has their one confirmation before `up` exits, and the next start finds nothing to redo."""
+    stack = Stack(tmp_path, {"DISPATCH_POLL_SECONDS": "0.5"})
+    stack.start()
+    count = 3
+    try:
+        sms.latency = 4.0  # each send takes a while: Ctrl-C comes while they are under way
+        posted = post_bookings(stack.gateway_url, rig.wix_keys, 0, count, workers=count)
+        assert [p.status for p in posted] == [200] * count
+        wait_until(lambda: len(sms.requests) >= 1 and not sms.sent, timeout=90, interval=0.1)
+        assert stack.running_flow_runs() >= 1
+        assert stack.process is not None
+        stack.process.send_signal(signal.SIGINT)
+        assert stack.process.wait(timeout=120) == 0, stack.log_tail()
+    finally:
+        sms.latency = 0.0
+        stack.stop()
+    rows = inbox_rows()
+    assert [row.status for row in rows] == [InboxStatus.PROCESSED] * count, stack.log_tail()
+    _assert_each_patient_got_one_confirmation(sms, posted)
+    assert "flow run(s) under way to finish" in stack.log_tail(None)  # and it said why it waited
+
+    stack.start()  # the next start: no run of the stop left Crashed or Cancelled, nothing sent again
+    try:
+        states = httpx.post(f"{stack.prefect_api}/flow_runs/filter", json={"limit": 200}, timeout=10).json()
+        finished = Counter(run["state_type"] for run in states if run["deployment_id"])
+        assert finished.get("CRASHED", 0) == finished.get("CANCELLED", 0) == 0, finished
+        assert finished.get("COMPLETED", 0) >= count
+        time.sleep(5)
+        _assert_each_patient_got_one_confirmation(sms, posted)
+    finally:
+        stack.stop()
