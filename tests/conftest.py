@@ -11,7 +11,7 @@ import os
 import socket
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -34,6 +34,27 @@ os.environ.update(
         "RATE_LIMIT_PER_SECOND": "0",
     }
 )
+
+
+_FIGURES: list[str] = []
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """Record a measured figure (events, acks, messages, drain time); printed at the end of the run."""
+
+    def record(line: str) -> None:
+        database = os.environ.get("CRM_TEST_DATABASE_URL", "sqlite").partition(":")[0] or "sqlite"
+        _FIGURES.append(f"[{database}] {request.node.name}: {line}")
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _FIGURES:
+        terminalreporter.section("figures")
+        for line in _FIGURES:
+            terminalreporter.write_line(line)
 
 
 def _unused_port() -> int:

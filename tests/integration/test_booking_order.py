@@ -46,8 +46,9 @@ def _claimed_at() -> dict[str, float]:
 
 
 def test_shuffled_triplicate_lifecycles_end_cancelled_with_no_stale_text(
-    rig: Rig, sms, gateway_url: str
+    rig: Rig, sms, gateway_url: str, figures
 ) -> None:
+    started = time.monotonic()
     lives: dict[str, dict[int, bytes]] = {}
     for i in range(BOOKINGS):
         bid, start = new_booking_id(), local_slot(3 + i % 4, 9 + i % 8)
@@ -99,6 +100,7 @@ def test_shuffled_triplicate_lifecycles_end_cancelled_with_no_stale_text(
         chance.shuffle(late_cancels)
         list(pool.map(deliver, late_cancels))
     wait_processed(BOOKINGS * 3, timeout=90)
+    drained = time.monotonic() - started
 
     claimed = _claimed_at()
     for bid in lives:
@@ -117,3 +119,9 @@ def test_shuffled_triplicate_lifecycles_end_cancelled_with_no_stale_text(
         assert len(kinds) == len(set(kinds)), (bid, kinds)
         late = [key for key in keys if key.split(":")[2] in BOOKED and claimed[key] > cancel_acked[bid]]
         assert late == [], f"booked/moved text claimed after the cancellation was stored: {late}"
+    sends = [r for r in sms.requests if r["path"] == "/v1/messages"]
+    figures(
+        f"{BOOKINGS} bookings x 3 revisions x {COPIES} copies shuffled: {len(burst) + len(late_cancels)} "
+        f"events acknowledged, {len({r['headers']['idempotency-key'] for r in sends})} distinct texts, "
+        f"0 stale, 0 twice; processed {drained:.0f}s after the first post"
+    )

@@ -63,7 +63,7 @@ def _assert_each_patient_got_one_confirmation(sms, posted: list[Posted]) -> None
 
 
 def test_whole_stack_killed_with_runs_in_flight_then_restarted_processes_every_acknowledged_event(
-    stack: Stack, rig: Rig, sms
+    stack: Stack, rig: Rig, sms, figures
 ) -> None:
     count = 40
     started = time.monotonic()
@@ -90,7 +90,7 @@ def test_whole_stack_killed_with_runs_in_flight_then_restarted_processes_every_a
     _assert_each_patient_got_one_confirmation(sms, posted)
     redispatched = sum(row.redispatches for row in rows)
     assert redispatched > 0  # the dead runs were found and their events run again
-    print(
+    figures(
         f"whole-stack SIGKILL: {count} events, {count} acks, {in_flight} runs Running at the kill, "
         f"rows then {dict(before)}, {sent_before} SMS sent before; after restart {redispatched} events "
         f"re-dispatched, {len(sms.sent)} SMS in all; events "
@@ -100,7 +100,7 @@ def test_whole_stack_killed_with_runs_in_flight_then_restarted_processes_every_a
 
 
 def test_prefect_server_killed_then_frozen_under_load_every_webhook_acknowledged_and_processed(
-    stack: Stack, rig: Rig, sms
+    stack: Stack, rig: Rig, sms, figures
 ) -> None:
     started = time.monotonic()
     with ThreadPoolExecutor(1) as background:
@@ -131,7 +131,7 @@ def test_prefect_server_killed_then_frozen_under_load_every_webhook_acknowledged
     _wait_every_patient_messaged(sms, posted, timeout=150)
     _assert_each_patient_got_one_confirmation(sms, posted)
     assert "prefect server exited with code -9; restarting it" in stack.log_tail(lines=None)
-    print(
+    figures(
         f"Prefect server SIGKILL + SIGSTOP: {count} events, {count} acks, "
         f"{sum(row.redispatches for row in rows)} re-dispatched, {len(sms.sent)} SMS; "
         f"drained {drained - started:.0f}s after the first "
@@ -144,7 +144,7 @@ UNAVAILABLE = (503, {"message": "Service temporarily unavailable"}, {"Retry-Afte
 
 
 def test_a_provider_answering_429_and_503_delays_messages_never_drops_or_doubles_them(
-    rig: Rig, sms, gateway_url: str
+    rig: Rig, sms, gateway_url: str, figures
 ) -> None:
     count = 30
     sms.script(*[THROTTLED, UNAVAILABLE] * 6)  # the next 12 sends, whoever makes them
@@ -171,13 +171,13 @@ def test_a_provider_answering_429_and_503_delays_messages_never_drops_or_doubles
     refused = Counter(r["status"] for r in sms.requests if r["path"] == "/v1/messages" and r["status"] != 200)
     assert refused == {429: 6, 503: 6}  # the provider did refuse: the messages were delayed
     _assert_each_patient_got_one_confirmation(sms, posted)
-    print(
+    figures(
         f"provider 429/503: {count} events, {count} acks, {sum(refused.values())} refused requests, "
         f"{len(sms.sent)} SMS after {swept} extra sweeps, {time.monotonic() - started:.0f}s"
     )
 
 
-def test_ctrl_c_lets_runs_under_way_finish_then_stops(rig: Rig, sms, tmp_path: Path) -> None:
+def test_ctrl_c_lets_runs_under_way_finish_then_stops(rig: Rig, sms, tmp_path: Path, figures) -> None:
     """Ctrl-C on `make up` with booking runs mid-send: they finish (Completed, not Crashed), each patient
     has their one confirmation before `up` exits, and the next start finds nothing to redo."""
     stack = Stack(tmp_path, {"DISPATCH_POLL_SECONDS": "0.5"})
@@ -191,7 +191,9 @@ def test_ctrl_c_lets_runs_under_way_finish_then_stops(rig: Rig, sms, tmp_path: P
         assert stack.running_flow_runs() >= 1
         assert stack.process is not None
         stack.process.send_signal(signal.SIGINT)
+        interrupted = time.monotonic()
         assert stack.process.wait(timeout=120) == 0, stack.log_tail()
+        stopped = time.monotonic() - interrupted
     finally:
         sms.latency = 0.0
         stack.stop()
@@ -199,6 +201,7 @@ def test_ctrl_c_lets_runs_under_way_finish_then_stops(rig: Rig, sms, tmp_path: P
     assert [row.status for row in rows] == [InboxStatus.PROCESSED] * count, stack.log_tail()
     _assert_each_patient_got_one_confirmation(sms, posted)
     assert "flow run(s) under way to finish" in stack.log_tail(None)  # and it said why it waited
+    figures(f"Ctrl-C: {count} events, {count} processed, {len(sms.sent)} SMS; up exited {stopped:.0f}s after")
 
     stack.start()  # the next start: no run of the stop left Crashed or Cancelled, nothing sent again
     try:
