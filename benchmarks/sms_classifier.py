@@ -16,7 +16,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from flows.sms_classifier import classify  # noqa: E402
+from messaging.sms_classifier import classify  # noqa: E402
 from tests import sms_corpus  # noqa: E402
 
 

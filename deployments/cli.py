@@ -197,9 +197,9 @@ def reminders_sweep(
 
 def _staff_change(phone: str, lift: bool, note: str) -> bool:
     from deployments.cli_campaign import refuse, staff_source
-    from flows import consent
-    from flows.contacts import normalize_phone
     from flows.sms_triage import find_contact
+    from messaging import consent
+    from messaging.contacts import normalize_phone
     from models import get_settings, session_scope
 
     e164 = normalize_phone(phone, get_settings().default_phone_region)
@@ -241,7 +241,7 @@ def sms_classify() -> None:
     import json
     import sys
 
-    from flows.sms_classifier import classify_with_fallback
+    from messaging.sms_classifier import classify_with_fallback
     from models import get_settings
 
     settings = get_settings()

@@ -69,7 +69,7 @@ def launch(
     """Launch a campaign: a run of the campaign-send deployment (at `send_at`, if the file sets one)."""
     from flows.campaign_content import ContentError, check_content
     from flows.campaign_spec import CampaignFileError, load_spec
-    from flows.email_messages import ClinicIdentity
+    from messaging.email_wording import ClinicIdentity
     from models import get_settings
     from models.types import utcnow
 
@@ -181,7 +181,7 @@ def evaluate(
 def staff_source(note: str, *, required: bool) -> Any:
     """The ledger's record of a staff change; lifting a suppression or granting consent needs a note of what
     the patient said (the Spam Act puts the proof of consent on us)."""
-    from flows import consent
+    from messaging import consent
     from models import ConsentOrigin
 
     if required and not note.strip():
@@ -191,8 +191,8 @@ def staff_source(note: str, *, required: bool) -> Any:
 
 def refuse(refused: Any) -> NoReturn:
     """A staff change that would override the patient's own opt-out: kept in the ledger, said plainly, and
-    the command fails (`refused` is a `flows.consent.ConsentRefused`)."""
-    from flows import consent
+    the command fails (`refused` is a `messaging.consent.ConsentRefused`)."""
+    from messaging import consent
     from models import session_scope
 
     with session_scope() as session:
@@ -202,8 +202,8 @@ def refuse(refused: Any) -> NoReturn:
 
 
 def _consent(email: str | None, phone: str | None, granted: bool, note: str) -> None:
-    from flows import consent
-    from flows.contacts import AddressKind, find_contacts, normalize_email, normalize_phone
+    from messaging import consent
+    from messaging.contacts import AddressKind, find_contacts, normalize_email, normalize_phone
     from models import Channel, get_settings, session_scope
 
     if bool(email) == bool(phone):
@@ -273,7 +273,7 @@ def _tag(tag: str, addresses: list[str], file: Path | None, *, add: bool) -> Non
     from sqlalchemy import delete
     from sqlmodel import select
 
-    from flows.contacts import AddressKind, find_contacts, normalize_email, normalize_phone
+    from messaging.contacts import AddressKind, find_contacts, normalize_email, normalize_phone
     from models import ContactTag, get_settings, session_scope
 
     tag = tag.strip()

@@ -17,8 +17,8 @@ import httpx
 from sqlmodel import select
 
 from deployments.stack import DEMO_PRIVATE_KEY
-from flows.contacts import mask_phone
-from flows.email_messages import EmailContent
+from messaging.contacts import mask_phone
+from messaging.email_wording import EmailContent
 from models import (
     Booking,
     Channel,

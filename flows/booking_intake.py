@@ -23,8 +23,10 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 from sqlmodel import Session, select
 
-from flows.consent import may_send
-from flows.contacts import (
+from flows.tasks.calendar import sync_calendar
+from flows.tasks.send import send_message
+from messaging.consent import may_send
+from messaging.contacts import (
     ContactInput,
     can_receive_sms,
     lock_keys,
@@ -33,12 +35,10 @@ from flows.contacts import (
     normalize_phone,
     upsert_contact,
 )
-from flows.email_messages import ClinicIdentity, booking_email_key, render_booking_email
-from flows.messages import BookingFacts, render
-from flows.outbox import BOOKING_NOTICES, queue_message, transition
-from flows.reminder_policy import PlannedReminder, ReminderPolicy
-from flows.tasks.calendar import sync_calendar
-from flows.tasks.send import send_message
+from messaging.email_wording import ClinicIdentity, booking_email_key, render_booking_email
+from messaging.outbox import BOOKING_NOTICES, queue_message, transition
+from messaging.reminder_policy import PlannedReminder, ReminderPolicy
+from messaging.sms_wording import BookingFacts, render
 from models import (
     AuditLog,
     Booking,

@@ -6,7 +6,7 @@ own outbox writes are never held up behind one long read.
 
 Consent and suppression are part of the query, not a filter a marketer can leave out: only contacts who opted
 in to marketing on the channel, hold an address on it, and whose address is not suppressed for marketing on
-it (`flows.consent.may_send`: a STOP, which suppresses everything by SMS, counts too). The same check is
+it (`messaging.consent.may_send`: a STOP, which suppresses everything by SMS, counts too). The same check is
 repeated just before each batch is sent (`flows/campaign_outbox.py`).
 """
 
@@ -22,8 +22,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import ColumnElement, and_, exists, func, select
 
 from flows.campaign_spec import Audience, CampaignSpec
-from flows.consent import may_send
-from flows.contacts import can_receive_sms
+from messaging.consent import may_send
+from messaging.contacts import can_receive_sms
 from models import Booking, BookingStatus, Channel, Contact, ContactTag, Purpose, session_scope
 
 PAGE_SIZE = 1000

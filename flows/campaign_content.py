@@ -19,7 +19,7 @@ from typing import Any
 from jinja2 import TemplateError
 
 from flows.campaign_spec import TEMPLATES, CampaignSpec, Variant
-from flows.email_messages import ClinicIdentity
+from messaging.email_wording import ClinicIdentity
 from providers.sendgrid import EmailContent
 
 SMS_MAX_LENGTH = 765  # MobileMessage's limit (5 concatenated GSM-7 parts)

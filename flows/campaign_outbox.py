@@ -1,7 +1,7 @@
 """Campaign rows in the outbox, handled in bulk: queue thousands at once, claim a provider-sized batch,
 record a batch's results — each one transaction, never one ORM flush per recipient.
 
-The single-message functions in `flows/outbox.py` stay the model: a unique idempotency key per message
+The single-message functions in `messaging/outbox.py` stay the model: a unique idempotency key per message
 (`campaign:{slug}:{contact_id}`, whatever the variant, so a contact gets one message per campaign however
 often it is run), a suppression and consent re-check at claim time, and every status change written to
 `OutboundMessageEvent` — except the two that would triple a 100,000-recipient campaign's writes and say
@@ -36,9 +36,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
-from flows import outbox
-from flows.consent import may_send
-from flows.outbox import Outcome
+from messaging import outbox
+from messaging.consent import may_send
+from messaging.outbox import Outcome
 from models import (
     Channel,
     Contact,

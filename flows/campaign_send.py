@@ -59,12 +59,12 @@ from flows.campaign_content import (
 )
 from flows.campaign_outbox import ACCEPTED, Batch, CampaignMessage, NewMessage
 from flows.campaign_spec import CampaignSpec, slugify
-from flows.email_messages import ClinicIdentity
-from flows.outbox import Outcome
-from flows.provider_slots import ProviderSlots, SlotTimeoutError
-from flows.reminder_policy import ReminderPolicy
 from flows.run_logger import describe_counts, run_logger
 from flows.tasks.sms import get_sms_client, sms_slot
+from messaging.email_wording import ClinicIdentity
+from messaging.outbox import Outcome
+from messaging.provider_slots import ProviderSlots, SlotTimeoutError
+from messaging.reminder_policy import ReminderPolicy
 from models import Campaign, CampaignStatus, Channel, MessageStatus, Settings, get_settings, session_scope
 from models.types import utcnow
 from providers.mobilemessage import MAX_MESSAGES_PER_REQUEST, MobileMessageError, SmsMessage

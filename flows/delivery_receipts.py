@@ -18,8 +18,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 from sqlmodel import Session, select
 
-from flows.outbox import transition
 from flows.run_logger import describe_counts
+from messaging.outbox import transition
 from models import (
     DeliveryReceipt,
     InboxStatus,

@@ -8,7 +8,7 @@ always checked against the address the message went to. Then:
 - delivered → DELIVERED; bounce → BOUNCED; dropped → FAILED (with SendGrid's reason, addresses redacted).
   A status never moves backwards: SendGrid sends events out of order and more than once, so a `delivered`
   after a bounce changes nothing; the one move out of DELIVERED is to BOUNCED (mail servers bounce late).
-- open / click → recorded as our own pixel and tracked links record them (`flows/engagement.py`): one
+- open / click → recorded as our own pixel and tracked links record them (`messaging/engagement.py`): one
   "opened" event, one "clicked" event per URL, `opened_at` / `clicked_at` the earliest seen; a click implies
   an open. Machine opens (Apple Mail privacy prefetching, `sg_machine_open`) are counted but change nothing.
 - spamreport / unsubscribe / group_unsubscribe → no more marketing email to the address. An opt-out is
@@ -42,10 +42,10 @@ from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 from sqlmodel import Session, select
 
-from flows.consent import ConsentSource, grant, withdraw
-from flows.contacts import find_contacts, normalize_email
-from flows.engagement import Engagement, record_engagement
-from flows.outbox import transition
+from messaging.consent import ConsentSource, grant, withdraw
+from messaging.contacts import find_contacts, normalize_email
+from messaging.engagement import Engagement, record_engagement
+from messaging.outbox import transition
 from models import (
     Channel,
     ConsentOrigin,

@@ -25,13 +25,14 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, State
 from sqlmodel import Session, select
 
-from flows import consent, messages
 from flows.booking_intake import booking_facts, mark_failed
-from flows.contacts import find_contacts, normalize_phone
-from flows.outbox import queue_message
-from flows.sms_classifier import OPT_OUT_SURE, Classification, Intent, classify_with_fallback
 from flows.tasks.send import send_message
 from flows.tasks.staff import staff_notices
+from messaging import consent
+from messaging import sms_wording as messages
+from messaging.contacts import find_contacts, normalize_phone
+from messaging.outbox import queue_message
+from messaging.sms_classifier import OPT_OUT_SURE, Classification, Intent, classify_with_fallback
 from models import (
     AuditLog,
     Booking,

@@ -12,7 +12,7 @@ class ConsentAction(StrEnum):
 
 
 class ConsentOrigin(StrEnum):
-    """Who made a consent change. The patient's own word outranks everyone else's (`flows/consent.py`)."""
+    """Who made a consent change. The patient's own word outranks everyone else's (`messaging/consent.py`)."""
 
     PATIENT_SMS = "patient_sms"  # the patient's text (STOP, START), or their STOP reported by the provider
     PATIENT_EMAIL = "patient_email"  # the patient's unsubscribe, spam report, resubscribe (SendGrid's links)

@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from flows.sms_classifier import Intent, classify
+from messaging.sms_classifier import Intent, classify
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 DEV = FIXTURES / "sms_replies_dev.tsv"

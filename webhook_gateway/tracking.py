@@ -7,7 +7,7 @@ the exact URL that was in the email. So:
 - the pixel is always the same 1x1 GIF with `Cache-Control: no-store`, valid token or not, so probing it
   reveals nothing.
 
-Opens and clicks are recorded exactly as SendGrid's are for campaign email (`flows/engagement.py`: one
+Opens and clicks are recorded exactly as SendGrid's are for campaign email (`messaging/engagement.py`: one
 "opened" event, one "clicked" event per link, `opened_at` / `clicked_at` the first of each; a click implies
 an open). Recording failures are logged and never spoil the patient's click.
 """
@@ -25,7 +25,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
-from flows.engagement import record_engagement
+from messaging.engagement import record_engagement
 from models.types import utcnow
 from providers.tracking_tokens import TrackingClaim, verify
 

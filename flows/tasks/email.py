@@ -1,7 +1,7 @@
 """Gmail delivery of one claimed outbox email (booking notices to patients, notices to staff).
 
-The outbox row holds the rendered email (`flows/email_messages.EmailContent` as JSON); tracking is added here,
-once the row's id is known. What can go wrong, and what happens then:
+The outbox row holds the rendered email (`messaging/email_wording.EmailContent` as JSON); tracking is added
+here, once the row's id is known. What can go wrong, and what happens then:
 - Google not configured (no OAuth client): sandboxed, as SMS is without credentials: recorded, nothing sent;
 - no connected account, or Google refused its token: pending, retried with backoff until someone connects
   the account (or the message's deadline passes): delayed, never dropped;
@@ -18,9 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from flows.email_messages import EmailContent, add_tracking
-from flows.outbox import ClaimedMessage, Outcome
-from flows.provider_slots import ProviderSlots, SlotTimeoutError
+from messaging.email_wording import EmailContent, add_tracking
+from messaging.outbox import ClaimedMessage, Outcome
+from messaging.provider_slots import ProviderSlots, SlotTimeoutError
 from models import MessageStatus, get_settings
 from providers import gmail
 from providers.google_api import (

@@ -16,13 +16,13 @@ from datetime import datetime
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from flows import outbox
-from flows.outbox import ClaimedMessage, Outcome
-from flows.provider_slots import ProviderSlots, SlotTimeoutError
 from flows.run_logger import describe_counts, run_logger
 from flows.tasks.email import deliver_email, gmail_slot
 from flows.tasks.sms import deliver_sms, sms_slot
 from flows.tasks.staff import deliver_staff_notice
+from messaging import outbox
+from messaging.outbox import ClaimedMessage, Outcome
+from messaging.provider_slots import ProviderSlots, SlotTimeoutError
 from models import Channel, MessageStatus
 
 SENDERS: dict[str, Callable[[ClaimedMessage], Awaitable[Outcome]]] = {

@@ -3,7 +3,7 @@
 Transient trouble (timeouts, 429, 5xx) is retried inside the client with backoff and jitter; if the provider
 is still down after that, the outcome is "pending" and the message waits for the next sweep, so an outage
 delays a message but never loses it. The outbox key doubles as MobileMessage's `Idempotency-Key`, so even a
-send whose answer was lost is not delivered twice. Provider slots (`flows/provider_slots.py`) keep every
+send whose answer was lost is not delivered twice. Provider slots (`messaging/provider_slots.py`) keep every
 process together within MobileMessage's five simultaneous requests.
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 
-from flows.outbox import ClaimedMessage, Outcome
-from flows.provider_slots import ProviderSlots, SlotTimeoutError
+from messaging.outbox import ClaimedMessage, Outcome
+from messaging.provider_slots import ProviderSlots, SlotTimeoutError
 from models import MessageStatus, get_settings
 from providers.mobilemessage import MobileMessageClient, MobileMessageError, SmsMessage
 

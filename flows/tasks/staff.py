@@ -11,8 +11,8 @@ from __future__ import annotations
 from prefect.artifacts import acreate_markdown_artifact
 from sqlmodel import Session
 
-from flows.email_messages import ClinicIdentity, render_staff_email
-from flows.outbox import ClaimedMessage, Outcome, queue_message
+from messaging.email_wording import ClinicIdentity, render_staff_email
+from messaging.outbox import ClaimedMessage, Outcome, queue_message
 from models import Channel, MessageKind, MessageStatus, OutboundMessage, Purpose, Settings, get_settings
 
 PROVIDER = "prefect-artifact"

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from sqlmodel import select
 
-from flows.consent import ConsentSource, withdraw
+from messaging.consent import ConsentSource, withdraw
 from models import (
     Campaign,
     CampaignStatus,

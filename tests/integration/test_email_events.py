@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from flows.consent import may_send
+from messaging.consent import may_send
 from models import (
     Campaign,
     Channel,

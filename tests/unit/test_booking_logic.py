@@ -10,10 +10,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlmodel import Session, select
 
-from flows import outbox as outbox_ops
 from flows.booking_intake import apply_event
-from flows.contacts import lock_keys
-from flows.messages import format_local_time
+from messaging import outbox as outbox_ops
+from messaging.contacts import lock_keys
+from messaging.sms_wording import format_local_time
 from models import (
     AuditLog,
     Booking,

@@ -26,8 +26,8 @@ from flows import campaign_send as campaign_flow
 from flows.campaign_audience import assignment_point, stream_recipients
 from flows.campaign_send import CampaignError, campaign_send, campaign_winner
 from flows.campaign_spec import CampaignSpec
-from flows.consent import ConsentSource, set_marketing_consent, withdraw
-from flows.outbox import Outcome
+from messaging.consent import ConsentSource, set_marketing_consent, withdraw
+from messaging.outbox import Outcome
 from models import (
     Booking,
     Campaign,

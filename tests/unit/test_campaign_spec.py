@@ -17,7 +17,7 @@ from flows.campaign_content import (
     sms_text,
 )
 from flows.campaign_spec import CampaignFileError, CampaignSpec, load_spec, slugify
-from flows.email_messages import ClinicIdentity
+from messaging.email_wording import ClinicIdentity
 
 TEMPLATE = "d-0123456789abcdef0123456789abcdef"
 EXAMPLE = Path(__file__).resolve().parents[2] / "deployments" / "campaign.example.yaml"

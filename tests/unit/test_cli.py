@@ -22,7 +22,7 @@ from deployments.stack import ensure_demo_wix_keys
 from flows.booking_intake import apply_event
 from flows.campaign_send import open_campaign
 from flows.campaign_spec import CampaignSpec
-from flows.email_messages import EmailContent
+from messaging.email_wording import EmailContent
 from models import (
     Campaign,
     CampaignStatus,

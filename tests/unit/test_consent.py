@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import select
 
-from flows import consent, outbox
-from flows.outbox import Outcome
+from messaging import consent, outbox
+from messaging.outbox import Outcome
 from models import (
     Channel,
     ConsentEvent,

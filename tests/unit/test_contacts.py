@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlmodel import select
 
-from flows.contacts import ContactInput, find_contacts, upsert_contact
+from messaging.contacts import ContactInput, find_contacts, upsert_contact
 from models import Contact, session_scope
 from models.crypto import get_cipher
 

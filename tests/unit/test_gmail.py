@@ -18,20 +18,20 @@ import pytest
 from googleapiclient.http import HttpMockSequence
 from sqlmodel import select
 
-from flows.consent import ConsentSource, withdraw
-from flows.email_messages import (
+from flows.sms_triage import apply_reply
+from flows.tasks.email import compose
+from flows.tasks.send import send_due, send_message
+from messaging.consent import ConsentSource, withdraw
+from messaging.email_wording import (
     ClinicIdentity,
     EmailContent,
     add_tracking,
     render_booking_email,
     render_staff_email,
 )
-from flows.messages import BookingFacts
-from flows.outbox import ClaimedMessage
-from flows.sms_classifier import classify
-from flows.sms_triage import apply_reply
-from flows.tasks.email import compose
-from flows.tasks.send import send_due, send_message
+from messaging.outbox import ClaimedMessage
+from messaging.sms_classifier import classify
+from messaging.sms_wording import BookingFacts
 from models import (
     AuditLog,
     Booking,

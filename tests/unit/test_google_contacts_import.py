@@ -17,8 +17,8 @@ from sqlalchemy import text
 from sqlmodel import Session, select
 
 from flows import google_contacts_import as importer
-from flows.contacts import lock_keys
 from flows.google_contacts_import import artifact_rows, google_contacts_import, is_temporary, run_import
+from messaging.contacts import lock_keys
 from models import (
     AuditLog,
     Contact,

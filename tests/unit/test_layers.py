@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("models", "providers", "blocks", "flows", "webhook_gateway", "deployments", "tests")
+PACKAGES = ("models", "providers", "blocks", "messaging", "flows", "webhook_gateway", "deployments", "tests")
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
@@ -49,9 +49,9 @@ def test_the_tree_keeps_its_layers(tree_copy: Path) -> None:
 @pytest.mark.parametrize(
     ("module", "line", "broken"),
     [
-        ("models/settings.py", "import flows.outbox", "Layers"),
+        ("models/settings.py", "import messaging.outbox", "Layers"),
         ("providers/mobilemessage.py", "import webhook_gateway.app", "Layers"),
-        ("flows/outbox.py", "import deployments.cli", "Layers"),
+        ("messaging/outbox.py", "import deployments.cli", "Layers"),
         ("deployments/demo.py", "import tests.servers", "Production code never imports the tests"),
     ],
 )

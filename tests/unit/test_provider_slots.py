@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from flows.provider_slots import ProviderSlots, SlotTimeoutError
+from messaging.provider_slots import ProviderSlots, SlotTimeoutError
 from models import get_engine
 
 pytestmark = pytest.mark.db

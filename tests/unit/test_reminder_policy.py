@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flows.reminder_policy import (
+from messaging.reminder_policy import (
     PlannedReminder,
     ReminderPlan,
     ReminderPolicy,

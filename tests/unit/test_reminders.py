@@ -22,10 +22,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlmodel import select
 
-from flows import outbox
-from flows.messages import format_local_time
 from flows.reminder_sweep import artifact_rows
 from flows.tasks.send import send_due
+from messaging import outbox
+from messaging.sms_wording import format_local_time
 from models import (
     Booking,
     BookingStatus,
@@ -392,7 +392,7 @@ def test_a_claim_whose_process_died_is_sent_at_the_next_sweep_with_the_same_key(
     skip_notices()
     day_before = reminders(bid)[0]
     due = (start - timedelta(hours=24)).isoformat()
-    crash = "from datetime import datetime; from flows import outbox; import os; "
+    crash = "from datetime import datetime; from messaging import outbox; import os; "
     crash += f"outbox.claim({day_before.id}, now=datetime.fromisoformat({due!r})); os._exit(9)"
     subprocess.run([sys.executable, "-c", crash], check=False, timeout=60)  # claimed, then killed mid-send
     assert reminders(bid)[0].status == MessageStatus.SENDING

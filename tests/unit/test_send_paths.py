@@ -1,4 +1,4 @@
-"""Every send path asks one function first: `flows.consent.may_send(channel, purpose)`.
+"""Every send path asks one function first: `messaging.consent.may_send(channel, purpose)`.
 
 Two halves, so that a new send path cannot slip past unnoticed:
 - the code: every call that hands a message to a provider (`….send(…)` anywhere in the application) is one of
@@ -27,13 +27,13 @@ import pytest
 from sqlalchemy import ColumnElement, delete, text
 from sqlmodel import Session, select
 
-from flows import consent
 from flows.campaign_send import campaign_send, campaign_winner
 from flows.campaign_spec import CampaignSpec
-from flows.outbox import ClaimedMessage, Outcome
-from flows.sms_classifier import classify
 from flows.sms_triage import apply_reply
 from flows.tasks.send import SENDERS, send_due, send_message
+from messaging import consent
+from messaging.outbox import ClaimedMessage, Outcome
+from messaging.sms_classifier import classify
 from models import Campaign, Channel, ConsentOrigin, MessageStatus, OutboundMessage, Purpose, session_scope
 from providers.mobilemessage import MobileMessageClient
 from providers.wix_simulator import WixKeys
@@ -46,7 +46,12 @@ from tests.unit.test_campaign_send import Killed, email_spec
 from tests.unit.test_campaign_send import sendgrid as sendgrid
 
 ROOT = Path(__file__).resolve().parents[2]
-APPLICATION = ("flows", "deployments", "webhook_gateway")  # `providers/` are the clients these call
+APPLICATION = (
+    "messaging",
+    "flows",
+    "deployments",
+    "webhook_gateway",
+)  # `providers/` are the clients these call
 
 # Every place the application hands messages to a provider, and the type of message it takes.
 PROVIDER_CALLS = {
@@ -57,7 +62,7 @@ PROVIDER_CALLS = {
 }
 # The only places those messages are made: each after asking `may_send` (driven below).
 CLAIMS = {
-    "ClaimedMessage": {("flows/outbox.py", "_claim_checked")},
+    "ClaimedMessage": {("messaging/outbox.py", "_claim_checked")},
     "CampaignMessage": {
         ("flows/campaign_outbox.py", "claim_batch"),
         ("flows/campaign_outbox.py", "abandoned"),

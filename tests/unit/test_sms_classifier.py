@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from flows.sms_classifier import OPT_OUT_SURE, Classification, Intent, classify, classify_with_fallback
+from messaging.sms_classifier import OPT_OUT_SURE, Classification, Intent, classify, classify_with_fallback
 from models import Settings
 from tests import sms_corpus
 from tests.fakes.llm import FakeChatModel
@@ -272,7 +272,7 @@ async def test_any_model_failure_falls_back_to_the_rules(
             model.raw_body = b"<html>Bad gateway</html>"
         case "unreachable":
             url = f"http://127.0.0.1:{free_port()}/v1"
-    with caplog.at_level(logging.WARNING, logger="flows.sms_classifier"):
+    with caplog.at_level(logging.WARNING, logger="messaging.sms_classifier"):
         result = await classify_with_fallback(UNSURE, llm_settings(url, sms_llm_timeout_seconds=timeout))
     assert result == classify(UNSURE)
     assert any("using the rules answer" in r.getMessage() for r in caplog.records)

@@ -13,8 +13,8 @@ import pytest
 from sqlmodel import select
 
 from flows.delivery_receipts import apply_receipts
-from flows.sms_classifier import Classification, Intent, classify
 from flows.sms_triage import apply_reply
+from messaging.sms_classifier import Classification, Intent, classify
 from models import (
     Booking,
     Channel,

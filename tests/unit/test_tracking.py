@@ -138,7 +138,7 @@ def test_a_genuine_click_redirects_to_exactly_the_signed_url_and_is_recorded(
 def test_each_link_is_one_click_event_and_the_stamps_are_when_the_history_says(
     gateway: str, message_id: int
 ) -> None:
-    """What `flows/engagement.py` records for SendGrid's events too (tests/unit/test_email_events.py)."""
+    """What `messaging/engagement.py` records for SendGrid's events too (tests/unit/test_email_events.py)."""
     other = "https://clinic.example/prepare-for-your-mri"
     pixel = f"{gateway}/t/o/{open_token(message_id)}"
     _get(pixel)
@@ -162,8 +162,9 @@ def test_each_link_is_one_click_event_and_the_stamps_are_when_the_history_says(
 
 
 def test_requests_racing_each_other_still_record_one_open_and_one_click_per_link(message_id: int) -> None:
-    """Two devices, a double click, a mail client fetching the pixel twice: on PostgreSQL, without the row
-    lock in `flows/engagement.py`, most of these would each find the email unopened and add an "opened"."""
+    """Two devices, a double click, a mail client fetching the pixel twice: on PostgreSQL, without the
+    row lock in `messaging/engagement.py`, most of these would each find the email unopened and add an
+    "opened"."""
     other = "https://clinic.example/prepare-for-your-mri"
     claims = [
         *[TrackingClaim("open", message_id)] * 4,

@@ -1,6 +1,6 @@
 """Replies in the languages most spoken at home in Australia after English: folding, a light language guess,
 and small lexicons of what a patient writes to confirm, cancel, move, stop or restart messages, or ask who we
-are. Used by `flows.sms_classifier`; intents are its `Intent` values, written here as plain strings.
+are. Used by `messaging.sms_classifier`; intents are its `Intent` values, written here as plain strings.
 
 Everything is matched on folded text: lower case, accents and other combining marks removed (Vietnamese
 "Đừng nhắn tin" and the unaccented "dung nhan tin" patients often type are the same), a few letters

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from flows.message_translations import TRANSLATIONS
+from messaging.translations import TRANSLATIONS
 from models import MessageKind
 
 

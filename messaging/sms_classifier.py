@@ -20,7 +20,7 @@ Patients' own words count too: "I don't want these texts any more", "no need for
 "wrong number" (a weaker 0.8), "not interested" (0.75) — an opt-out below `OPT_OUT_SURE` is honoured all the
 same and the patient is told how we read them and how to undo it. The opposite reads as `other`, for a person:
 "don't stop the reminders", "keep the texts coming", "should I stop my medication?". Replies in Chinese,
-Arabic, Vietnamese, Punjabi, Greek, Italian, Hindi, Spanish and Tagalog are read by `flows.sms_languages`;
+Arabic, Vietnamese, Punjabi, Greek, Italian, Hindi, Spanish and Tagalog are read by `messaging.sms_languages`;
 every language's opt-out phrases are checked on every reply.
 
 Bare CANCEL / N / no cancel the appointment, not the messages: our invitations use N for cancel.
@@ -44,7 +44,7 @@ from functools import lru_cache
 
 import httpx
 
-from flows import sms_languages
+from messaging import sms_languages
 from models import Settings
 from providers.llm import LlmClient, LlmError
 

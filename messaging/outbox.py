@@ -18,9 +18,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, func, update
 from sqlmodel import Session, select
 
-from flows import process_identity
-from flows.consent import OPT_OUT_SCOPES, ConsentSource, may_send, withdraw
-from flows.reminder_policy import ReminderPolicy
+from messaging import process_identity
+from messaging.consent import OPT_OUT_SCOPES, ConsentSource, may_send, withdraw
+from messaging.reminder_policy import ReminderPolicy
 from models import (
     Booking,
     BookingStatus,

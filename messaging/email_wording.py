@@ -1,8 +1,8 @@
 """What patients (and staff) read by email: subjects, text and HTML bodies, and engagement tracking.
 
-Templates live in `flows/templates/email/` (Jinja2; HTML autoescaped, so a patient called `<b>` is printed,
-not rendered). Every email names the clinic with its phone, address and email (Spam Act: identify the
-sender). Times use the same clinic-local formatting as SMS (`flows/messages.py`).
+Templates live in `messaging/templates/email/` (Jinja2; HTML autoescaped, so a patient called `<b>` is
+printed, not rendered). Every email names the clinic with its phone, address and email (Spam Act: identify the
+sender). Times use the same clinic-local formatting as SMS (`messaging/sms_wording.py`).
 
 An email is rendered when it is queued and stored in the outbox row's (encrypted) body as JSON. Tracking is
 added when it is sent, because only then is the outbox id known: each http(s) link in the HTML becomes a
@@ -22,7 +22,7 @@ from urllib.parse import quote_plus
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from flows.messages import BookingFacts, format_local_time
+from messaging.sms_wording import BookingFacts, format_local_time
 from models import MessageKind, Settings
 from providers.tracking_tokens import click_token, is_trackable_url, open_token
 
