@@ -10,6 +10,7 @@ import typer
 
 from deployments.cli_campaign import campaign_app, consent_app, tag_app
 from deployments.cli_google import google_app
+from deployments.cli_keys import keys_app
 from deployments.cli_wix import wix_app
 from deployments.prefect_api import prefect_api
 from models.data_dir import PRIVATE_UMASK
@@ -31,6 +32,7 @@ app.add_typer(consent_app, name="consent")
 app.add_typer(tag_app, name="tag")
 app.add_typer(google_app, name="google")
 app.add_typer(wix_app, name="wix")
+app.add_typer(keys_app, name="keys")
 
 
 @app.callback()

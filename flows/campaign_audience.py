@@ -16,7 +16,6 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, and_, exists, func, select
@@ -25,6 +24,7 @@ from flows.campaign_spec import Audience, CampaignSpec
 from messaging.consent import may_send
 from messaging.contacts import can_receive_sms
 from models import Booking, BookingStatus, Channel, Contact, ContactTag, Purpose, session_scope
+from models.crm import name_index
 
 PAGE_SIZE = 1000
 ACTIVE_STATUSES = [s.value for s in BookingStatus if s.is_active]
@@ -44,23 +44,9 @@ def _local_day_start(day: object, timezone: str) -> datetime:
     return datetime.combine(day, time.min, tzinfo=ZoneInfo(timezone))  # type: ignore[arg-type]
 
 
-DASHES = ("\u2013", "\u2014", "\u2212")  # en dash, em dash, minus: written as "-" in a campaign file
-
-
-def _name_key(column: Any) -> ColumnElement[str]:
-    """A Wix name as compared: any case, any dash (Wix writes "MRI – Knee", people type "MRI - Knee")."""
-    for dash in DASHES:
-        column = func.replace(column, dash, "-")
-    return func.lower(column)
-
-
-def _name_keys(names: list[str]) -> list[str]:
-    keys = []
-    for name in names:
-        for dash in DASHES:
-            name = name.replace(dash, "-")
-        keys.append(name.lower())
-    return keys
+def _name_indexes(kind: str, names: list[str]) -> list[str]:
+    """The blind indexes of the names a marketer wrote (services and locations are stored encrypted)."""
+    return [index for index in (name_index(kind, name) for name in names) if index is not None]
 
 
 def audience_filters(
@@ -80,10 +66,10 @@ def audience_filters(
         booked = [Booking.contact_id == Contact.id, Booking.status.not_in(GONE_STATUSES)]  # type: ignore[attr-defined]
         wanted = []
         if audience.services:
-            booked.append(_name_key(Booking.service_name).in_(_name_keys(audience.services)))
+            booked.append(Booking.service_key.in_(_name_indexes("service", audience.services)))  # type: ignore[union-attr]
             wanted.append(f"for {' / '.join(audience.services)}")
         if audience.locations:
-            booked.append(_name_key(Booking.location).in_(_name_keys(audience.locations)))
+            booked.append(Booking.location_key.in_(_name_indexes("location", audience.locations)))  # type: ignore[union-attr]
             wanted.append(f"at {' / '.join(audience.locations)}")
         label = f"no booking (not cancelled) {' '.join(wanted)}"
         filters.append((label, exists().where(and_(*booked))))

@@ -136,7 +136,8 @@ def queue_page_in_database(
     body, entirely inside the database: INSERT … SELECT, no row through Python.
 
     For email outside an A/B test group every recipient's row is the same but for the address, which is
-    copied as the contact's own ciphertext (both columns are sealed with the one CRM key), so a 100,000-name
+    copied as the contact's own ciphertext (the recipient column accepts values sealed for the contact's email
+    or phone column, models/outbox.py), so a 100,000-name
     campaign costs no per-row encryption here. Returns (rows queued, last contact id of the page or None).
     """
     address = CT.c.email if channel == Channel.EMAIL else CT.c.phone
@@ -158,7 +159,7 @@ def queue_page_in_database(
             literal(MessageKind.CAMPAIGN.value, String()),
             CT.c.id,
             address,
-            literal(get_cipher().encrypt(body.encode()), LargeBinary()),
+            literal(get_cipher().encrypt(body.encode(), "outboundmessage.body"), LargeBinary()),
             literal(MessageStatus.PENDING.value, String()),
             literal(0, Integer()),
             literal(now, UTCDateTime()),

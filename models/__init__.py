@@ -4,6 +4,7 @@ from models.audit import AuditLog
 from models.campaign import Campaign, ContactTag
 from models.consent import ConsentEvent, Suppression
 from models.crm import Booking, Contact
+from models.cryptokey import CryptoKey
 from models.db import get_engine, session_scope
 from models.enums import (
     BookingStatus,
@@ -36,6 +37,7 @@ __all__ = [
     "ConsentOrigin",
     "Contact",
     "ContactTag",
+    "CryptoKey",
     "DeliveryReceipt",
     "GoogleConnection",
     "GoogleConnectionStatus",

@@ -47,7 +47,9 @@ class ConsentEvent(SQLModel, table=True):
     action: str = Field(sa_type=String(16))  # granted | withdrawn | refused
     source: str = Field(max_length=64)  # sms_reply, provider_unsubscribe, provider_blocked, sendgrid_…, staff
     # The patient's words, or staff's note of them
-    wording: str | None = Field(default=None, sa_column=Column(EncryptedText, nullable=True))
+    wording: str | None = Field(
+        default=None, sa_column=Column(EncryptedText("consentevent.wording"), nullable=True)
+    )
     webhook_event_id: int | None = Field(default=None, foreign_key="webhookevent.id")
     actor: str = Field(max_length=64)
     origin: str = Field(sa_type=String(16))  # `ConsentOrigin`: who made the change

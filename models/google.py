@@ -22,11 +22,15 @@ class GoogleConnection(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     account_email: str = Field(max_length=320, unique=True)
-    refresh_token: str = Field(sa_column=Column(EncryptedText, nullable=False))
+    refresh_token: str = Field(
+        sa_column=Column(EncryptedText("googleconnection.refresh_token"), nullable=False)
+    )
     scopes: str = Field(sa_column=Column(Text, nullable=False))  # space-separated, as granted
     status: str = Field(default=GoogleConnectionStatus.CONNECTED, sa_type=String(16), index=True)
     status_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
-    access_token: str | None = Field(default=None, sa_column=Column(EncryptedText, nullable=True))
+    access_token: str | None = Field(
+        default=None, sa_column=Column(EncryptedText("googleconnection.access_token"), nullable=True)
+    )
     access_token_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     connected_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
@@ -40,7 +44,7 @@ class OAuthState(SQLModel, table=True):
     session_hash: str = Field(max_length=64)  # SHA-256 of the browser's session cookie
     # The connect ticket that started it: unique, so a ticket starts one sign-in and a second use is refused.
     ticket_id: str | None = Field(default=None, max_length=64, unique=True, index=True)
-    code_verifier: str = Field(sa_column=Column(EncryptedText, nullable=False))
+    code_verifier: str = Field(sa_column=Column(EncryptedText("oauthstate.code_verifier"), nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 

@@ -35,7 +35,7 @@ class WebhookEvent(SQLModel, table=True):
     # the clear so a newer event can be found before it is applied: a notice it makes obsolete is not sent.
     subject: str | None = Field(default=None, max_length=128)
     revision: int | None = Field(default=None, sa_type=BigInteger)
-    body: bytes = Field(sa_column=Column(EncryptedBytes, nullable=False))
+    body: bytes = Field(sa_column=Column(EncryptedBytes("webhookevent.body"), nullable=False))
     status: str = Field(default=InboxStatus.RECEIVED, sa_type=String(16))
     received_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     dispatch_attempts: int = Field(default=0)

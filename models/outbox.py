@@ -39,8 +39,13 @@ class OutboundMessage(SQLModel, table=True):
     kind: str = Field(sa_type=String(32))
     contact_id: int | None = Field(default=None, foreign_key="contact.id", index=True)
     booking_id: int | None = Field(default=None, foreign_key="booking.id", index=True)
-    recipient: str = Field(sa_column=Column(EncryptedText, nullable=False))
-    body: str = Field(sa_column=Column(EncryptedText, nullable=False))
+    recipient: str = Field(
+        sa_column=Column(
+            EncryptedText("outboundmessage.recipient", also=("contact.email", "contact.phone")),
+            nullable=False,
+        )
+    )
+    body: str = Field(sa_column=Column(EncryptedText("outboundmessage.body"), nullable=False))
     status: str = Field(default=MessageStatus.PENDING, sa_type=String(16))
     provider: str | None = Field(default=None, max_length=32)
     provider_message_id: str | None = Field(default=None, max_length=100, index=True)

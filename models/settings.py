@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -15,15 +16,31 @@ from typing import Literal
 from pydantic import PrivateAttr, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+PREVIOUS_SECRETS = (
+    "session_secret",
+    "wix_webhook_secret",
+    "mobilemessage_webhook_secret",
+    "sendgrid_webhook_public_key",
+)
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
-    _encryption_key: bytes | None = PrivateAttr(default=None)
+    _encryption_keys: list[bytes] | None = PrivateAttr(default=None)
 
     # --- storage -------------------------------------------------------------------------------
     crm_data_dir: Path = Path("./var")
     crm_database_url: str = ""
     crm_encryption_key: SecretStr | None = None
+    # The key ring, newest first, comma-separated: new values are sealed with the first, older ones still
+    # open values until `avatar-crm keys rotate` has re-sealed them. CRM_ENCRYPTION_KEY, when also set, is the
+    # oldest entry (so a rotation starts by adding CRM_ENCRYPTION_KEYS=<new key> beside the old setting).
+    crm_encryption_keys: SecretStr | None = None
+    # The root of the blind indexes (keyed hashes of phones, emails, services) and of the default session
+    # secret; unset: the oldest key of the ring. Set it to the oldest key before that key leaves the ring.
+    crm_blind_index_key: SecretStr | None = None
+    # `avatar-crm keys status` and the key-age check flag a key or secret in use longer than this.
+    key_max_age_days: int = 365
 
     # --- the clinic --------------------------------------------------------------------------------
     clinic_name: str = "Avatar Imaging"
@@ -33,12 +50,19 @@ class Settings(BaseSettings):
     clinic_address: str = ""  # shown in email footers (Spam Act: identify the sender)
     staff_notification_email: str = ""  # staff notices also go here by Gmail when set
     session_secret: SecretStr | None = None  # signs OAuth state cookies and tracking links
+    # Rotating a secret: the one it replaces, still accepted until SECRETS_PREVIOUS_UNTIL (an aware ISO time,
+    # required with any *_PREVIOUS): tracked links in emails already sent, webhooks signed before the
+    # provider's switch. Applies to SESSION_SECRET, WIX_WEBHOOK_SECRET, MOBILEMESSAGE_WEBHOOK_SECRET and
+    # SENDGRID_WEBHOOK_PUBLIC_KEY.
+    session_secret_previous: SecretStr | None = None
+    secrets_previous_until: datetime | None = None
     public_base_url: str = ""  # how patients' browsers reach the gateway; default: the gateway's address
     default_phone_region: str = "AU"
 
     # --- Wix -------------------------------------------------------------------------------------
     wix_public_key: str | None = None
     wix_webhook_secret: SecretStr | None = None
+    wix_webhook_secret_previous: SecretStr | None = None
     # When set, a Wix-signed webhook must name this site / app instance (the app's key signs every site's).
     # The site id also addresses reconciliation's reads through Wix's REST API, made with an API key (API
     # Keys Manager, permission "Read Bookings - Including Participants"); off while either is unset.
@@ -58,6 +82,7 @@ class Settings(BaseSettings):
     mobilemessage_max_attempts: int = 5
     mobilemessage_max_in_flight: int = 5
     mobilemessage_webhook_secret: SecretStr | None = None
+    mobilemessage_webhook_secret_previous: SecretStr | None = None
     mobilemessage_webhook_tolerance_seconds: int = 300
 
     # --- reminders and two-way SMS ---------------------------------------------------------------
@@ -81,6 +106,7 @@ class Settings(BaseSettings):
     sendgrid_from_name: str = ""  # the clinic's name when unset
     sendgrid_unsubscribe_group_id: int | None = None
     sendgrid_webhook_public_key: str | None = None
+    sendgrid_webhook_public_key_previous: str | None = None
     # SendGrid retries a failed batch for up to 24 h, maybe without re-signing it: 24 h + 1 h margin.
     sendgrid_webhook_tolerance_seconds: int = 25 * 3600
     sendgrid_timeout_seconds: float = 30.0
@@ -123,6 +149,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _defaults_from_data_dir(self) -> Settings:
+        previous = [name for name in PREVIOUS_SECRETS if getattr(self, f"{name}_previous") is not None]
+        if previous and self.secrets_previous_until is None:
+            names = ", ".join(f"{name.upper()}_PREVIOUS" for name in previous)
+            raise ValueError(f"{names} needs SECRETS_PREVIOUS_UNTIL: when the grace period ends")
+        if self.secrets_previous_until is not None and self.secrets_previous_until.tzinfo is None:
+            raise ValueError("SECRETS_PREVIOUS_UNTIL needs a timezone (e.g. 2026-12-31T00:00:00+10:00)")
         if not self.crm_database_url:
             self.crm_database_url = f"sqlite:///{self.crm_data_dir / 'crm.db'}"
         if self.sms_provider is None:
@@ -167,12 +199,26 @@ class Settings(BaseSettings):
         """Google is used once the clinic registers an OAuth client; until then email is sandboxed."""
         return bool(self.google_client_id and self.google_client_secret)
 
+    def accepted(self, name: str, now: datetime | None = None) -> list[str]:
+        """The values of secret `name` ("wix_webhook_secret", ...) a signature may be made with: the current
+        one, then the previous one until SECRETS_PREVIOUS_UNTIL."""
+        values = [getattr(self, name), getattr(self, f"{name}_previous")]
+        if self.secrets_previous_until is None or (now or datetime.now(UTC)) >= self.secrets_previous_until:
+            values = values[:1]
+        return [v if isinstance(v, str) else v.get_secret_value() for v in values if v is not None]
+
+    def session_secrets(self, now: datetime | None = None) -> list[bytes]:
+        """The session secret that signs (first), then the previous one while it is still accepted."""
+        return [self.require_session_secret()] + [
+            s.encode() for s in self.accepted("session_secret", now)[1:]
+        ]
+
     def require_session_secret(self) -> bytes:
         """The key that signs OAuth state and tracking links: `SESSION_SECRET`, or one derived from the
         encryption key so the embedded defaults work with nothing configured."""
         if self.session_secret is not None:
             return self.session_secret.get_secret_value().encode()
-        return hmac.new(self.require_encryption_key(), b"avatar-crm session secret", hashlib.sha256).digest()
+        return hmac.new(self.blind_index_root(), b"avatar-crm session secret", hashlib.sha256).digest()
 
     @property
     def encryption_key_file(self) -> Path:
@@ -188,24 +234,50 @@ class Settings(BaseSettings):
         return f"http://127.0.0.1:{self.prefect_port}/api"
 
     def require_encryption_key(self) -> bytes:
-        """The master key, from `CRM_ENCRYPTION_KEY` or the key file `make up` wrote on first run.
+        """The newest master key: the one new values are sealed with."""
+        return self.require_encryption_keys()[0]
+
+    def require_encryption_keys(self) -> list[bytes]:
+        """The key ring, newest first: `CRM_ENCRYPTION_KEYS`, then `CRM_ENCRYPTION_KEY` (or, with neither
+        set, the key file `make up` wrote on first run).
 
         Read once per settings object: every encryption, decryption and blind index asks for it, and a
         campaign of 100,000 asks 200,000 times (reading the key file each time tripled a campaign's claims).
         """
-        if self._encryption_key is None:
-            self._encryption_key = self._read_encryption_key()
-        return self._encryption_key
+        if self._encryption_keys is None:
+            self._encryption_keys = self._read_encryption_keys()
+        return self._encryption_keys
 
-    def _read_encryption_key(self) -> bytes:
-        if self.crm_encryption_key is not None:
-            return self.crm_encryption_key.get_secret_value().encode()
-        if self.encryption_key_file.exists():
-            return self.encryption_key_file.read_text().strip().encode()
-        raise RuntimeError(
-            "CRM_ENCRYPTION_KEY is not set and no key file exists at "
-            f"{self.encryption_key_file}; run `make up` once or `avatar-crm keygen`."
+    def blind_index_key(self) -> bytes | None:
+        """`CRM_BLIND_INDEX_KEY`, or None: the oldest key of the ring is the root (models/crypto.py)."""
+        if self.crm_blind_index_key is None:
+            return None
+        return self.crm_blind_index_key.get_secret_value().strip().encode() or None
+
+    def blind_index_root(self) -> bytes:
+        return self.blind_index_key() or self.require_encryption_keys()[-1]
+
+    def _read_encryption_keys(self) -> list[bytes]:
+        ring: list[bytes] = []
+        if self.crm_encryption_keys is not None:
+            ring = [
+                k.strip().encode()
+                for k in self.crm_encryption_keys.get_secret_value().split(",")
+                if k.strip()
+            ]
+        single = (
+            self.crm_encryption_key.get_secret_value().strip().encode() if self.crm_encryption_key else b""
         )
+        if single and single not in ring:
+            ring.append(single)
+        if not ring and self.encryption_key_file.exists():
+            ring = [k.strip().encode() for k in self.encryption_key_file.read_text().split(",") if k.strip()]
+        if not ring:
+            raise RuntimeError(
+                "CRM_ENCRYPTION_KEY is not set and no key file exists at "
+                f"{self.encryption_key_file}; run `make up` once or `avatar-crm keygen`."
+            )
+        return ring
 
 
 @lru_cache

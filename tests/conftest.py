@@ -129,9 +129,33 @@ def db(database_url: str) -> Iterator[str]:
             "oauthstate",
             "synccursor",
             "wixreconciliation",
+            "cryptokey",
         ):
             connection.execute(text(f"DELETE FROM {table}"))  # noqa: S608 (fixed table names)
     yield database_url
+
+
+@pytest.fixture
+def fresh_database_url(tmp_path: Path) -> Iterator[str]:
+    """An empty, unmigrated database of the session's kind (SQLite file, or a new PostgreSQL database)."""
+    if not _PG_DATABASE:
+        yield f"sqlite:///{tmp_path / 'fresh.db'}"
+        return
+    name = f"crm_fresh_{uuid.uuid4().hex[:12]}"
+    admin_url = make_url(_DATABASE_URL).set(database="postgres")
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(_DATABASE_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        from models.db import get_engine
+
+        get_engine(url).dispose()
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def is_postgres() -> bool:

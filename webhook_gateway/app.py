@@ -17,10 +17,12 @@ from litestar import Litestar, MediaType, Request, Response
 from litestar.openapi import OpenAPIConfig
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from prefect.client.orchestration import PrefectClient, get_client
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from models import Settings, get_engine, get_settings
 from models.data_dir import make_private
+from models.keyring import record_keys
 from webhook_gateway.dead_runs import StuckLimits
 from webhook_gateway.dispatcher import Dispatcher
 from webhook_gateway.errors import RejectionLog, RequestIdMiddleware, internal_error, request_id
@@ -66,6 +68,17 @@ def startup_heap_frozen() -> Iterator[None]:
         gc.unfreeze()
 
 
+def note_keys_in_use(settings: Settings, engine: Engine) -> None:
+    """Record the keys and secrets this gateway runs with, so their ages count from their first use
+    (`avatar-crm keys status`). Never stops the gateway from starting."""
+    try:
+        record_keys(settings, engine)
+    except SQLAlchemyError as error:
+        logger.warning(
+            "could not record the keys in use (%s): run `avatar-crm db upgrade`", type(error).__name__
+        )
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -79,6 +92,7 @@ def create_app(
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         make_private(settings.crm_data_dir, settings.crm_database_url)  # however the gateway was started
         engine = get_engine(settings.crm_database_url)
+        note_keys_in_use(settings, engine)
         inbox = InboxWriter(engine)
         inbox.start()
         client = PrefectClient(api=prefect_api_url) if prefect_api_url else get_client()

@@ -32,14 +32,14 @@ def test_in_values_selects_exactly_the_given_ids_however_many(db: str) -> None:
         moved = session.execute(
             update(Contact)
             .where(in_values(session, Contact.id, wanted[:10]))  # type: ignore[arg-type]
-            .values(last_name="Moved")
+            .values(wix_contact_id="moved")
             .returning(Contact.id)
         )
         moved_ids = sorted(moved.scalars())
     assert sorted(found) == sorted(wanted)
     assert moved_ids == sorted(wanted[:10])
     with session_scope() as session:
-        moved_now = session.exec(select(Contact.id).where(Contact.last_name == "Moved")).all()  # type: ignore[call-overload]
+        moved_now = session.exec(select(Contact.id).where(Contact.wix_contact_id == "moved")).all()  # type: ignore[call-overload]
     assert sorted(moved_now) == moved_ids  # no ORDER BY: PostgreSQL returns updated rows where it stored them
 
 

@@ -98,9 +98,7 @@ def test_blind_index_is_standard_hmac_sha256_of_kind_and_value() -> None:
 def test_the_cipher_follows_the_settings_it_was_made_for(monkeypatch: pytest.MonkeyPatch) -> None:
     """The cipher is remembered per settings object (it is asked for once per encrypted value): new settings
     with another key must encrypt with that key, and going back finds the first key's cipher again."""
-    from cryptography.exceptions import InvalidTag
-
-    from models.crypto import get_cipher
+    from models.crypto import UnknownKeyError, get_cipher
     from models.settings import get_settings
 
     first_key, second_key = (
@@ -112,19 +110,22 @@ def test_the_cipher_follows_the_settings_it_was_made_for(monkeypatch: pytest.Mon
         get_settings.cache_clear()
         first = get_cipher()
         assert get_cipher() is first
-        sealed = first.encrypt(b"0412 345 678")
+        sealed = first.encrypt(b"0412 345 678", "contact.phone")
 
         monkeypatch.setenv("CRM_ENCRYPTION_KEY", second_key)
         get_settings.cache_clear()
         second = get_cipher()
         assert second is not first
-        with pytest.raises(InvalidTag):  # sealed under the first key
-            second.decrypt(sealed)
-        assert second.decrypt(second.encrypt(b"0412 345 678")) == b"0412 345 678"
+        with pytest.raises(UnknownKeyError):  # sealed under the first key, which this ring does not hold
+            second.decrypt(sealed, "contact.phone")
+        assert (
+            second.decrypt(second.encrypt(b"0412 345 678", "contact.phone"), "contact.phone")
+            == b"0412 345 678"
+        )
 
         monkeypatch.setenv("CRM_ENCRYPTION_KEY", first_key)
         get_settings.cache_clear()
-        assert get_cipher().decrypt(sealed) == b"0412 345 678"
+        assert get_cipher().decrypt(sealed, "contact.phone") == b"0412 345 678"
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()
