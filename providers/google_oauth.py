@@ -124,8 +124,11 @@ def ticket_id(ticket: str | None, now: float | None = None) -> str | None:
     expires, ticket_id, signature = match.groups()
     if int(expires) < (now if now is not None else time.time()):
         return None
-    expected = _sign(get_settings(), f"google-connect:{expires}:{ticket_id}")
-    return ticket_id if hmac.compare_digest(signature, expected) else None
+    settings, message = get_settings(), f"google-connect:{expires}:{ticket_id}"
+    genuine = any(
+        hmac.compare_digest(signature, _sign(settings, message, key)) for key in settings.session_secrets()
+    )
+    return ticket_id if genuine else None
 
 
 # --- the flow ----------------------------------------------------------------------------------------------
@@ -207,10 +210,10 @@ def _claim_state(settings: Settings, session_id: str | None, state: str | None) 
     """Burn the state (single use, even if what follows fails) and return its code verifier."""
     if not state:
         raise OAuthError("The sign-in answer carried no state. Start again from the connect link.")
-    state_hash = _keyed_hash(settings, "state", state)
+    state_hashes = _keyed_hashes(settings, "state", state)  # SESSION_SECRET, and a previous one in its grace
     now = utcnow()
     with session_scope() as session:
-        row = session.exec(select(OAuthState).where(OAuthState.state_hash == state_hash)).first()
+        row = session.exec(select(OAuthState).where(OAuthState.state_hash.in_(state_hashes))).first()  # type: ignore[attr-defined]
         if row is None:
             raise OAuthError("This sign-in is unknown (state mismatch). Start again from the connect link.")
         claimed = session.execute(
@@ -223,7 +226,9 @@ def _claim_state(settings: Settings, session_id: str | None, state: str | None) 
         verifier, created_at, session_hash = row.code_verifier, row.created_at, row.session_hash
     if created_at < now - STATE_TTL:
         raise OAuthError("This sign-in took too long and expired. Start again from the connect link.")
-    if not session_id or not hmac.compare_digest(session_hash, _keyed_hash(settings, "session", session_id)):
+    if not session_id or not any(
+        hmac.compare_digest(session_hash, h) for h in _keyed_hashes(settings, "session", session_id)
+    ):
         raise OAuthError(
             "This sign-in was started in another browser (or cookies are blocked). "
             "Start again from the connect link, in this browser."
@@ -479,5 +484,12 @@ def _keyed_hash(settings: Settings, purpose: str, value: str) -> str:
     ).hexdigest()
 
 
-def _sign(settings: Settings, message: str) -> str:
-    return hmac.new(settings.require_session_secret(), message.encode(), hashlib.sha256).hexdigest()[:32]
+def _keyed_hashes(settings: Settings, purpose: str, value: str) -> list[str]:
+    """The value's keyed hash under each session secret still accepted (current first)."""
+    message = f"{purpose}:{value}".encode()
+    return [hmac.new(key, message, hashlib.sha256).hexdigest() for key in settings.session_secrets()]
+
+
+def _sign(settings: Settings, message: str, key: bytes | None = None) -> str:
+    key = key if key is not None else settings.require_session_secret()
+    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()[:32]

@@ -17,6 +17,7 @@ import binascii
 import hashlib
 import hmac
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
@@ -85,8 +86,11 @@ def click_token(message_id: int, url: str, *, secret: bytes | None = None) -> st
     return _sign({"k": "click", "m": message_id, "u": url}, secret)
 
 
-def verify(token: str, kind: TrackingKind, *, secret: bytes | None = None) -> TrackingClaim | None:
-    """The claim a genuine token of this kind makes, or None for anything forged, altered or malformed."""
+def verify(
+    token: str, kind: TrackingKind, *, secret: bytes | Sequence[bytes] | None = None
+) -> TrackingClaim | None:
+    """The claim a genuine token of this kind makes, or None for anything forged, altered or malformed.
+    Several secrets: signed by any of them (SESSION_SECRET and, in its grace period, the previous one)."""
     if not token or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 1:
         return None
     body_b64, mac_b64 = token.split(".")
@@ -94,8 +98,11 @@ def verify(token: str, kind: TrackingKind, *, secret: bytes | None = None) -> Tr
         body, mac = _unb64(body_b64), _unb64(mac_b64)
     except (binascii.Error, ValueError):
         return None
-    expected = hmac.new(_key(secret), body, hashlib.sha256).digest()
-    if not hmac.compare_digest(mac, expected):
+    if isinstance(secret, bytes):
+        secrets = [secret]
+    else:
+        secrets = list(secret) if secret is not None else get_settings().session_secrets()
+    if not any(hmac.compare_digest(mac, hmac.new(_key(s), body, hashlib.sha256).digest()) for s in secrets):
         return None
     try:
         payload = json.loads(body)

@@ -89,15 +89,22 @@ def _verify_and_parse(
 ) -> _Event:
     settings = state.settings
     try:
-        if settings.mobilemessage_webhook_secret is None:
+        secrets = settings.accepted("mobilemessage_webhook_secret")  # current, then previous in its grace
+        if not secrets:
             raise mm.MobileMessageSignatureError("MOBILEMESSAGE_WEBHOOK_SECRET is not set")
-        mm.verify_signature(
-            raw,
-            timestamp,
-            signature,
-            settings.mobilemessage_webhook_secret.get_secret_value().encode(),
-            tolerance=settings.mobilemessage_webhook_tolerance_seconds,
-        )
+        for index, secret in enumerate(secrets):
+            try:
+                mm.verify_signature(
+                    raw,
+                    timestamp,
+                    signature,
+                    secret.encode(),
+                    tolerance=settings.mobilemessage_webhook_tolerance_seconds,
+                )
+                break
+            except mm.MobileMessageSignatureError:
+                if index == len(secrets) - 1:
+                    raise
         return parse(raw)
     except mm.MobileMessageSignatureError as exc:
         state.rejections.refused(request, "mobilemessage webhook", str(exc))

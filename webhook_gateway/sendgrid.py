@@ -90,13 +90,16 @@ def _verify_and_parse(
 ) -> list[sg.SendGridEvent]:
     settings = state.settings
     try:
-        sg.verify_signature(
-            raw,
-            timestamp,
-            signature,
-            settings.sendgrid_webhook_public_key,
-            tolerance=settings.sendgrid_webhook_tolerance_seconds,
-        )
+        keys = settings.accepted("sendgrid_webhook_public_key") or [None]  # current, then previous in grace
+        for index, key in enumerate(keys):
+            try:
+                sg.verify_signature(
+                    raw, timestamp, signature, key, tolerance=settings.sendgrid_webhook_tolerance_seconds
+                )
+                break
+            except sg.SendGridSignatureError:
+                if index == len(keys) - 1:
+                    raise
         return sg.parse_batch(raw)
     except sg.SendGridSignatureError as exc:
         raise _refused(request, state, exc) from exc

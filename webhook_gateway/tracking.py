@@ -52,8 +52,8 @@ async def _record_quietly(state: State, claim: TrackingClaim) -> None:
         logger.error("engagement for message %s not recorded: %s", claim.message_id, type(exc).__name__)
 
 
-def _secret(state: State) -> bytes:
-    return state.settings.require_session_secret()
+def _secret(state: State) -> list[bytes]:
+    return state.settings.session_secrets()  # links in emails sent before a SESSION_SECRET change, in grace
 
 
 class TrackingController(Controller):

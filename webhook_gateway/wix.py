@@ -62,9 +62,16 @@ def _verify_and_parse(
     settings = state.settings
     try:
         if signature is not None:
-            if settings.wix_webhook_secret is None:
+            secrets = settings.accepted("wix_webhook_secret")  # the current, and a previous one in its grace
+            if not secrets:
                 raise wix.WixSignatureError("HMAC-signed webhook but WIX_WEBHOOK_SECRET is unset")
-            wix.verify_hmac(raw, signature, settings.wix_webhook_secret.get_secret_value().encode())
+            for index, secret in enumerate(secrets):
+                try:
+                    wix.verify_hmac(raw, signature, secret.encode())
+                    break
+                except wix.WixSignatureError:
+                    if index == len(secrets) - 1:
+                        raise
             return wix.parse_simple(raw)
         if not settings.wix_public_key:
             raise wix.WixSignatureError(f"missing {HMAC_HEADER} and WIX_PUBLIC_KEY is unset")
