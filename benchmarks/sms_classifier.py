@@ -35,7 +35,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="per throughput measurement")
     args = parser.parse_args()
     held_out = sms_corpus.load(sms_corpus.HELD_OUT)
-    print(f"held-out replies: {len(held_out)} ({len({r.language for r in held_out})} languages)")
+    languages = len({r.language for r in held_out})
+    print(f"held-out replies ({sms_corpus.HELD_OUT.name}): {len(held_out)} ({languages} languages)")
     print(sms_corpus.evaluate(held_out).text())
     texts = [r.text for r in held_out]
     baseline = rate(texts, lambda text: text.lower().split(), args.seconds)

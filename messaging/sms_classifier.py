@@ -1,7 +1,7 @@
 """What a patient meant by an SMS reply: confirm, cancel, reschedule, opt out, opt in, help or something else.
 
 Deterministic rules come first because they are instant, free, explainable and testable against a labelled set
-(tests/fixtures/sms_replies_dev.tsv; held-out: sms_replies_heldout.tsv); an optional OpenAI-compatible model
+(tests/fixtures/sms_replies_dev.tsv; held-out: sms_replies_heldout_2.tsv); an optional OpenAI-compatible model
 is asked only when the rules are unsure. Our invitations say "Reply Y to confirm, R to reschedule or N to
 cancel", so single letters, yes/no and whole Australian-casual sentences ("no worries will be there", "cant
 make it tmrw sorry") all turn up.

@@ -1,5 +1,8 @@
-"""The labelled SMS replies (tests/fixtures/sms_replies_dev.tsv, sms_replies_heldout.tsv) and the report the
-held-out test and `benchmarks/sms_classifier.py` both print: per-intent precision and recall, confusions."""
+"""The labelled SMS replies (tests/fixtures/sms_replies_dev.tsv, sms_replies_heldout_2.tsv) and the report the
+held-out test and `benchmarks/sms_classifier.py` both print: per-intent precision and recall, confusions.
+
+The held-out set is the second one: the first (d9f8daa) was tuned on after its first run, so its rows now
+sit at the end of the development set; the held-out set must never be tuned on in turn."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from messaging.sms_classifier import Intent, classify
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 DEV = FIXTURES / "sms_replies_dev.tsv"
-HELD_OUT = FIXTURES / "sms_replies_heldout.tsv"
+HELD_OUT = FIXTURES / "sms_replies_heldout_2.tsv"
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class Report:
     correct: int
     confusions: Counter[tuple[Intent, Intent]]  # (labelled, read) -> count, mistakes only
     per_intent: dict[Intent, tuple[float, float, int]]  # precision, recall, support
+    opt_outs_missed: tuple[tuple[str, Intent], ...] = ()  # (reply, read as)
 
     @property
     def accuracy(self) -> float:
@@ -52,11 +56,13 @@ class Report:
         lines += [f"  {gold} -> {read}: {n}" for (gold, read), n in self.confusions.most_common()] or [
             "  none"
         ]
+        lines += [f"opt-out missed: {text!r} read as {read}" for text, read in self.opt_outs_missed]
         return "\n".join(lines)
 
 
 def evaluate(replies: list[Reply]) -> Report:
-    pairs = [(reply.intent, classify(reply.text).intent) for reply in replies]
+    reads = [classify(reply.text).intent for reply in replies]
+    pairs = list(zip((reply.intent for reply in replies), reads, strict=True))
     per_intent = {}
     for intent in Intent:
         support = sum(gold is intent for gold, _ in pairs)
@@ -68,4 +74,9 @@ def evaluate(replies: list[Reply]) -> Report:
             support,
         )
     confusions = Counter((gold, read) for gold, read in pairs if gold is not read)
-    return Report(len(pairs), len(pairs) - sum(confusions.values()), confusions, per_intent)
+    missed = tuple(
+        (reply.text, read)
+        for reply, read in zip(replies, reads, strict=True)
+        if reply.intent is Intent.OPT_OUT and read is not Intent.OPT_OUT
+    )
+    return Report(len(pairs), len(pairs) - sum(confusions.values()), confusions, per_intent, missed)
