@@ -23,6 +23,12 @@ same and the patient is told how we read them and how to undo it. The opposite r
 Arabic, Vietnamese, Punjabi, Greek, Italian, Hindi, Spanish and Tagalog are read by `messaging.sms_languages`;
 every language's opt-out phrases are checked on every reply.
 
+Other senses of "stop" read as other: a gerund after it that is not our messaging ("stop feeling sore"),
+"non-stop", a stop after a determiner with no mention of messages ("the best stop"); each language has such
+"keep" phrases too ("no dejen de mandarme", "请不要停止"), read before its opt-outs. "I sent STOP by mistake"
+asks for the messages back (opt_in). "How do I confirm?", "I don't understand" ask for help; a reply that says
+"don't cancel my appointment" is read past that phrase ("…, I'll be there" is a yes).
+
 Bare CANCEL / N / no cancel the appointment, not the messages: our invitations use N for cancel.
 
 Confidence is a small ladder, so every number can be explained: a bare keyword 0.9-0.97 (opt-out 0.99); a
@@ -123,8 +129,15 @@ _KNOWN = frozenset(_ALIASES.values()) | _words(
 )
 
 
+_LEET = str.maketrans("01345", "oieas")
+
+
 @lru_cache(maxsize=8192)
 def _canonical(token: str) -> str:
+    if not token.isalpha() and not token.isdigit() and token.isalnum() and token.isascii():
+        letters = token.translate(_LEET)  # "st0p", "unsubscr1be": digits typed for look-alike letters
+        if letters.isalpha() and _canonical(letters) in _KNOWN | set(_FUZZY_TARGETS):
+            return _canonical(letters)
     for candidate in (token, re.sub(r"(.)\1+", r"\1", token), re.sub(r"(.)\1{2,}", r"\1\1", token)):
         if candidate in _ALIASES:
             return _ALIASES[candidate]
@@ -172,7 +185,14 @@ _MSG = (
 _STOP_WORDS = _words("stop stopall unsubscribe optout revoke cease desist")
 _BARE_OPT_OUT = _STOP_WORDS | _words("end quit remove block td")  # TD: the Chinese carriers' STOP
 _STOP_OTHER_SENSE_NEXT = _words("by in into over past at off taking eating drinking using")
-_STOP_OTHER_SENSE_PREVIOUS = _words("bus train tram pit")
+_STOP_OTHER_SENSE_PREVIOUS = _words("bus train tram pit non")
+# "stop feeling sore", "stop bleeding": a gerund after stop is what stops, unless it is our messaging.
+_MESSAGING_GERUNDS = _words(
+    "texting txting messaging sending contacting emailing calling ringing bothering spamming harassing"
+    " pestering reminding annoying bugging hassling pinging sms"
+)
+# "where's the best stop?": stop as a noun (a place) after a determiner, when nothing mentions messages.
+_STOP_NOUN_PREVIOUS = _words("the next nearest closest best last first which")
 # "should I stop my medication?": stopping a treatment, not our messages.
 _TREATMENTS = _words(
     "medication medications meds medicine medicines tablets tablet pills pill insulin thinners warfarin"
@@ -203,6 +223,7 @@ _OPT_OUT_PHRASES = tuple(
                 r"(?:dont|do not|no longer) (?:wish|want) to be (?:contacted|texted|messaged|reminded)",
                 r"lose (?:my|this) number",
                 r"no (?:need|use) (?:for|of) (?:\w+ )?" + _MSG,
+                r"no (?:need|reason) to (?:keep |continue )?(?:text|txt|messag|sms|remind|contact)\w*",
                 r"(?:be |get |been )?(?:removed|deleted|taken off|unsubscribed) (?:from|off)",
             ),
         ),
@@ -216,12 +237,20 @@ _KEEP_PHRASES = _rx(
     r"(?:dont|do not) (?:please )?(?:stop|cancel|end|unsubscribe|remove)",
     r"keep (?:\w+ ){0,2}?" + _MSG,
 )
+# "I sent STOP by mistake": the STOP is quoted, and the patient wants the messages back.
+_MISTAKEN_STOP = _rx(
+    r"(?:sent|send|replied|reply|texted|typed|pressed|hit|wrote|said) stop"
+    r" (?:\w+ )?(?:by (?:mistake|accident)|accidentally|in error|wrongly)",
+    r"(?:didnt|did not) mean (?:to )?(?:\w+ )?stop",
+)
 _OPT_IN_PHRASES = _rx(
     r"opt (?:me )?(?:back )?in",
     r"(?:start|restart|resume) (?:\w+ ){0,2}?" + _MSG,
     r"(?:start|restart|resume) (?:sending|texting|messaging)",
     r"(?:want|get|receive|send|like|have) (?:\w+ ){0,3}?" + _MSG + " again",
     r"(?:text|message|msg|sms) (?:me|us) again",
+    r"(?:turn|switch|put) (?:\w+ ){0,3}?" + _MSG + r" (?:back on|on again)",
+    r"(?:reactivate|reenable|re enable|re activate|resume)\w*",
 )
 _HELP_PHRASES = _rx(
     r"who (?:is|s) (?:this|it)",
@@ -235,12 +264,36 @@ _HELP_PHRASES = _rx(
     r"is this (?:a |an )?(?:scam|legit|legitimate|real|spam|genuine)",
     r"how did you get (?:my|this) number",
     r"^(?:what is|whats) this(?: about| for| regarding| message| text)?$",
+    r"^(?:huh|eh|what|sorry what|pardon)$",
+    r"(?:dont|do not|didnt|did not) (?:really )?(?:understand|get (?:it|this|what))",
+    r"(?:confused|confusing)",
+    r"what (?:are|r) (?:my|the) options",
+    r"what does (?:this|that|it|y|n|r|stop|start|(?:this |the )?(?:message|text)) (?:mean|stand for)",
 )
+# "How do I confirm?", "what am I meant to reply?": a question about these messages, read as help even
+# though it names an intent. (How to opt out is still an opt-out: those rules run first.)
+_HOW_TO = _rx(
+    r"how (?:do|can|should|would) (?:i|we) (?:confirm|cancel|reschedule|reply|respond|answer|use)",
+    r"what (?:am|are|do|should) (?:i|we) (?:meant to |supposed to |need to |have to )?"
+    r"(?:reply|respond|answer|say|send back|text back|write)",
+)
+_R_AS_ARE = _words("you u ya we they there the these those your ur")
 _QUESTION_STARTS = _words("what where when why how who which is are does did do has have am")
 
 # Phrases that must be taken before single words: "no worries" is a yes, "can't make it" is a no.
 _YES_DESPITE_NO = _rx(r"no (?:worries|worry|wukkas|dramas?|probs?|problems?|stress|issues?)", "not a problem")
-_NEUTRAL = _rx(r"not sure", r"(?:is|be) (?:that |it |this )?ok")
+_NEUTRAL = _rx(
+    r"not sure",
+    r"(?:is|be) (?:that |it |this )?ok",
+    # "a cancellation spot", "the cancellation fee": a thing asked about, not a request to cancel
+    r"(?:a|the|any|your) cancel (?:spot|list|fee|slot|policy|waitlist|wait list|charge|times?)s?",
+)
+# "I'll call to rebook": a booking the patient will make later, after cancelling this one. Read past it,
+# but a cancel that comes with one is not sure enough to act on alone.
+_LATER_BOOKING = _rx(
+    r"(?:ill|i will|will|we will|well) (?:\w+ ){0,3}?(?:call|ring|phone|contact you|be in touch|get back)"
+    r"(?: \w+){0,8}"
+)
 _NEGATED_ATTENDANCE = _rx(
     r"(?:cant|cannot|can not|couldnt|could not|wont|will not|unable to|not able to|not going to|not gonna"
     r"|dont think i can|dont think ill|no longer) (?:be able to )?(?:make|come|attend|go|get there|be there"
@@ -267,6 +320,8 @@ _REQUEST = _rx(
     r"any chance",
     r"anything",
     r"something",
+    r"free",
+    r"available",
 )
 
 _CUES: tuple[tuple[Intent, float, re.Pattern[str]], ...] = (
@@ -285,8 +340,8 @@ _CUES: tuple[tuple[Intent, float, re.Pattern[str]], ...] = (
         Intent.RESCHEDULE,
         0.9,
         _rx(
-            r"(?:another|different|other|new|later|earlier|alternative|alternate)"
-            r" (?:time|day|date|slot|appointment|booking|session|one)"
+            r"(?<!my )(?<!our )(?:another|different|other|new|later|earlier|alternative|alternate)"
+            r" (?:time|day|date|slot|appointment|booking|session|one)s?"
         ),
     ),
     (Intent.RESCHEDULE, 0.85, _rx("instead", r"any (?:other )?(?:times|days|availability|openings|spots)")),
@@ -295,6 +350,7 @@ _CUES: tuple[tuple[Intent, float, re.Pattern[str]], ...] = (
     (Intent.CONFIRM, 0.9, _rx(r"(?:ill|i will|will|well|we will) (?:definitely )?be (?:there|in)")),
     (Intent.CONFIRM, 0.9, _rx(r"see (?:you|ya|yous)", r"(?:can|will|should|ill|gonna) make it")),
     (Intent.CONFIRM, 0.85, _rx("attending", r"(?:i will|ill|will) (?:attend|come)")),
+    (Intent.CONFIRM, 0.85, _rx(r"(?:im|i am|were|we are) (?:still |definitely )?coming")),
     (
         Intent.CONFIRM,
         0.85,
@@ -314,6 +370,7 @@ _BARE = {
 _PRECEDENCE = (Intent.RESCHEDULE, Intent.CANCEL, Intent.CONFIRM)
 OPT_OUT_SURE = 0.9  # below it an opt-out is honoured all the same, and the patient is told how we read them
 _STRONG = 0.85
+_WEAK_YES = 0.75  # thanks / great: a courtesy, not an answer, when the reply asks something
 
 
 # --- the rules --------------------------------------------------------------------------------------------
@@ -331,15 +388,19 @@ def classify(text: str) -> Classification:
     return Classification(text, intent, round(min(max(confidence, 0.0), 1.0), 3), language=language)
 
 
+_LATIN_RUNS = re.compile(r"[a-z0-9]+|[^a-z0-9]+")
+
+
 def _classify(text: str) -> tuple[Intent, float, str | None]:
     folded = sms_languages.fold(text)
     raw = sms_languages.words(folded)
     if not raw:
         return (*_symbols_only(text), None)
-    tokens = [_canonical(t) for t in raw]
+    # "幫我cancel咗佢": English words inside another script's run are read as English words too.
+    tokens = [_canonical(t) for token in raw for t in _LATIN_RUNS.findall(token)]
     languages = sms_languages.detect(text, raw)
     language = sms_languages.reply_language(text, raw, languages)
-    intent, confidence = _read(text, tokens, sms_languages.read(raw, languages))
+    intent, confidence = _read(text, tokens, sms_languages.read(raw, languages, folded))
     return intent, confidence, language
 
 
@@ -347,20 +408,29 @@ def _read(text: str, tokens: list[str], foreign: dict[str, float]) -> tuple[Inte
     """The rules on English words, with the reply's own language's cues (`foreign`) merged in."""
     words = set(tokens)
     canonical = " ".join(tokens)
+    mistaken = bool(_MISTAKEN_STOP.search(canonical))
+    if mistaken:  # the quoted STOP is not a request; anything else in the reply still is
+        canonical = _MISTAKEN_STOP.sub("~", canonical)
+        tokens = canonical.split()
 
     opt_out = max(_opt_out(tokens, canonical) or 0.0, foreign.get(Intent.OPT_OUT, 0.0))
     if opt_out:
         return Intent.OPT_OUT, opt_out
+    if mistaken:
+        return Intent.OPT_IN, 0.85
     if _bare(words, {"start", "unstop", "subscribe", "resubscribe"}):
         return Intent.OPT_IN, 0.97
     if words & {"unstop", "subscribe", "resubscribe"} or _OPT_IN_PHRASES.search(canonical):
         return Intent.OPT_IN, 0.9
     if Intent.OPT_IN in foreign:
         return Intent.OPT_IN, foreign[Intent.OPT_IN]
-    if _KEEP_PHRASES.search(canonical):
-        return Intent.OTHER, 0.8  # looks like an opt-out, says the opposite: a person reads it
+    keep = bool(_KEEP_PHRASES.search(canonical)) or "keep" in foreign
+    if keep:  # looks like an opt-out, says the opposite: read what else it says, else a person reads it
+        canonical = _KEEP_PHRASES.sub("~", canonical)
     if _bare(words, {"help", "info", "information"}):
         return Intent.HELP, 0.95
+    if _HOW_TO.search(canonical):
+        return Intent.HELP, 0.85
 
     question = any(mark in text for mark in "?？؟;") or tokens[0] in _QUESTION_STARTS
     scores = _appointment_scores(tokens, canonical)
@@ -373,8 +443,14 @@ def _read(text: str, tokens: list[str], foreign: dict[str, float]) -> tuple[Inte
         return Intent.HELP, 0.9
     for intent, weight in theirs.items():
         scores[intent] = max(scores.get(intent, 0.0), weight)
+    if keep and not any(score >= _STRONG for score in scores.values()):
+        return Intent.OTHER, 0.8  # "No dejen de mandarme recordatorios": its "no" is not a cancel
     if scores:
+        if question and max(scores.values()) < _WEAK_YES:
+            return Intent.OTHER, 0.7  # "thanks, but what's the address?": the thanks decides nothing
         return _resolve(scores, text, tokens)
+    if keep:
+        return Intent.OTHER, 0.8
     if "help" in words:
         return Intent.HELP, 0.65
     if question:
@@ -419,6 +495,17 @@ def _opt_out(tokens: list[str], canonical: str) -> float | None:
             following = tokens[index + 1 : index + 3]
             if following[:1] and following[0] in _STOP_OTHER_SENSE_NEXT | {"doing"}:
                 continue
+            about_messages = bool(words & _MESSAGING_CONTEXT - {"me", "list"})
+            if (
+                following[:1]
+                and following[0].endswith("ing")
+                and following[0] not in _MESSAGING_GERUNDS
+                and following[1:2] not in (["me"], ["us"])
+                and not about_messages
+            ):
+                continue  # "when will I stop feeling sore?" (but "stop annoying me" is an opt-out)
+            if previous in _STOP_NOUN_PREVIOUS and not about_messages:
+                continue
             if previous in _STOP_OTHER_SENSE_PREVIOUS or (
                 words & _TREATMENTS and not words & _MESSAGING_CONTEXT
             ):
@@ -442,12 +529,19 @@ def _appointment_scores(tokens: list[str], canonical: str) -> dict[Intent, float
         note(Intent.CANCEL, 0.9)
     elif tokens[0] == "no":
         note(Intent.CANCEL, 0.75)
+    elif tokens[0] == "n" and len(tokens) > 1:
+        note(Intent.CANCEL, 0.85)  # "N - can't get off work": our N, then the reason
+    elif tokens[0] == "r" and len(tokens) > 1 and tokens[1] not in _R_AS_ARE:
+        note(Intent.RESCHEDULE, 0.85)  # "R - next week?" (but "r u open" is "are you")
 
     text = f" {canonical} "
     if _YES_DESPITE_NO.search(text):
         note(Intent.CONFIRM, 0.85)
         text = _YES_DESPITE_NO.sub(" ~ ", text)
     text = _NEUTRAL.sub(" ~ ", text)
+    if "cancel" in words and _LATER_BOOKING.search(text):
+        text = _LATER_BOOKING.sub(" ~ ", text)
+        note(Intent.CANCEL, 0.7)
     if _NEGATED_ATTENDANCE.search(text):
         note(Intent.CANCEL, 0.9)
         text = _NEGATED_ATTENDANCE.sub(" ~ ", text)
@@ -476,6 +570,8 @@ def _resolve(scores: dict[Intent, float], text: str, tokens: list[str]) -> tuple
             confidence = 0.6 if Intent.CANCEL in ranked else 0.65
         else:
             confidence = 0.65
+    if winner is Intent.CANCEL and "cancel" in tokens and _LATER_BOOKING.search(" ".join(tokens)):
+        confidence = min(confidence, 0.7)  # cancels, and will ring to rebook: the model or staff confirm
     if winner in (Intent.CONFIRM, Intent.CANCEL):
         if tokens[0] in _QUESTION_STARTS:
             confidence = min(confidence, 0.7)  # "is there a cancellation fee?" asks, it does not decide

@@ -68,33 +68,37 @@ _LATIN_MARKERS: dict[str, frozenset[str]] = {
         "si gracias vale cita puedo quiero mensajes manden envien escribirme mandarme baja dejen cancelar "
         "cambiar otro otra dia favor claro estare voy quien quienes habla donde tengo necesito ayunas hora "
         "mas paren escriban nos vemos siento asistir poder reprogramar quisiera cuanto cuesta llevar recibir "
-        "volver vez estacionar perfecto confirmo confirmado mover lunes para ir alli ahi usted escribe envie"
+        "volver vez estacionar perfecto confirmo confirmado mover lunes para ir alli ahi usted escribe envie "
+        "entiendo significa vuelvan hay semana viene lista borrenme reactivar esto"
     ),
     "it": _markers(
         "si grazie certo va bene confermo confermato saro ci annulla annullate disdire posso venire vengo "
         "spostare spostarlo vorrei cambiare giorno rimandare settimana prossima voglio piu ricevere messaggi "
         "basta smettete smettetela scrivermi cancellatemi dalla mandatemi chi siete devo essere digiuno dove "
         "parcheggiare perfetto riesco cancellare mi dispiace orario altro disponibile toglietemi riattivate "
-        "scrive cosa portare quanto costa favore appuntamento non sono per"
+        "scrive cosa portare quanto costa favore appuntamento non sono per capisco capito significa tardi "
+        "questo messaggio cose"
     ),
     "tl": _markers(
         "po opo oo salamat sige pupunta ako kumpirmado darating hindi makakapunta lang kanselahin pwede "
         "puwede bang ba ilipat ibang araw palitan ang oras wag huwag kayong kayo mag ayoko ng mga tigilan "
         "nyo sakin ninyo akong padalhan mensahe gusto ko ulit makatanggap sino ito kailangan ayuno saan "
-        "makakarating tutuloy paki ayaw pakitigil dadalhin magkano ano naman tayo sa"
+        "makakarating tutuloy paki ayaw pakitigil dadalhin magkano ano naman tayo sa maintindihan "
+        "naiintindihan pakitanggal tanggalin listahan pakibalik ibalik hapon umaga"
     ),
     "vi": _markers(
         "toi khong ko duoc dc nhan tin nua huy lich hen doi ngay khac gio vang da cam xin loi di dung gui "
-        "ngung muon lai vay cho sang tuan sau se xac giup cuoc dang ky dia chi dau nhe a oi roi"
+        "ngung muon lai vay cho sang tuan sau se xac giup cuoc dang ky dia chi dau nhe a oi roi hieu gi"
     ),
     "hi": _markers(
         "haan han ji theek thik hai aaunga aaungi jaunga jaungi nahi nahin paunga sakta sakti kar karo "
         "kijiye "
         "dijiye kya sakte badal badalna bhejo bhejiye bhejna karna kaun yeh kal ke badle parso agle hafte "
-        "pakka dhanyavad shukriya mujhe na"
+        "pakka dhanyavad shukriya mujhe na samajh aaya jagah wapas vapas chalu"
     ),
     "pa": _markers(
-        "haan ji theek hai sakda sakdi sakde karo kar na bhejo tarikh badal nahi tusi kaun hor dubara ho"
+        "haan ji theek hai sakda sakdi sakde karo kar na bhejo tarikh badal nahi tusi kaun hor dubara ho "
+        "samajh aaya"
     ),
     "el": _markers(
         "nai entaxei entaksei efxaristo eyxaristw akyrosi akurosi tha eimai ime ekei den mporo erthw ertho "
@@ -151,7 +155,9 @@ class _Cue:
 
 class Lexicon:
     """One language's cues, read in order; each match is blanked out so later cues cannot reuse its words
-    ("不去" is read as a cancel before "去" could be read as anything else)."""
+    ("不去" is read as a cancel before "去" could be read as anything else). "keep" cues are what looks like
+    an opt-out and is not ("don't stop the reminders", "stop eating before the scan"): like opt-outs they
+    are read on every reply, and first, so that an opt-out phrase cannot reuse their words."""
 
     def __init__(self, language: str, spaced: bool, cues: Iterable[tuple[str, float, Iterable[str]]]) -> None:
         self.language = language
@@ -161,7 +167,8 @@ class Lexicon:
             body = "|".join(fold(a) for a in alternatives).replace(r"\w", "[^ ~]")
             source = f"(?:^| )(?:{body})(?= |$)" if spaced else f"(?:{body})"
             compiled.append(_Cue(intent, weight, re.compile(source)))
-        self.cues = tuple(compiled)
+        self.keeps = tuple(cue for cue in compiled if cue.intent == "keep")
+        self.cues = tuple(cue for cue in compiled if cue.intent != "keep")
         self.opt_outs = tuple(cue for cue in self.cues if cue.intent == "opt_out")
 
     def read(self, spaced_text: str) -> dict[str, float]:
@@ -172,6 +179,17 @@ class Lexicon:
                 scores[cue.intent] = max(scores.get(cue.intent, 0.0), cue.weight)
                 text = cue.pattern.sub(" ~ ", text)
         return scores
+
+    def unkeep(self, spaced_text: str, punctuated: str) -> tuple[str, bool]:
+        """The text with this language's keep phrases blanked out, and whether there were any. A phrase
+        counts only if it holds with the punctuation left in: "No, dejen de mandarme mensajes" is "no, stop
+        sending me messages", not "don't stop"."""
+        found = False
+        for cue in self.keeps:
+            if cue.pattern.search(spaced_text) and cue.pattern.search(punctuated):
+                found = True
+                spaced_text = cue.pattern.sub(" ~ ", spaced_text)
+        return spaced_text, found
 
     def opt_out(self, spaced_text: str) -> float:
         return max((cue.weight for cue in self.opt_outs if cue.pattern.search(spaced_text)), default=0.0)
@@ -186,6 +204,20 @@ def _bare(*alternatives: str, fillers: str = "", sep: str = " ") -> str:
 
 _ZH_FILL = "的|呀|啊|啦|喇|嘅|吖|咯|了|哦|喔|谢谢|謝謝|多谢|多謝|唔該|唔该|ok"
 _CHINESE_CUES = (
+    (
+        "keep",
+        0.8,
+        (
+            r"(?:不要|别|別|唔好|勿|请勿|請勿)(?:停止|停|取消)",
+            r"停止?(?:吃|喝|服|食|饮|飲|进食|進食)",
+            r"停(?:药|藥)",
+        ),
+    ),
+    (
+        "opt_out",
+        0.97,
+        (f"(?:不要|唔要|不想|唔想|不再)再?(?:收|接收)(?:到)?.{{0,4}}{_MSG_ZH}",),
+    ),
     (
         "opt_out",
         0.97,
@@ -289,6 +321,25 @@ _CHINESE_CUES = (
         ),
     ),
     (
+        "opt_in",
+        0.9,
+        (
+            f"(?:恢复|恢復).{{0,4}}{_MSG_ZH}",
+            f"(?:继续|繼續)(?:send|发|發|传|傳)?{_MSG_ZH}",
+            f"(?:想|要)(?:再|继续|繼續|重新)(?:收|接收|收到)(?:返|回)?.{{0,3}}{_MSG_ZH}",
+        ),
+    ),
+    (
+        "help",
+        0.9,
+        (r"什么意思|什麼意思|甚麼意思|咩意思|这是什么|這是什麼|看不懂|睇唔明|不明白|唔明|唔知(?:你)?講咩",),
+    ),
+    (
+        "reschedule",
+        0.9,
+        (r"换到|換到|调到|調到|换成|換成|改在|挪到",),
+    ),
+    (
         "confirm",
         0.9,
         (
@@ -333,6 +384,21 @@ _AR = Lexicon(
     "ar",
     True,
     (
+        (
+            "keep",
+            0.8,
+            (r"لا (?:توقف|توقفوا|توقفو|تتوقفوا|تتوقف|تلغوا|تلغي|تلغ)",),
+        ),
+        (
+            "opt_out",
+            0.95,
+            (
+                r"عدم (?:ارسال|الارسال|مراسلتي|الاتصال بي)",
+                r"(?:ازاله|احذفوا|احذف|امسحوا|شيلوا|حذف|شطب) (?:\w+ )?(?:رقمي|اسمي)",
+                r"(?:ما|مش|مو) (?:بدي|بدنا|ابغي|ابي|اريد|عايز|عاوز)"
+                r" (?:\w+ )?(?:رسائل|الرسائل|رسايل|مسجات|رساله)",
+            ),
+        ),
         (
             "opt_out",
             0.95,
@@ -399,6 +465,40 @@ _AR = Lexicon(
             ),
         ),
         (
+            "opt_in",
+            0.9,
+            (
+                r"اعاده تفعيل",
+                r"تفعيل (?:\w+ )?(?:الرسائل|التذكيرات|رسائل)",
+                r"(?:الرسائل|التذكيرات|رسائل|تذكيرات) (?:مره|من) (?:اخري|ثانيه|جديد)",
+            ),
+        ),
+        (
+            "help",
+            0.9,
+            (
+                r"ما (?:هذه|هذا|هذي)",
+                r"شو (?:هاد|هذا|هاي)",
+                r"(?:لم|ما|مش|مو|لا) (?:افهم|فاهم|فاهمه|فهمت)",
+            ),
+        ),
+        (
+            "cancel",
+            0.9,
+            (
+                r"(?:الغ|الغي|الغوا)",
+                r"لن (?:اتمكن|استطيع|اقدر|يمكنني)(?: من)? (?:الحضور|المجيء|المجي|القدوم|الذهاب)",
+            ),
+        ),
+        (
+            "reschedule",
+            0.9,
+            (
+                r"موعدا (?:اخر|ثاني|اخري)",
+                r"(?:ناجل|نوجل|يوجل|اوجل|اجلوا|تاجل|اجل) (?:\w+ )?(?:الموعد|موعد|الحجز)",
+            ),
+        ),
+        (
             "confirm",
             0.9,
             (
@@ -428,6 +528,16 @@ _EL = Lexicon(
     "el",
     True,
     (
+        (
+            "keep",
+            0.8,
+            (r"μη(?:ν)? (?:σταματ\w*|ακυρωσ\w*)",),
+        ),
+        (
+            "opt_out",
+            0.95,
+            (r"δεν θελω (?:\w+ ){0,3}?(?:μηνυματα|μηνυμα|sms|υπενθυμισεις|μυνηματα)",),
+        ),
         (
             "opt_out",
             0.95,
@@ -470,6 +580,27 @@ _EL = Lexicon(
             ),
         ),
         (
+            "opt_in",
+            0.9,
+            (
+                r"ενεργοποι\w*",
+                r"ξανα(?:λαμβ|στελν|στειλ|αρχ)\w*",
+            ),
+        ),
+        (
+            "help",
+            0.9,
+            (
+                r"τι (?:ειναι|σημαινει) (?:αυτο|αυτα|αυτη)",
+                r"δεν (?:καταλαβαινω|καταλαβα|καταλαβε)",
+            ),
+        ),
+        (
+            "cancel",
+            0.9,
+            (r"δεν (?:θα )?(?:τα )?(?:καταφερ\w*)",),
+        ),
+        (
             "confirm",
             0.9,
             (
@@ -496,6 +627,16 @@ _IT = Lexicon(
     "it",
     True,
     (
+        (
+            "keep",
+            0.8,
+            (r"non (?:smett\w*|ferm\w*|interromp\w*)",),
+        ),
+        (
+            "opt_out",
+            0.95,
+            (r"smett\w*(?: \w+){0,3}? (?:messaggi|sms|messaggini)",),
+        ),
         (
             "opt_out",
             0.95,
@@ -541,6 +682,20 @@ _IT = Lexicon(
             ),
         ),
         (
+            "help",
+            0.9,
+            (
+                r"non (?:capisco|ho capito)",
+                r"(?:cose|cosa e|che cose|che cosa e|cos e) (?:questo|questa|sto|sta)",
+                r"(?:cosa|che) significa",
+            ),
+        ),
+        (
+            "reschedule",
+            0.9,
+            (r"piu (?:tardi|presto)",),
+        ),
+        (
             "confirm",
             0.9,
             (
@@ -564,6 +719,23 @@ _ES = Lexicon(
     True,
     (
         (
+            "keep",
+            0.8,
+            (
+                r"no (?:dejen|deje|dejes|paren|pare|pares) de",
+                r"no (?:paren|cancelen)",
+            ),
+        ),
+        (
+            "opt_out",
+            0.95,
+            (
+                r"no (?:me |nos )?(?:vuelvan|vuelva|vuelvas) a"
+                r" (?:escribir\w*|mandar\w*|enviar\w*|contactar\w*)",
+                r"(?:borr|elimin|quit|sac)\w*(?:me|nos) de (?:la |su |sus |tu )?listas?",
+            ),
+        ),
+        (
             "opt_out",
             0.95,
             (
@@ -583,6 +755,7 @@ _ES = Lexicon(
             "opt_in",
             0.9,
             (
+                r"reactiv\w*",
                 r"(?:recibir|mandar|enviar) (?:\w+ ){0,2}?(?:otra vez|de nuevo|nuevamente)",
                 r"volver a recibir",
             ),
@@ -612,6 +785,25 @@ _ES = Lexicon(
             ),
         ),
         (
+            "help",
+            0.9,
+            (
+                r"no (?:lo )?entiendo",
+                r"que es (?:esto|este|esta)",
+                r"que significa",
+            ),
+        ),
+        (
+            "reschedule",
+            0.9,
+            (
+                r"cambiar(?:la|lo)? (?:para|a|al)",
+                r"hay (?:algo|otr[oa]|disponib\w*|lugar|turno|hueco|espacio)",
+                r"semana (?:que viene|proxima)",
+                r"proxima semana",
+            ),
+        ),
+        (
             "confirm",
             0.9,
             (
@@ -635,6 +827,22 @@ _TL = Lexicon(
     "tl",
     True,
     (
+        (
+            "keep",
+            0.8,
+            (
+                r"(?:wag|huwag) (?:(?:nyo|ninyo|mo|po|pong|nyong|naman|sana) ){0,3}"
+                r"(?:itigil|ititigil|tigilan|ihinto)",
+            ),
+        ),
+        (
+            "opt_out",
+            0.95,
+            (
+                r"(?:pakitanggal|tanggalin|alisin|pakialis|paki alis|paki tanggal|tanggal)"
+                r"(?: \w+){0,3}? (?:listahan|list|number|numero)",
+            ),
+        ),
         (
             "opt_out",
             0.95,
@@ -669,6 +877,24 @@ _TL = Lexicon(
                 r"palitan (?:\w+ )?(?:oras|araw|petsa|schedule)",
                 r"ibang (?:araw|oras|petsa)",
             ),
+        ),
+        (
+            "opt_in",
+            0.9,
+            (r"(?:pakibalik|ibalik|ibabalik)(?: \w+){0,3}? (?:reminders?|texts?|mensahe|sms|messages?)",),
+        ),
+        (
+            "help",
+            0.9,
+            (
+                r"^ano (?:po )?(?:ba )?(?:ito|to|yan|iyan)$",
+                r"(?:di|hindi) ko (?:po )?(?:maintindihan|naiintindihan|gets)",
+            ),
+        ),
+        (
+            "reschedule",
+            0.9,
+            (r"(?:hapon|umaga|tanghali|gabi|lunes|martes|miyerkules|huwebes|biyernes|sabado|bukas) na lang",),
         ),
         (
             "confirm",
@@ -726,6 +952,16 @@ _VI = Lexicon(
                 "doi",
             ),
         ),
+        (
+            "help",
+            0.9,
+            (
+                r"(?:khong|ko|k) hieu",
+                r"la gi",
+                r"gi (?:vay|the|day)",
+            ),
+        ),
+        ("other", 0.9, (r"(?:den|toi) tre", r"tre (?:\w+ )?phut")),  # "sẽ đến trễ 10 phút": late, not a yes
         ("confirm", 0.9, ("vang", "da vang", r"se (?:den|toi|di)", "xac nhan", "dong y")),
         ("confirm", 0.9, (_bare("co", "duoc", "dc", fillers="a|da|vang|cam on|nhe|ok|roi"),)),
         ("confirm", 0.65, ("cam on",)),
@@ -745,6 +981,14 @@ _HI = Lexicon(
     "hi",
     True,
     (
+        (
+            "keep",
+            0.8,
+            (
+                r"(?:खाना|पीना|दवा|दवाई|दवाइयां|पानी|khana|khaana|peena|pina|dawai|dawa) (?:\w+ )?(?:बंद|band)",
+                r"(?:बंद|band) (?:मत|ना|न|mat|na) (?:कर\w*|kar\w*)",
+            ),
+        ),
         (
             "opt_out",
             0.95,
@@ -795,6 +1039,37 @@ _HI = Lexicon(
             ),
         ),
         (
+            "opt_in",
+            0.9,
+            (
+                r"(?:wapas|vapas|phir se|dobara|फिर से|दोबारा|वापस)"
+                r"(?: \w+){0,2}? (?:chalu|shuru|start|चालू|शुरू)",
+                r"chalu (?:karo|kar do|kijiye)",
+                r"चालू (?:करो|करें|कर दो|कीजिए)",
+            ),
+        ),
+        (
+            "help",
+            0.9,
+            (
+                r"samajh (?:nahi|nahin|nai|ni)",
+                r"समझ नहीं",
+                r"(?:ye|yeh|yah) kya hai",
+                r"kya hai (?:ye|yeh)",
+                r"(?:यह|ये) (?:क्या|कौन सा)",
+                r"किस बारे में",
+            ),
+        ),
+        (
+            "reschedule",
+            0.9,
+            (
+                r"(?:ki|ke) jagah",
+                r"की जगह",
+                r"(?:और|दूसरा|दूसरे|कोई और|कोई दूसरा) (?:दिन|समय|टाइम|तारीख)",
+            ),
+        ),
+        (
             "confirm",
             0.9,
             (
@@ -820,6 +1095,19 @@ _PA = Lexicon(
     "pa",
     True,
     (
+        (
+            "keep",
+            0.8,
+            (
+                r"(?:ਖਾਣਾ|ਪੀਣਾ|ਦਵਾਈ|ਦਵਾਈਆਂ|ਪਾਣੀ|ਖਾਣ|khana|khaana|peena|dawai) (?:\w+ )?(?:ਬੰਦ|band)",
+                r"(?:ਬੰਦ|band) (?:ਨਾ|ਨ|na|mat) (?:ਕਰ\w*|kar\w*)",
+            ),
+        ),
+        (
+            "opt_out",
+            0.95,
+            (r"(?:ਮੈਸੇਜ|ਮੈਸਜ|ਸੁਨੇਹੇ|ਸੁਨੇਹਾ)(?: \w+){0,2}? ਨਹੀਂ (?:ਚਾਹੀਦੇ|ਚਾਹੀਦਾ|ਚਾਹੁੰਦਾ|ਚਾਹੁੰਦੀ|ਚਾਹੁੰਦੇ)",),
+        ),
         (
             "opt_out",
             0.95,
@@ -858,6 +1146,25 @@ _PA = Lexicon(
             ),
         ),
         (
+            "opt_in",
+            0.9,
+            (r"(?:ਦੁਬਾਰਾ|ਫਿਰ ਤੋਂ|ਮੁੜ|dobara|phir se|wapas)(?: \w+){0,2}? (?:ਸ਼ੁਰੂ|shuru|chalu|start)",),
+        ),
+        (
+            "help",
+            0.9,
+            (
+                r"ਸਮਝ ਨਹੀਂ",
+                r"ਇਹ ਕੀ (?:ਹੈ|ਮੈਸੇਜ|ਸੁਨੇਹਾ)",
+                r"samajh (?:nahi|nahin|nai|ni)",
+            ),
+        ),
+        (
+            "reschedule",
+            0.9,
+            (r"ਹੋਰ (?:ਦਿਨ|ਸਮਾਂ|ਟਾਈਮ|ਤਾਰੀਖ)",),
+        ),
+        (
             "confirm",
             0.9,
             (
@@ -887,10 +1194,18 @@ _OPT_OUT_ONLY = tuple(
 )
 
 
-def read(raw_tokens: list[str], languages: tuple[str, ...]) -> dict[str, float]:
+_PUNCTUATED = re.compile(_TOKEN.pattern + r"|[^\w\s]")
+
+
+def read(raw_tokens: list[str], languages: tuple[str, ...], folded: str = "") -> dict[str, float]:
     """What the reply's own language says, as {intent: weight}; every language's opt-out phrases always."""
     spaced = " ".join(raw_tokens)
     scores: dict[str, float] = {}
+    punctuated = " ".join(_PUNCTUATED.findall(folded)) if folded else spaced
+    for lexicon in _OPT_OUT_ONLY:
+        spaced, kept = lexicon.unkeep(spaced, punctuated)
+        if kept:
+            scores["keep"] = 0.8
     for language in languages:
         for intent, weight in LEXICONS[language].read(spaced).items():
             scores[intent] = max(scores.get(intent, 0.0), weight)

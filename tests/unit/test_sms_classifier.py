@@ -117,6 +117,31 @@ def test_the_reply_language(text: str, language: str | None) -> None:
         ("unstop", Intent.OPT_IN),
         ("who is this?", Intent.HELP),
         ("what do I need to bring?", Intent.OTHER),
+        # rules added after the fresh held-out set's first run (2026-12-06), in other words than its rows
+        ("unsubscr1be", Intent.OPT_OUT),  # digits typed for letters
+        ("there's no need to text me anymore", Intent.OPT_OUT),
+        ("Quítenme de la lista por favor", Intent.OPT_OUT),
+        ("ما بدي مسجات", Intent.OPT_OUT),
+        ("I replied STOP by accident, please keep the reminders", Intent.OPT_IN),
+        ("turn the sms reminders back on", Intent.OPT_IN),
+        ("Will I stop feeling dizzy after the contrast?", Intent.OTHER),  # stop + a gerund: not messages
+        ("Non-stop traffic, might be a bit late", Intent.OTHER),
+        ("Don't cancel my booking please, I'm coming", Intent.CONFIRM),
+        ("Thanks, but where do I park?", Intent.OTHER),
+        ("How do I reschedule?", Intent.HELP),  # a question about our messages
+        ("I don't get it", Intent.HELP),
+        ("No entiendo nada", Intent.HELP),
+        ("N, I'm away that week", Intent.CANCEL),
+        ("any later times?", Intent.RESCHEDULE),
+        ("No paren los recordatorios", Intent.OTHER),  # "don't stop the reminders", in Spanish
+        ("Non smettete di mandarmi messaggi", Intent.OTHER),
+        ("请不要停止发短信给我", Intent.OTHER),
+        ("Wag nyo pong ihinto ang text", Intent.OTHER),
+        ("幫我cancel佢", Intent.CANCEL),  # an English word inside Chinese
+        # ... and what they must not swallow
+        ("No, dejen de mandarme mensajes", Intent.OPT_OUT),  # "no, stop sending me messages"
+        ("stop annoying me", Intent.OPT_OUT),
+        ("I sent stop by mistake but now I do want you to stop texting me", Intent.OPT_OUT),
     ],
 )
 def test_decisions(text: str, intent: Intent) -> None:
@@ -199,7 +224,7 @@ def llm_settings(url: str | None, **overrides: Any) -> Settings:
     return Settings(**(values | overrides))
 
 
-UNSURE = "Please cancel, I'll call to rebook when I'm back from holidays"  # rules: reschedule, 0.6
+UNSURE = "Please cancel, I'll call to rebook when I'm back from holidays"  # rules: cancel, 0.7
 
 
 async def test_the_model_is_asked_only_when_the_rules_are_unsure(model: FakeChatModel) -> None:
