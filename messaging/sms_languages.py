@@ -107,14 +107,27 @@ _LATIN_MARKERS: dict[str, frozenset[str]] = {
 }
 
 
+def _script(chars: set[str]) -> str | None:
+    """The first of `_SCRIPTS` (in its order) that any of the characters is written in. Characters below
+    Greek (ASCII, Latin with accents) are skipped at once: most replies have nothing else."""
+    found = {
+        language
+        for ch in chars
+        if (code := ord(ch)) >= 0x0370
+        for first, last, language in _SCRIPTS
+        if first <= code <= last
+    }
+    return next((language for _, _, language in _SCRIPTS if language in found), None) if found else None
+
+
 def detect(text: str, tokens: list[str]) -> tuple[str, ...]:
     """The languages the reply is most likely in, best first; () for English or no telling."""
     chars = set(text)
-    for first, last, language in _SCRIPTS:
-        if any(first <= ord(ch) <= last for ch in chars):
-            if language == "zh" and chars & _CANTONESE:
-                return ("yue",)
-            return (language,)
+    language = _script(chars)
+    if language is not None:
+        if language == "zh" and chars & _CANTONESE:
+            return ("yue",)
+        return (language,)
     if not text.isascii() and set(text.lower()) & _VIETNAMESE:
         return ("vi",)
     counts = {lang: sum(token in markers for token in tokens) for lang, markers in _LATIN_MARKERS.items()}
@@ -133,7 +146,7 @@ def reply_language(text: str, tokens: list[str], languages: tuple[str, ...]) -> 
     language = languages[0]
     if language in ("zh", "yue"):
         return "zh-Hant" if language == "yue" or set(text) & _TRADITIONAL else "zh-Hans"
-    if any(first <= ord(ch) <= last for ch in set(text) for first, last, _ in _SCRIPTS) or language == "vi":
+    if language == "vi" or _script(set(text)) is not None:
         return language
     markers = _LATIN_MARKERS[language]
     if 2 * sum(token in markers for token in tokens) >= len(tokens):
