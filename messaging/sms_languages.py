@@ -166,6 +166,10 @@ class _Cue:
     pattern: re.Pattern[str]
 
 
+def _union(patterns: Iterable[re.Pattern[str]]) -> re.Pattern[str]:
+    return re.compile("|".join(f"(?:{pattern.pattern})" for pattern in patterns))
+
+
 class Lexicon:
     """One language's cues, read in order; each match is blanked out so later cues cannot reuse its words
     ("不去" is read as a cancel before "去" could be read as anything else). "keep" cues are what looks like
@@ -183,6 +187,14 @@ class Lexicon:
         self.keeps = tuple(cue for cue in compiled if cue.intent == "keep")
         self.cues = tuple(cue for cue in compiled if cue.intent != "keep")
         self.opt_outs = tuple(cue for cue in self.cues if cue.intent == "opt_out")
+        # Every reply is checked against every language's opt-outs and keep phrases, so each is also one
+        # alternation (per weight), for speed: most replies match none.
+        weights = sorted({cue.weight for cue in self.opt_outs}, reverse=True)
+        self._opt_out_by_weight = tuple(
+            (weight, _union(cue.pattern for cue in self.opt_outs if cue.weight == weight))
+            for weight in weights
+        )
+        self._any_keep = _union(cue.pattern for cue in self.keeps) if self.keeps else None
 
     def read(self, spaced_text: str) -> dict[str, float]:
         scores: dict[str, float] = {}
@@ -198,6 +210,8 @@ class Lexicon:
         counts only if it holds with the punctuation left in: "No, dejen de mandarme mensajes" is "no, stop
         sending me messages", not "don't stop"."""
         found = False
+        if self._any_keep is None or not self._any_keep.search(spaced_text):
+            return spaced_text, found
         for cue in self.keeps:
             if cue.pattern.search(spaced_text) and cue.pattern.search(punctuated):
                 found = True
@@ -205,7 +219,7 @@ class Lexicon:
         return spaced_text, found
 
     def opt_out(self, spaced_text: str) -> float:
-        return max((cue.weight for cue in self.opt_outs if cue.pattern.search(spaced_text)), default=0.0)
+        return next((weight for weight, union in self._opt_out_by_weight if union.search(spaced_text)), 0.0)
 
 
 def _bare(*alternatives: str, fillers: str = "", sep: str = " ") -> str:
