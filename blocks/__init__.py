@@ -1,6 +1,4 @@
-"""Prefect Blocks for avatar-crm.
-
-Empty on purpose for now: every credential comes from the one settings object (`models/settings.py`,
-environment or `.env`), so there is a single place to configure the system. Blocks belong here when a
-credential has to be managed from the Prefect UI or rotated by a flow (e.g. Google OAuth tokens).
+"""Prefect Blocks for avatar-crm: the secrets (Wix, MobileMessage, SendGrid, Google OAuth client, the LLM
+endpoint, the CRM's own keys) as typed blocks, read before the environment by every process that installs
+`settings_source` (see its docstring for why `models` cannot import this package itself).
 """

@@ -11,6 +11,7 @@ import typer
 from deployments.cli_campaign import campaign_app, consent_app, tag_app
 from deployments.cli_google import google_app
 from deployments.cli_keys import keys_app
+from deployments.cli_secrets import secrets_app, show_config
 from deployments.cli_wix import wix_app
 from deployments.prefect_api import prefect_api
 from models.data_dir import PRIVATE_UMASK
@@ -33,13 +34,24 @@ app.add_typer(tag_app, name="tag")
 app.add_typer(google_app, name="google")
 app.add_typer(wix_app, name="wix")
 app.add_typer(keys_app, name="keys")
+app.add_typer(secrets_app, name="secrets")
 
 
 @app.callback()
 def _private_files() -> None:
     """Whatever a command creates (the database, keys, Prefect's files, exports) is the owner's alone, and so
-    is what the processes it starts create (make up's Prefect server, runner and gateway)."""
+    is what the processes it starts create (make up's Prefect server, runner and gateway). Settings are read
+    from the avatar-crm Prefect blocks first (when a Prefect API answers), the environment second."""
     os.umask(PRIVATE_UMASK)
+    from blocks.settings_source import install
+
+    install()
+
+
+@app.command()
+def config() -> None:
+    """Show every setting, where it came from (block, env, .env, default) and its value; never a secret."""
+    show_config()
 
 
 @app.command()
@@ -64,7 +76,7 @@ def gateway(
     settings = get_settings()
     with prefect_api("wait"):
         uvicorn.run(
-            "webhook_gateway.app:create_app",
+            "webhook_gateway.app:create_served_app",
             factory=True,
             host=host or settings.gateway_host,
             port=port or settings.gateway_port,

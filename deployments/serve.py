@@ -97,8 +97,15 @@ def _module(entrypoint: str) -> str:
 
 
 def main() -> None:
+    from blocks.settings_source import install
+
+    install()  # this process's settings, and (flow_process) every run's, from the blocks first
     use_preloaded_forkserver(
-        ["prefect.flow_engine", *(_module(spec["entrypoint"]) for spec in load_definitions())]
+        [
+            "deployments.flow_process",
+            "prefect.flow_engine",
+            *(_module(spec["entrypoint"]) for spec in load_definitions()),
+        ]
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())

@@ -18,8 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from models import get_settings
+from blocks import settings_source
+from blocks.settings_source import BlockRead
+from models import Settings, get_settings
 from models.crypto import generate_key
 from models.data_dir import make_private
 from models.migrate import upgrade
@@ -33,10 +36,11 @@ def _say(message: str) -> None:
     print(f"[avatar-crm] {message}", flush=True)
 
 
-def ensure_encryption_key(data_dir: Path) -> str:
-    """The key from the environment, else from the data directory, else a new one written there."""
-    if os.environ.get("CRM_ENCRYPTION_KEY"):
-        return os.environ["CRM_ENCRYPTION_KEY"]
+def ensure_encryption_key(data_dir: Path, configured: str | None) -> str | None:
+    """The key to hand the children in CRM_ENCRYPTION_KEY: none when one is configured (the environment or a
+    block, which the children read themselves), else the data directory's, else a new one written there."""
+    if configured:
+        return None
     key_file = data_dir / "encryption.key"
     if key_file.exists():
         return key_file.read_text().strip()
@@ -82,19 +86,23 @@ SERVER_WRITE_BATCHING = {
 }
 
 
-def stack_environment() -> dict[str, str]:
-    settings = get_settings()
-    data_dir = settings.crm_data_dir.resolve()
+class _Boot(BaseSettings):
+    """What starting Prefect needs, read before anything else can be (the full settings may need blocks,
+    which live in that Prefect server: SMS_PROVIDER=mobilemessage with its password only in a block)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    crm_data_dir: Path = Settings.model_fields["crm_data_dir"].default
+    prefect_port: int = Settings.model_fields["prefect_port"].default
+
+
+def prefect_environment(data_dir: Path, prefect_port: int) -> dict[str, str]:
+    """The environment of every child, first of the Prefect server: where Prefect keeps its files and how
+    the others reach it."""
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    make_private(data_dir, settings.crm_database_url)
     env = dict(os.environ)
     env["CRM_DATA_DIR"] = str(data_dir)
-    env["CRM_DATABASE_URL"] = settings.crm_database_url
-    env["CRM_ENCRYPTION_KEY"] = ensure_encryption_key(data_dir)
-    if not settings.wix_public_key and settings.wix_webhook_secret is None:
-        env["WIX_PUBLIC_KEY"] = ensure_demo_wix_keys(data_dir)
-    env["PREFECT_HOME"] = str(settings.prefect_home.resolve())
-    env["PREFECT_API_URL"] = settings.stack_prefect_api_url
+    env["PREFECT_HOME"] = str((data_dir / "prefect").resolve())
+    env["PREFECT_API_URL"] = f"http://127.0.0.1:{prefect_port}/api"
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     env.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "1")
     env.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
@@ -106,6 +114,23 @@ def stack_environment() -> dict[str, str]:
     # of the flow runs the gateway creates. Measured with benchmarks/e2e_latency.py (README, Benchmarks).
     for name, value in SERVER_WRITE_BATCHING.items():
         env.setdefault(name, value)
+    return env
+
+
+def crm_environment(env: dict[str, str], settings: Settings) -> dict[str, str]:
+    """What the runner and gateway need beyond Prefect's: the database, and the embedded defaults for what
+    nobody configured (the encryption key file; demo Wix keys). Secrets read from blocks are not copied into
+    the environment: those processes read the blocks themselves."""
+    data_dir = Path(env["CRM_DATA_DIR"])
+    make_private(data_dir, settings.crm_database_url)
+    env = dict(env)
+    env["CRM_DATABASE_URL"] = settings.crm_database_url
+    configured = settings.crm_encryption_keys or settings.crm_encryption_key
+    configured_key = configured.get_secret_value() if configured else None
+    if (key := ensure_encryption_key(data_dir, configured_key)) is not None:
+        env["CRM_ENCRYPTION_KEY"] = key
+    if not settings.wix_public_key and settings.wix_webhook_secret is None:
+        env["WIX_PUBLIC_KEY"] = ensure_demo_wix_keys(data_dir)
     return env
 
 
@@ -242,35 +267,49 @@ def _stop(children: list[Child], prefect_api_url: str, grace: float) -> None:
         _stop_group(process)
 
 
+def _blocks_said(read: BlockRead) -> str:
+    if read.state == "read":
+        return f"read from Prefect ({', '.join(read.found)})" if read.found else "none pushed (env only)"
+    return f"not read ({read.state}): settings from the environment only"
+
+
 def up() -> int:
-    settings = get_settings()
-    env = stack_environment()
-    os.environ.update(env)  # so the migrations below see the same database and key as the children
-    get_settings.cache_clear()
-    upgrade(env["CRM_DATABASE_URL"])
-    _say(f"database ready: {_redact(env['CRM_DATABASE_URL'])}")
+    boot = _Boot()
+    env = prefect_environment(boot.crm_data_dir.resolve(), boot.prefect_port)
+    os.environ.update(env)  # this process reads the blocks from that server once it is up
 
     python = sys.executable
-    prefect_url = f"http://127.0.0.1:{settings.prefect_port}"
+    prefect_url = f"http://127.0.0.1:{boot.prefect_port}"
     children = [
         Child("prefect server", [python, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                                 "--port", str(settings.prefect_port)], f"{prefect_url}/api/health", 120),
-        Child("flow runner", [python, "-m", "deployments.serve"]),
-        Child("gateway", [python, "-m", "uvicorn", "--factory", "webhook_gateway.app:create_app",
-                          "--host", settings.gateway_host, "--port", str(settings.gateway_port),
-                          "--no-access-log", "--log-level", "info", *server_cli_options()],
-              f"http://{settings.gateway_host}:{settings.gateway_port}/healthz", 60),
+                                 "--port", str(boot.prefect_port)], f"{prefect_url}/api/health", 120),
     ]  # fmt: skip
+    grace = Settings.model_fields["stop_grace_seconds"].default
     # Ctrl-C and SIGTERM both stop everything, even when started from a shell that ignores SIGINT.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
-        for child in children:
-            _say(f"starting {child.name} …")
-            child.start(env)
-            if child.health_url:
-                assert child.process is not None
-                _wait_healthy(child.health_url, child.process, child.startup_timeout)
+        _start(children[0], env)
+        # Prefect is up: the settings can now be read from its blocks first (secrets need not be in the
+        # environment), and the runner and gateway read them the same way.
+        get_settings.cache_clear()
+        settings = get_settings()
+        grace = settings.stop_grace_seconds
+        _say(f"secrets blocks:  {_blocks_said(settings_source.last_read)}")
+        env = crm_environment(env, settings)
+        os.environ.update(env)  # so the migrations below see the same database and key as the children
+        get_settings.cache_clear()
+        upgrade(env["CRM_DATABASE_URL"])
+        _say(f"database ready: {_redact(env['CRM_DATABASE_URL'])}")
+        children += [
+            Child("flow runner", [python, "-m", "deployments.serve"]),
+            Child("gateway", [python, "-m", "uvicorn", "--factory", "webhook_gateway.app:create_served_app",
+                              "--host", settings.gateway_host, "--port", str(settings.gateway_port),
+                              "--no-access-log", "--log-level", "info", *server_cli_options()],
+                  f"http://{settings.gateway_host}:{settings.gateway_port}/healthz", 60),
+        ]  # fmt: skip
+        for child in children[1:]:
+            _start(child, env)
         _say(f"Prefect UI:      {prefect_url}")
         _say(f"webhook gateway: http://{settings.gateway_host}:{settings.gateway_port}  (OpenAPI: /schema)")
         _say(f"SMS provider:    {settings.sms_provider}")
@@ -285,11 +324,19 @@ def up() -> int:
     except KeyboardInterrupt:
         _say("stopping …")
         return 0
-    except RuntimeError as exc:
+    except (RuntimeError, ValueError) as exc:  # a child that never became healthy; settings that do not hold
         _say(f"could not start: {exc}")
         return 1
     finally:
-        _stop(children, f"{prefect_url}/api", settings.stop_grace_seconds)
+        _stop(children, f"{prefect_url}/api", grace)
+
+
+def _start(child: Child, env: dict[str, str]) -> None:
+    _say(f"starting {child.name} …")
+    child.start(env)
+    if child.health_url:
+        assert child.process is not None
+        _wait_healthy(child.health_url, child.process, child.startup_timeout)
 
 
 def _redact(url: str) -> str:

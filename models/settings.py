@@ -1,20 +1,57 @@
-"""The one settings object: every knob the clinic can turn, read from the environment or `.env`.
+"""The one settings object: every knob the clinic can turn, from Prefect blocks, the environment or `.env`.
 
 Settings live beside the tables because everything else (providers, flows, gateway) imports `models`,
-and the database URL and encryption key are the first things any of them needs.
+and the database URL and encryption key are the first things any of them needs. Secrets can also come from
+Prefect blocks, but `models` is the bottom layer and must not import Prefect's blocks: the `blocks` package
+registers itself here (`register_settings_source`) when a process starts (the CLI, the runner and its flow
+runs, the gateway), and its values then win over the environment's. A process that registers nothing (a unit
+test, a script) reads the environment and `.env` only.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import os
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+from dotenv import dotenv_values
 from pydantic import PrivateAttr, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+# A source returns {field name: (value, where it came from)}, e.g. ("…", "block avatar-crm-wix/avatar-crm").
+SettingsSource = Callable[[], Mapping[str, tuple[Any, str]]]
+_sources: dict[str, SettingsSource] = {}
+_origins: dict[str, str] = {}  # what the registered sources supplied at the last read
+
+
+def register_settings_source(name: str, source: SettingsSource) -> None:
+    """Have every settings read ask `source` first (above the environment); the next `get_settings()` does."""
+    _sources[name] = source
+    get_settings.cache_clear()
+
+
+class _RegisteredSources(PydanticBaseSettingsSource):
+    """The registered sources (Prefect blocks), asked in order: the first to name a field wins."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ answers for all fields at once
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        _origins.clear()
+        for source in _sources.values():
+            for name, (value, origin) in source().items():
+                if name in self.settings_cls.model_fields and name not in values and value is not None:
+                    values[name] = value
+                    _origins[name] = origin
+        return values
+
 
 PREVIOUS_SECRETS = (
     "session_secret",
@@ -27,6 +64,35 @@ PREVIOUS_SECRETS = (
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
     _encryption_keys: list[bytes] | None = PrivateAttr(default=None)
+    _origins: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Blocks first, the environment second, `.env` third (arguments given in code above all)."""
+        if not _sources:
+            return init_settings, env_settings, dotenv_settings, file_secret_settings
+        blocks = _RegisteredSources(settings_cls)
+        return init_settings, blocks, env_settings, dotenv_settings, file_secret_settings
+
+    def origins(self) -> dict[str, str]:
+        """Where each setting came from: `block <type>/<name>`, `env`, `.env` or `default` (or derived)."""
+        dotenv_file = self.model_config.get("env_file")
+        from_file = {k.lower() for k in dotenv_values(dotenv_file)} if isinstance(dotenv_file, str) else set()
+        from_env = {k.lower() for k in os.environ}
+        found = {}
+        for name in type(self).model_fields:
+            if name in self._origins:
+                found[name] = self._origins[name]
+            else:
+                found[name] = "env" if name in from_env else ".env" if name in from_file else "default"
+        return found
 
     # --- storage -------------------------------------------------------------------------------
     crm_data_dir: Path = Path("./var")
@@ -280,6 +346,27 @@ class Settings(BaseSettings):
         return ring
 
 
+def settings_from_environment() -> Settings:
+    """The settings the environment and `.env` alone give, whatever sources are registered (what
+    `avatar-crm secrets push` copies into blocks)."""
+    return _EnvironmentOnly()
+
+
+class _EnvironmentOnly(Settings):
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, dotenv_settings, file_secret_settings
+
+
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    settings = Settings()
+    settings._origins = dict(_origins) if _sources else {}
+    return settings

@@ -1,7 +1,8 @@
 """The gateway application factory.
 
 `create_app()` wires the inbox writer, the Prefect client and the dispatcher into the app's lifespan, so a
-test, `make up` and a production ASGI server all build exactly the same thing.
+test, `make up` and a production ASGI server all build exactly the same thing. `create_served_app()` is the
+factory an ASGI server runs: the same app, with settings read from the avatar-crm Prefect blocks first.
 """
 
 from __future__ import annotations
@@ -77,6 +78,16 @@ def note_keys_in_use(settings: Settings, engine: Engine) -> None:
         logger.warning(
             "could not record the keys in use (%s): run `avatar-crm db upgrade`", type(error).__name__
         )
+
+
+def create_served_app() -> Litestar:
+    """The app with its secrets from Prefect blocks (above the environment), as `make up` and `uvicorn
+    --factory webhook_gateway.app:create_served_app` run it; with no Prefect API answering at start-up it
+    serves with the environment's settings and says so (webhooks are still stored, and handed over later)."""
+    from blocks.settings_source import install
+
+    install()
+    return create_app()
 
 
 def create_app(

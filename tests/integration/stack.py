@@ -29,6 +29,7 @@ AVATAR_CRM = Path(sys.executable).parent / "avatar-crm"
 class Stack:
     data_dir: Path
     env_overrides: dict[str, str] = field(default_factory=dict)
+    env_removed: frozenset[str] = frozenset()  # names left out of the stack's environment
     prefect_port: int = field(default_factory=free_port)
     gateway_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
@@ -42,9 +43,8 @@ class Stack:
         return f"http://127.0.0.1:{self.prefect_port}/api"
 
     def start(self, timeout: float = 120.0) -> None:
-        env = {
-            key: value for key, value in os.environ.items() if key not in {"PREFECT_API_URL", "PREFECT_HOME"}
-        }
+        left_out = {"PREFECT_API_URL", "PREFECT_HOME", *self.env_removed}
+        env = {key: value for key, value in os.environ.items() if key not in left_out}
         env.update(
             CRM_DATA_DIR=str(self.data_dir),
             PREFECT_PORT=str(self.prefect_port),

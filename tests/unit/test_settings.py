@@ -152,3 +152,31 @@ def test_the_public_base_url_defaults_to_where_the_gateway_listens(monkeypatch: 
     assert named.public_base_url == "http://crm.local:8080"
     explicit = Settings(_env_file=None, gateway_port=9000, public_base_url="https://crm.example.com")
     assert explicit.google_oauth_redirect_uri == "https://crm.example.com/auth/google/callback"
+
+
+def test_a_registered_source_wins_over_the_environment_and_origins_say_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import models.settings
+    from models.settings import get_settings, register_settings_source, settings_from_environment
+
+    monkeypatch.setattr(models.settings, "_sources", {})
+    monkeypatch.setenv("WIX_WEBHOOK_SECRET", "from-env")
+    monkeypatch.setenv("CLINIC_PHONE", "07 3000 0000")
+    register_settings_source(
+        "test",
+        lambda: {"wix_webhook_secret": ("from-block", "block avatar-crm-wix/x"), "clinic_name": (None, "b")},
+    )
+    try:
+        settings = get_settings()
+        assert settings.wix_webhook_secret is not None
+        assert settings.wix_webhook_secret.get_secret_value() == "from-block"
+        origins = settings.origins()
+        assert origins["wix_webhook_secret"] == "block avatar-crm-wix/x"
+        assert origins["clinic_phone"] == "env"
+        assert origins["clinic_name"] in ("default", "env")  # a source's None is no value
+        from_env = settings_from_environment()  # what `secrets push` stores: the environment alone
+        assert from_env.wix_webhook_secret is not None
+        assert from_env.wix_webhook_secret.get_secret_value() == "from-env"
+    finally:
+        get_settings.cache_clear()
