@@ -8,16 +8,24 @@ its own so its peak memory is its own. The baseline, measured in the same run ag
 plain loop posting the same 100 bodies of 1,000 personalizations one at a time with the same client: what
 talking to the provider costs with no database at all. The fake runs in its own process too.
 
+Each campaign is a real `campaign-send` flow run against a Prefect server the benchmark starts (its task
+runs, events and artifacts included), timed from the call to its return.
+
 Baseline and campaign run alternately `--repeats` times (each campaign on a copy of the same freshly seeded
 database); the verdict compares the best of each, the usual reading of timings on a shared machine, where
-other tenants only ever add time, and every pair's own ratio is printed beside it.
+other tenants only ever add time, and every pair's own ratio is printed beside it. `--compare-with DIR`
+also runs the campaign of another checkout (e.g. a `git worktree` of an older commit, with its own
+`make install`) in every repeat, alternating which goes first, against the same fake, database copy and
+Prefect server: the before/after comparison of a change, same run, same machine.
 
     .venv/bin/python benchmarks/campaign_send.py [--recipients 100000] [--in-flight 4] [--repeats 3]
+        [--compare-with /path/to/other/checkout]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -27,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -129,10 +138,12 @@ def _high_water_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def campaign_child() -> None:
-    """Run the campaign flow's body in this (fresh) process; print seconds, peak RSS and outcome as JSON."""
+def campaign_child(repo: Path) -> None:
+    """Run the campaign flow of `repo` in this (fresh) process, as a flow run on the benchmark's Prefect
+    server; print seconds, peak RSS and outcome as JSON."""
     import asyncio
 
+    sys.path.insert(0, str(repo))
     from flows.campaign_send import campaign_send
     from flows.campaign_spec import CampaignSpec
 
@@ -140,7 +151,7 @@ def campaign_child() -> None:
     before_mb = _high_water_mb()
     cpu = time.process_time()
     started = time.perf_counter()
-    result = asyncio.run(campaign_send.fn(spec))
+    result = asyncio.run(campaign_send(spec))
     seconds = time.perf_counter() - started
     cpu = time.process_time() - cpu
     peak_mb = _high_water_mb()
@@ -168,10 +179,15 @@ def restore(source_path: Path, target_path: Path) -> None:
         target.close()
 
 
-def campaign_run() -> dict[str, Any] | None:
-    """One campaign in a fresh process (so its peak memory is its own); None if it failed."""
+def campaign_run(repo: Path = REPO) -> dict[str, Any] | None:
+    """One campaign of `repo`'s code in a fresh process (so its peak memory is its own); None if it failed."""
+    python = repo / ".venv" / "bin" / "python"
     child = subprocess.run(
-        [sys.executable, __file__, "--child"], cwd=REPO, capture_output=True, text=True, check=False
+        [str(python if python.exists() else sys.executable), __file__, "--child", "--repo", str(repo)],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if child.returncode != 0:
         print(child.stderr[-3000:])
@@ -184,11 +200,34 @@ def main() -> int:
     parser.add_argument("--recipients", type=int, default=100_000)
     parser.add_argument("--in-flight", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3, help="baseline/campaign pairs, run alternately")
+    parser.add_argument(
+        "--compare-with", type=Path, help="another checkout whose campaign alternates with this"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--repo", type=Path, default=REPO, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        campaign_child()
+        campaign_child(args.repo.resolve())
         return 0
+    with prefect_server() as api_url:
+        os.environ["PREFECT_API_URL"] = api_url
+        return measure(args)
+
+
+@contextlib.contextmanager
+def prefect_server() -> Iterator[str]:
+    """A Prefect server of the benchmark's own (temporary database), for the campaign processes' flow runs."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield str(PREFECT_API_URL.value())
+
+
+def measure(args: argparse.Namespace) -> int:
+    """Seed once, then baseline and campaign(s) alternately; print the figures and the verdict."""
+    other: Path | None = args.compare_with.resolve() if args.compare_with else None
 
     data_dir = Path(tempfile.mkdtemp(prefix="bench-campaign-"))
     database, pristine = data_dir / "crm.db", data_dir / "seeded.db"
@@ -222,24 +261,41 @@ def main() -> int:
         complete = (requests, 0, args.recipients, args.recipients)  # each patient once, nothing refused
         bases: list[float] = []
         runs: list[dict[str, Any]] = []
+        others: list[dict[str, Any]] = []
         wrong: list[str] = []
+
+        def campaign(repo: Path, label: str, repeat: int) -> dict[str, Any] | None:
+            restore(pristine, database)
+            measured = campaign_run(repo)
+            if measured is not None and (
+                (got := received(fake)) != complete or measured["counts"] != {"sent": args.recipients}
+            ):
+                wrong.append(f"{label} {repeat + 1}: {got}, counts {measured['counts']}")
+            return measured
+
         for repeat in range(args.repeats):
             bases.append(baseline(url, people))
             if (got := received(fake)) != complete:
                 wrong.append(f"baseline {repeat + 1}: {got}")
-            if repeat:
-                restore(pristine, database)
-            measured = campaign_run()
-            if measured is None:
-                return 1
-            runs.append(measured)
-            if (got := received(fake)) != complete or measured["counts"] != {"sent": args.recipients}:
-                wrong.append(f"campaign {repeat + 1}: {got}, counts {measured['counts']}")
-            print(
-                f"  pair {repeat + 1}: baseline {bases[-1]:6.2f} s, campaign {measured['seconds']:6.2f} s "
-                f"({measured['cpu_seconds']:.1f} s CPU, peak {measured['peak_mb']:.0f} MB), "
-                f"ratio {bases[-1] / measured['seconds']:.2f}"
+            # With another checkout: which goes first alternates, so neither always meets a warmer machine.
+            order = [(REPO, "campaign"), (other, "other")] if other else [(REPO, "campaign")]
+            for repo, label in order if repeat % 2 == 0 else order[::-1]:
+                assert repo is not None
+                measured = campaign(repo, label, repeat)
+                if measured is None:
+                    return 1
+                (runs if label == "campaign" else others).append(measured)
+            line = (
+                f"  pair {repeat + 1}: baseline {bases[-1]:6.2f} s, campaign {runs[-1]['seconds']:6.2f} s "
+                f"({runs[-1]['cpu_seconds']:.1f} s CPU, peak {runs[-1]['peak_mb']:.0f} MB), "
+                f"ratio {bases[-1] / runs[-1]['seconds']:.2f}"
             )
+            if other:
+                line += (
+                    f"; {other.name} {others[-1]['seconds']:6.2f} s ({others[-1]['cpu_seconds']:.1f} s CPU), "
+                    f"this / that {runs[-1]['seconds'] / others[-1]['seconds']:.2f}"
+                )
+            print(line, flush=True)
 
         base = min(bases)
         best = min(runs, key=lambda run: run["seconds"])
@@ -266,6 +322,14 @@ def main() -> int:
             if not wrong
             else "fake SendGrid (accepted, refused, recipients, distinct) differs: " + "; ".join(wrong)
         )
+        if other:
+            that = min(run["seconds"] for run in others)
+            pairs = sorted(run["seconds"] / o["seconds"] for run, o in zip(runs, others, strict=True))
+            print(
+                f"{other.name}: best {that:6.2f} s; this checkout best {seconds:6.2f} s; "
+                f"this / that (best) {seconds / that:.3f}; pair by pair: "
+                + ", ".join(f"{r:.2f}" for r in pairs)
+            )
         campaign_ok = not wrong
         met = campaign_ok and seconds <= TARGET_SECONDS and peak <= TARGET_MB and ratio >= TARGET_RATIO
         print(

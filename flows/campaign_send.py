@@ -1,11 +1,13 @@
 """`campaign-send` and `campaign-winner`: marketing email (SendGrid) and SMS (MobileMessage) at scale.
 
-campaign-send(spec): the audience is streamed from the database and written to the outbox in bulk (one row
-per recipient, key `campaign:{slug}:{contact_id}`), then claimed in provider-sized batches (1,000 emails or
-10,000 SMS a request), re-checked against suppressions and consent, and posted with several requests in
-flight; results are written back in bulk. A crashed or repeated run resumes from the outbox: what was sent
-is not sent again. With several variants only the A/B test group is sent; a `campaign-winner` run is
-scheduled for after the wait.
+campaign-send(spec), as its task runs show it: `settle-abandoned` (what a stopped run left `sending`),
+`queue-audience` (the audience streamed into the outbox in bulk, one row per recipient keyed
+`campaign:{slug}:{contact_id}`), and `send-batches-<n>` beside it (`flows/tasks/campaign_batches.py`: groups
+of provider-sized batches, 1,000 emails or 10,000 SMS a request, each claimed and re-checked against
+suppressions and consent just before posting, as many groups at a time as the provider allows in flight,
+retried by Prefect while the provider is down); then the results artifact. A crashed or repeated run resumes
+from the outbox: what was sent is not sent again. With several variants only the A/B test group is sent; a
+`campaign-winner` run is scheduled for after the wait.
 
 campaign-winner(campaign, winner=None): compares the variants (`flows/ab_stats.py`: minimum sample and a
 two-proportion test); names a winner only when the difference is significant, otherwise marks the campaign
@@ -15,24 +17,15 @@ AWAITING_CHOICE and says how a person chooses. With a winner, the rest of the au
 # No `from __future__ import annotations`: Prefect builds the parameter model (the Prefect UI's run form)
 # from these annotations, and the runner hands flows to their process pickled (see flows/reminder_sweep.py).
 import asyncio
-import contextlib
-import gc
-import random
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from uuid import UUID
 from zoneinfo import ZoneInfo
 
-from prefect import flow
-from prefect.artifacts import (
-    acreate_markdown_artifact,
-    acreate_progress_artifact,
-    acreate_table_artifact,
-    aupdate_progress_artifact,
-)
+from prefect import flow, task
+from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.runtime import flow_run as current_run
 from sqlmodel import select
@@ -51,35 +44,23 @@ from flows.campaign_audience import (
 from flows.campaign_content import (
     SMS_MAX_LENGTH,
     check_content,
-    email_content,
-    personal_fields,
     preview_markdown,
     sms_text,
     summary,
 )
-from flows.campaign_outbox import ACCEPTED, Batch, CampaignMessage, NewMessage
+from flows.campaign_outbox import ACCEPTED, NewMessage
 from flows.campaign_spec import CampaignSpec, slugify
 from flows.run_logger import describe_counts, run_logger
-from flows.tasks.sms import get_sms_client, sms_slot
+from flows.tasks import campaign_batches as batches
 from messaging.email_wording import ClinicIdentity
-from messaging.outbox import Outcome
 from messaging.provider_slots import ProviderSlots, SlotTimeoutError
 from messaging.reminder_policy import ReminderPolicy
 from models import Campaign, CampaignStatus, Channel, MessageStatus, Settings, get_settings, session_scope
 from models.types import utcnow
-from providers.mobilemessage import MAX_MESSAGES_PER_REQUEST, MobileMessageError, SmsMessage
-from providers.sendgrid import MAX_PERSONALIZATIONS, EmailRecipient, SendGridClient, SendGridError, build_mail
 
 SEND_DEPLOYMENT = "campaign-send/campaign-send"
 WINNER_DEPLOYMENT = "campaign-winner/campaign-winner"
-GIVE_UP_AFTER = timedelta(
-    minutes=30
-)  # a provider outage this long since the last accepted batch ends the run
-RETRY_BASE_SECONDS = 2.0
-RETRY_MAX_SECONDS = 60.0
-PROGRESS_EVERY_SECONDS = 2.0
 QUEUE_CHUNK = 2000
-CAMPAIGN_GC_THRESHOLD = 50_000  # net allocations between young collections while sending (`_lean_gc`)
 
 
 class CampaignError(RuntimeError):
@@ -259,280 +240,69 @@ def queue_audience(
     return queued
 
 
-# --- posting batches -----------------------------------------------------------------------------------
+# --- the send's tasks ----------------------------------------------------------------------------------
 
 
-class Poster:
-    """Turns a claimed batch into one provider request and the request's result into outcomes."""
-
-    def __init__(self, state: CampaignState, settings: Settings) -> None:
-        self.state, self.settings, self.spec = state, settings, state.spec
-        self.clinic = _clinic(settings)
-        self.email_sandbox = settings.email_campaign_provider != "sendgrid"
-        self.sms_sandbox = settings.sms_provider == "sandbox"
-        self._sendgrid: SendGridClient | None = None
-
-    @property
-    def sandbox(self) -> bool:
-        return self.email_sandbox if self.spec.channel == Channel.EMAIL else self.sms_sandbox
-
-    @property
-    def batch_size(self) -> int:
-        return MAX_PERSONALIZATIONS if self.spec.channel == Channel.EMAIL else MAX_MESSAGES_PER_REQUEST
-
-    @property
-    def in_flight(self) -> int:
-        if self.spec.channel == Channel.EMAIL:
-            return max(1, self.settings.sendgrid_max_in_flight)
-        return max(1, self.settings.mobilemessage_max_in_flight)
-
-    def slot(self) -> ProviderSlots | None:
-        """MobileMessage's five requests are shared with every other sender on this database."""
-        return sms_slot() if self.spec.channel == Channel.SMS and not self.sms_sandbox else None
-
-    async def post(self, key: str, variant: str, messages: list[CampaignMessage]) -> list[Outcome]:
-        if self.sandbox:
-            return [
-                Outcome(m.id, MessageStatus.SANDBOXED, "sandbox mode: nothing left the machine", "sandbox")
-                for m in messages
-            ]
-        if self.spec.channel == Channel.EMAIL:
-            return await self._post_email(variant, messages)
-        return await self._post_sms(key, messages)
-
-    def email_body(self, variant_name: str, messages: list[CampaignMessage]) -> dict[str, Any]:
-        variant = self.spec.variant(variant_name)
-        settings = self.settings
-        recipients = []
-        for m in messages:
-            data, substitutions = personal_fields(variant, m.first_name, m.last_name, self.clinic)
-            name = " ".join(p for p in (m.first_name, m.last_name) if p) or None
-            custom_args = {"outbox_id": str(m.id), "campaign": self.spec.slug, "variant": variant_name}
-            recipients.append(EmailRecipient(m.recipient, name, custom_args, data, substitutions))
-        return build_mail(
-            from_email=settings.sendgrid_from_email,
-            from_name=settings.sendgrid_from_name or settings.clinic_name,
-            content=email_content(
-                variant, self.clinic, with_unsubscribe=settings.sendgrid_unsubscribe_group_id is not None
-            ),
-            recipients=recipients,
-            categories=["campaign", f"campaign-{self.spec.slug}", *self.spec.categories],
-            asm_group_id=settings.sendgrid_unsubscribe_group_id,
-            send_at=self.spec.sendgrid_send_at(utcnow()),
-        )
-
-    async def _post_email(self, variant: str, messages: list[CampaignMessage]) -> list[Outcome]:
-        if self._sendgrid is None:
-            self._sendgrid = SendGridClient.from_settings(self.settings)
-        client = self._sendgrid
-        try:  # building a 1,000-recipient body is CPU work too: off the event loop, with the request
-            accepted = await asyncio.to_thread(lambda: client.send(self.email_body(variant, messages)))
-        except SendGridError as exc:
-            if exc.ambiguous:
-                status, detail = MessageStatus.SENT, f"unconfirmed, not resent: {exc}"
-            elif exc.retryable:
-                status, detail = MessageStatus.PENDING, str(exc)
-            else:
-                status, detail = MessageStatus.FAILED, str(exc)
-            return [Outcome(m.id, status, detail, "sendgrid") for m in messages]
-        # One X-Message-Id for the whole request: with the address it finds each recipient's row when an
-        # event comes back without our custom_args.
-        return [Outcome(m.id, MessageStatus.SENT, None, "sendgrid", accepted.message_id) for m in messages]
-
-    async def _post_sms(self, key: str, messages: list[CampaignMessage]) -> list[Outcome]:
-        sender = self.settings.mobilemessage_from_number
-        sms = [SmsMessage(m.recipient, m.body, sender, f"msg:{m.id}") for m in messages]
-        try:
-            results = await get_sms_client().send(sms, idempotency_key=key)
-        except MobileMessageError as exc:
-            status = MessageStatus.PENDING if exc.retryable else MessageStatus.FAILED
-            return [Outcome(m.id, status, str(exc), "mobilemessage") for m in messages]
-        if len(results) != len(messages):  # never guess which result belongs to whom
-            detail = f"MobileMessage answered {len(results)} results for {len(messages)} messages"
-            return [Outcome(m.id, MessageStatus.FAILED, detail, "mobilemessage") for m in messages]
-        outcomes = []
-        for m, result in zip(messages, results, strict=True):
-            if result.status == "success":
-                outcomes.append(Outcome(m.id, MessageStatus.SENT, None, "mobilemessage", result.message_id))
-            else:
-                status = MessageStatus.BLOCKED if result.status == "blocked" else MessageStatus.FAILED
-                reason = f"provider result {result.status}" + (f": {result.error}" if result.error else "")
-                outcomes.append(Outcome(m.id, status, reason, "mobilemessage", result.message_id))
-        return outcomes
+@task(name="queue-audience", task_run_name="queue-audience", cache_policy=NO_CACHE)
+async def queue_audience_task(state: CampaignState, settings: Settings, progress: batches.Progress) -> int:
+    """The audience into the outbox, in a thread beside the batch groups, which start on the first rows."""
+    return await asyncio.to_thread(queue_audience, state, settings, progress.grow)
 
 
-class Progress:
-    """The progress artifact, updated at most every couple of seconds while batches go out."""
-
-    def __init__(self, slug: str, total: int) -> None:
-        self.slug, self.total, self.done = slug, total, 0
-        self._artifact: UUID | None = None
-        self._last = 0.0
-
-    async def start(self, description: str) -> None:
-        if _in_run():
-            self._artifact = await acreate_progress_artifact(
-                0.0, key=f"campaign-{self.slug}-progress"[:100], description=description
-            )
-
-    async def advance(self, count: int, *, final: bool = False) -> None:
-        self.done += count
-        if self._artifact is None or (not final and time.monotonic() - self._last < PROGRESS_EVERY_SECONDS):
-            return
-        self._last = time.monotonic()
-        await aupdate_progress_artifact(self._artifact, min(100.0, 100.0 * self.done / max(self.total, 1)))
-
-    def grow(self, count: int) -> None:
-        """More messages queued (called from the queueing thread; an int add is atomic under the GIL)."""
-        self.total += count
-
-
-class _Round:
-    """One pass over the pending messages: workers claim batches in id order per variant until none are
-    left or the provider fails (then the round stops claiming and the caller backs off)."""
-
-    def __init__(
-        self,
-        state: CampaignState,
-        poster: Poster,
-        progress: Progress,
-        counts: dict[str, int],
-        feeding: asyncio.Future[int] | None,
-    ) -> None:
-        self.state, self.poster, self.progress, self.counts = state, poster, progress, counts
-        self.feeding = feeding  # the audience still being queued: nothing left now may mean "not yet"
-        self.variants = [v.name for v in state.spec.variants]
-        self.cursors = dict.fromkeys(self.variants, 0)
-        self.lock = asyncio.Lock()
-        self.outage = asyncio.Event()
-        self.last_success: float | None = None
-        self.claimed = 0
-
-    def _count(self, status: str, number: int = 1) -> None:
-        key = str(status)  # "sent", not MessageStatus.SENT, in logs and results
-        self.counts[key] = self.counts.get(key, 0) + number
-
-    async def next_batch(self) -> Batch | None:
-        async with self.lock:  # one claim at a time: the cursors move in order
-            while True:
-                queued_all = self.feeding is None or self.feeding.done()  # before the claim, not after it
-                waiting = self.progress.total - self.claimed
-                if not queued_all and waiting < self.poster.batch_size * len(self.variants):
-                    await asyncio.sleep(0.02)  # while queueing, post full batches only (10,000 SMS a request)
-                    continue
-                batch = await self._claim_any()
-                if batch is not None or queued_all or self.outage.is_set():
-                    return batch
-                await asyncio.sleep(0.02)  # the queue is behind the senders: wait for more rows
-
-    async def _claim_any(self) -> Batch | None:
-        for variant in self.variants:
-            while not self.outage.is_set():
-                batch, self.cursors[variant] = await asyncio.to_thread(
-                    campaign_outbox.claim_batch,
-                    self.state.id,
-                    self.state.spec.slug,
-                    self.state.spec.channel,
-                    variant,
-                    after_id=self.cursors[variant],
-                    limit=self.poster.batch_size,
-                )
-                if batch is None:
-                    break
-                self.claimed += len(batch.messages) + len(batch.refused)
-                for status in batch.refused.values():
-                    self._count(status)
-                if batch.refused:
-                    await self.progress.advance(len(batch.refused))
-                if batch.messages:
-                    return batch
-        return None
-
-    async def worker(self) -> None:
-        while (batch := await self.next_batch()) is not None:
-            outcomes = await self.poster.post(batch.key, batch.variant, batch.messages)
-            await asyncio.to_thread(campaign_outbox.record_batch, outcomes)
-            delayed = 0
-            for outcome in outcomes:
-                self._count(outcome.status)
-                delayed += outcome.status == MessageStatus.PENDING
-            if delayed:
-                run_logger(__name__).warning("batch of %s delayed: %s", len(outcomes), outcomes[0].detail)
-                self.outage.set()  # stop claiming; the round ends and backs off
-            else:
-                self.last_success = time.monotonic()
-                await self.progress.advance(len(outcomes))
-
-    async def run_worker(self) -> None:
-        slot = self.poster.slot()
-        if slot is None:
-            await self.worker()
-            return
-        try:
-            async with slot.hold():  # one provider slot per worker for the whole round
-                await self.worker()
-        except SlotTimeoutError:
-            self.outage.set()
-
-    async def run(self) -> None:
-        await asyncio.gather(*(self.run_worker() for _ in range(self.poster.in_flight)))
+async def send_phase(state: CampaignState, settings: Settings, headline: str) -> dict[str, Any]:
+    """One send, as the Prefect UI shows it: settle what a stopped run left, queue the audience, and post
+    batch groups (task runs with their retries) until nothing is pending; one run at a time per campaign."""
+    logger = run_logger(__name__)
+    poster = batches.Poster(state.spec, settings)
+    try:
+        async with _guard(state).hold(max_wait=5):
+            with batches.lean_gc():
+                settled = await batches.step(batches.settle_abandoned)(state.id, state.spec, poster)
+                if settled:
+                    logger.warning(
+                        "settled messages a stopped run left sending: %s", describe_counts(settled)
+                    )
+                pending = await asyncio.to_thread(campaign_outbox.pending_count, state.id)
+                progress = batches.Progress(state.slug, pending)
+                await progress.start(headline)
+                feeding = asyncio.ensure_future(batches.step(queue_audience_task)(state, settings, progress))
+                sender = batches.Sender(state.id, state.spec, poster, progress, feeding)
+                try:
+                    await _send_until_done(state, sender)
+                finally:
+                    queued = await feeding  # never leave the queue thread writing behind us
+            logger.info("campaign %s: %s newly queued", state.slug, queued)
+    except SlotTimeoutError:
+        raise CampaignError(
+            f"another run is sending campaign {state.slug} right now; let it finish"
+        ) from None
+    counts = sender.counts
+    logger.info("campaign %s: %s", state.slug, describe_counts(counts, "nothing sent"))
+    return {"queued": queued, "counts": counts, "settled": settled}
 
 
-async def send_pending(
-    state: CampaignState, poster: Poster, progress: Progress, feeding: asyncio.Future[int] | None = None
-) -> dict[str, int]:
-    """Post every pending message of the campaign; returns counts per outcome.
-
-    Workers (as many as the provider allows in flight) each claim a batch just before posting it, so a
-    stopped run leaves at most the batches that were being posted in `sending`. A provider outage returns
-    a batch to pending; the run backs off and retries, and gives up (run Failed, campaign resumable)
-    after `GIVE_UP_AFTER` without an accepted batch.
-    """
-    counts: dict[str, int] = {}
-    last_success = time.monotonic()
-    attempt = 0
+async def _send_until_done(state: CampaignState, sender: batches.Sender) -> None:
+    """Batch groups until the outbox holds nothing pending; a provider that stays down ends the run Failed
+    with the campaign resumable."""
     while True:
-        round_ = _Round(state, poster, progress, counts, feeding)
-        await round_.run()
-        if feeding is not None and feeding.done():
-            feeding.result()  # a failure while queueing ends the run here
-        last_success = round_.last_success or last_success
+        posted = sender.posted
+        try:
+            await batches.send_lanes(sender)
+        except batches.ProviderDelayed as exc:
+            remaining = await asyncio.to_thread(campaign_outbox.pending_count, state.id)
+            raise CampaignError(
+                f"campaign {state.slug}: {remaining} messages still pending, the provider could not take "
+                f"them ({exc}); nothing was lost — run the campaign again to resume"
+            ) from None
+        if sender.feeding is not None and sender.feeding.done():
+            sender.feeding.result()  # a failure while queueing ends the run here
         remaining = await asyncio.to_thread(campaign_outbox.pending_count, state.id)
         if remaining == 0:
-            await progress.advance(0, final=True)
-            return counts
-        if time.monotonic() - last_success > GIVE_UP_AFTER.total_seconds():
-            raise CampaignError(
-                f"campaign {state.slug}: {remaining} messages still pending after the provider failed for "
-                f"{GIVE_UP_AFTER}; nothing was lost — run the campaign again to resume"
-            )
-        attempt += 1
-        delay = random.uniform(0.5, 1.0) * min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** min(attempt, 10))
-        run_logger(__name__).warning(
-            "%s messages waiting for the provider; retrying in %.0fs", remaining, delay
-        )
-        await asyncio.sleep(delay)
-
-
-async def settle_abandoned(state: CampaignState, poster: Poster) -> dict[str, int]:
-    """Messages a stopped run left `sending`. SMS: posted again in the same batch with the same
-    Idempotency-Key, so MobileMessage answers with the original result and sends nothing twice. Email:
-    SendGrid has no such key, so they are recorded as sent-unconfirmed, never posted again."""
-    counts: dict[str, int] = {}
-    for batch in await asyncio.to_thread(campaign_outbox.abandoned, state.id, state.spec.channel):
-        ids = [m.id for m in batch.messages]
-        if state.spec.channel == Channel.EMAIL or not batch.key:
-            detail = "unconfirmed, not resent: a previous run stopped while posting it"
-            await asyncio.to_thread(campaign_outbox.settle_unconfirmed, ids, detail)
-            counts["unconfirmed"] = counts.get("unconfirmed", 0) + len(ids)
-            continue
-        slot = poster.slot()  # MobileMessage's in-flight limit holds for a replay too
-        async with slot.hold() if slot is not None else contextlib.nullcontext():
-            outcomes = await poster.post(batch.key, batch.variant, batch.messages)
-        await asyncio.to_thread(campaign_outbox.record_batch, outcomes)
-        for outcome in outcomes:
-            counts[str(outcome.status)] = counts.get(str(outcome.status), 0) + 1
-    return counts
+            await sender.progress.advance(0, final=True)
+            return
+        if sender.posted == posted:  # a pass that posted nothing would not do better a second time
+            raise CampaignError(f"campaign {state.slug}: {remaining} messages pending that no claim takes")
+        sender.rewind()
 
 
 # --- artifacts and scheduling --------------------------------------------------------------------------
@@ -576,57 +346,6 @@ async def _schedule(deployment: str, parameters: dict[str, Any], at: datetime, k
 def _guard(state: CampaignState) -> ProviderSlots:
     """One sender per campaign at a time, across processes; released by the OS if the holder dies."""
     return ProviderSlots(f"campaign-{state.slug}", 1)
-
-
-async def _send_phase(state: CampaignState, settings: Settings, headline: str) -> dict[str, Any]:
-    with _lean_gc():
-        return await _send_guarded(state, settings, headline, Poster(state, settings))
-
-
-@contextlib.contextmanager
-def _lean_gc() -> Iterator[None]:
-    """Keep the cyclic garbage collector out of a campaign's way; refcounting still frees as usual.
-
-    A campaign allocates millions of short-lived objects (request bodies, rows). Freezing what exists now
-    keeps each collection from walking everything Prefect imported (measured: body building 2.5x faster at
-    100,000 recipients). And at the default threshold (a collection every 700 net allocations) collections
-    ran in the middle of building each 1,000-recipient body and promoted the live body into the older
-    generations: 2,900 collections took 0.7 s, holding the GIL, per 100,000 recipients. At 50,000 there were
-    two. Cyclic garbage can then grow by at most that many objects (a few MB) before it is collected.
-    """
-    thresholds = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(CAMPAIGN_GC_THRESHOLD, *thresholds[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
-
-
-async def _send_guarded(
-    state: CampaignState, settings: Settings, headline: str, poster: Poster
-) -> dict[str, Any]:
-    logger = run_logger(__name__)
-    try:
-        async with _guard(state).hold(max_wait=5):
-            settled = await settle_abandoned(state, poster)
-            if settled:
-                logger.warning("settled messages a stopped run left sending: %s", describe_counts(settled))
-            progress = Progress(state.slug, await asyncio.to_thread(campaign_outbox.pending_count, state.id))
-            await progress.start(headline)
-            feeding = asyncio.ensure_future(asyncio.to_thread(queue_audience, state, settings, progress.grow))
-            try:
-                counts = await send_pending(state, poster, progress, feeding)
-            finally:
-                queued = await feeding  # never leave the queue thread writing behind us
-            logger.info("campaign %s: %s newly queued", state.slug, queued)
-    except SlotTimeoutError:
-        raise CampaignError(
-            f"another run is sending campaign {state.slug} right now; let it finish"
-        ) from None
-    logger.info("campaign %s: %s", state.slug, describe_counts(counts, "nothing sent"))
-    return {"queued": queued, "counts": counts, "settled": settled}
 
 
 def quiet_hours_end(spec: CampaignSpec, settings: Settings, now: datetime) -> datetime | None:
@@ -788,7 +507,7 @@ async def campaign_send(spec: CampaignSpec) -> dict[str, Any]:
         }
     phase = "A/B test group" if spec.is_ab_test and state.winner is None else "campaign"
     try:
-        outcome = await _send_phase(state, settings, f"{spec.name}: {phase}")
+        outcome = await send_phase(state, settings, f"{spec.name}: {phase}")
     except Exception:
         await _results_artifact(state, f"{spec.name}: stopped before the end — run it again to resume")
         raise
@@ -922,7 +641,7 @@ async def campaign_winner(campaign: str, winner: str | None = None) -> dict[str,
             set_campaign, state.id, winner_variant=chosen, winner_reason=reason, status=CampaignStatus.SENDING
         )
     state = await asyncio.to_thread(load_campaign, campaign)
-    outcome = await _send_phase(state, settings, f"{spec.name}: variant {chosen} to the rest")
+    outcome = await send_phase(state, settings, f"{spec.name}: variant {chosen} to the rest")
     await asyncio.to_thread(set_campaign, state.id, status=CampaignStatus.SENT, finished_at=utcnow())
     table = await _results_artifact(state, f"{spec.name}: winner {chosen} sent to the rest ({reason})")
     return {

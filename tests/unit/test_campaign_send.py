@@ -8,9 +8,10 @@ exercised by the integration rig.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,10 @@ from flows import campaign_send as campaign_flow
 from flows.campaign_audience import assignment_point, stream_recipients
 from flows.campaign_send import CampaignError, campaign_send, campaign_winner
 from flows.campaign_spec import CampaignSpec
+from flows.tasks import campaign_batches
 from messaging.consent import ConsentSource, set_marketing_consent, withdraw
 from messaging.outbox import Outcome
+from messaging.provider_slots import SlotTimeoutError
 from models import (
     Booking,
     Campaign,
@@ -85,11 +88,10 @@ def sendgrid(db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSendGrid]
         monkeypatch.setenv(name, value)
     # Fast retries (the client's own backoff is tested in isolation; here the outage path matters).
     monkeypatch.setattr(
-        campaign_flow.SendGridClient,
+        SendGridClient,
         "from_settings",
         classmethod(lambda cls, s: SendGridClient(API_KEY, fake.url, base_delay=0.01, max_attempts=2)),
     )
-    monkeypatch.setattr(campaign_flow, "RETRY_BASE_SECONDS", 0.01)
     get_settings.cache_clear()
     yield fake
     fake.stop()
@@ -260,7 +262,6 @@ def test_an_outage_mid_campaign_stops_the_run_and_a_rerun_sends_the_rest_once(
 ) -> None:
     addresses = seed(2500)
     monkeypatch.setenv("SENDGRID_MAX_IN_FLIGHT", "1")
-    monkeypatch.setattr(campaign_flow, "GIVE_UP_AFTER", timedelta(0))
     get_settings.cache_clear()
     unavailable = (503, {"errors": [{"field": None, "message": "service unavailable"}]}, {"Retry-After": "0"})
     real_send = SendGridClient.send
@@ -527,6 +528,34 @@ def test_sms_campaign_goes_in_bulk_with_the_opt_out_and_honours_provider_blocks(
     sms.reset()
     assert run(spec)["status"] == CampaignStatus.SENT  # a finished campaign stays finished
     assert sms.requests == []
+
+
+def test_sms_slots_busy_elsewhere_stop_the_run_as_an_outage_and_a_rerun_sends_once(
+    sms: FakeMobileMessage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every MobileMessage slot held by other senders is waited out like a provider outage (retried by
+    Prefect in a flow run), not mistaken for another run sending this campaign."""
+    phones = seed(3, channel="sms")
+    spec = CampaignSpec.model_validate(
+        {"name": "Busy day", "channel": "sms", "variants": [{"body": "Hi {{ first_name }}, we are open."}]}
+    )
+
+    class Busy:
+        @contextlib.asynccontextmanager
+        async def hold(self, max_wait: float = 300.0) -> AsyncIterator[None]:
+            raise SlotTimeoutError("all 5 mobilemessage slots busy for 300s")
+            yield
+
+    real_slot = campaign_batches.Poster.slot
+    monkeypatch.setattr(campaign_batches.Poster, "slot", lambda self: Busy())
+    with pytest.raises(CampaignError, match="run the campaign again to resume"):
+        run(spec)
+    assert sms.requests == []
+    assert {m.status for m in rows("busy-day")} == {MessageStatus.PENDING}
+
+    monkeypatch.setattr(campaign_batches.Poster, "slot", real_slot)
+    assert run(spec)["counts"] == {"sent": 3}
+    assert sorted(m["to"] for r in sms.requests for m in r["json"]["messages"]) == sorted(phones)
 
 
 def test_an_sms_ab_test_is_decided_by_a_person_not_by_missing_clicks(sms: FakeMobileMessage) -> None:

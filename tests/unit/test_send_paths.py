@@ -57,8 +57,8 @@ APPLICATION = (
 PROVIDER_CALLS = {
     ("flows/tasks/sms.py", "deliver_sms"): "ClaimedMessage",
     ("flows/tasks/email.py", "_send_blocking"): "ClaimedMessage",
-    ("flows/campaign_send.py", "_post_email"): "CampaignMessage",
-    ("flows/campaign_send.py", "_post_sms"): "CampaignMessage",
+    ("flows/tasks/campaign_batches.py", "_post_email"): "CampaignMessage",
+    ("flows/tasks/campaign_batches.py", "_post_sms"): "CampaignMessage",
 }
 # The only places those messages are made: each after asking `may_send` (driven below).
 CLAIMS = {
