@@ -35,8 +35,10 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import SQLModel
+from sqlmodel import Session, SQLModel
 
+from models.consent import Suppression
+from models.crm import Contact
 from models.crypto import VERSION, Cipher, EncryptedBytes, EncryptedText, cipher_for_settings
 from models.cryptokey import CryptoKey
 from models.db import get_engine, session_scope
@@ -246,12 +248,39 @@ class KeyAge:
     too_old: bool
 
 
+class BlindIndexKeyChanged(RuntimeError):
+    """The blind-index key is not the one the stored hashes were made with: every lookup would miss."""
+
+
+def _check_blind_index_key(session: Session, index_key_id: str) -> None:
+    """Refuse a blind-index key other than the one recorded while hashes exist: contacts would not be found
+    (and duplicated), suppressions — STOP, unsubscribes — silently not honoured. The usual cause: the oldest
+    key left the ring without its value moving to CRM_BLIND_INDEX_KEY."""
+    known = set(
+        session.execute(select(CryptoKey.key_id).where(CryptoKey.purpose == "blind-index")).scalars()  # type: ignore[arg-type]
+    )
+    if not known or index_key_id in known:
+        return
+    hashed = (
+        session.execute(select(Contact.id).limit(1)).first()
+        or session.execute(select(Suppression.id).limit(1)).first()
+    )
+    if hashed is not None:
+        raise BlindIndexKeyChanged(
+            f"the blind-index key is {index_key_id}, but the stored lookup hashes were made with "
+            f"{' or '.join(sorted(known))}: set CRM_BLIND_INDEX_KEY to that key's value (the ring's oldest "
+            "key before it was removed); see docs/security.md"
+        )
+
+
 def record_keys(settings: Settings | None = None, engine: Engine | None = None) -> None:
-    """Note every key and secret in use (first seen now if new; last seen now)."""
+    """Note every key and secret in use (first seen now if new; last seen now). Raises
+    BlindIndexKeyChanged if the blind-index key is not the one the stored hashes were made with."""
     settings = settings or get_settings()
     now = utcnow()
     used = list(keys_in_use(settings))
     with session_scope(engine or get_engine(settings.crm_database_url)) as session:
+        _check_blind_index_key(session, dict(used)["blind-index"])
         dialect = session.get_bind().dialect.name
         builder = postgresql.insert if dialect == "postgresql" else sqlite.insert
         table = CryptoKey.__table__  # type: ignore[attr-defined]

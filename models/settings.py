@@ -99,8 +99,8 @@ class Settings(BaseSettings):
     crm_database_url: str = ""
     crm_encryption_key: SecretStr | None = None
     # The key ring, newest first, comma-separated: new values are sealed with the first, older ones still
-    # open values until `avatar-crm keys rotate` has re-sealed them. CRM_ENCRYPTION_KEY, when also set, is the
-    # oldest entry (so a rotation starts by adding CRM_ENCRYPTION_KEYS=<new key> beside the old setting).
+    # open values until `avatar-crm keys rotate` has re-sealed them. CRM_ENCRYPTION_KEY (or, unset, the key
+    # file `make up` wrote) is the oldest entry, so a rotation starts by adding CRM_ENCRYPTION_KEYS=<new key>.
     crm_encryption_keys: SecretStr | None = None
     # The root of the blind indexes (keyed hashes of phones, emails, services) and of the default session
     # secret; unset: the oldest key of the ring. Set it to the oldest key before that key leaves the ring.
@@ -331,13 +331,15 @@ class Settings(BaseSettings):
                 for k in self.crm_encryption_keys.get_secret_value().split(",")
                 if k.strip()
             ]
-        single = (
-            self.crm_encryption_key.get_secret_value().strip().encode() if self.crm_encryption_key else b""
-        )
+        # The single key: CRM_ENCRYPTION_KEY, else the key file `make up` wrote (the ring's oldest entry).
+        if self.crm_encryption_key is not None:
+            single = self.crm_encryption_key.get_secret_value().strip().encode()
+        elif self.encryption_key_file.exists():
+            single = self.encryption_key_file.read_text().strip().encode()
+        else:
+            single = b""
         if single and single not in ring:
             ring.append(single)
-        if not ring and self.encryption_key_file.exists():
-            ring = [k.strip().encode() for k in self.encryption_key_file.read_text().split(",") if k.strip()]
         if not ring:
             raise RuntimeError(
                 "CRM_ENCRYPTION_KEY is not set and no key file exists at "

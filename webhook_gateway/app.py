@@ -71,7 +71,8 @@ def startup_heap_frozen() -> Iterator[None]:
 
 def note_keys_in_use(settings: Settings, engine: Engine) -> None:
     """Record the keys and secrets this gateway runs with, so their ages count from their first use
-    (`avatar-crm keys status`). Never stops the gateway from starting."""
+    (`avatar-crm keys status`). Stops the gateway only if the blind-index key is not the one the stored
+    hashes were made with (models/keyring.py: every lookup would miss, suppressions included)."""
     try:
         record_keys(settings, engine)
     except SQLAlchemyError as error:

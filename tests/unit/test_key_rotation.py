@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -194,3 +195,31 @@ def test_a_rotation_killed_half_way_resumes_and_finishes_while_others_write(
     assert len(renamed) > 1
     expected = {i: (renamed.get(i, f"Pat{i}"), f"Nguyen{i}", f"+614{i:08d}") for i in range(1, n + 1)}
     assert {row[0]: tuple(row[1:]) for row in rows} == expected
+
+
+async def test_removing_the_oldest_key_without_pinning_the_blind_index_key_is_refused(db: str, ring) -> None:  # type: ignore[no-untyped-def]
+    """With the oldest key gone and CRM_BLIND_INDEX_KEY unset, the index key would change: no contact found by
+    phone, no STOP honoured. The gateway refuses to start and `keys status` fails, naming the fix."""
+    from litestar.testing import AsyncTestClient
+    from typer.testing import CliRunner
+
+    from deployments.cli import app as cli
+    from models.keyring import BlindIndexKeyChanged, record_keys
+    from webhook_gateway.app import create_app
+
+    with session_scope() as session:
+        session.add(
+            Contact(phone="+61412345678", phone_hash=get_cipher().blind_index("phone", "+61412345678"))
+        )
+    record_keys()  # what the gateway does on start: the index key in use is A's
+    ring(keys=KEY_B, single=None)  # A removed, nothing pinned: the index key would now be B's
+    with pytest.raises(BlindIndexKeyChanged, match="CRM_BLIND_INDEX_KEY"):
+        record_keys()
+    status = CliRunner().invoke(cli, ["keys", "status", "--no-counts"])
+    assert status.exit_code != 0 and isinstance(status.exception, BlindIndexKeyChanged)
+    with pytest.raises(BaseException) as refused:  # the start-up failure arrives wrapped in a group
+        async with AsyncTestClient(app=create_app(get_settings(), prefect_api_url="http://127.0.0.1:9/api")):
+            pass
+    assert "BlindIndexKeyChanged" in "".join(traceback.format_exception(refused.value))
+    ring(keys=KEY_B, single=None, index=KEY_A)  # pinned: fine
+    record_keys()
