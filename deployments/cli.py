@@ -23,11 +23,13 @@ events_app = typer.Typer(help="The webhook inbox.", no_args_is_help=True)
 reminders_app = typer.Typer(help="Scheduled reminders.", no_args_is_help=True)
 suppress_app = typer.Typer(help="Who must not be contacted (staff entries to the suppression list).")
 sms_app = typer.Typer(help="Two-way SMS.", no_args_is_help=True)
+retention_app = typer.Typer(help="What is purged after how long (README, Retention).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(events_app, name="events")
 app.add_typer(reminders_app, name="reminders")
 app.add_typer(suppress_app, name="suppress", no_args_is_help=True)
 app.add_typer(sms_app, name="sms")
+app.add_typer(retention_app, name="retention")
 app.add_typer(campaign_app, name="campaign")
 app.add_typer(consent_app, name="consent")
 app.add_typer(tag_app, name="tag")
@@ -161,6 +163,8 @@ def events_replay(event_id: int) -> None:
         row = session.get(WebhookEvent, event_id)
         if row is None:
             raise typer.BadParameter(f"no inbox event {event_id}")
+        if row.purged_at is not None:
+            raise typer.BadParameter(f"event {event_id}'s body was purged (retention): nothing to replay")
         deployment = DEPLOYMENTS[row.source]
         batched = row.source in BATCHED_SOURCES
     parameters = {"event_ids": [event_id]} if batched else {"event_id": event_id}
@@ -183,7 +187,10 @@ def events_show(event_id: int) -> None:
         if row is None:
             raise typer.BadParameter(f"no inbox event {event_id}")
         typer.echo(f"{row.source} {row.event_type} received {row.received_at:%Y-%m-%d %H:%M:%S} UTC")
-        typer.echo(row.body.decode("utf-8", errors="replace"))
+        if row.purged_at is not None:
+            typer.echo(f"(body purged {row.purged_at:%Y-%m-%d} UTC by retention; ids and dedupe key kept)")
+        else:
+            typer.echo(row.body.decode("utf-8", errors="replace"))
 
 
 @reminders_app.command("sweep")
@@ -207,6 +214,29 @@ def reminders_sweep(
     with prefect_api("temporary"):  # the running stack's, so the run shows in its UI
         counts = asyncio.run(reminder_sweep(now=moment, limit=limit))
     typer.echo(describe_counts(counts))
+
+
+@retention_app.command("run")
+def retention_run(
+    dry_run: Annotated[bool, typer.Option(help="Count what would be purged; change nothing.")] = False,
+    now: Annotated[
+        str | None, typer.Option(help="Purge as if it were this time (ISO 8601 with offset); default now.")
+    ] = None,
+) -> None:
+    """Purge stored webhook bodies, message texts and OAuth states past their periods, once, then exit."""
+    from datetime import datetime
+
+    from flows.retention import retention
+    from flows.run_logger import describe_counts
+
+    moment = None
+    if now is not None:
+        moment = datetime.fromisoformat(now)
+        if moment.tzinfo is None:
+            raise typer.BadParameter("--now needs a UTC offset, e.g. 2026-11-25T09:00:00+10:00")
+    with prefect_api("temporary"):  # the running stack's, so the run shows in its UI
+        counts = asyncio.run(retention(now=moment, dry_run=dry_run))
+    typer.echo(("would purge " if dry_run else "purged ") + describe_counts(counts))
 
 
 def _staff_change(phone: str, lift: bool, note: str) -> bool:

@@ -47,6 +47,9 @@ class WebhookEvent(SQLModel, table=True):
     flow_run_id: str | None = Field(default=None, max_length=36)
     processed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # When retention emptied `body` (models/retention.py); the row, its ids and dedupe key stay, so a
+    # redelivery is still answered as a duplicate and never processed twice.
+    purged_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
     @property
     def idempotency_key(self) -> str:

@@ -69,6 +69,7 @@ class OutboundMessage(SQLModel, table=True):
     clicked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    purged_at: datetime | None = Field(default=None, sa_type=UTCDateTime)  # `body` emptied by retention
 
 
 class OutboundMessageEvent(SQLModel, table=True):

@@ -210,6 +210,15 @@ class Settings(BaseSettings):
     # stopped (which cancels what is left; the dispatcher gives those events a new run at the next start).
     stop_grace_seconds: float = 30.0
 
+    # --- retention (the `retention` deployment, daily; `avatar-crm retention run`). 0 keeps forever ------
+    # Stored webhook bodies (booking details, SMS replies) of events processed or failed this long ago: the
+    # row, its dedupe key and ids stay, so a provider's redelivery is still recognised.
+    retention_inbox_days: int = 30
+    # The text of messages sent (or finally not sent) this long ago; recipient, status and times stay.
+    retention_message_days: int = 180
+    # OAuth sign-in states (PKCE verifier, ticket id) this old are deleted; never under the ticket's 15 min.
+    retention_oauth_hours: int = 24
+
     # --- Prefect (the variables Prefect itself reads; mirrored here so `up` can set them) ---------
     prefect_port: int = 4200
 

@@ -127,6 +127,7 @@ def rig(
                     "google-contacts-import/google-contacts-import",
                     "campaign-send/campaign-send",
                     "campaign-winner/campaign-winner",
+                    "retention/retention",
                 ],
             )
             yield Rig(api_url, sms_fake, wix_keys, sendgrid_fake, google_fake)

@@ -22,6 +22,7 @@ SAMPLE_PARAMETERS = {
         "spec": {"name": "Spring recall", "channel": "email", "variants": [{"template_id": "d-" + "0" * 32}]}
     },
     "campaign-winner": {"campaign": "spring-recall", "winner": "B"},
+    "retention": {"now": "2026-12-06T02:30:00+10:00", "dry_run": True},
 }
 
 
