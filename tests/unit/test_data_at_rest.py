@@ -162,3 +162,28 @@ def test_migration_0011_reseals_a_database_written_in_the_old_format(fresh_datab
             "Hi Ada, see you at 11",
         )
     upgrade(url)  # at head already: nothing to do, nothing broken
+
+
+def test_migration_0011_downgrades_to_the_old_format_and_up_again(fresh_database_url: str) -> None:
+    from alembic import command
+
+    from models.migrate import alembic_config
+
+    url = fresh_database_url
+    upgrade(url)
+    with session_scope(get_engine(url)) as session:
+        session.add(Contact(first_name="Ada", last_name="Lovelace", email="ada@example.com"))
+        session.add(
+            Booking(wix_booking_id="b-9", status="CONFIRMED", service_name="MRI – Knee", start_at=START)
+        )
+    command.downgrade(alembic_config(url), "0010")
+    ((first, email),) = _raw(url, "SELECT first_name, email FROM contact")
+    ((service,),) = _raw(url, "SELECT service_name FROM booking")
+    assert (first, service) == ("Ada", "MRI – Knee")  # in clear again, as 0010 had them
+    assert get_cipher().decrypt_legacy(bytes(email)) == b"ada@example.com"  # type: ignore[arg-type]
+    upgrade(url)
+    with session_scope(get_engine(url)) as session:
+        ada = session.exec(select(Contact)).one()
+        booking = session.exec(select(Booking)).one()
+    assert (ada.first_name, ada.email, booking.service_name) == ("Ada", "ada@example.com", "MRI – Knee")
+    assert booking.service_key == get_cipher().blind_index("service", "mri - knee")
