@@ -228,6 +228,8 @@ def _wait_for_flow_runs(prefect_api_url: str, grace: float) -> None:
 
     The gateway is stopped first, so no new event runs are created; a second Ctrl-C stops waiting.
     """
+    if grace <= 0:
+        return
     deadline = time.monotonic() + grace
     announced = False
     try:

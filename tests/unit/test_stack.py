@@ -9,6 +9,8 @@ import pytest
 
 from deployments.stack import Child, _stop
 
+NO_PREFECT = "http://127.0.0.1:9/api"
+
 
 def _dies(code: int) -> Child:
     return Child("flow runner", [sys.executable, "-c", f"import sys; sys.exit({code})"])
@@ -40,7 +42,7 @@ def test_a_dead_child_is_restarted_with_backoff_and_logged(capsys: pytest.Captur
     _wait_dead(child)
     child.check({}, now=child.started_at + 61)  # this one had run a minute: back to the shortest pause
     assert "restarting it in 1s (restart 1)" in capsys.readouterr().out
-    _stop([child.process])  # type: ignore[list-item]
+    _stop([child], NO_PREFECT, grace=0)
 
 
 def test_a_running_child_is_left_alone(capsys: pytest.CaptureFixture[str]) -> None:
@@ -49,5 +51,5 @@ def test_a_running_child_is_left_alone(capsys: pytest.CaptureFixture[str]) -> No
     child.check({}, now=child.started_at + 100)
     assert child.restart_at is None and child.process.poll() is None  # type: ignore[union-attr]
     assert capsys.readouterr().out == ""
-    _stop([child.process])  # type: ignore[list-item]
+    _stop([child], NO_PREFECT, grace=0)
     assert child.process.poll() is not None  # type: ignore[union-attr]
