@@ -204,7 +204,7 @@ def reminders_sweep(
     from datetime import datetime
 
     from flows.reminder_sweep import reminder_sweep
-    from flows.run_logger import describe_counts
+    from models.run_logger import describe_counts
 
     moment = None
     if now is not None:
@@ -227,7 +227,7 @@ def retention_run(
     from datetime import datetime
 
     from flows.retention import retention
-    from flows.run_logger import describe_counts
+    from models.run_logger import describe_counts
 
     moment = None
     if now is not None:
@@ -241,9 +241,9 @@ def retention_run(
 
 def _staff_change(phone: str, lift: bool, note: str) -> bool:
     from deployments.cli_campaign import refuse, staff_source
-    from flows.sms_triage import find_contact
     from messaging import consent
     from messaging.contacts import normalize_phone
+    from messaging.replies import find_contact
     from models import get_settings, session_scope
 
     e164 = normalize_phone(phone, get_settings().default_phone_region)

@@ -50,12 +50,12 @@ from flows.campaign_content import (
 )
 from flows.campaign_outbox import ACCEPTED, NewMessage
 from flows.campaign_spec import CampaignSpec, slugify
-from flows.run_logger import describe_counts, run_logger
 from flows.tasks import campaign_batches as batches
 from messaging.email_wording import ClinicIdentity
 from messaging.provider_slots import ProviderSlots, SlotTimeoutError
 from messaging.reminder_policy import ReminderPolicy
 from models import Campaign, CampaignStatus, Channel, MessageStatus, Settings, get_settings, session_scope
+from models.run_logger import describe_counts, run_logger
 from models.types import utcnow
 
 SEND_DEPLOYMENT = "campaign-send/campaign-send"

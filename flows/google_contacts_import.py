@@ -26,10 +26,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from sqlmodel import Session, select
 
-from flows.run_logger import run_logger
 from messaging.contacts import AddressKind, find_contacts, lock_keys, normalize_email, normalize_phone
 from models import AuditLog, Contact, GoogleConnectionStatus, SyncCursor, get_settings, session_scope
 from models.crypto import get_cipher
+from models.run_logger import run_logger
 from models.types import utcnow
 from providers.google_api import (
     GoogleNotConnected,

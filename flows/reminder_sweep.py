@@ -21,10 +21,10 @@ from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 from sqlmodel import select
 
-from flows.run_logger import describe_counts
 from flows.tasks.calendar import resync_calendars
 from flows.tasks.send import send_due
 from models import OutboundMessage, OutboundMessageEvent, get_settings, session_scope
+from models.run_logger import describe_counts
 from models.types import utcnow
 
 

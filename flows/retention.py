@@ -11,7 +11,7 @@ from prefect import flow
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
-from flows.run_logger import describe_counts
+from models.run_logger import describe_counts
 from models import get_settings
 from models.retention import purge
 from models.types import utcnow

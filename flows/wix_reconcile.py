@@ -24,9 +24,9 @@ from prefect.artifacts import acreate_markdown_artifact
 from prefect.runtime import flow_run
 from sqlmodel import Session, col, select
 
-from flows.run_logger import run_logger
 from models import Booking, InboxStatus, WebhookEvent, WixReconciliation, get_settings, session_scope
 from models.inbox import insert_new_events
+from models.run_logger import run_logger
 from models.types import utcnow
 from providers import wix
 from providers.wix_api import WixBookingsClient

@@ -9,9 +9,9 @@ the sender carries the burden of proof.
 
 The patient's own words rank highest. A suppression the patient made (STOP by SMS, or their STOP reported by
 the SMS provider; an unsubscribe or spam report by email) is lifted only by the patient, on that channel:
-- SMS: the patient texting START (`flows/sms_triage.py`);
+- SMS: the patient texting START (`messaging/replies.py`);
 - email: the patient resubscribing through SendGrid's preference page (`group_resubscribe`,
-  `flows/email_events.py`).
+  `messaging/email_events.py`).
 Staff (`avatar-crm consent grant`, `suppress remove`) may lift only suppressions staff, a provider or an
 import made; asked to lift a patient's own, nothing changes, the refusal is written to the ledger, and the
 CLI says why and fails.

@@ -1,8 +1,8 @@
 """Email engagement (a patient opened an email or followed a link in it), recorded the same way by all.
 
 Two things see engagement: our own open pixel and click redirect (`webhook_gateway/tracking.py`, for email
-sent through Gmail) and SendGrid's open and click events (`flows/email_events.py`, for campaign email). Ops
-read the message history without caring which, and the A/B statistics (`flows/campaign_outbox.py`
+sent through Gmail) and SendGrid's open and click events (`messaging/email_events.py`, for campaign email).
+Ops read the message history without caring which, and the A/B statistics (`flows/campaign_outbox.py`
 `counts_by_variant`) count `opened_at` and `clicked_at`, so both record through `record_engagement`:
 
 - the first open stamps `opened_at` and writes the one "opened" event; a click implies an open (images are

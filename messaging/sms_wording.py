@@ -12,7 +12,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from messaging.translations import TRANSLATIONS
-from models import MessageKind
+from models import Booking, Contact, MessageKind, get_settings
 
 
 def format_local_time(moment: datetime, timezone: str) -> str:
@@ -142,3 +142,17 @@ def opt_out_unsure_confirmation(clinic_name: str, language: str | None = None) -
 def opt_in_confirmation(clinic_name: str, language: str | None = None) -> str:
     english = f"{clinic_name}: you are subscribed to SMS from us again. Reply STOP to opt out at any time."
     return bilingual(english, language, "opt_in", clinic=clinic_name)
+
+
+def booking_facts(booking: Booking, contact: Contact | None) -> BookingFacts:
+    """What a message about this booking may say (the contact's first name only; None for staff)."""
+    settings = get_settings()
+    return BookingFacts(
+        first_name=contact.first_name if contact else None,
+        service=booking.service_name,
+        location=booking.location,
+        start_at=booking.start_at,
+        timezone=booking.timezone or settings.clinic_timezone,
+        clinic_name=settings.clinic_name,
+        clinic_phone=settings.clinic_phone,
+    )

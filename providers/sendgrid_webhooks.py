@@ -151,9 +151,9 @@ def verify_signature(
 
 class SendGridEvent(msgspec.Struct, frozen=True, kw_only=True):
     """One event of a batch. Only `event` and `sg_event_id` are required; other fields are None when absent
-    or of an unexpected type, so one odd field never costs the batch. Only what `flows/email_events.py` acts
-    on is typed: every other field (categories, the campaign and variant custom args, the SMTP status, ...)
-    is still in `data`, the event exactly as SendGrid sent it, which is what the inbox stores."""
+    or of an unexpected type, so one odd field never costs the batch. Only what `messaging/email_events.py`
+    acts on is typed: every other field (categories, the campaign and variant custom args, the SMTP status,
+    ...) is still in `data`, the event exactly as SendGrid sent it, which is what the inbox stores."""
 
     event: str  # delivered, open, click, bounce, dropped, ...; unknown names are kept
     sg_event_id: str

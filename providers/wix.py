@@ -483,6 +483,15 @@ def parse_rest_booking(raw: bytes) -> BookingEvent:
 # --- stored events ------------------------------------------------------------------------------------
 
 
+def action_for(event_type: str) -> BookingAction | None:
+    """What an event type says happened, read from the type alone (the dispatcher names runs with it)."""
+    if event_type == REST_BOOKING_EVENT_TYPE:
+        return BookingAction.RECONCILED
+    if event_type.startswith(V2_PREFIX):
+        return _V2_ACTIONS.get(event_type.removeprefix(V2_PREFIX))
+    return _SIMPLE_ACTIONS.get(event_type)
+
+
 def decode_stored(raw: bytes, event_type: str) -> BookingEvent | None:
     """Re-parse a body the gateway verified when it arrived.
 

@@ -6,7 +6,7 @@ import uuid
 from contextlib import suppress
 from datetime import datetime
 
-from flows.booking_intake import apply_event
+from bookings.intake import apply_event
 from models import WebhookEvent, session_scope
 from providers import wix
 from providers.wix_simulator import WixKeys, booking_payload, sign_wix_jwt, wix_event

@@ -39,6 +39,7 @@ from sqlalchemy import Engine, case, select, update
 
 from models import InboxStatus, WebhookEvent
 from models.types import utcnow
+from providers import wix
 from webhook_gateway.dead_runs import (
     StuckLimits,
     dead_reason,
@@ -70,6 +71,31 @@ class _Due:
     event_type: str
     dispatch_attempts: int
     redispatches: int
+    subject: str | None = None
+    revision: int | None = None
+
+
+def run_name(rows: list[_Due]) -> str:
+    """The flow run's name, set once here where the run is created, from the row's clear columns (no patient
+    data, nothing decoded): `rescheduled 4d5088e6 rev 2 (event 7)`, `sms-reply-8`, `email-events-9-40`."""
+    first, last = rows[0], rows[-1]
+    if first.source in {"wix", "wix-reconcile"}:
+        action = wix.action_for(first.event_type)
+        if first.subject is None or action is None:
+            return f"booking-event-{first.id}"
+        revision = f" rev {first.revision}" if first.revision is not None else ""
+        return f"{action.value} {first.subject[:8]}{revision} (event {first.id})"
+    if first.source == "mobilemessage":
+        return f"sms-reply-{first.id}"
+    if first.source == "mobilemessage-status":
+        return f"delivery-receipts-{first.id}"
+    if first.source == "sendgrid":
+        return f"email-events-{first.id}-{last.id}" if len(rows) > 1 else f"email-events-{first.id}"
+    return (
+        f"{first.source}-event-{first.id}"
+        if len(rows) == 1
+        else f"{first.source}-events-{first.id}-{last.id}"
+    )
 
 
 @dataclass(frozen=True)
@@ -259,11 +285,12 @@ class Dispatcher:
         if source in self._batched:
             ids = [row.id for row in rows]
             parameters: dict[str, object] = {"event_ids": ids}
-            key, name = f"{source}:batch:{ids[0]}-{ids[-1]}{suffix}", f"{source}-events-{ids[0]}-{ids[-1]}"
+            key = f"{source}:batch:{ids[0]}-{ids[-1]}{suffix}"
         else:
             row = rows[0]
             parameters = {"event_id": row.id}
-            key, name = f"{row.source}:{row.dedupe_key}{suffix}", f"{row.source}-event-{row.id}"
+            key = f"{row.source}:{row.dedupe_key}{suffix}"
+        name = run_name(rows)
         for pause in (*_BUSY_PAUSES, None):
             try:  # safe to repeat: the idempotency key makes a second create return the first run
                 flow_run = await self._client.create_flow_run_from_deployment(
@@ -292,6 +319,8 @@ class Dispatcher:
                 _TABLE.c.event_type,
                 _TABLE.c.dispatch_attempts,
                 _TABLE.c.redispatches,
+                _TABLE.c.subject,
+                _TABLE.c.revision,
             )
             .where(_TABLE.c.status == InboxStatus.RECEIVED, _TABLE.c.next_dispatch_at <= utcnow())
             .order_by(_TABLE.c.id)

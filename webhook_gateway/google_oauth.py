@@ -20,7 +20,7 @@ from litestar.datastructures import Cookie
 from litestar.params import QueryParameter
 from litestar.response import Redirect
 
-from flows.tasks.staff import queue_staff_notice
+from messaging.staff_notices import queue_staff_notice
 from models import get_settings
 from providers.google_oauth import (
     STATE_TTL,

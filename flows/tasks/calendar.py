@@ -19,8 +19,8 @@ from prefect.cache_policies import NO_CACHE
 from sqlalchemy import or_
 from sqlmodel import select
 
-from flows.run_logger import run_logger
 from models import Booking, BookingStatus, Contact, get_settings, session_scope
+from models.run_logger import run_logger
 from models.types import utcnow
 from providers import google_calendar as gcal
 from providers.google_api import (

@@ -29,7 +29,7 @@ from flows import campaign_outbox
 from flows.campaign_content import email_content, personal_fields
 from flows.campaign_outbox import Batch, CampaignMessage
 from flows.campaign_spec import CampaignSpec
-from flows.run_logger import run_logger
+from models.run_logger import run_logger
 from flows.tasks.sms import get_sms_client, sms_slot
 from messaging.email_wording import ClinicIdentity
 from messaging.outbox import Outcome

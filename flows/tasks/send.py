@@ -16,7 +16,6 @@ from datetime import datetime
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from flows.run_logger import describe_counts, run_logger
 from flows.tasks.email import deliver_email, gmail_slot
 from flows.tasks.sms import deliver_sms, sms_slot
 from flows.tasks.staff import deliver_staff_notice
@@ -24,6 +23,7 @@ from messaging import outbox
 from messaging.outbox import ClaimedMessage, Outcome
 from messaging.provider_slots import ProviderSlots, SlotTimeoutError
 from models import Channel, MessageStatus
+from models.run_logger import describe_counts, run_logger
 
 SENDERS: dict[str, Callable[[ClaimedMessage], Awaitable[Outcome]]] = {
     Channel.SMS.value: deliver_sms,

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlmodel import Session, select
 
-from flows.booking_intake import apply_event
+from bookings.intake import apply_event
 from messaging import outbox as outbox_ops
 from messaging.contacts import lock_keys
 from messaging.sms_wording import format_local_time

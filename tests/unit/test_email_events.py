@@ -15,8 +15,8 @@ from sqlalchemy import text
 from sqlmodel import Session, select
 
 from flows.campaign_outbox import counts_by_variant
-from flows.email_events import apply_events, redact, summarise
 from messaging.consent import may_send
+from messaging.email_events import apply_events, redact, summarise
 from models import (
     Campaign,
     Channel,

@@ -22,7 +22,7 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import text
 from sqlmodel import select
 
-from flows.email_events import apply_events
+from messaging.email_events import apply_events
 from models import (
     Channel,
     InboxStatus,

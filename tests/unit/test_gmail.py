@@ -18,7 +18,6 @@ import pytest
 from googleapiclient.http import HttpMockSequence
 from sqlmodel import select
 
-from flows.sms_triage import apply_reply
 from flows.tasks.email import compose
 from flows.tasks.send import send_due, send_message
 from messaging.consent import ConsentSource, withdraw
@@ -30,6 +29,7 @@ from messaging.email_wording import (
     render_staff_email,
 )
 from messaging.outbox import ClaimedMessage
+from messaging.replies import apply_reply
 from messaging.sms_classifier import classify
 from messaging.sms_wording import BookingFacts
 from models import (

@@ -20,7 +20,7 @@ import pytest
 from googleapiclient.http import HttpMockSequence
 from sqlmodel import select
 
-from flows.booking_intake import apply_event
+from bookings.intake import apply_event
 from flows.tasks.calendar import behind_calendar, resync_calendars, sync_booking, sync_calendar
 from models import (
     Booking,

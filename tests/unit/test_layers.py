@@ -15,7 +15,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("models", "providers", "blocks", "messaging", "flows", "webhook_gateway", "deployments", "tests")
+PACKAGES = (
+    "models",
+    "providers",
+    "blocks",
+    "inbox",
+    "messaging",
+    "bookings",
+    "flows",
+    "webhook_gateway",
+    "deployments",
+    "tests",
+)
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 

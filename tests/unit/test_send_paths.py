@@ -29,10 +29,10 @@ from sqlmodel import Session, select
 
 from flows.campaign_send import campaign_send, campaign_winner
 from flows.campaign_spec import CampaignSpec
-from flows.sms_triage import apply_reply
 from flows.tasks.send import SENDERS, send_due, send_message
 from messaging import consent
 from messaging.outbox import ClaimedMessage, Outcome
+from messaging.replies import apply_reply
 from messaging.sms_classifier import classify
 from models import Campaign, Channel, ConsentOrigin, MessageStatus, OutboundMessage, Purpose, session_scope
 from providers.mobilemessage import MobileMessageClient

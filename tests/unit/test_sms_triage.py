@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlmodel import select
 
-from flows.delivery_receipts import apply_receipts
-from flows.sms_triage import apply_reply
+from messaging.delivery_receipts import apply_receipts
+from messaging.replies import apply_reply
 from messaging.sms_classifier import Classification, Intent, classify
 from models import (
     Booking,

@@ -25,8 +25,8 @@ from typer.testing import CliRunner
 from deployments.cli import app as cli
 from flows.campaign_send import campaign_send
 from flows.campaign_spec import CampaignSpec
-from flows.sms_triage import apply_reply
 from flows.tasks.send import send_due, send_message
+from messaging.replies import apply_reply
 from messaging.sms_classifier import classify
 from models import (
     Campaign,

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlmodel import col, select
 
-from flows.booking_intake import apply_event
+from bookings.intake import apply_event
 from flows.wix_reconcile import OFF, SOURCE, WINDOW_OVERLAP, default_since, reconcile, wix_reconcile
 from messaging.outbox import unapplied_revisions
 from models import (
