@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from models import (
     session_scope,
 )
 from models.types import utcnow
+from providers.retry import Backoff
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 CLAIM_LEASE = timedelta(minutes=2)
 STALE_SENDING_AFTER = timedelta(minutes=10)
 MAX_RETRY_DELAY = timedelta(minutes=15)
+# After a provider outage: 30 s doubling per attempt, at most MAX_RETRY_DELAY, half jitter.
+OUTAGE_BACKOFF = Backoff(30.0, MAX_RETRY_DELAY.total_seconds(), jitter="half", max_doublings=10)
 # Notices about a booking change: each speaks of one revision, so a newer one makes it obsolete. (Reminders
 # speak of an appointment time and are re-checked against that; replies to a patient, of what they said.)
 BOOKING_NOTICES = frozenset(
@@ -298,8 +300,7 @@ def _apply(session: Session, message: OutboundMessage, outcome: Outcome) -> None
         why = ConsentSource("provider_blocked", provider, outcome.detail, origin=ConsentOrigin.PATIENT_SMS)
         withdraw(session, phone=message.recipient, contact=contact, scopes=OPT_OUT_SCOPES, why=why)
     if outcome.status == MessageStatus.PENDING:  # provider outage: try again later, same key
-        delay = min(MAX_RETRY_DELAY, timedelta(seconds=30 * 2 ** min(message.attempts, 10)))
-        message.send_after = utcnow() + delay * random.uniform(0.5, 1.0)
+        message.send_after = utcnow() + timedelta(seconds=OUTAGE_BACKOFF.delay(message.attempts))
         message.last_error = outcome.detail
         transition(session, message, MessageStatus.PENDING, f"retry after outage: {outcome.detail}")
         return

@@ -24,6 +24,7 @@ from sqlmodel import Session, select
 
 from models import GoogleConnection, GoogleConnectionStatus, get_settings, session_scope
 from models.types import utcnow
+from providers.retry import GOOGLE
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,6 @@ SCOPES = (
 )
 _VERSIONS: dict[str, str] = {"gmail": "v1", "calendar": "v3", "people": "v1"}
 _SERVICE_PATHS: dict[str, str] = {"gmail": "", "calendar": "calendar/v3/", "people": ""}
-_RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 
 
 class GoogleNotConnected(Exception):
@@ -271,7 +271,7 @@ def execute(request: Any) -> Any:
     except HttpError as exc:
         status = int(exc.resp.status)
         reason = _error_reason(exc)
-        if status in _RETRYABLE_STATUS:
+        if status in GOOGLE:
             retry_after = exc.resp.get("retry-after")
             raise GoogleTemporaryError(
                 f"HTTP {status}: {reason}", float(retry_after) if retry_after else None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
@@ -18,7 +17,7 @@ from typing import Any, Self
 import httpx
 
 from models.settings import Settings
-from providers.retry_after import retry_after_seconds
+from providers.retry import MOBILEMESSAGE, Backoff, RetryPolicy, retry_after_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -86,8 +85,7 @@ class MobileMessageClient:
         )
         self._max_attempts = max(1, max_attempts)
         self._max_in_flight = max_in_flight
-        self._base_delay = base_delay
-        self._max_delay = max_delay
+        self._retry = RetryPolicy(self._max_attempts, Backoff(base_delay, max_delay), MOBILEMESSAGE)
         self._sleep = sleep
         self._semaphores: dict[int, asyncio.Semaphore] = {}
 
@@ -162,16 +160,14 @@ class MobileMessageClient:
                 if status_code < 400:
                     return response
                 reason = f"MobileMessage {status_code}: {_error_text(response)}"
-                if status_code != 429 and status_code < 500:
+                if status_code not in self._retry.retryable:
                     raise MobileMessageError(
                         reason, status_code=status_code, retryable=False, attempts=attempt
                     )
                 retry_after = retry_after_seconds(response.headers.get("Retry-After"))
             if attempt == self._max_attempts:
                 break
-            delay = random.uniform(0, min(self._max_delay, self._base_delay * 2 ** (attempt - 1)))
-            if retry_after is not None:
-                delay = max(delay, retry_after)
+            delay = self._retry.delay(attempt, retry_after)
             logger.warning("%s; retry %s/%s in %.1fs", reason, attempt, self._max_attempts - 1, delay)
             await self._sleep(delay)
         raise MobileMessageError(reason, status_code=status_code, retryable=True, attempts=self._max_attempts)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 import urllib.error
 from collections.abc import Callable, Sequence
@@ -40,7 +39,7 @@ from sendgrid.helpers.mail import (
 )
 
 from models.settings import Settings
-from providers.retry_after import retry_after_seconds
+from providers.retry import SENDGRID, Backoff, RetryPolicy, retry_after_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -158,8 +157,7 @@ class SendGridClient:
         self._api = sendgrid.SendGridAPIClient(api_key=api_key, host=host.rstrip("/"))
         self._timeout = timeout
         self._max_attempts = max(1, max_attempts)
-        self._base_delay = base_delay
-        self._max_delay = max_delay
+        self._retry = RetryPolicy(self._max_attempts, Backoff(base_delay, max_delay), SENDGRID)
         self._sleep = sleep
 
     @classmethod
@@ -182,7 +180,7 @@ class SendGridClient:
             except http_errors.HTTPError as exc:
                 status_code = int(exc.status_code)
                 reason = f"SendGrid {status_code}: {_error_text(exc.body)}"
-                if status_code != 429 and status_code < 500:
+                if status_code not in self._retry.retryable:
                     raise SendGridError(
                         reason, status_code=status_code, retryable=False, attempts=attempt
                     ) from None
@@ -209,9 +207,7 @@ class SendGridClient:
                 ) from None
             if attempt == self._max_attempts:
                 break
-            delay = random.uniform(0, min(self._max_delay, self._base_delay * 2 ** (attempt - 1)))
-            if retry_after is not None:
-                delay = max(delay, retry_after)
+            delay = self._retry.delay(attempt, retry_after)
             logger.warning("%s; retry %s/%s in %.1fs", reason, attempt, self._max_attempts - 1, delay)
             self._sleep(delay)
         raise SendGridError(reason, status_code=status_code, retryable=True, attempts=self._max_attempts)

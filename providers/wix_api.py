@@ -28,7 +28,7 @@ from typing import Any, Self
 import httpx
 
 from models.settings import Settings
-from providers.retry_after import backoff_delay, retry_after_seconds
+from providers.retry import WIX_API, Backoff, RetryPolicy, retry_after_seconds
 from providers.wix_simulator import wix_time
 
 logger = logging.getLogger(__name__)
@@ -78,8 +78,7 @@ class WixBookingsClient:
             headers={"Authorization": api_key, "wix-site-id": site_id, "Accept": "application/json"},
         )
         self._max_attempts = max(1, max_attempts)
-        self._base_delay = base_delay
-        self._max_delay = max_delay
+        self._retry = RetryPolicy(self._max_attempts, Backoff(base_delay, max_delay), WIX_API)
         self._sleep = sleep
         self.requests = 0  # made, retries included: the benchmark and the run's summary report it
 
@@ -148,12 +147,12 @@ class WixBookingsClient:
                 if status_code < 400:
                     return response
                 reason = f"Wix {status_code}: {_error_text(response)}"
-                if status_code != 429 and status_code < 500:  # bad key, missing permission, bad query
+                if status_code not in self._retry.retryable:  # bad key, missing permission, bad query
                     raise WixApiError(reason, status_code=status_code, retryable=False)
                 retry_after = retry_after_seconds(response.headers.get("Retry-After"))
             if attempt == self._max_attempts:
                 break
-            delay = backoff_delay(attempt, self._base_delay, self._max_delay, retry_after)
+            delay = self._retry.delay(attempt, retry_after)
             logger.warning("%s; retry %s/%s in %.1fs", reason, attempt, self._max_attempts - 1, delay)
             await self._sleep(delay)
         raise WixApiError(reason, status_code=status_code, retryable=True)

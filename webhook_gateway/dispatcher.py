@@ -40,6 +40,7 @@ from sqlalchemy import Engine, case, select, update
 from models import InboxStatus, WebhookEvent
 from models.types import utcnow
 from providers import wix
+from providers.retry import PREFECT_BUSY, Backoff, RetryPolicy
 from webhook_gateway.dead_runs import (
     StuckLimits,
     dead_reason,
@@ -56,8 +57,8 @@ _RECOVERY_PAGE = 200
 _STUCK = StuckLimits(pending=timedelta(seconds=90), running=timedelta(minutes=30))
 # A SQLite-backed Prefect server answers 503 while another writer holds its lock, usually for tens of
 # milliseconds. Prefect's client would wait 2 s (then 4, 8 …) before asking again; the dispatcher asks again
-# sooner, and leaves longer outages to its own per-row backoff. Seconds, before jitter.
-_BUSY_PAUSES = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+# sooner (0.05 s doubling to 1.6 s, six retries), and leaves longer outages to its own per-row backoff.
+_BUSY = RetryPolicy(7, Backoff(0.05, 1.6, jitter="half"), PREFECT_BUSY)
 _jitter = (
     random.Random()
 )  # its own generator: backoff jitter must not disturb (or be seeded by) anyone else's
@@ -126,7 +127,8 @@ class Dispatcher:
         self._deployments = dict(deployments)
         self._batched = frozenset(batched)
         self._poll_seconds = poll_seconds
-        self._max_backoff = max_backoff_seconds
+        # Prefect unreachable: 1 s doubling per failed round (and per row's attempt), at most max_backoff.
+        self._backoff = Backoff(1.0, max_backoff_seconds, jitter="half")
         self._wakeup = asyncio.Event()
         self._deployment_ids: dict[str, UUID] = {}
         self._failed_rounds = 0
@@ -153,7 +155,7 @@ class Dispatcher:
 
     def _pause_after_failure(self) -> float:
         """While Prefect is down, new webhooks must not each trigger another doomed attempt."""
-        return min(self._max_backoff, 2.0 ** min(self._failed_rounds, 16)) * _jitter.uniform(0.5, 1.0)
+        return self._backoff.delay(self._failed_rounds, rng=_jitter)
 
     def wake(self) -> None:
         self._wakeup.set()
@@ -291,7 +293,7 @@ class Dispatcher:
             parameters = {"event_id": row.id}
             key = f"{row.source}:{row.dedupe_key}{suffix}"
         name = run_name(rows)
-        for pause in (*_BUSY_PAUSES, None):
+        for attempt in range(1, _BUSY.attempts + 1):
             try:  # safe to repeat: the idempotency key makes a second create return the first run
                 flow_run = await self._client.create_flow_run_from_deployment(
                     deployment_id,
@@ -302,9 +304,9 @@ class Dispatcher:
                 )
                 break
             except PrefectHTTPStatusError as exc:
-                if exc.response.status_code != 503 or pause is None:
+                if exc.response.status_code not in _BUSY.retryable or attempt == _BUSY.attempts:
                     raise
-            await asyncio.sleep(pause * _jitter.uniform(0.5, 1.0))
+            await asyncio.sleep(_BUSY.delay(attempt, rng=_jitter))
         logger.info("inbox event(s) %s (%s) -> flow run %s", name, rows[0].event_type, flow_run.id)
         return flow_run.id
 
@@ -400,7 +402,7 @@ class Dispatcher:
         with self._engine.begin() as connection:
             for row in rows:
                 attempts = row.dispatch_attempts + 1
-                delay = min(self._max_backoff, 2 ** min(attempts, 16)) * _jitter.uniform(0.5, 1.0)
+                delay = self._backoff.delay(attempts, rng=_jitter)
                 logger.warning(
                     "could not dispatch inbox event %s (attempt %s): %s; next try in %.0fs",
                     row.id,
