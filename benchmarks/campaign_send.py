@@ -144,8 +144,8 @@ def campaign_child(repo: Path) -> None:
     import asyncio
 
     sys.path.insert(0, str(repo))
+    from campaigns.spec import CampaignSpec
     from flows.campaign_send import campaign_send
-    from flows.campaign_spec import CampaignSpec
 
     spec = CampaignSpec.model_validate(SPEC)
     before_mb = _high_water_mb()

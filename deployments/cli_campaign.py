@@ -67,8 +67,8 @@ def launch(
     ] = False,
 ) -> None:
     """Launch a campaign: a run of the campaign-send deployment (at `send_at`, if the file sets one)."""
-    from flows.campaign_content import ContentError, check_content
-    from flows.campaign_spec import CampaignFileError, load_spec
+    from campaigns.content import ContentError, check_content
+    from campaigns.spec import CampaignFileError, load_spec
     from messaging.email_wording import ClinicIdentity
     from models import get_settings
     from models.types import utcnow
@@ -111,7 +111,7 @@ def launch(
 @campaign_app.command("status")
 def status(slug: str) -> None:
     """Where a campaign is, and per variant how many were sent, delivered, opened, clicked, bounced, …"""
-    from flows.campaign_outbox import results_table
+    from campaigns.bulk_outbox import results_table
     from flows.campaign_send import CampaignError, load_campaign
 
     try:

@@ -9,7 +9,7 @@ retried by Prefect while the provider is down); then the results artifact. A cra
 from the outbox: what was sent is not sent again. With several variants only the A/B test group is sent; a
 `campaign-winner` run is scheduled for after the wait.
 
-campaign-winner(campaign, winner=None): compares the variants (`flows/ab_stats.py`: minimum sample and a
+campaign-winner(campaign, winner=None): compares the variants (`campaigns/ab_stats.py`: minimum sample and a
 two-proportion test); names a winner only when the difference is significant, otherwise marks the campaign
 AWAITING_CHOICE and says how a person chooses. With a winner, the rest of the audience gets it.
 """
@@ -30,9 +30,9 @@ from prefect.context import FlowRunContext
 from prefect.runtime import flow_run as current_run
 from sqlmodel import select
 
-from flows import campaign_outbox
-from flows.ab_stats import Decision, VariantResult, choose_winner
-from flows.campaign_audience import (
+from campaigns import bulk_outbox as campaign_outbox
+from campaigns.ab_stats import Decision, VariantResult, choose_winner
+from campaigns.audience import (
     REMAINDER,
     assign_variant,
     audience_conditions,
@@ -41,15 +41,15 @@ from flows.campaign_audience import (
     excluded_by_filter,
     stream_recipients,
 )
-from flows.campaign_content import (
+from campaigns.bulk_outbox import ACCEPTED, NewMessage
+from campaigns.content import (
     SMS_MAX_LENGTH,
     check_content,
     preview_markdown,
     sms_text,
     summary,
 )
-from flows.campaign_outbox import ACCEPTED, NewMessage
-from flows.campaign_spec import CampaignSpec, slugify
+from campaigns.spec import CampaignSpec, slugify
 from flows.tasks import campaign_batches as batches
 from messaging.email_wording import ClinicIdentity
 from messaging.provider_slots import ProviderSlots, SlotTimeoutError

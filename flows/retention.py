@@ -11,9 +11,9 @@ from prefect import flow
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
-from models.run_logger import describe_counts
 from models import get_settings
 from models.retention import purge
+from models.run_logger import describe_counts
 from models.types import utcnow
 
 

@@ -2,7 +2,7 @@
 
 Two things see engagement: our own open pixel and click redirect (`webhook_gateway/tracking.py`, for email
 sent through Gmail) and SendGrid's open and click events (`messaging/email_events.py`, for campaign email).
-Ops read the message history without caring which, and the A/B statistics (`flows/campaign_outbox.py`
+Ops read the message history without caring which, and the A/B statistics (`campaigns/bulk_outbox.py`
 `counts_by_variant`) count `opened_at` and `clicked_at`, so both record through `record_engagement`:
 
 - the first open stamps `opened_at` and writes the one "opened" event; a click implies an open (images are

@@ -321,7 +321,7 @@ def release_abandoned() -> int:
             select(OutboundMessage).where(
                 OutboundMessage.status == MessageStatus.SENDING,
                 # A campaign email left sending may have reached SendGrid (no idempotency key there): the
-                # campaign flow settles its own (flows/campaign_outbox.py `abandoned`), never a blind resend.
+                # campaign flow settles its own (campaigns/bulk_outbox.py `abandoned`), never a blind resend.
                 OutboundMessage.campaign_id.is_(None),  # type: ignore[union-attr]
             )
         ).all()

@@ -25,16 +25,16 @@ from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifa
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 
-from flows import campaign_outbox
-from flows.campaign_content import email_content, personal_fields
-from flows.campaign_outbox import Batch, CampaignMessage
-from flows.campaign_spec import CampaignSpec
-from models.run_logger import run_logger
+from campaigns import bulk_outbox as campaign_outbox
+from campaigns.bulk_outbox import Batch, CampaignMessage
+from campaigns.content import email_content, personal_fields
+from campaigns.spec import CampaignSpec
 from flows.tasks.sms import get_sms_client, sms_slot
 from messaging.email_wording import ClinicIdentity
 from messaging.outbox import Outcome
 from messaging.provider_slots import ProviderSlots, SlotTimeoutError
 from models import Channel, MessageStatus, Settings
+from models.run_logger import run_logger
 from models.types import utcnow
 from providers.mobilemessage import MAX_MESSAGES_PER_REQUEST, MobileMessageError, SmsMessage
 from providers.sendgrid import MAX_PERSONALIZATIONS, EmailRecipient, SendGridClient, SendGridError, build_mail

@@ -15,8 +15,8 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import TaskRun
 from prefect.deployments import run_deployment
 
+from campaigns.spec import CampaignSpec
 from flows.campaign_send import campaign_send
-from flows.campaign_spec import CampaignSpec
 from flows.tasks import campaign_batches
 from models import MessageStatus, get_settings
 from providers.sendgrid import SendGridClient

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flows.ab_stats import (
+from campaigns.ab_stats import (
     Decision,
     VariantResult,
     choose_winner,

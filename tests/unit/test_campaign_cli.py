@@ -11,9 +11,9 @@ import pytest
 from sqlmodel import select
 from typer.testing import CliRunner
 
+from campaigns.audience import stream_recipients
+from campaigns.spec import CampaignSpec
 from deployments.cli import app as cli
-from flows.campaign_audience import stream_recipients
-from flows.campaign_spec import CampaignSpec
 from models import Contact, ContactTag, session_scope
 from models.crypto import get_cipher
 from tests.campaign_data import seed

@@ -21,12 +21,12 @@ import pytest
 from sqlalchemy import delete, select, text, update
 from typer.testing import CliRunner
 
+from campaigns import bulk_outbox as campaign_outbox
+from campaigns.audience import assignment_point, stream_recipients
+from campaigns.spec import CampaignSpec
 from deployments.cli import app as cli
-from flows import campaign_outbox
 from flows import campaign_send as campaign_flow
-from flows.campaign_audience import assignment_point, stream_recipients
 from flows.campaign_send import CampaignError, campaign_send, campaign_winner
-from flows.campaign_spec import CampaignSpec
 from flows.tasks import campaign_batches
 from messaging.consent import ConsentSource, set_marketing_consent, withdraw
 from messaging.outbox import Outcome

@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from flows.campaign_audience import assign_variant
-from flows.campaign_content import (
+from campaigns.audience import assign_variant
+from campaigns.content import (
     ContentError,
     check_renders,
     email_content,
     personal_fields,
     sms_text,
 )
-from flows.campaign_spec import CampaignFileError, CampaignSpec, load_spec, slugify
+from campaigns.spec import CampaignFileError, CampaignSpec, load_spec, slugify
 from messaging.email_wording import ClinicIdentity
 
 TEMPLATE = "d-0123456789abcdef0123456789abcdef"

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import Session, select
 
-from flows.campaign_outbox import counts_by_variant
+from campaigns.bulk_outbox import counts_by_variant
 from messaging.consent import may_send
 from messaging.email_events import apply_events, redact, summarise
 from models import (

@@ -22,6 +22,7 @@ PACKAGES = (
     "inbox",
     "messaging",
     "bookings",
+    "campaigns",
     "flows",
     "webhook_gateway",
     "deployments",

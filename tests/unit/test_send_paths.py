@@ -27,8 +27,8 @@ import pytest
 from sqlalchemy import ColumnElement, delete, text
 from sqlmodel import Session, select
 
+from campaigns.spec import CampaignSpec
 from flows.campaign_send import campaign_send, campaign_winner
-from flows.campaign_spec import CampaignSpec
 from flows.tasks.send import SENDERS, send_due, send_message
 from messaging import consent
 from messaging.outbox import ClaimedMessage, Outcome
@@ -47,7 +47,10 @@ from tests.unit.test_campaign_send import sendgrid as sendgrid
 
 ROOT = Path(__file__).resolve().parents[2]
 APPLICATION = (
+    "inbox",
     "messaging",
+    "bookings",
+    "campaigns",
     "flows",
     "deployments",
     "webhook_gateway",
@@ -64,8 +67,8 @@ PROVIDER_CALLS = {
 CLAIMS = {
     "ClaimedMessage": {("messaging/outbox.py", "_claim_checked")},
     "CampaignMessage": {
-        ("flows/campaign_outbox.py", "claim_batch"),
-        ("flows/campaign_outbox.py", "abandoned"),
+        ("campaigns/bulk_outbox.py", "claim_batch"),
+        ("campaigns/bulk_outbox.py", "abandoned"),
     },
 }
 

@@ -22,9 +22,9 @@ from sqlalchemy import delete, text
 from sqlmodel import select
 from typer.testing import CliRunner
 
+from campaigns.spec import CampaignSpec
 from deployments.cli import app as cli
 from flows.campaign_send import campaign_send
-from flows.campaign_spec import CampaignSpec
 from flows.tasks.send import send_due, send_message
 from messaging.replies import apply_reply
 from messaging.sms_classifier import classify

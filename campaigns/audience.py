@@ -7,7 +7,7 @@ own outbox writes are never held up behind one long read.
 Consent and suppression are part of the query, not a filter a marketer can leave out: only contacts who opted
 in to marketing on the channel, hold an address on it, and whose address is not suppressed for marketing on
 it (`messaging.consent.may_send`: a STOP, which suppresses everything by SMS, counts too). The same check is
-repeated just before each batch is sent (`flows/campaign_outbox.py`).
+repeated just before each batch is sent (`campaigns/bulk_outbox.py`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, and_, exists, func, select
 
-from flows.campaign_spec import Audience, CampaignSpec
+from campaigns.spec import Audience, CampaignSpec
 from messaging.consent import may_send
 from messaging.contacts import can_receive_sms
 from models import Booking, BookingStatus, Channel, Contact, ContactTag, Purpose, session_scope

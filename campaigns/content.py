@@ -18,7 +18,7 @@ from typing import Any
 
 from jinja2 import TemplateError
 
-from flows.campaign_spec import TEMPLATES, CampaignSpec, Variant
+from campaigns.spec import TEMPLATES, CampaignSpec, Variant
 from messaging.email_wording import ClinicIdentity
 from providers.sendgrid import EmailContent
 
