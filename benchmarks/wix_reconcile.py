@@ -3,7 +3,7 @@ the differences into the inbox.
 
 The fake Wix API (tests/fakes/wix_api.py, its own process) holds `--bookings` Booking V2 objects changed in
 the last hour; the CRM (a fresh SQLite file) already holds most of them at the same revision, `--stale` at an
-older one, and lacks `--missing`. Measured: `flows.wix_reconcile.reconcile` as the `wix-reconcile` flow runs
+older one, and lacks `--missing`. Measured: `bookings.reconcile.reconcile` as the `wix-reconcile` flow runs
 it (cursor paging 100 a request, parse, one CRM query and one inbox insert per page, the run recorded). The
 baseline, in the same run against the same fake: the same client paging through the same window and doing
 nothing with the bookings — Wix's (here the fake's) share of the time; it pages once before and once after
@@ -99,7 +99,7 @@ async def page_only(url: str) -> tuple[float, int, int]:
 
 
 async def reconcile_all(url: str) -> tuple[float, Any]:
-    from flows.wix_reconcile import reconcile
+    from bookings.reconcile import reconcile
     from providers.wix_api import WixBookingsClient
 
     started = time.perf_counter()

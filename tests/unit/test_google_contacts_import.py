@@ -16,9 +16,10 @@ from prefect.states import Failed
 from sqlalchemy import text
 from sqlmodel import Session, select
 
-from flows import google_contacts_import as importer
-from flows.google_contacts_import import artifact_rows, google_contacts_import, is_temporary, run_import
+from flows.google_contacts_import import google_contacts_import, is_temporary
+from messaging import google_contacts as importer
 from messaging.contacts import lock_keys
+from messaging.google_contacts import artifact_rows, run_import
 from models import (
     AuditLog,
     Contact,

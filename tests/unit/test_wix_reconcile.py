@@ -17,7 +17,8 @@ import pytest
 from sqlmodel import col, select
 
 from bookings.intake import apply_event
-from flows.wix_reconcile import OFF, SOURCE, WINDOW_OVERLAP, default_since, reconcile, wix_reconcile
+from bookings.reconcile import OFF, SOURCE, WINDOW_OVERLAP, default_since, reconcile
+from flows.wix_reconcile import wix_reconcile
 from messaging.outbox import unapplied_revisions
 from models import (
     Booking,
