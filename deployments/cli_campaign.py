@@ -84,7 +84,7 @@ def launch(
     if spec.send_at and spec.send_at < utcnow() - timedelta(minutes=5) and not spec.dry_run:
         typer.echo(f"send_at {spec.send_at.isoformat()} is in the past; remove it to send now", err=True)
         raise typer.Exit(2)
-    from flows.campaign_send import ab_test_refusal
+    from campaigns.campaign import ab_test_refusal
 
     refusal = None if spec.dry_run else ab_test_refusal(spec, get_settings())
     if refusal is not None:
@@ -112,7 +112,7 @@ def launch(
 def status(slug: str) -> None:
     """Where a campaign is, and per variant how many were sent, delivered, opened, clicked, bounced, …"""
     from campaigns.bulk_outbox import results_table
-    from flows.campaign_send import CampaignError, load_campaign
+    from campaigns.campaign import CampaignError, load_campaign
 
     try:
         state = load_campaign(slug)
@@ -137,13 +137,8 @@ def status(slug: str) -> None:
 
 
 def _winner_run(slug: str, winner: str | None, local: bool) -> None:
-    from flows.campaign_send import (
-        WINNER_DEPLOYMENT,
-        CampaignError,
-        campaign_winner,
-        check_winner_request,
-        load_campaign,
-    )
+    from campaigns.campaign import CampaignError, check_winner_request, load_campaign
+    from flows.campaign_send import WINNER_DEPLOYMENT, campaign_winner
 
     try:  # refuse here, not in a run that would only fail
         check_winner_request(load_campaign(slug), winner)

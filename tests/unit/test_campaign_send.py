@@ -22,11 +22,12 @@ from sqlalchemy import delete, select, text, update
 from typer.testing import CliRunner
 
 from campaigns import bulk_outbox as campaign_outbox
+from campaigns import campaign as campaign_domain
 from campaigns.audience import assignment_point, stream_recipients
+from campaigns.campaign import CampaignError
 from campaigns.spec import CampaignSpec
 from deployments.cli import app as cli
-from flows import campaign_send as campaign_flow
-from flows.campaign_send import CampaignError, campaign_send, campaign_winner
+from flows.campaign_send import campaign_send, campaign_winner
 from flows.tasks import campaign_batches
 from messaging.consent import ConsentSource, set_marketing_consent, withdraw
 from messaging.outbox import Outcome
@@ -191,8 +192,8 @@ def test_suppressed_and_non_consenting_patients_never_appear_in_a_request(sendgr
 
     # Queue first, then change consent before the send: the claim-time re-check must catch both.
     spec = email_spec(name="Consent check")
-    state = campaign_flow.open_campaign(spec, CampaignStatus.SENDING)
-    assert campaign_flow.queue_audience(state, get_settings()) == 39
+    state = campaign_domain.open_campaign(spec, CampaignStatus.SENDING)
+    assert campaign_domain.queue_audience(state, get_settings()) == 39
     with session_scope() as session:
         withdraw(
             session,
@@ -640,8 +641,8 @@ def test_an_sms_winner_chosen_in_quiet_hours_is_kept_and_sent_after(
 def test_a_late_result_never_undoes_what_sendgrids_events_recorded(sendgrid: FakeSendGrid) -> None:
     seed(3)
     spec = email_spec(name="Race")
-    state = campaign_flow.open_campaign(spec, CampaignStatus.SENDING)
-    campaign_flow.queue_audience(state, get_settings())
+    state = campaign_domain.open_campaign(spec, CampaignStatus.SENDING)
+    campaign_domain.queue_audience(state, get_settings())
     batch, _ = campaign_outbox.claim_batch(state.id, spec.slug, "email", "A", after_id=0, limit=10)
     assert batch is not None and len(batch.messages) == 3
     first = batch.messages[0].id

@@ -16,12 +16,12 @@ from sqlmodel import select
 from typer.testing import CliRunner
 
 from bookings.intake import apply_event
+from campaigns.campaign import open_campaign
 from campaigns.spec import CampaignSpec
 from deployments import cli_campaign
 from deployments.cli import app as cli
 from deployments.demo import _print_state, _signed_bodies
 from deployments.stack import ensure_demo_wix_keys
-from flows.campaign_send import open_campaign
 from messaging.email_wording import EmailContent
 from models import (
     Campaign,
