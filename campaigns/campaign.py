@@ -15,7 +15,7 @@ from prefect.runtime import flow_run as current_run
 from sqlmodel import select
 
 from campaigns import bulk_outbox as campaign_outbox
-from campaigns.ab_stats import VariantResult
+from campaigns.ab_stats import Decision, VariantResult, choose_winner
 from campaigns.audience import assign_variant, audience_conditions, empty_test_group, stream_recipients
 from campaigns.bulk_outbox import ACCEPTED, NewMessage
 from campaigns.content import SMS_MAX_LENGTH, check_content, sms_text, summary
@@ -260,3 +260,21 @@ def check_winner_request(state: CampaignState, winner: str | None) -> None:
         raise CampaignError(f"campaign {state.slug} has no variant {winner!r}; variants: {', '.join(names)}")
     if winner is not None and state.winner is not None and state.winner != winner:
         raise CampaignError(f"campaign {state.slug} is already sending variant {state.winner} to the rest")
+
+
+def decide_winner(spec: CampaignSpec, results: list[VariantResult]) -> Decision:
+    """The A/B decision: a winner only when the difference is significant on the spec's metric; an SMS test
+    has nothing to measure (texts carry no tracking), so a person chooses."""
+    if spec.channel == Channel.SMS:
+        return Decision(
+            None,
+            "texts carry no open or click tracking, so an SMS test has no winner to measure; a "
+            "person chooses",
+            None,
+        )
+    return choose_winner(
+        results,
+        min_sample=spec.ab_test.min_sample,
+        alpha=spec.ab_test.alpha,
+        metric="click rate" if spec.ab_test.metric == "clicks" else "open rate",
+    )

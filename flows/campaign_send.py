@@ -27,7 +27,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run as current_run
 
 from campaigns import bulk_outbox as campaign_outbox
-from campaigns.ab_stats import Decision, choose_winner
+from campaigns.ab_stats import Decision, VariantResult
 from campaigns.audience import (
     REMAINDER,
     audience_groups,
@@ -42,6 +42,7 @@ from campaigns.campaign import (
     check_winner_request,
     choice_help,
     clinic_identity,
+    decide_winner,
     in_flow_run,
     load_campaign,
     open_campaign,
@@ -56,7 +57,7 @@ from campaigns.content import (
 from campaigns.spec import CampaignSpec, slugify
 from flows.tasks import campaign_batches as batches
 from messaging.provider_slots import ProviderSlots, SlotTimeoutError
-from models import CampaignStatus, Channel, Settings, get_settings
+from models import CampaignStatus, Settings, get_settings
 from models.run_logger import describe_counts, run_logger
 from models.types import utcnow
 
@@ -268,6 +269,63 @@ async def preview(spec: CampaignSpec, settings: Settings) -> dict[str, Any]:
     }
 
 
+async def _come_back_at_send_at(spec: CampaignSpec) -> dict[str, Any]:
+    """Not yet: the campaign is recorded as scheduled and the same run is scheduled for `send_at`."""
+    assert spec.send_at is not None
+    await asyncio.to_thread(open_campaign, spec, CampaignStatus.SCHEDULED)
+    run = await _schedule(
+        SEND_DEPLOYMENT,
+        {"spec": spec.model_dump(mode="json")},
+        spec.send_at,
+        f"campaign-send:{spec.slug}:{spec.send_at.isoformat()}",
+    )
+    if run is None:
+        raise CampaignError(
+            f"send_at is {spec.send_at.isoformat()}: launch it with `avatar-crm campaign launch` "
+            "(not --local), which schedules the run for then"
+        )
+    run_logger(__name__).info(
+        "campaign %s scheduled for %s (flow run %s)", spec.slug, spec.send_at.isoformat(), run
+    )
+    return {"status": CampaignStatus.SCHEDULED.value, "campaign": spec.slug, "flow_run": run}
+
+
+async def _schedule_winner(state: CampaignState, sent_at: datetime) -> str | None:
+    """The test group is out: the campaign is TESTING and a campaign-winner run waits `wait_hours`."""
+    decide_at = sent_at + timedelta(hours=state.spec.ab_test.wait_hours)
+    await asyncio.to_thread(set_campaign, state.id, status=CampaignStatus.TESTING, test_sent_at=utcnow())
+    run = await _schedule(
+        WINNER_DEPLOYMENT, {"campaign": state.slug}, decide_at, f"campaign-winner:{state.slug}:auto"
+    )
+    run_logger(__name__).info(
+        "test group sent; the winner is picked at %s (%s)",
+        decide_at.isoformat(),
+        f"flow run {run}" if run else f"run `avatar-crm campaign evaluate {state.slug}` then",
+    )
+    return run
+
+
+async def _await_choice(
+    state: CampaignState, decision: Decision, results: list[VariantResult]
+) -> dict[str, Any]:
+    """No significant winner: the campaign waits for a person; the decision artifact says how to choose."""
+    spec, names = state.spec, [v.name for v in state.spec.variants]
+    await asyncio.to_thread(
+        set_campaign, state.id, status=CampaignStatus.AWAITING_CHOICE, winner_reason=decision.reason
+    )
+    table = "\n".join(f"| {r.variant} | {r.sent} | {r.converted} |" for r in results)
+    await _markdown(
+        f"campaign-{state.slug}-decision",
+        f"# {spec.name}: no automatic winner\n\n{decision.reason}\n\n| variant | sent | "
+        f"{spec.ab_test.metric} |\n|---|---|---|\n{table}\n\n{choice_help(state.slug, names)}",
+        f"{spec.name}: a person must choose the winner",
+    )
+    run_logger(__name__).warning(
+        "no winner for %s: %s %s", state.slug, decision.reason, choice_help(state.slug, names)
+    )
+    return {"status": CampaignStatus.AWAITING_CHOICE.value, "campaign": state.slug, "reason": decision.reason}
+
+
 @flow(name="campaign-send", flow_run_name=_send_run_name, log_prints=False)
 async def campaign_send(spec: CampaignSpec) -> dict[str, Any]:
     """Send a marketing campaign (or, with `dry_run`, count and preview it). Safe to run again: it resumes."""
@@ -279,21 +337,7 @@ async def campaign_send(spec: CampaignSpec) -> dict[str, Any]:
 
     now = utcnow()
     if spec.send_at and spec.send_at > now + timedelta(minutes=1) and spec.sendgrid_send_at(now) is None:
-        # Not yet, and SendGrid cannot hold it (SMS, or more than 72 h ahead): come back at send_at.
-        state = await asyncio.to_thread(open_campaign, spec, CampaignStatus.SCHEDULED)
-        run = await _schedule(
-            SEND_DEPLOYMENT,
-            {"spec": spec.model_dump(mode="json")},
-            spec.send_at,
-            f"campaign-send:{spec.slug}:{spec.send_at.isoformat()}",
-        )
-        if run is None:
-            raise CampaignError(
-                f"send_at is {spec.send_at.isoformat()}: launch it with `avatar-crm campaign launch` "
-                "(not --local), which schedules the run for then"
-            )
-        logger.info("campaign %s scheduled for %s (flow run %s)", spec.slug, spec.send_at.isoformat(), run)
-        return {"status": CampaignStatus.SCHEDULED.value, "campaign": spec.slug, "flow_run": run}
+        return await _come_back_at_send_at(spec)  # SendGrid cannot hold it (SMS, or more than 72 h ahead)
 
     quiet_until = quiet_hours_end(spec, settings, utcnow())
     if quiet_until is not None:
@@ -323,19 +367,7 @@ async def campaign_send(spec: CampaignSpec) -> dict[str, Any]:
 
     if spec.is_ab_test and state.winner is None:
         if state.status not in (CampaignStatus.TESTING, CampaignStatus.AWAITING_CHOICE):
-            decide_at = max(utcnow(), spec.send_at or now) + timedelta(hours=spec.ab_test.wait_hours)
-            await asyncio.to_thread(
-                set_campaign, state.id, status=CampaignStatus.TESTING, test_sent_at=utcnow()
-            )
-            run = await _schedule(
-                WINNER_DEPLOYMENT, {"campaign": state.slug}, decide_at, f"campaign-winner:{state.slug}:auto"
-            )
-            outcome["winner_run"] = run
-            logger.info(
-                "test group sent; the winner is picked at %s (%s)",
-                decide_at.isoformat(),
-                f"flow run {run}" if run else f"run `avatar-crm campaign evaluate {state.slug}` then",
-            )
+            outcome["winner_run"] = await _schedule_winner(state, max(utcnow(), spec.send_at or now))
         status = CampaignStatus.TESTING.value if state.status == CampaignStatus.SENDING else state.status
     else:
         await asyncio.to_thread(set_campaign, state.id, status=CampaignStatus.SENT, finished_at=utcnow())
@@ -351,7 +383,6 @@ async def campaign_winner(campaign: str, winner: str | None = None) -> dict[str,
     settings = get_settings()
     state = await asyncio.to_thread(load_campaign, campaign)
     spec = state.spec
-    names = [v.name for v in spec.variants]
     if state.status == CampaignStatus.SENT:
         return {"status": state.status, "campaign": state.slug, "winner": state.winner}
     check_winner_request(state, winner)
@@ -362,41 +393,10 @@ async def campaign_winner(campaign: str, winner: str | None = None) -> dict[str,
         chosen = winner
     elif chosen is None:
         results = await asyncio.to_thread(variant_results, state)
-        decision: Decision = (
-            Decision(
-                None,
-                "texts carry no open or click tracking, so an SMS test has no winner to measure; a "
-                "person chooses",
-                None,
-            )
-            if spec.channel == Channel.SMS
-            else choose_winner(
-                results,
-                min_sample=spec.ab_test.min_sample,
-                alpha=spec.ab_test.alpha,
-                metric="click rate" if spec.ab_test.metric == "clicks" else "open rate",
-            )
-        )
+        decision = decide_winner(spec, results)
         logger.info("A/B decision for %s: %s", campaign, decision.reason)
         if decision.winner is None:
-            await asyncio.to_thread(
-                set_campaign, state.id, status=CampaignStatus.AWAITING_CHOICE, winner_reason=decision.reason
-            )
-            table = "\n".join(f"| {r.variant} | {r.sent} | {r.converted} |" for r in results)
-            await _markdown(
-                f"campaign-{state.slug}-decision",
-                f"# {spec.name}: no automatic winner\n\n{decision.reason}\n\n| variant | sent | "
-                f"{spec.ab_test.metric} |\n|---|---|---|\n{table}\n\n{choice_help(state.slug, names)}",
-                f"{spec.name}: a person must choose the winner",
-            )
-            logger.warning(
-                "no winner for %s: %s %s", campaign, decision.reason, choice_help(state.slug, names)
-            )
-            return {
-                "status": CampaignStatus.AWAITING_CHOICE.value,
-                "campaign": state.slug,
-                "reason": decision.reason,
-            }
+            return await _await_choice(state, decision, results)
         chosen, reason = decision.winner, decision.reason
 
     quiet_until = quiet_hours_end(spec, settings, utcnow())
