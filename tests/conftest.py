@@ -29,6 +29,8 @@ os.environ.update(
         "DEFAULT_PHONE_REGION": "AU",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        # `--local` CLI runs start a temporary Prefect server; on a loaded 2-core machine 20 s was too short.
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
         "DISPATCH_POLL_SECONDS": "0.5",
         # Tests send refused requests by the hundred from one address; the rate limit's tests turn it on.
         "RATE_LIMIT_PER_SECOND": "0",
