@@ -206,46 +206,54 @@ def _stop_group(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None
         process.wait()
 
 
-def _active_flow_runs(prefect_api_url: str) -> int | None:
-    """How many flow runs Prefect holds as Pending or Running (None when the server does not answer)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
-    from prefect.client.schemas.objects import StateType
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    active = FlowRunFilter(
-        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PENDING, StateType.RUNNING]))
-    )
-    try:
-        with temporary_settings({PREFECT_API_URL: prefect_api_url}), get_client(sync_client=True) as client:
-            return client.count_flow_runs(flow_run_filter=active)
-    except Exception:  # any failure to ask (server down, timeout) means there is nothing to wait for
-        return None
+IDLE_CONFIRM_SECONDS = 2.0  # twice the runner's poll (PREFECT_RUNNER_POLL_FREQUENCY=1): nothing due is left
 
 
 def _wait_for_flow_runs(prefect_api_url: str, grace: float) -> None:
     """Let the runs already under way finish (bounded), so a Ctrl-C does not leave them Crashed.
 
-    The gateway is stopped first, so no new event runs are created; a second Ctrl-C stops waiting.
+    The gateway is stopped first, so no new event runs are created, and the schedules are paused here (as the
+    runner itself does on shutdown; it resumes them when it starts), which deletes the runs not yet due; the
+    runner starts any already due within a poll, so idle for two polls means idle. A second Ctrl-C stops
+    waiting.
     """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     if grace <= 0:
         return
+    under_way = FlowRunFilter(
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PENDING, StateType.RUNNING]))
+    )
     deadline = time.monotonic() + grace
     announced = False
     try:
-        while (active := _active_flow_runs(prefect_api_url)) and time.monotonic() < deadline:
-            if not announced:
-                _say(
-                    f"waiting up to {grace:.0f}s for {active} flow run(s) under way to finish "
-                    "(Ctrl-C again stops them now)"
-                )
-                announced = True
-            time.sleep(0.5)
+        with temporary_settings({PREFECT_API_URL: prefect_api_url}), get_client(sync_client=True) as client:
+            for deployment in client.read_deployments():
+                client.pause_deployment(deployment.id)
+            idle_since: float | None = None
+            while (now := time.monotonic()) < deadline:
+                active = client.count_flow_runs(flow_run_filter=under_way)
+                if not active:
+                    idle_since = idle_since or now
+                    if now - idle_since >= IDLE_CONFIRM_SECONDS:
+                        return
+                else:
+                    idle_since = None
+                    if not announced:
+                        _say(
+                            f"waiting up to {grace:.0f}s for {active} flow run(s) under way to finish "
+                            "(Ctrl-C again stops them now)"
+                        )
+                        announced = True
+                time.sleep(0.5)
+            _say(f"flow runs still under way after {grace:.0f}s: stopping them")
     except KeyboardInterrupt:
         _say("not waiting: stopping the runs under way")
-        return
-    if active:
-        _say(f"{active} flow run(s) still under way after {grace:.0f}s: stopping them")
+    except Exception as exc:  # Prefect unreachable or failing: there is nothing we can wait for
+        _say(f"could not ask Prefect about runs under way ({type(exc).__name__}); stopping")
 
 
 def _stop(children: list[Child], prefect_api_url: str, grace: float) -> None:
