@@ -210,8 +210,9 @@ def test_ctrl_c_lets_runs_under_way_finish_then_stops(rig: Rig, sms, tmp_path: P
         finished = Counter(run["state_type"] for run in states if run["deployment_id"])
         assert finished.get("CRASHED", 0) == finished.get("CANCELLED", 0) == 0, finished
         assert finished.get("COMPLETED", 0) >= count
-        sweep = httpx.get(f"{stack.prefect_api}/deployments/name/reminder-sweep/reminder-sweep", timeout=10)
-        assert sweep.json()["paused"] is False  # the schedules paused for the stop run again
+        sweep = f"{stack.prefect_api}/deployments/name/reminder-sweep/reminder-sweep"
+        # the schedules paused for the stop run again once the runner has registered its deployments
+        wait_until(lambda: httpx.get(sweep, timeout=10).json()["paused"] is False, timeout=60, interval=1)
         time.sleep(5)
         _assert_each_patient_got_one_confirmation(sms, posted)
     finally:
