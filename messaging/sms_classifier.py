@@ -50,7 +50,7 @@ from functools import lru_cache
 
 import httpx
 
-from messaging import sms_languages
+from messaging import reply_model, sms_languages
 from models import Settings
 from providers.llm import LlmClient, LlmError
 
@@ -371,6 +371,11 @@ _PRECEDENCE = (Intent.RESCHEDULE, Intent.CANCEL, Intent.CONFIRM)
 OPT_OUT_SURE = 0.9  # below it an opt-out is honoured all the same, and the patient is told how we read them
 _STRONG = 0.85
 _WEAK_YES = 0.75  # thanks / great: a courtesy, not an answer, when the reply asks something
+_BARE_OPT_IN = 0.97  # START / UNSTOP alone; any other opt-in reading is checked against a suspected opt-out
+_KEPT = 0.85  # "don't stop the reminders": the rules are sure this is not an opt-out; the model is not asked
+_RULES_SURE = 0.85  # below it (and not an opt-out) the learned model is asked too (see _second_opinion)
+_OPT_OUT_SUSPECTED = 0.5  # the model's P(opt_out) from which an unsure reading becomes an opt-out
+_MODEL_READS = 0.5  # the model's probability from which its reading replaces the rules' unsure `other`
 
 
 # --- the rules --------------------------------------------------------------------------------------------
@@ -401,7 +406,31 @@ def _classify(text: str) -> tuple[Intent, float, str | None]:
     languages = sms_languages.detect(text, raw)
     language = sms_languages.reply_language(text, raw, languages)
     intent, confidence = _read(text, tokens, sms_languages.read(raw, languages, folded))
+    if (intent is Intent.OPT_IN and confidence < _BARE_OPT_IN) or (
+        intent is not Intent.OPT_OUT and confidence < _RULES_SURE
+    ):
+        intent, confidence = _second_opinion(text, intent, confidence)
     return intent, confidence, language
+
+
+def _second_opinion(text: str, intent: Intent, confidence: float) -> tuple[Intent, float]:
+    """Where the rules are unsure (or read an opt-in in a sentence: "μη μου ξαναστείλετε" is "do not send
+    me again"), the model learned from the labelled replies (`messaging.reply_model`) reads
+    too. An opt-out it suspects wins (below OPT_OUT_SURE: honoured, and the patient is told how to undo it);
+    otherwise its reading replaces only an unsure `other`, at a confidence that lets it act only when the
+    model is fairly sure (0.5 + 0.35 p: p >= 0.72 reaches the default 0.75 threshold)."""
+    probabilities = reply_model.trained().probabilities(text)
+    if probabilities.get(Intent.OPT_OUT, 0.0) >= _OPT_OUT_SUSPECTED:
+        return Intent.OPT_OUT, 0.75
+    if intent is not Intent.OTHER:
+        return intent, confidence
+    label = max(probabilities, key=probabilities.__getitem__)
+    # Never an opt-in on the model's word alone: "please stop sending messages" shares most of its n-grams
+    # with "please send messages again"; consent comes back only by words the rules read (START, "send me
+    # texts again"), and the patient who meant it is told to reply START anyway.
+    if label not in (Intent.OTHER, Intent.OPT_IN) and probabilities[label] >= _MODEL_READS:
+        return Intent(label), round(0.5 + 0.35 * probabilities[label], 3)
+    return intent, confidence
 
 
 def _read(text: str, tokens: list[str], foreign: dict[str, float]) -> tuple[Intent, float]:
@@ -444,13 +473,13 @@ def _read(text: str, tokens: list[str], foreign: dict[str, float]) -> tuple[Inte
     for intent, weight in theirs.items():
         scores[intent] = max(scores.get(intent, 0.0), weight)
     if keep and not any(score >= _STRONG for score in scores.values()):
-        return Intent.OTHER, 0.8  # "No dejen de mandarme recordatorios": its "no" is not a cancel
+        return Intent.OTHER, _KEPT  # "No dejen de mandarme recordatorios": its "no" is not a cancel
     if scores:
         if question and max(scores.values()) < _WEAK_YES:
             return Intent.OTHER, 0.7  # "thanks, but what's the address?": the thanks decides nothing
         return _resolve(scores, text, tokens)
     if keep:
-        return Intent.OTHER, 0.8
+        return Intent.OTHER, _KEPT
     if "help" in words:
         return Intent.HELP, 0.65
     if question:

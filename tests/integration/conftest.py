@@ -46,6 +46,8 @@ class Rig:
     wix_keys: WixKeys
     sendgrid: FakeSendGrid
     google: FakeGoogle
+    environment: dict[str, str]
+    """The provider settings the runner was started with; each test using the rig sees them too."""
 
 
 @pytest.fixture(scope="session")
@@ -81,32 +83,30 @@ def rig(
     sendgrid_fake: FakeSendGrid,
     google_fake: FakeGoogle,
 ) -> Iterator[Rig]:
-    os.environ.update(
-        {
-            **google_fake.env(),
-            "PUBLIC_BASE_URL": "https://crm.example.test",
-            "EMAIL_CAMPAIGN_PROVIDER": "sendgrid",
-            "SENDGRID_API_KEY": SENDGRID_KEY,
-            "SENDGRID_API_URL": sendgrid_fake.url,
-            "SENDGRID_FROM_EMAIL": "news@avatar-imaging.example",
-            "SENDGRID_UNSUBSCRIBE_GROUP_ID": str(UNSUBSCRIBE_GROUP),
-            "CLINIC_ADDRESS": "1 Example St, Brisbane QLD 4000",
-            "SMS_PROVIDER": "mobilemessage",
-            "MOBILEMESSAGE_API_URL": sms_fake.url,
-            "MOBILEMESSAGE_API_USERNAME": SMS_USERNAME,
-            "MOBILEMESSAGE_API_PASSWORD": SMS_PASSWORD,
-            "MOBILEMESSAGE_FROM_NUMBER": SENDER,
-            "WIX_PUBLIC_KEY": wix_keys.public_pem,
-            "WIX_WEBHOOK_SECRET": WIX_SECRET,
-            "MOBILEMESSAGE_WEBHOOK_SECRET": MM_WEBHOOK_SECRET,
-        }
-    )
-    get_settings.cache_clear()
+    environment = {
+        **google_fake.env(),
+        "PUBLIC_BASE_URL": "https://crm.example.test",
+        "EMAIL_CAMPAIGN_PROVIDER": "sendgrid",
+        "SENDGRID_API_KEY": SENDGRID_KEY,
+        "SENDGRID_API_URL": sendgrid_fake.url,
+        "SENDGRID_FROM_EMAIL": "news@avatar-imaging.example",
+        "SENDGRID_UNSUBSCRIBE_GROUP_ID": str(UNSUBSCRIBE_GROUP),
+        "CLINIC_ADDRESS": "1 Example St, Brisbane QLD 4000",
+        "SMS_PROVIDER": "mobilemessage",
+        "MOBILEMESSAGE_API_URL": sms_fake.url,
+        "MOBILEMESSAGE_API_USERNAME": SMS_USERNAME,
+        "MOBILEMESSAGE_API_PASSWORD": SMS_PASSWORD,
+        "MOBILEMESSAGE_FROM_NUMBER": SENDER,
+        "WIX_PUBLIC_KEY": wix_keys.public_pem,
+        "WIX_WEBHOOK_SECRET": WIX_SECRET,
+        "MOBILEMESSAGE_WEBHOOK_SECRET": MM_WEBHOOK_SECRET,
+    }
 
     with prefect_test_harness(server_startup_timeout=120):
         api_url = PREFECT_API_URL.value()
         env = {
             **os.environ,
+            **environment,
             "PREFECT_API_URL": api_url,
             "PREFECT_HOME": str(Path(os.environ["CRM_DATA_DIR"]) / "runner"),
         }
@@ -130,7 +130,7 @@ def rig(
                     "retention/retention",
                 ],
             )
-            yield Rig(api_url, sms_fake, wix_keys, sendgrid_fake, google_fake)
+            yield Rig(api_url, sms_fake, wix_keys, sendgrid_fake, google_fake, environment)
         finally:
             os.killpg(runner.pid, signal.SIGTERM)
             try:
@@ -153,6 +153,22 @@ def _wait_for_deployments(api_url: str, runner: subprocess.Popen[bytes], names: 
             if response.status_code == 200:
                 pending.discard(name)
         time.sleep(0.5)
+
+
+@pytest.fixture(autouse=True)
+def rig_environment(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The rig's provider settings for one test that uses the rig, restored after it, so that no test (unit
+    or integration, in any order) inherits another's environment or cached settings."""
+    if "rig" not in request.fixturenames:
+        yield
+        return
+    rig: Rig = request.getfixturevalue("rig")
+    for name, value in rig.environment.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    yield
+    monkeypatch.undo()
+    get_settings.cache_clear()
 
 
 @pytest.fixture

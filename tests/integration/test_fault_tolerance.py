@@ -200,8 +200,10 @@ def test_ctrl_c_lets_runs_under_way_finish_then_stops(rig: Rig, sms, tmp_path: P
         # retried by the dispatcher) and a send is in flight: an event not yet dispatched would rightly wait
         # in the inbox for the next start, which is another test's story.
         wait_until(
-            lambda: any("status" not in r for r in sms.requests)
-            and all(row.status != InboxStatus.RECEIVED for row in inbox_rows()),
+            lambda: (
+                any("status" not in r for r in sms.requests)
+                and all(row.status != InboxStatus.RECEIVED for row in inbox_rows())
+            ),
             timeout=90,
             interval=0.1,
         )

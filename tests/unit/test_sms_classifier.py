@@ -25,7 +25,7 @@ from tests.servers import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL, API_KEY = "test-model", "sk-test-123"
-DEV_REPLIES = sms_corpus.load(sms_corpus.DEV)
+DEV_REPLIES = sms_corpus.training()
 HELD_OUT = sms_corpus.load(sms_corpus.HELD_OUT)
 OPT_OUTS = [r.text for r in DEV_REPLIES + HELD_OUT if r.intent is Intent.OPT_OUT]
 LANGUAGES = {"en", "zh", "yue", "ar", "vi", "pa", "el", "it", "hi", "es", "tl"}
