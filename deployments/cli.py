@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from datetime import datetime
 from typing import Annotated
 
 import typer
@@ -193,6 +194,19 @@ def events_show(event_id: int) -> None:
             typer.echo(row.body.decode("utf-8", errors="replace"))
 
 
+def _moment(now: str | None) -> datetime | None:
+    """`--now`: an aware time (ISO 8601 with its offset), or None for the real now."""
+    if now is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(now)
+    except ValueError as exc:
+        raise typer.BadParameter(f"--now is not an ISO 8601 time: {now!r}") from exc
+    if moment.tzinfo is None:
+        raise typer.BadParameter("--now needs a UTC offset, e.g. 2026-11-25T09:00:00+10:00")
+    return moment
+
+
 @reminders_app.command("sweep")
 def reminders_sweep(
     now: Annotated[
@@ -201,16 +215,10 @@ def reminders_sweep(
     limit: Annotated[int, typer.Option(help="At most this many messages.")] = 1000,
 ) -> None:
     """Send every due reminder (and delayed message) once, re-checked against its booking, then exit."""
-    from datetime import datetime
-
     from flows.reminder_sweep import reminder_sweep
     from models.run_logger import describe_counts
 
-    moment = None
-    if now is not None:
-        moment = datetime.fromisoformat(now)
-        if moment.tzinfo is None:
-            raise typer.BadParameter("--now needs a UTC offset, e.g. 2026-11-25T09:00:00+10:00")
+    moment = _moment(now)
     with prefect_api("temporary"):  # the running stack's, so the run shows in its UI
         counts = asyncio.run(reminder_sweep(now=moment, limit=limit))
     typer.echo(describe_counts(counts))
@@ -224,16 +232,10 @@ def retention_run(
     ] = None,
 ) -> None:
     """Purge stored webhook bodies, message texts and OAuth states past their periods, once, then exit."""
-    from datetime import datetime
-
     from flows.retention import retention
     from models.run_logger import describe_counts
 
-    moment = None
-    if now is not None:
-        moment = datetime.fromisoformat(now)
-        if moment.tzinfo is None:
-            raise typer.BadParameter("--now needs a UTC offset, e.g. 2026-11-25T09:00:00+10:00")
+    moment = _moment(now)
     with prefect_api("temporary"):  # the running stack's, so the run shows in its UI
         counts = asyncio.run(retention(now=moment, dry_run=dry_run))
     typer.echo(("would purge " if dry_run else "purged ") + describe_counts(counts))
