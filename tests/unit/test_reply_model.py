@@ -1,0 +1,88 @@
+"""The learned reader (naive Bayes over character n-grams) and how the classifier lets it decide: what it
+learns from, what it can and cannot overrule."""
+
+from __future__ import annotations
+
+import math
+from unittest.mock import patch
+
+import pytest
+
+from messaging import reply_model
+from messaging.reply_model import Example, ReplyModel, features
+from messaging.sms_classifier import Intent, classify
+
+
+def model_of(*rows: tuple[str, str]) -> ReplyModel:
+    return ReplyModel([Example(label, "en", text) for label, text in rows])
+
+
+def test_features_fold_case_and_accents_and_mark_word_edges() -> None:
+    assert features("STOP") == features("stop") == features("  stop ")
+    assert " st" in features("stop") and " st" not in features("nonstop")
+    assert features("Sáquenme") == features("saquenme")
+
+
+def test_it_learns_which_words_go_with_which_label_and_ignores_what_it_never_saw() -> None:
+    model = model_of(
+        ("opt_out", "remove me from your list"),
+        ("opt_out", "take me off the list"),
+        ("confirm", "see you then"),
+        ("confirm", "yes see you there"),
+    )
+    probabilities = model.probabilities("please remove me from the list")
+    assert math.isclose(sum(probabilities.values()), 1.0)
+    assert probabilities["opt_out"] > 0.9
+    assert model.probabilities("see you")["confirm"] > 0.9
+    # n-grams it never saw say nothing: a reply of them reads as an empty one
+    assert model.probabilities("ωωω ζζ") == pytest.approx(model.probabilities(""))
+
+
+def test_a_model_needs_examples() -> None:
+    with pytest.raises(ValueError, match="needs examples"):
+        ReplyModel([])
+
+
+def test_the_shipped_model_learns_from_every_training_file_and_no_held_out_reply() -> None:
+    examples = reply_model.load_examples()
+    files = sorted(reply_model.TRAINING.glob("*.tsv"))
+    assert len(files) >= 4 and len(examples) >= 3000
+    assert {e.label for e in examples} == {i.value for i in Intent}
+    held_out = reply_model.TRAINING.parents[1] / "tests" / "fixtures" / "sms_replies_heldout_4.tsv"
+    held_texts = {
+        line.split("\t")[2] for line in held_out.read_text(encoding="utf-8").splitlines() if line[:1] != "#"
+    }
+    assert not held_texts & {e.text for e in examples}
+
+
+# --- how far the model may decide (a small model stands in, so each rule is seen on its own) --------------
+
+OPT_OUT_MINDED = model_of(
+    ("opt_out", "zorbl zorbl"), ("opt_out", "zorbl please"), ("confirm", "yes"), ("opt_in", "start")
+)
+
+
+@pytest.fixture
+def opt_out_minded():
+    with patch.object(reply_model, "trained", lambda: OPT_OUT_MINDED):
+        yield
+
+
+@pytest.mark.usefixtures("opt_out_minded")
+def test_an_opt_out_the_model_suspects_is_honoured_as_an_uncertain_one() -> None:
+    read = classify("zorbl zorbl")  # the rules know no such word: `other`, unsure
+    assert read.intent is Intent.OPT_OUT and read.confidence == 0.75
+
+
+@pytest.mark.usefixtures("opt_out_minded")
+def test_the_model_never_overrides_a_rules_opt_out_nor_a_kept_reminder() -> None:
+    assert classify("STOP").intent is Intent.OPT_OUT and classify("STOP").confidence >= 0.99
+    kept = classify("don't stop the reminders zorbl")
+    assert kept.intent is Intent.OTHER
+
+
+def test_the_model_alone_never_opts_anyone_in() -> None:
+    opt_in_minded = model_of(("opt_in", "blorp blorp"), ("opt_in", "blorp"), ("other", "hmm"))
+    with patch.object(reply_model, "trained", lambda: opt_in_minded):
+        assert classify("blorp blorp").intent is Intent.OTHER
+        assert classify("START").intent is Intent.OPT_IN  # the rules still read START
