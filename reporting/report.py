@@ -10,13 +10,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from html import escape
 
 from sqlalchemy import Engine
 
 from messaging.email_wording import ClinicIdentity, EmailContent
-from models import Settings, get_settings
+from messaging.outbox import queue_message
+from models import (
+    Channel,
+    MessageKind,
+    OutboundMessage,
+    Purpose,
+    Settings,
+    get_settings,
+    session_scope,
+)
+from models.types import utcnow
+from providers.google_api import active_connection
 from reporting import charts
 from reporting.charts import Series
 from reporting.kpis import TARGETS, Days, Kpis, Target, Verdict, clinic_timezone, daily, percentile, reader
@@ -203,3 +214,36 @@ def _charts(days: Days) -> dict[str, str]:
         ),
         "webhook-latency": charts.lines("Webhook latency per day (ms)", labels, latency, unit=""),
     }
+
+
+def queue_email(report: DailyReport, settings: Settings | None = None) -> tuple[int | None, str]:
+    """Queue the report for STAFF_NOTIFICATION_EMAIL as a staff email in the outbox (sent by Gmail, like every
+    staff notice: `flows/tasks/email.py`); returns the outbox id, or None and why it was not queued.
+
+    Queued only when it can go now (an address set, Google configured and an account connected): a report
+    waiting days for a connection would be stale, and the Prefect artifact holds it anyway. Once per day
+    reported (the outbox key), so a re-run of the day does not email it twice."""
+    settings = settings or get_settings()
+    address = settings.staff_notification_email.strip()
+    if not address:
+        return None, "STAFF_NOTIFICATION_EMAIL is unset"
+    if not settings.google_configured:
+        return None, "Google is not configured (GOOGLE_CLIENT_ID / GOOGLE_CLIENT_SECRET unset)"
+    if active_connection() is None:
+        return None, "no Google account is connected (`avatar-crm google connect`)"
+    key = f"report:{report.day.isoformat()}:email"
+    content = report.email(ClinicIdentity.from_settings(settings), reference=key)
+    with session_scope() as session:
+        queued = queue_message(
+            session,
+            OutboundMessage(
+                idempotency_key=key,
+                channel=Channel.EMAIL,
+                purpose=Purpose.TRANSACTIONAL,
+                kind=MessageKind.STAFF_NOTIFICATION,
+                recipient=address,
+                body=content.to_json(),
+                deadline=utcnow() + timedelta(days=1),
+            ),
+        )
+    return queued.id, "queued" if queued.created else "already queued for that day"
