@@ -34,6 +34,7 @@ bench: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/e2e_latency.py
 	$(VENV)/bin/python benchmarks/reminder_sweep.py
 	$(VENV)/bin/python benchmarks/campaign_send.py
+	$(VENV)/bin/python benchmarks/daily_report.py
 
 $(UV):
 	$(PYTHON) -m venv .uv
