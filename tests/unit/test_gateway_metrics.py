@@ -23,7 +23,11 @@ WIX = "/webhooks/wix/bookings"
 
 
 def _settings(database_url: str, **overrides: object) -> Settings:
-    values = {"crm_database_url": database_url, "wix_public_key": KEYS.public_pem, "dispatch_poll_seconds": 60.0}
+    values = {
+        "crm_database_url": database_url,
+        "wix_public_key": KEYS.public_pem,
+        "dispatch_poll_seconds": 60.0,
+    }
     return Settings(**{**values, **overrides})  # type: ignore[arg-type]
 
 
