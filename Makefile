@@ -34,6 +34,7 @@ bench: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/e2e_latency.py
 	$(VENV)/bin/python benchmarks/reminder_sweep.py
 	$(VENV)/bin/python benchmarks/campaign_send.py
+	$(VENV)/bin/python benchmarks/daily_report.py
 
 $(UV):
 	$(PYTHON) -m venv .uv
@@ -41,7 +42,7 @@ $(UV):
 
 $(VENV)/.installed: pyproject.toml uv.lock Makefile | $(UV)
 	$(UV) sync --frozen --python "$$($(PYTHON) -c 'import sys; print(sys.executable)')"
-	$(VENV)/bin/python -m compileall -q models providers blocks inbox messaging bookings campaigns flows webhook_gateway deployments
+	$(VENV)/bin/python -m compileall -q models providers blocks inbox messaging bookings campaigns reporting flows webhook_gateway deployments
 	touch $@
 
 clean:

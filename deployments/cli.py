@@ -241,6 +241,34 @@ def retention_run(
     typer.echo(("would purge " if dry_run else "purged ") + describe_counts(counts))
 
 
+@app.command()
+def report(
+    date: Annotated[
+        str | None,
+        typer.Option("--date", help="The clinic-local day to report on (YYYY-MM-DD); default yesterday."),
+    ] = None,
+    markdown: Annotated[
+        bool,
+        typer.Option(help="Print the markdown the `daily-report` artifact holds (charts as data: URIs)."),
+    ] = False,
+) -> None:
+    """Print the daily report: the KPIs against the plan's targets, the day beside 7 and 30 days (counts only;
+    definitions in docs/reporting.md). Reads the database; changes nothing, sends nothing."""
+    from datetime import date as Date
+
+    from models import get_settings
+    from reporting.kpis import clinic_timezone, yesterday
+    from reporting.report import build
+
+    settings = get_settings()
+    try:
+        day = Date.fromisoformat(date) if date else yesterday(clinic_timezone(settings))
+    except ValueError as exc:
+        raise typer.BadParameter("--date must be YYYY-MM-DD, e.g. 2026-12-07") from exc
+    built = build(day, settings)
+    typer.echo(built.markdown if markdown else built.text)
+
+
 def _staff_change(phone: str, lift: bool, note: str) -> bool:
     from deployments.cli_campaign import refuse, staff_source
     from messaging import consent

@@ -37,7 +37,11 @@ class WebhookEvent(SQLModel, table=True):
     revision: int | None = Field(default=None, sa_type=BigInteger)
     body: bytes = Field(sa_column=Column(EncryptedBytes("webhookevent.body"), nullable=False))
     status: str = Field(default=InboxStatus.RECEIVED, sa_type=String(16))
+    # `received_at` is stamped in the transaction that commits the row; `arrived_at` when the gateway began
+    # reading the request (None for rows not posted to the gateway, e.g. `wix-reconcile`'s, and rows older
+    # than migration 0013): the webhook latency KPIs (reporting/kpis.py) measure from it.
     received_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    arrived_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     dispatch_attempts: int = Field(default=0)
     # Flow runs found dead (crashed, cancelled, stuck) with this row still `dispatched`, each followed by a
     # new run: bounded by `dispatch_max_runs`, then the row is `failed`.

@@ -198,6 +198,8 @@ class Settings(BaseSettings):
     rate_limit_per_second: int = 3000
     rate_limit_failure_weight: int = 100
     redis_url: str | None = None  # rate-limit counts shared by several gateways
+    # `/metrics` (Prometheus) answers only `Authorization: Bearer <this>`; unset: 404, as if it were absent.
+    metrics_token: SecretStr | None = None
     dispatch_poll_seconds: float = 2.0
     dispatch_max_backoff_seconds: float = 300.0
     # Dispatched events whose flow run died: how often they are looked for, when a run still Pending counts

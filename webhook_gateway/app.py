@@ -30,6 +30,7 @@ from webhook_gateway.errors import RejectionLog, RequestIdMiddleware, internal_e
 from webhook_gateway.google_oauth import GoogleOAuthController
 from webhook_gateway.health import HealthController
 from webhook_gateway.inbox import InboxWriter
+from webhook_gateway.metrics import PROMETHEUS, MetricsController
 from webhook_gateway.mobilemessage import MobileMessageWebhookController
 from webhook_gateway.rate_limit import rate_limit
 from webhook_gateway.sendgrid import SendGridWebhookController
@@ -152,10 +153,12 @@ def create_app(
             GoogleOAuthController,
             HealthController,
             TrackingController,
+            MetricsController,
         ],
         lifespan=[lifespan],
         request_max_body_size=settings.gateway_max_body_bytes,
-        middleware=[RequestIdMiddleware(), *limits],
+        # Prometheus outside the rate limit, so the 429s it answers are counted too.
+        middleware=[RequestIdMiddleware(), PROMETHEUS.middleware, *limits],
         stores=stores,
         # Status 500 catches every exception no route expected (HTTPExceptions keep their own status).
         exception_handlers={

@@ -139,6 +139,14 @@ class Dispatcher:
         self._max_runs = max_runs
         self._next_recovery = 0.0  # monotonic: the first round looks at once
         self._automation_ready = False
+        # For `/metrics`: dispatches put back to retry, and events handed back because their run died.
+        self.retries = 0
+        self.redispatches = 0
+
+    @property
+    def failed_rounds(self) -> int:
+        """Dispatch rounds failed in a row (Prefect unreachable or refusing); 0 once one succeeds."""
+        return self._failed_rounds
 
     @property
     def readiness_deployment(self) -> str:
@@ -377,6 +385,8 @@ class Dispatcher:
                     .values(**values)
                 )
                 handled += result.rowcount
+                if values["status"] == InboxStatus.RECEIVED:
+                    self.redispatches += result.rowcount
         if handled:
             self.wake()
         return handled
@@ -399,6 +409,7 @@ class Dispatcher:
             )
 
     def _record_failure(self, rows: list[_Due], reason: str) -> None:
+        self.retries += len(rows)
         with self._engine.begin() as connection:
             for row in rows:
                 attempts = row.dispatch_attempts + 1

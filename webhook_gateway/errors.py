@@ -20,6 +20,7 @@ import threading
 import time
 import traceback
 from contextvars import ContextVar
+from datetime import UTC, datetime
 
 from litestar import MediaType, Request, Response
 from litestar.datastructures import MutableScopeHeaders
@@ -33,11 +34,18 @@ UNAUTHORIZED = "signature verification failed"
 REQUEST_ID_HEADER = "X-Request-ID"
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}", re.ASCII)
 _request_id: ContextVar[str] = ContextVar("request_id", default="-")
+_arrived_at: ContextVar[datetime | None] = ContextVar("request_arrived_at", default=None)
 
 
 def request_id() -> str:
     """The id of the request being handled ("-" outside one)."""
     return _request_id.get()
+
+
+def request_arrived_at() -> datetime | None:
+    """When the gateway began handling the request (None outside one): the receipt of a webhook, from which
+    its latency to the committed inbox row and to the end of its processing is measured (reporting/)."""
+    return _arrived_at.get()
 
 
 # What a request's head may hold. The size is enforced by the server as it reads (`SERVER_OPTIONS`: nothing
@@ -65,6 +73,7 @@ class RequestIdMiddleware(ASGIMiddleware):
         given = next((v.decode("latin-1") for k, v in headers if k == b"x-request-id"), "")
         rid = given if _SAFE_REQUEST_ID.fullmatch(given) else secrets.token_hex(8)
         token = _request_id.set(rid)
+        arrived = _arrived_at.set(datetime.now(UTC))
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -75,6 +84,7 @@ class RequestIdMiddleware(ASGIMiddleware):
             await next_app(scope, receive, send_with_id)
         finally:
             _request_id.reset(token)
+            _arrived_at.reset(arrived)
 
 
 async def _too_large(send: Send) -> None:

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from litestar.datastructures import State
 from sqlalchemy import Connection, Engine, select
@@ -22,6 +23,7 @@ from sqlalchemy import Connection, Engine, select
 from models import InboxStatus, WebhookEvent
 from models.inbox import insert_new_events
 from models.types import utcnow
+from webhook_gateway.errors import request_arrived_at
 from webhook_gateway.schemas import WebhookAck
 
 logger = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ class _Pending:
     future: asyncio.Future[StoredEvent] = field(repr=False)
     subject: str | None = None
     revision: int | None = None
+    arrived_at: datetime | None = field(default_factory=request_arrived_at)
 
 
 class InboxWriter:
@@ -154,6 +157,7 @@ class InboxWriter:
                 "status": InboxStatus.RECEIVED,
                 "dispatch_attempts": 0,
                 "received_at": now,
+                "arrived_at": item.arrived_at,
                 "next_dispatch_at": now,
             }
             for item in first.values()

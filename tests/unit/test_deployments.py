@@ -23,6 +23,7 @@ SAMPLE_PARAMETERS = {
     },
     "campaign-winner": {"campaign": "spring-recall", "winner": "B"},
     "retention": {"now": "2026-12-06T02:30:00+10:00", "dry_run": True},
+    "daily-report": {"day": "2026-12-07"},
 }
 
 
