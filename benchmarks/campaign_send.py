@@ -142,12 +142,14 @@ def campaign_child(repo: Path) -> None:
     """Run the campaign flow of `repo` in this (fresh) process, as a flow run on the benchmark's Prefect
     server; print seconds, peak RSS and outcome as JSON."""
     import asyncio
+    import typing
 
-    sys.path.insert(0, str(repo))
-    from campaigns.spec import CampaignSpec
+    _use_code_of(repo)
     from flows.campaign_send import campaign_send
 
-    spec = CampaignSpec.model_validate(SPEC)
+    # The spec class the flow of `repo` declares (it moved from flows/ to campaigns/ in the restructuring).
+    spec_class = typing.get_type_hints(campaign_send.fn)["spec"]
+    spec = spec_class.model_validate(SPEC)
     before_mb = _high_water_mb()
     cpu = time.process_time()
     started = time.perf_counter()
@@ -179,6 +181,35 @@ def restore(source_path: Path, target_path: Path) -> None:
         target.close()
 
 
+def _use_code_of(repo: Path) -> None:
+    """Import the project's packages from `repo` from now on: this script's own imports (the fake) loaded
+    some of this checkout's modules, which must not stand in for the other checkout's."""
+    sys.path.insert(0, str(repo))
+    if repo == REPO:
+        return
+    ours = str(REPO) + os.sep
+    for name, module in list(sys.modules.items()):
+        if (getattr(module, "__file__", None) or "").startswith(ours):
+            del sys.modules[name]
+
+
+def seed_child(repo: Path, count: int) -> None:
+    """Migrate and seed `CRM_DATABASE_URL` with the code of `repo` (another checkout may store patients in
+    another format: its campaign must read a database its own code wrote)."""
+    _use_code_of(repo)
+    from models.migrate import upgrade
+    from tests.campaign_data import seed as seed_patients
+
+    upgrade()
+    seed_patients(count)
+
+
+def seed_other(repo: Path, database: Path, count: int) -> None:
+    env = {**os.environ, "CRM_DATABASE_URL": f"sqlite:///{database}"}
+    command = [str(repo / ".venv" / "bin" / "python"), __file__, "--seed-child", "--repo", str(repo)]
+    subprocess.run([*command, "--recipients", str(count)], env=env, cwd=repo, check=True)
+
+
 def campaign_run(repo: Path = REPO) -> dict[str, Any] | None:
     """One campaign of `repo`'s code in a fresh process (so its peak memory is its own); None if it failed."""
     python = repo / ".venv" / "bin" / "python"
@@ -204,10 +235,14 @@ def main() -> int:
         "--compare-with", type=Path, help="another checkout whose campaign alternates with this"
     )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--seed-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--repo", type=Path, default=REPO, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         campaign_child(args.repo.resolve())
+        return 0
+    if args.seed_child:
+        seed_child(args.repo.resolve(), args.recipients)
         return 0
     with prefect_server() as api_url:
         os.environ["PREFECT_API_URL"] = api_url
@@ -254,6 +289,11 @@ def measure(args: argparse.Namespace) -> int:
         people = seed(args.recipients)
         print(f"seeded {args.recipients:,} consenting patients in {time.perf_counter() - started:.1f} s")
         restore(database, pristine)
+        pristine_of = {REPO: pristine}
+        if other is not None:
+            pristine_of[other] = data_dir / "other-seeded.db"
+            seed_other(other, pristine_of[other], args.recipients)
+            print(f"seeded the same patients with {other.name}'s code (its own storage format)")
 
         # Alternately, so a slow minute of this shared VM slows both sides, not one; each campaign starts
         # from the same freshly seeded database, and each run of either kind on an empty fake.
@@ -265,7 +305,7 @@ def measure(args: argparse.Namespace) -> int:
         wrong: list[str] = []
 
         def campaign(repo: Path, label: str, repeat: int) -> dict[str, Any] | None:
-            restore(pristine, database)
+            restore(pristine_of[repo], database)
             measured = campaign_run(repo)
             if measured is not None and (
                 (got := received(fake)) != complete or measured["counts"] != {"sent": args.recipients}
