@@ -25,6 +25,9 @@ from messaging.sms_languages import fold
 TRAINING = Path(__file__).resolve().parent / "training"
 _SMOOTHING = 0.1  # additive (Lidstone); chosen on the development replies by cross-validation
 _SHORTEST, _LONGEST = 1, 4  # n-gram lengths
+# Naive Bayes counts every n-gram as independent evidence, so its probabilities are near 0 or 1; dividing the
+# evidence by 5 makes them mean something (chosen with the thresholds in sms_classifier by cross-validation).
+_TEMPERATURE = 5.0
 
 
 @dataclass(frozen=True)
@@ -45,10 +48,10 @@ def load_examples(paths: Iterable[Path] | None = None) -> list[Example]:
     return examples
 
 
-def features(text: str) -> set[str]:
+def features(text: str, *, folded: str | None = None) -> set[str]:
     """The reply's distinct character n-grams, case and accents folded, spaces collapsed (a word's edges
-    count: " stop" is not "nonstop")."""
-    padded = f" {' '.join(fold(text).split())} "
+    count: " stop" is not "nonstop"). `folded`: the reply already folded (the classifier has it)."""
+    padded = f" {' '.join((fold(text) if folded is None else folded).split())} "
     grams = set(padded) if _SHORTEST == 1 else set()
     for n in range(max(_SHORTEST, 2), _LONGEST + 1):
         grams.update([padded[start : start + n] for start in range(len(padded) - n + 1)])
@@ -74,33 +77,41 @@ class ReplyModel:
         self._denominators = [
             math.log(sum(counts[label].values()) + _SMOOTHING * len(vocabulary)) for label in self.labels
         ]
-        self._vocabulary = frozenset(vocabulary)
         # Per n-gram, log P(n-gram | label) for every label in `labels` order (the smoothed floor where a
         # label never had it), worked out when a reply first has that n-gram: a flow run's process reads a few
         # replies, and learning all 40,000 rows up front cost it 0.3 s. A reply's scores are column sums.
-        self._rows: dict[str, tuple[float, ...]] = {}
+        self._rows = _Rows(self._counts, self._denominators, frozenset(vocabulary))
 
-    def _row(self, gram: str) -> tuple[float, ...]:
-        row = self._rows[gram] = tuple(
-            math.log(counts[gram] + _SMOOTHING) - denominator
-            for counts, denominator in zip(self._counts, self._denominators, strict=True)
-        )
-        return row
-
-    def probabilities(self, text: str) -> dict[str, float]:
+    def probabilities(self, text: str, *, folded: str | None = None) -> dict[str, float]:
         """P(label | reply) for every label; n-grams no example had are ignored (they say nothing)."""
-        known, vocabulary = self._rows, self._vocabulary
-        rows = [
-            known.get(gram) or self._row(gram)
-            for gram in features(text)
-            if gram in known or gram in vocabulary
+        rows = self._rows
+        known = [row for gram in features(text, folded=folded) if (row := rows[gram]) is not None]
+        columns = zip(*known, strict=True) if known else ((),) * len(self.labels)
+        scores = [
+            prior + sum(column) / _TEMPERATURE for prior, column in zip(self._prior, columns, strict=True)
         ]
-        columns = zip(*rows, strict=True) if rows else ((),) * len(self.labels)
-        scores = [prior + sum(column) for prior, column in zip(self._prior, columns, strict=True)]
         top = max(scores)
         weights = [math.exp(score - top) for score in scores]
         total = sum(weights)
         return {label: weight / total for label, weight in zip(self.labels, weights, strict=True)}
+
+
+class _Rows(dict[str, tuple[float, ...] | None]):
+    """n-gram -> its row, worked out on first lookup (None for an n-gram no example had)."""
+
+    def __init__(self, counts: list[Counter[str]], denominators: list[float], vocabulary: frozenset[str]):
+        super().__init__()
+        self._counts, self._denominators, self._vocabulary = counts, denominators, vocabulary
+
+    def __missing__(self, gram: str) -> tuple[float, ...] | None:
+        row = None
+        if gram in self._vocabulary:
+            row = tuple(
+                math.log(counts[gram] + _SMOOTHING) - denominator
+                for counts, denominator in zip(self._counts, self._denominators, strict=True)
+            )
+        self[gram] = row
+        return row
 
 
 @lru_cache(maxsize=1)

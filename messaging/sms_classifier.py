@@ -52,7 +52,7 @@ from functools import lru_cache
 
 import httpx
 
-from messaging import reply_model, sms_languages
+from messaging import opt_out_cues, reply_model, sms_languages
 from models import Settings
 from providers.llm import LlmClient, LlmError
 
@@ -376,8 +376,8 @@ _WEAK_YES = 0.75  # thanks / great: a courtesy, not an answer, when the reply as
 _BARE_OPT_IN = 0.97  # START / UNSTOP alone
 _KEPT = 0.85  # "don't stop the reminders": the rules are sure this is not an opt-out; the model is not asked
 # How the rules and the learned model share the decision (see _second_opinion); chosen by cross-validation.
-_OPT_OUT_SUSPECTED = 0.99  # the model's P(opt_out) from which any reading becomes an (uncertain) opt-out
-_OPT_OUT_POSSIBLE = 0.5  # ... and from which an unsure reading or an opt-in in a sentence does
+_OPT_OUT_SUSPECTED = 0.95  # the model's P(opt_out) from which any reading becomes an (uncertain) opt-out
+_OPT_OUT_POSSIBLE = 0.7  # ... and from which an unsure reading or an opt-in in a sentence does
 _RULES_SURE = 0.85  # a rules `other` below it is unsure: the model's reading from _MODEL_READS replaces it
 _MODEL_READS = 0.5
 
@@ -412,22 +412,26 @@ def _classify(text: str) -> tuple[Intent, float, str | None]:
     language = sms_languages.reply_language(text, raw, languages)
     intent, confidence = _read(text, tokens, sms_languages.read(raw, languages, folded))
     if intent is not Intent.OPT_OUT and not (intent is Intent.OTHER and confidence == _KEPT):
-        intent, confidence = _second_opinion(text, intent, confidence)
+        # Messages named close to stopping them ("cancel the SMS notices too"): a likely opt-out, unless the
+        # rules read it as asking for the messages back ("I sent STOP by mistake, resume the texts").
+        if intent is not Intent.OPT_IN and opt_out_cues.asks_to_stop_messages(folded):
+            return Intent.OPT_OUT, 0.75, language
+        intent, confidence = _second_opinion(text, folded, intent, confidence)
     return intent, confidence, language
 
 
-def _second_opinion(text: str, intent: Intent, confidence: float) -> tuple[Intent, float]:
+def _second_opinion(text: str, folded: str, intent: Intent, confidence: float) -> tuple[Intent, float]:
     """The model learned from the labelled replies (`messaging.reply_model`) reads every reply the rules
     did not call an opt-out (nor plainly "keep texting me"). Rules alone miss opt-outs worded in ways nobody
     wrote down; the model alone confuses look-alikes (cross-validated figures: docs/benchmarks.md).
 
-    - A likely opt-out wins (P >= 0.99, or more likely than not over an unsure reading or an opt-in in a
-      sentence), at 0.75, below OPT_OUT_SURE: honoured, and the patient is told how to undo it (START).
+    - A likely opt-out wins (P >= 0.95, or >= 0.7 over an unsure reading or an opt-in in a sentence), at
+      0.75, below OPT_OUT_SURE: honoured, and the patient is told how to undo it (START).
     - Otherwise the rules' reading stands: naive Bayes is peaked, and it overruled carefully made readings
       ("N, I'm away that week" is a cancel). Only an unsure rules `other` takes the model's reading, from
       p = 0.5, never an opt-in (consent comes back only by words the rules read: START, "send me texts
       again"), at 0.5 + 0.35 p: it acts alone only from p = 0.72 (the default 0.75 threshold)."""
-    probabilities = reply_model.trained().probabilities(text)
+    probabilities = reply_model.trained().probabilities(text, folded=folded)
     label = Intent(max(probabilities, key=probabilities.__getitem__))
     # "μη μου ξαναστείλετε" ("do not send me again") read as an opt-in is unsure too; a bare START is not.
     unsure = confidence < _RULES_SURE or (intent is Intent.OPT_IN and confidence < _BARE_OPT_IN)

@@ -64,13 +64,13 @@ def test_held_out_no_opt_out_is_missed_and_accuracy_is_at_least_97_percent(figur
 
 
 def test_cross_validated_on_the_training_replies(figures) -> None:
-    """Rules plus a model that never saw the fold it reads (5 folds): a floor under today's figures (90.0 %,
-    opt-out recall 98.4 %), so a change that makes the reader worse on replies it was not fitted to fails."""
+    """Rules plus a model that never saw the fold it reads (5 folds): a floor under today's figures (90.6 %,
+    opt-out recall 99.5 %), so a change that makes the reader worse on replies it was not fitted to fails."""
     report = sms_corpus.cross_validate(folds=5)
     _, opt_out_recall, _ = report.per_intent[Intent.OPT_OUT]
     figures(f"5-fold: accuracy {report.accuracy:.1%}, opt-out recall {opt_out_recall:.1%}")
     assert report.accuracy >= 0.89, report.text()
-    assert opt_out_recall >= 0.98, report.text()
+    assert opt_out_recall >= 0.99, report.text()
 
 
 def test_every_training_opt_out_the_rules_were_written_for_is_read() -> None:

@@ -1,0 +1,133 @@
+"""A request to stop messages, read as words about our messages near words of stopping or removing.
+
+Why: phrase lists read the wordings someone wrote down; a fresh set of replies showed "remove me from your
+list", "cancel the SMS notices", "deactivate the reminders by message" missed in language after language.
+Patients who want no more texts nearly always name what should stop (texts, messages, reminders, the list,
+their number) and say stop, remove, cancel or don't, close together. So a reply with a messaging word within a
+few words of a stopping word is a *likely* opt-out: honoured, and confirmed with the way back (START), which
+costs a patient who meant something else one reply. Replies that say to keep the messages ("don't stop the
+reminders") are read by the classifier before this and never reach it.
+
+Words are written in natural script and folded as replies are (`sms_languages.fold`): lower case, no accents;
+Latin words match at a word's start (so "message" matches "messages", "mensajitos" is its own entry).
+"Number" and "list" count only with removing words (remove, delete, take off): "cancel, my number is …" is a
+cancellation; and cancelling words only before the messages they name.
+"""
+
+from __future__ import annotations
+
+import re
+
+from messaging.sms_languages import fold
+
+_MESSAGES = [
+    # English, Tagalog, romanised Hindi and Punjabi use the English words
+    "text", "txt", "sms", "message", "msg", "reminder", "notification", "subscription", "promo", "marketing",
+    "mensahe", "paalala",
+    # Spanish, Italian
+    "mensaje", "mensajito", "msj", "recordatorio", "notificacion", "suscripcion", "publicidad", "promocion",
+    "messagg", "promemoria", "notifich", "iscrizione", "pubblicita",
+    # Greek, Greeklish
+    "μηνυμα", "υπενθυμισ", "ειδοποιησ", "minima",
+    # Vietnamese (as typed with or without accents)
+    "tin nhan", "nhan tin", "nhac nho", "thong bao",
+    # Hindi, Punjabi
+    "मैसेज", "मेसेज", "संदेश", "एसएमएस", "रिमाइंडर", "ਮੈਸੇਜ", "ਸੁਨੇਹ", "ਐਸਐਮਐਸ", "ਰਿਮਾਈਂਡਰ",
+    # Arabic, Arabizi
+    "رسائل", "رساله", "رسايل", "مسجات", "اشتراك", "rasayel", "rasa2el", "masajat",
+    # Chinese, Cantonese
+    "短信", "信息", "消息", "讯息", "訊息", "短訊", "通知", "提醒", "订阅", "訂閱",
+]  # fmt: skip
+_ON_A_LIST = [  # removing only: "take my number off your list"
+    "number", "list", "numero", "lista", "listahan", "λιστα", "danh sach", "नंबर", "लिस्ट", "सूची", "ਨੰਬਰ",
+    "ਲਿਸਟ", "رقم", "قائمه", "号码", "號碼", "名单", "名單", "电话",
+]  # fmt: skip
+_REMOVING = [
+    "remove", "delete", "take me off", "take my number off", "unsubscribe", "opt out", "quitar", "quiten",
+    "saquen", "sacar", "borr", "elimin", "togli", "rimuov", "cancellate il", "διαγραψ", "αφαιρεσ", "βγαλτε",
+    "xoa", "tanggal", "burahin", "हटा", "ਹਟਾ", "hata", "احذف", "امسح", "شيل", "删", "刪", "移除", "退订",
+    "退訂",
+]  # fmt: skip
+_STOPPING = [
+    *_REMOVING,
+    "stop", "no more", "dont send", "dont text", "dont message", "dont contact", "do not send", "do not text",
+    "do not message", "do not contact", "disable", "turn off", "enough",
+    "dejen", "deja de", "paren", "para de", "basta", "desactiv", "no me manden", "no me envien", "no manden",
+    "no envien", "ya no", "smett", "disattiv", "non mandate", "non inviate", "non voglio",
+    "σταματ", "μη μου", "μην μου", "δεν θελω", "dung", "ngung", "khong muon", "thoi",
+    "itigil", "tigil", "huwag", "wag", "ayoko", "ayaw ko", "बंद", "मत", "नहीं चाहिए", "रोक", "band",
+    "mat bhejo", "nahi chahiye", "ਬੰਦ", "ਨਾ ਭੇਜ", "ਨਹੀਂ ਚਾਹੀਦ", "ਰੋਕ", "na bhejo", "وقف", "توقف", "اوقف",
+    "لا ترسل", "لا تبعت", "لا تتواصل", "بطل", "كفايه", "ما بدي", "bala", "wa2ef", "khalas", "不要",
+    "别", "別", "停", "唔好", "唔要", "唔使",
+]  # fmt: skip
+# Cancelling counts only before the messages it names ("cancel the SMS too"): "got your message, please
+# cancel" cancels the appointment.
+_CANCELLING = ["cancel", "ακυρωσ", "huy", "कैंसल", "الغ", "取消"]
+_NEAR = 30  # characters between the two, in the folded reply
+
+
+def _alternation(words: list[str]) -> re.Pattern[str]:
+    """One pattern matching any of `words` (folded), Latin ones at a word's start. Written as a trie
+    ("stop|stopp" as "stop(?:p)?"): Python's regex engine tries every alternative at every position, and a
+    flat list of 150 words cost 25-50 µs a reply."""
+    folded = {fold(word) for word in words}
+    latin = sorted(w for w in folded if w[:1].isascii() and w[:1].isalpha())
+    others = sorted(folded - set(latin))
+    parts = [rf"\b{_trie(latin)}"] if latin else []
+    if others:
+        parts.append(_trie(others))
+    return re.compile("|".join(parts))
+
+
+def _trie(words: list[str]) -> str:
+    root: dict[str, dict] = {}
+    for word in words:
+        node = root
+        for char in word:
+            node = node.setdefault(char, {})
+        node[""] = {}  # a word ends here
+    return _pattern(root)
+
+
+def _pattern(node: dict[str, dict]) -> str:
+    ends = "" in node
+    branches = [re.escape(char) + _pattern(child) for char, child in sorted(node.items()) if char]
+    if not branches:
+        return ""
+    body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+    return f"(?:{body})?" if ends else body
+
+
+_MESSAGES_RX, _ON_A_LIST_RX = _alternation(_MESSAGES), _alternation(_ON_A_LIST)
+_STOPPING_RX, _CANCELLING_RX, _REMOVING_RX = (
+    _alternation(_STOPPING),
+    _alternation(_CANCELLING),
+    _alternation(_REMOVING),
+)
+
+
+def _starts_and_ends(pattern: re.Pattern[str], folded: str) -> list[tuple[int, int]]:
+    return [match.span() for match in pattern.finditer(folded)]
+
+
+def _close(first: list[tuple[int, int]], second: list[tuple[int, int]], *, in_order: bool = False) -> bool:
+    """Whether a span of `first` lies within _NEAR characters of one of `second` (before it, if in_order)."""
+    for start, end in first:
+        for other_start, other_end in second:
+            if 0 <= other_start - end <= _NEAR or (not in_order and 0 <= start - other_end <= _NEAR):
+                return True
+    return False
+
+
+def asks_to_stop_messages(folded: str) -> bool:
+    """Whether the folded reply names our messages (or the patient's number on our list) close to a word of
+    stopping (or removing) them. Each word list is one scan; the spans are compared after (one regex with
+    both lists and the gap between them backtracked, and cost a reply about 200 µs)."""
+    messages = _starts_and_ends(_MESSAGES_RX, folded)
+    if messages:
+        if _close(_starts_and_ends(_STOPPING_RX, folded), messages):
+            return True
+        if _close(_starts_and_ends(_CANCELLING_RX, folded), messages, in_order=True):
+            return True
+    listed = _starts_and_ends(_ON_A_LIST_RX, folded)
+    return bool(listed) and _close(_starts_and_ends(_REMOVING_RX, folded), listed)

@@ -1,0 +1,54 @@
+"""Messages named close to stopping them read as a likely opt-out, in each language; look-alikes do not."""
+
+from __future__ import annotations
+
+import pytest
+
+from messaging.opt_out_cues import asks_to_stop_messages
+from messaging.sms_classifier import OPT_OUT_SURE, Intent, classify
+from messaging.sms_languages import fold
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Could you stop with the reminder messages, I have it in my diary",
+        "please remove my number from your list",
+        "cancel the SMS notifications too",
+        "Desactiven los recordatorios por mensaje",
+        "Por favor quiten mi número de la lista",
+        "Smettete di mandarmi messaggi",
+        "Σταματήστε τα μηνύματα παρακαλώ",
+        "Làm ơn ngừng gửi tin nhắn",
+        "Itigil nyo na po ang mga text",
+        "कृपया मेरा नंबर लिस्ट से हटा दें",
+        "ਮੈਸੇਜ ਬੰਦ ਕਰੋ ਜੀ",
+        "وقف الرسائل لو سمحت",
+        "请不要再发短信给我",
+        "唔該取消啲短訊通知",
+    ],
+)
+def test_messages_named_near_stopping_them(text: str) -> None:
+    assert asks_to_stop_messages(fold(text)), text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Got your message, please cancel",  # cancelling after the messages: the appointment
+        "Cancel please, my number is 0412 345 678",  # a number, but not removed
+        "Thanks for the reminder, see you then",
+        "Can I stop by earlier?",
+        "Por favor mándenme un mensaje con la dirección",
+        "请发短信告诉我地址",
+    ],
+)
+def test_look_alikes_are_not(text: str) -> None:
+    assert not asks_to_stop_messages(fold(text)), text
+
+
+def test_the_classifier_honours_them_as_uncertain_opt_outs_but_keeps_the_keep_texting_ones() -> None:
+    read = classify("Desactiven los recordatorios por mensaje")  # no phrase of the rules says this
+    assert read.intent is Intent.OPT_OUT and read.confidence < OPT_OUT_SURE  # confirmed with the way back
+    assert classify("Don't stop the reminder texts please").intent is Intent.OTHER
+    assert classify("I sent STOP by mistake, please resume the texts").intent is Intent.OPT_IN
