@@ -13,6 +13,7 @@ from deployments.cli_campaign import campaign_app, consent_app, tag_app
 from deployments.cli_google import google_app
 from deployments.cli_keys import keys_app
 from deployments.cli_secrets import secrets_app, show_config
+from deployments.cli_staff import audit_app, staff_app
 from deployments.cli_wix import wix_app
 from deployments.prefect_api import prefect_api
 from models.data_dir import PRIVATE_UMASK
@@ -38,6 +39,8 @@ app.add_typer(google_app, name="google")
 app.add_typer(wix_app, name="wix")
 app.add_typer(keys_app, name="keys")
 app.add_typer(secrets_app, name="secrets")
+app.add_typer(staff_app, name="staff")
+app.add_typer(audit_app, name="audit")
 
 
 @app.callback()
@@ -179,14 +182,22 @@ def events_replay(event_id: int) -> None:
 
 
 @events_app.command("show")
-def events_show(event_id: int) -> None:
-    """Print one inbox event's stored body (decrypted: it holds patient details; for staff follow-up)."""
+def events_show(
+    event_id: int,
+    reason: Annotated[str | None, typer.Option(help="Why you read it (kept in the access audit).")] = None,
+) -> None:
+    """Print one inbox event's stored body (decrypted: it holds patient details; for staff follow-up). The
+    read is in the access audit, as your OS user."""
     from models import WebhookEvent, session_scope
+    from models.access_audit import record, shell_actor
 
     with session_scope() as session:
         row = session.get(WebhookEvent, event_id)
         if row is None:
             raise typer.BadParameter(f"no inbox event {event_id}")
+        if row.purged_at is None:
+            action, subject = "inbox_event.body_viewed", f"inbox_event:{event_id}"
+            record(session, actor=shell_actor(), role="cli", action=action, subject=subject, reason=reason)
         typer.echo(f"{row.source} {row.event_type} received {row.received_at:%Y-%m-%d %H:%M:%S} UTC")
         if row.purged_at is not None:
             typer.echo(f"(body purged {row.purged_at:%Y-%m-%d} UTC by retention; ids and dedupe key kept)")

@@ -1,5 +1,6 @@
 """Tables, states, settings and the database session factory. Imports nothing else of ours."""
 
+from models.access_audit import AccessAudit
 from models.audit import AuditLog
 from models.campaign import Campaign, ContactTag
 from models.consent import ConsentEvent, Suppression
@@ -18,14 +19,17 @@ from models.enums import (
     MessageStatus,
     Purpose,
     StaffAttention,
+    StaffRole,
 )
 from models.google import GoogleConnection, OAuthState, SyncCursor
 from models.inbox import WebhookEvent
 from models.outbox import DeliveryReceipt, OutboundMessage, OutboundMessageEvent
 from models.reconciliation import WixReconciliation
 from models.settings import Settings, get_settings
+from models.staff import StaffMember
 
 __all__ = [
+    "AccessAudit",
     "AuditLog",
     "Booking",
     "BookingStatus",
@@ -50,6 +54,8 @@ __all__ = [
     "Purpose",
     "Settings",
     "StaffAttention",
+    "StaffMember",
+    "StaffRole",
     "Suppression",
     "SyncCursor",
     "WebhookEvent",

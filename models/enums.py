@@ -115,3 +115,10 @@ class CampaignStatus(StrEnum):
     AWAITING_CHOICE = "awaiting_choice"  # no significant winner: a person must choose
     SENT = "sent"
     FAILED = "failed"
+
+
+class StaffRole(StrEnum):
+    RECEPTION = "reception"  # today's bookings, the staff task queue, a patient's phone on request
+    MARKETER = "marketer"  # campaigns: counts only, never a patient
+    OPS = "ops"  # inbox events, failed runs, suppressions and consent, the KPIs
+    ADMIN = "admin"  # staff and roles, the Google connection, keys and secrets status, the audit log

@@ -23,6 +23,8 @@ PACKAGES = (
     "messaging",
     "bookings",
     "campaigns",
+    "reporting",
+    "access",
     "flows",
     "webhook_gateway",
     "deployments",
