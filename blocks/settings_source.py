@@ -22,7 +22,7 @@ from typing import Any, Literal
 import httpx
 from dotenv import dotenv_values
 from prefect.client.orchestration import PrefectClient
-from prefect.settings import PREFECT_API_URL
+from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL
 from pydantic import SecretStr
 
 from blocks.credentials import BLOCK_TYPES, CrmBlock
@@ -62,6 +62,19 @@ def api_url() -> tuple[str, bool]:
     return f"http://127.0.0.1:{port}/api", False
 
 
+def api_login(configured: bool) -> str | None:
+    """The login to send: PREFECT_API_AUTH_STRING, else (for `make up`'s server) the one `make up` wrote in
+    the data directory. Read from the environment: this runs while the settings themselves are being made."""
+    given = PREFECT_API_AUTH_STRING.value()
+    if given or configured:
+        return given
+    data_dir = Path(os.environ.get("CRM_DATA_DIR") or dotenv_values(".env").get("CRM_DATA_DIR") or "./var")
+    try:
+        return (data_dir / "prefect-auth").read_text().strip() or None
+    except OSError:
+        return None
+
+
 def _answers(url: str) -> bool:
     try:
         return httpx.get(f"{url}/health", timeout=HEALTH_TIMEOUT_SECONDS).status_code == 200
@@ -76,8 +89,8 @@ def _in_own_loop(coroutine: Any) -> Any:
         return pool.submit(asyncio.run, coroutine).result()
 
 
-async def _load_all(url: str, name: str) -> dict[str, CrmBlock]:
-    async with PrefectClient(api=url) as client:
+async def _load_all(url: str, name: str, login: str | None) -> dict[str, CrmBlock]:
+    async with PrefectClient(api=url, auth_string=login) as client:
 
         async def load(block_type: type[CrmBlock]) -> CrmBlock | None:
             try:
@@ -100,7 +113,7 @@ def read_block_settings() -> dict[str, tuple[Any, str]]:
         (logger.warning if configured else logger.info)(message)
         return {}
     try:
-        blocks = _in_own_loop(_load_all(url, name))
+        blocks = _in_own_loop(_load_all(url, name, api_login(configured)))
     except Exception as exc:  # a half-up server must not stop a process that the environment can configure
         last_read.state, last_read.detail = "failed", type(exc).__name__
         logger.warning("reading blocks from %s failed (%s): using the environment", url, last_read.detail)
@@ -140,11 +153,11 @@ def _environment_values(settings: Settings, key_file: Path | None) -> dict[str, 
 def push(settings: Settings, name: str, key_file: Path | None = None) -> list[Pushed]:
     """Create or update each block from what the environment sets; fields it does not set keep their value."""
     values = _environment_values(settings, key_file)
-    url, _ = api_url()
+    url, configured = api_url()
 
     async def save_all() -> list[Pushed]:
         pushed = []
-        async with PrefectClient(api=url) as client:
+        async with PrefectClient(api=url, auth_string=api_login(configured)) as client:
             for block_type in BLOCK_TYPES:
                 given = {
                     block_field: values[settings_field]

@@ -14,7 +14,7 @@ from typing import Literal
 
 import httpx
 import typer
-from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
 from models import get_settings
 
@@ -49,13 +49,27 @@ def prefect_api(when_down: WhenDown = "exit") -> Iterator[str | None]:
             raise typer.Exit(1)
         yield None
         return
-    before = os.environ.get("PREFECT_API_URL")
-    os.environ["PREFECT_API_URL"] = url  # threads and child processes read the environment
+    login = _stack_login(url) or PREFECT_API_AUTH_STRING.value()
+    updates = {"PREFECT_API_URL": url, **({"PREFECT_API_AUTH_STRING": login} if login else {})}
+    before = {name: os.environ.get(name) for name in updates}
+    os.environ.update(updates)  # threads and child processes read the environment
     try:
-        with temporary_settings(updates={PREFECT_API_URL: url}):
+        with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_API_AUTH_STRING: login}):
             yield url
     finally:
-        if before is None:
-            os.environ.pop("PREFECT_API_URL", None)
-        else:
-            os.environ["PREFECT_API_URL"] = before
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _stack_login(url: str) -> str | None:
+    """`make up`'s Prefect login, when the command talks to that server and no login was given."""
+    settings = get_settings()
+    if PREFECT_API_AUTH_STRING.value() or url.rstrip("/") != settings.stack_prefect_api_url:
+        return None
+    try:
+        return settings.prefect_auth_file.read_text().strip() or None
+    except OSError:
+        return None

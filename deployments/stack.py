@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -50,6 +51,21 @@ def ensure_encryption_key(data_dir: Path, configured: str | None) -> str | None:
     _say(f"generated a new encryption key in {key_file} (it encrypts patient phone and email).")
     _say("  Back it up: without it stored contact details cannot be read. CRM_ENCRYPTION_KEY overrides it.")
     return key
+
+
+def ensure_prefect_auth(data_dir: Path) -> str:
+    """The login that `make up`'s Prefect server asks of every client and of the UI: the data directory's,
+    else a new one written there (0600) and said once. Without it anyone who reaches the port would see every
+    run and start any deployment."""
+    auth_file = data_dir / "prefect-auth"
+    if auth_file.exists():
+        return auth_file.read_text().strip()
+    login = f"avatar-crm:{secrets.token_urlsafe(24)}"
+    auth_file.touch(mode=0o600)
+    auth_file.write_text(login + "\n")
+    _say(f"generated the Prefect UI's login in {auth_file}; the UI asks for it once per browser:")
+    _say(f"  {login}")
+    return login
 
 
 def ensure_demo_wix_keys(data_dir: Path) -> str:
@@ -103,6 +119,8 @@ def prefect_environment(data_dir: Path, prefect_port: int) -> dict[str, str]:
     env["CRM_DATA_DIR"] = str(data_dir)
     env["PREFECT_HOME"] = str((data_dir / "prefect").resolve())
     env["PREFECT_API_URL"] = f"http://127.0.0.1:{prefect_port}/api"
+    # The server asks it of every request but its health check; every child and the CLI send it.
+    env["PREFECT_SERVER_API_AUTH_STRING"] = env["PREFECT_API_AUTH_STRING"] = ensure_prefect_auth(data_dir)
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     env.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "1")
     env.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
@@ -220,7 +238,7 @@ def _wait_for_flow_runs(prefect_api_url: str, grace: float) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
     from prefect.client.schemas.objects import StateType
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     if grace <= 0:
         return
@@ -230,7 +248,9 @@ def _wait_for_flow_runs(prefect_api_url: str, grace: float) -> None:
     deadline = time.monotonic() + grace
     announced = False
     try:
-        with temporary_settings({PREFECT_API_URL: prefect_api_url}), get_client(sync_client=True) as client:
+        login = os.environ.get("PREFECT_API_AUTH_STRING")
+        updates = {PREFECT_API_URL: prefect_api_url, PREFECT_API_AUTH_STRING: login}
+        with temporary_settings(updates), get_client(sync_client=True) as client:
             for deployment in client.read_deployments():
                 client.pause_deployment(deployment.id)
             idle_since: float | None = None

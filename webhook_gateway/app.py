@@ -18,6 +18,7 @@ from litestar import Litestar, MediaType, Request, Response
 from litestar.openapi import OpenAPIConfig
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from prefect.client.orchestration import PrefectClient, get_client
+from prefect.settings import PREFECT_API_AUTH_STRING
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -108,7 +109,11 @@ def create_app(
         note_keys_in_use(settings, engine)
         inbox = InboxWriter(engine)
         inbox.start()
-        client = PrefectClient(api=prefect_api_url) if prefect_api_url else get_client()
+        client = (
+            PrefectClient(api=prefect_api_url, auth_string=PREFECT_API_AUTH_STRING.value())
+            if prefect_api_url
+            else get_client()
+        )
         try:
             async with client:
                 dispatcher = Dispatcher(

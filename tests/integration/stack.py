@@ -42,6 +42,16 @@ class Stack:
     def prefect_api(self) -> str:
         return f"http://127.0.0.1:{self.prefect_port}/api"
 
+    @property
+    def prefect_login(self) -> str:
+        """The Prefect login `up` wrote in its data directory (every API call but /health needs it)."""
+        return (self.data_dir / "prefect-auth").read_text().strip()
+
+    def prefect(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A call to the stack's Prefect API, logged in."""
+        user, _, password = self.prefect_login.partition(":")
+        return httpx.request(method, f"{self.prefect_api}{path}", auth=(user, password), timeout=10, **kwargs)
+
     def start(self, timeout: float = 120.0) -> None:
         left_out = {"PREFECT_API_URL", "PREFECT_HOME", *self.env_removed}
         env = {key: value for key, value in os.environ.items() if key not in left_out}
@@ -115,13 +125,11 @@ class Stack:
     def running_flow_runs(self) -> int:
         """How many flow runs Prefect holds as Running now (0 when it cannot say)."""
         try:
-            response = httpx.post(
-                f"{self.prefect_api}/flow_runs/count",
-                json={"flow_runs": {"state": {"type": {"any_": ["RUNNING"]}}}},
-                timeout=5,
+            response = self.prefect(
+                "POST", "/flow_runs/count", json={"flow_runs": {"state": {"type": {"any_": ["RUNNING"]}}}}
             )
             return int(response.json()) if response.status_code == 200 else 0
-        except (httpx.HTTPError, ValueError):
+        except (httpx.HTTPError, ValueError, OSError):
             return 0
 
 

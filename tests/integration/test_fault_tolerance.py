@@ -227,13 +227,17 @@ def test_ctrl_c_lets_runs_under_way_finish_then_stops(rig: Rig, sms, tmp_path: P
 
     stack.start()  # the next start: no run of the stop left Crashed or Cancelled, nothing sent again
     try:
-        states = httpx.post(f"{stack.prefect_api}/flow_runs/filter", json={"limit": 200}, timeout=10).json()
+        # The stack's Prefect API wants its login: without it, 401 (health checks aside)
+        anonymous = httpx.post(f"{stack.prefect_api}/flow_runs/filter", json={"limit": 1}, timeout=10)
+        assert anonymous.status_code == 401
+        assert httpx.get(f"{stack.prefect_api}/health", timeout=10).status_code == 200
+        states = stack.prefect("POST", "/flow_runs/filter", json={"limit": 200}).json()
         finished = Counter(run["state_type"] for run in states if run["deployment_id"])
         assert finished.get("CRASHED", 0) == finished.get("CANCELLED", 0) == 0, finished
         assert finished.get("COMPLETED", 0) >= count
-        sweep = f"{stack.prefect_api}/deployments/name/reminder-sweep/reminder-sweep"
+        sweep = "/deployments/name/reminder-sweep/reminder-sweep"
         # the schedules paused for the stop run again once the runner has registered its deployments
-        wait_until(lambda: httpx.get(sweep, timeout=10).json()["paused"] is False, timeout=60, interval=1)
+        wait_until(lambda: stack.prefect("GET", sweep).json()["paused"] is False, timeout=60, interval=1)
         time.sleep(5)
         _assert_each_patient_got_one_confirmation(sms, posted)
     finally:

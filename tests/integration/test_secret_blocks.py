@@ -114,7 +114,12 @@ def test_stack_with_secrets_only_in_blocks_takes_a_signed_booking(
     first = Stack(tmp_path, {"DISPATCH_POLL_SECONDS": "0.5"})
     first.start()
     try:
-        env = {**os.environ, "PREFECT_API_URL": first.prefect_api, "CRM_DATA_DIR": str(tmp_path)}
+        env = {
+            **os.environ,
+            "PREFECT_API_URL": first.prefect_api,
+            "PREFECT_API_AUTH_STRING": first.prefect_login,
+            "CRM_DATA_DIR": str(tmp_path),
+        }
         push = subprocess.run(
             [str(AVATAR_CRM), "secrets", "push"], env=env, capture_output=True, text=True, timeout=120
         )

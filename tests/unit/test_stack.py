@@ -3,11 +3,13 @@ others are left serving."""
 
 from __future__ import annotations
 
+import stat
 import sys
+from pathlib import Path
 
 import pytest
 
-from deployments.stack import Child, _stop
+from deployments.stack import Child, _stop, prefect_environment
 
 NO_PREFECT = "http://127.0.0.1:9/api"
 
@@ -53,3 +55,36 @@ def test_a_running_child_is_left_alone(capsys: pytest.CaptureFixture[str]) -> No
     assert capsys.readouterr().out == ""
     _stop([child], NO_PREFECT, grace=0)
     assert child.process.poll() is not None  # type: ignore[union-attr]
+
+
+def test_the_prefect_login_is_made_once_private_and_handed_to_server_and_clients(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env = prefect_environment(tmp_path, 4299)
+    login = (tmp_path / "prefect-auth").read_text().strip()
+    user, _, password = login.partition(":")
+    assert user == "avatar-crm" and len(password) >= 32
+    assert stat.S_IMODE((tmp_path / "prefect-auth").stat().st_mode) == 0o600
+    assert env["PREFECT_SERVER_API_AUTH_STRING"] == env["PREFECT_API_AUTH_STRING"] == login
+    assert login in capsys.readouterr().out  # said once, at its making
+    again = prefect_environment(tmp_path, 4299)
+    assert again["PREFECT_API_AUTH_STRING"] == login
+    assert login not in capsys.readouterr().out
+
+
+def test_a_command_talking_to_make_ups_prefect_sends_its_login(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deployments.prefect_api import _stack_login
+    from models import get_settings
+
+    (tmp_path / "prefect-auth").write_text("avatar-crm:s3cret\n")
+    monkeypatch.setenv("CRM_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("PREFECT_PORT", "4299")
+    get_settings.cache_clear()
+    try:
+        assert _stack_login("http://127.0.0.1:4299/api") == "avatar-crm:s3cret"
+        assert _stack_login("http://prefect.example:4200/api") is None  # another server: its own login
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
