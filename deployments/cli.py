@@ -262,6 +262,17 @@ def report(
         bool,
         typer.Option(help="Print the markdown the `daily-report` artifact holds (charts as data: URIs)."),
     ] = False,
+    insights: Annotated[
+        bool | None,
+        typer.Option(
+            "--insights/--no-insights",
+            help="Append the weekly booking insights (the 7 days ending on the day); default: on Mondays' "
+            "report (the day reported a Sunday).",
+        ),
+    ] = None,
+    week: Annotated[
+        bool, typer.Option("--week", help="Print only the booking insights of the 7 days ending on the day.")
+    ] = False,
 ) -> None:
     """Print the daily report: the KPIs against the plan's targets, the day beside 7 and 30 days (counts only;
     definitions in docs/reporting.md). Reads the database; changes nothing, sends nothing."""
@@ -276,7 +287,13 @@ def report(
         day = Date.fromisoformat(date) if date else yesterday(clinic_timezone(settings))
     except ValueError as exc:
         raise typer.BadParameter("--date must be YYYY-MM-DD, e.g. 2026-12-07") from exc
-    built = build(day, settings)
+    if week:
+        from reporting.insights import weekly
+
+        section = weekly(day, settings)
+        typer.echo("\n".join(section.markdown() if markdown else section.text()))
+        return
+    built = build(day, settings, insights=insights)
     typer.echo(built.markdown if markdown else built.text)
 
 

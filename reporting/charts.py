@@ -99,6 +99,32 @@ def stacked_bars(title: str, categories: Sequence[str], series: Sequence[Series]
     return "\n".join(parts)
 
 
+def grouped_bars(title: str, categories: Sequence[str], series: Sequence[Series], unit: str = "") -> str:
+    """Side-by-side bars per category, one per series (rates to compare, e.g. this week beside the previous
+    one); a None value draws no bar, a zero a bar of no height (the figure is still there to read)."""
+    values = [v for s in series for v in s.values if v is not None]
+    top = _nice_max(max(values, default=0))
+    parts = _frame(title, categories, top, unit, series)
+    plot_w, plot_h = WIDTH - _LEFT - _RIGHT, HEIGHT - _TOP - _BOTTOM
+    slot = plot_w / max(1, len(categories))
+    bar_w = max(1.0, slot * 0.8 / max(1, len(series)))
+    for index in range(len(categories)):
+        x = _LEFT + slot * index + slot * 0.1
+        for item in series:
+            value = item.values[index]
+            if value is not None:
+                height = plot_h * max(0.0, value) / top
+                parts.append(
+                    f'<rect class="bar" data-series={quoteattr(item.label)} '
+                    f"data-category={quoteattr(categories[index])} "
+                    f'data-value="{value:g}" x="{x:.1f}" y="{_TOP + plot_h - height:.1f}" '
+                    f'width="{bar_w:.1f}" height="{height:.1f}" fill={quoteattr(item.color)}/>'
+                )
+            x += bar_w
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
 def lines(title: str, categories: Sequence[str], series: Sequence[Series], unit: str = "") -> str:
     """One line per series over the categories; a None value leaves a gap (and no point)."""
     values = [v for s in series for v in s.values if v is not None]

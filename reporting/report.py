@@ -8,8 +8,9 @@ carries the tables and points to the artifact for the charts). Counts only: no p
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from html import escape
 
@@ -30,6 +31,7 @@ from models.types import utcnow
 from providers.google_api import active_connection
 from reporting import charts
 from reporting.charts import Series
+from reporting.insights import Insights, phrase_summary, weekly
 from reporting.kpis import TARGETS, Days, Kpis, Target, Verdict, clinic_timezone, daily, percentile, reader
 
 PERIODS = (("Yesterday", 1), ("7 days", 7), ("30 days", 30))
@@ -44,6 +46,7 @@ class DailyReport:
     verdicts: dict[str, Verdict]  # the day's verdict per target key
     charts: dict[str, str]  # name → SVG document
     notes: list[str]
+    insights: Insights | None = None  # the weekly section (Mondays' report, or asked for)
 
     @property
     def summary(self) -> str:
@@ -131,12 +134,27 @@ def target_cell(target: Target, window: Kpis) -> str:
     return "not measured" if value is None else f"{_fmt(target.unit, value)} {_MARK[verdict]}"
 
 
+def with_insights(day: date, asked: bool | None) -> bool:
+    """The weekly section goes with Monday's report (the day reported is Sunday, ending the week), or when
+    asked for (`avatar-crm report --insights`: the 7 days ending on the day)."""
+    return day.weekday() == 6 if asked is None else asked
+
+
 def build(
-    day: date, settings: Settings | None = None, engine: Engine | None = None, *, days: Days | None = None
+    day: date,
+    settings: Settings | None = None,
+    engine: Engine | None = None,
+    *,
+    days: Days | None = None,
+    insights: bool | None = None,
 ) -> DailyReport:
     """The report for clinic-local `day` (yesterday, for the 07:00 run)."""
     settings = settings or get_settings()
-    days = days or daily(day, 30, clinic_timezone(settings), engine or reader(settings.crm_database_url))
+    engine = engine or reader(settings.crm_database_url)
+    days = days or daily(day, 30, clinic_timezone(settings), engine)
+    section = weekly(day, settings, engine) if with_insights(day, insights) else None
+    if section is not None and settings.sms_llm_url:
+        section = replace(section, summary=asyncio.run(phrase_summary(section, settings)))
     windows = [(label, days.last(n)) for label, n in PERIODS]
     yesterday = windows[0][1]
     verdicts = {t.key: t.verdict(yesterday.value(t.key)) for t in TARGETS}
@@ -171,6 +189,9 @@ def build(
     md += ["## Charts (last 30 days)", ""]
     md += [charts.markdown_image(name, svg) + "\n" for name, svg in svgs.items()]
     md += ["Definitions: docs/reporting.md. Counts only, no patient details."]
+    if section is not None:
+        md += ["", *section.markdown()]
+        svgs.update(section.charts)
 
     text = [
         title,
@@ -178,7 +199,9 @@ def build(
         *_text_table(header, [[c.replace("✅ ", "").replace("❌ ", "") for c in r] for r in target_rows]),
     ]
     text += ["", *notes, backlog_line, "", *_text_table(["Count", *header[2:]], count_rows), ""]
-    return DailyReport(day, "\n".join(md), "\n".join(text), verdicts, svgs, notes)
+    if section is not None:
+        text += section.text()
+    return DailyReport(day, "\n".join(md), "\n".join(text), verdicts, svgs, notes, section)
 
 
 def _charts(days: Days) -> dict[str, str]:
