@@ -1,5 +1,6 @@
 """Tables, states, settings and the database session factory. Imports nothing else of ours."""
 
+from models.alerts import OpsAlert
 from models.audit import AuditLog
 from models.campaign import Campaign, ContactTag
 from models.consent import ConsentEvent, Suppression
@@ -45,6 +46,7 @@ __all__ = [
     "MessageKind",
     "MessageStatus",
     "OAuthState",
+    "OpsAlert",
     "OutboundMessage",
     "OutboundMessageEvent",
     "Purpose",

@@ -23,6 +23,7 @@ PACKAGES = (
     "messaging",
     "bookings",
     "campaigns",
+    "operations",
     "flows",
     "webhook_gateway",
     "deployments",
