@@ -12,11 +12,21 @@ from collections.abc import Iterator
 import pytest
 from prefect import get_client
 from prefect.deployments import run_deployment
+from sqlalchemy import update
 from sqlmodel import select
 
 from deployments.automations import AUTOMATIONS, FAILED_RUNS_AUTOMATION
-from models import Channel, MessageKind, OpsAlert, OutboundMessage, session_scope
+from models import (
+    Channel,
+    GoogleConnection,
+    GoogleConnectionStatus,
+    MessageKind,
+    OpsAlert,
+    OutboundMessage,
+    session_scope,
+)
 from tests.fakes.mobilemessage import FakeMobileMessage
+from tests.google_env import connect
 from tests.integration.conftest import OPS_ALERT_EMAIL, Rig
 from tests.integration.helpers import (
     booking,
@@ -114,3 +124,34 @@ def test_a_failing_deployment_run_alerts_once_and_resolves_once(
             select(OpsAlert).where(OpsAlert.name == "deployment-failed:booking-intake")
         ).one()
         assert state.firing_since is None and state.notices == 2
+
+
+def test_google_disconnected_alerts_once_and_the_resolved_notice_arrives_by_gmail(
+    rig: Rig, sms: FakeMobileMessage
+) -> None:
+    """A condition measured from the CRM database, evaluated by the real `ops-alerts` deployment (as its
+    minute schedule would); once Google is back, the resolved notice reaches the fake Gmail."""
+    connect(rig.google)
+    with session_scope() as session:
+        session.execute(update(GoogleConnection).values(status=GoogleConnectionStatus.DISCONNECTED))
+    for _ in range(2):
+        run = run_deployment("ops-alerts/ops-alerts", timeout=120)
+        assert run.state is not None and run.state.is_completed()
+    (alert,) = _wait_texts(sms, 1)
+    assert alert.startswith("Avatar Imaging ALERT: Google disconnected: Google connection ")
+    assert rig.google.account_email not in alert
+
+    with session_scope() as session:
+        session.execute(update(GoogleConnection).values(status=GoogleConnectionStatus.CONNECTED))
+    run_deployment("ops-alerts/ops-alerts", timeout=120)
+    _, resolved = _wait_texts(sms, 2)
+    assert re.fullmatch(r"Avatar Imaging RESOLVED: Google disconnected cleared after [01] min\.", resolved)
+    deadline = time.monotonic() + 30
+    while not [
+        e
+        for e in rig.google.sent_emails
+        if e["subject"].endswith("Resolved: Google disconnected") and OPS_ALERT_EMAIL in e["to"]
+    ]:
+        assert time.monotonic() < deadline, rig.google.sent_emails
+        time.sleep(0.5)
+    assert len(_alert_emails()) == 2
