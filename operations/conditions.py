@@ -12,7 +12,7 @@ keep their state.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func
 from sqlmodel import Session, col, select
@@ -241,9 +241,7 @@ def inbox_backlog(session: Session, settings: Settings, now: datetime) -> Readin
     limit = settings.alert_inbox_backlog_minutes
     if not count or oldest is None:
         return Reading(INBOX_BACKLOG.name, False, "no webhook event waiting")
-    if oldest.tzinfo is None:  # SQLite's min() returns the stored text, read back without a zone
-        from datetime import UTC
-
+    if oldest.tzinfo is None:  # in case an aggregate comes back without the column type's zone
         oldest = oldest.replace(tzinfo=UTC)
     age = (now - oldest).total_seconds() / 60
     detail = (
