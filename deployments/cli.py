@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from deployments.cli_alerts import alerts_app
 from deployments.cli_campaign import campaign_app, consent_app, tag_app
 from deployments.cli_google import google_app
 from deployments.cli_keys import keys_app
@@ -41,6 +42,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(secrets_app, name="secrets")
 app.add_typer(staff_app, name="staff")
 app.add_typer(audit_app, name="audit")
+app.add_typer(alerts_app, name="alerts")
 
 
 @app.callback()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import logging
 import multiprocessing
 import multiprocessing.forkserver
 from pathlib import Path
@@ -29,6 +30,7 @@ from prefect.flows import Flow
 from prefect.runner import Runner
 from prefect.schedules import Cron, Interval, RRule, Schedule
 
+logger = logging.getLogger(__name__)
 PREFECT_YAML = Path(__file__).resolve().parent.parent / "prefect.yaml"
 RUN_LIMIT = 8  # flow runs at once: each is a subprocess, and this machine class has 2 cores
 
@@ -86,9 +88,25 @@ def use_preloaded_forkserver(modules: list[str]) -> None:
     )
 
 
+async def install_automations() -> None:
+    """The alert automations name deployments, so they are put in place once those are registered; a
+    failure to do so is logged and never stops the runner (`avatar-crm alerts install` tries again)."""
+    from prefect import get_client
+
+    from deployments.automations import install_alert_automations
+    from models import get_settings
+
+    try:
+        async with get_client() as client:
+            await install_alert_automations(client, get_settings())
+    except Exception as exc:
+        logger.warning("could not install the alert automations (%s: %s)", type(exc).__name__, exc)
+
+
 async def run() -> None:
     runner = Runner(name="avatar-crm", limit=RUN_LIMIT, pause_on_shutdown=True)
     await add_deployments(runner)
+    await install_automations()
     await runner.start()
 
 

@@ -16,13 +16,21 @@ from models import Channel, MessageKind, OutboundMessage, Purpose, Settings, get
 
 
 def staff_notices(
-    settings: Settings, key: str, body: str, *, contact_id: int | None = None, booking_id: int | None = None
+    settings: Settings,
+    key: str,
+    body: str,
+    *,
+    contact_id: int | None = None,
+    booking_id: int | None = None,
+    email_to: str | None = None,
 ) -> list[OutboundMessage]:
-    """The outbox rows that tell staff `body`: the Prefect notice, and the email when an address is set.
+    """The outbox rows that tell staff `body`: the Prefect notice, and the email when an address is set
+    (`email_to`, by default STAFF_NOTIFICATION_EMAIL; ops alerts pass `settings.alert_email`).
 
     The caller queues them in the transaction that makes the change they speak of. `body` is markdown that
     names records, never a patient.
     """
+    address = (settings.staff_notification_email if email_to is None else email_to).strip()
     notices = [
         OutboundMessage(
             idempotency_key=key,
@@ -35,7 +43,7 @@ def staff_notices(
             body=body,
         )
     ]
-    if settings.staff_notification_email:
+    if address:
         email_key = f"{key}:email"
         email = render_staff_email(body, ClinicIdentity.from_settings(settings), reference=email_key)
         notices.append(
@@ -46,7 +54,7 @@ def staff_notices(
                 kind=MessageKind.STAFF_NOTIFICATION,
                 contact_id=contact_id,
                 booking_id=booking_id,
-                recipient=settings.staff_notification_email.strip(),
+                recipient=address,
                 body=email.to_json(),
             )
         )

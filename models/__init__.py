@@ -1,6 +1,7 @@
 """Tables, states, settings and the database session factory. Imports nothing else of ours."""
 
 from models.access_audit import AccessAudit
+from models.alerts import OpsAlert
 from models.audit import AuditLog
 from models.campaign import Campaign, ContactTag
 from models.consent import ConsentEvent, Suppression
@@ -49,6 +50,7 @@ __all__ = [
     "MessageKind",
     "MessageStatus",
     "OAuthState",
+    "OpsAlert",
     "OutboundMessage",
     "OutboundMessageEvent",
     "Purpose",

@@ -221,6 +221,22 @@ class Settings(BaseSettings):
     # OAuth sign-in states (PKCE verifier, ticket id) this old are deleted; never under the ticket's 15 min.
     retention_oauth_hours: int = 24
 
+    # --- ops alerts (the `ops-alerts` deployment and its Prefect automations; docs/alerts.md) ----------
+    # Who is told: an SMS to OPS_ALERT_PHONE (through the outbox, never to a suppressed number) when set, and
+    # an email to OPS_ALERT_EMAIL, by default STAFF_NOTIFICATION_EMAIL (the Prefect UI notice always).
+    ops_alert_phone: str = ""
+    ops_alert_email: str = ""
+    # Rates are over the last ALERT_WINDOW_MINUTES and only once at least ALERT_MIN_EVENTS were counted
+    # (one failure in three is noise, not a 33 % error rate); the plan's threshold is 1 %.
+    alert_window_minutes: int = 60
+    alert_min_events: int = 20
+    alert_webhook_error_rate: float = 0.01
+    alert_sms_failure_rate: float = 0.01
+    alert_email_failure_rate: float = 0.01
+    alert_inbox_backlog_minutes: int = 10  # a stored webhook event not processed after this long
+    alert_reminder_sweep_minutes: int = 10  # no reminder-sweep run completed for this long
+    alert_repeat_minutes: int = 60  # a condition still firing is told again after this long (de-dup)
+
     # --- Prefect (the variables Prefect itself reads; mirrored here so `up` can set them) ---------
     prefect_port: int = 4200
 
@@ -270,6 +286,11 @@ class Settings(BaseSettings):
         """Reconciliation with Wix runs only with an API key and the site it belongs to."""
         key = self.wix_api_key.get_secret_value() if self.wix_api_key else ""
         return bool(key and (self.wix_site_id or "").strip())
+
+    @property
+    def alert_email(self) -> str:
+        """Where alert emails go: OPS_ALERT_EMAIL, else STAFF_NOTIFICATION_EMAIL ("" = no email)."""
+        return (self.ops_alert_email or self.staff_notification_email).strip()
 
     @property
     def google_configured(self) -> bool:

@@ -131,6 +131,7 @@ def db(database_url: str) -> Iterator[str]:
             "oauthstate",
             "synccursor",
             "wixreconciliation",
+            "opsalert",
             "cryptokey",
             "staffmember",  # (the access audit is append-only: tests count its new rows)
         ):

@@ -16,6 +16,6 @@ async def deliver_staff_notice(claimed: ClaimedMessage) -> Outcome:
     artifact_id = await acreate_markdown_artifact(
         key=ARTIFACT_KEY,
         markdown=f"### Staff action needed\n\n{claimed.body}\n\n_Outbox message {claimed.id}_",
-        description="A patient's SMS needs a person",
+        description="Staff action needed: a patient's reply, or an ops alert (docs/alerts.md)",
     )
     return Outcome(claimed.id, MessageStatus.SENT, None, PROVIDER, str(artifact_id))

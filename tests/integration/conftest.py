@@ -35,6 +35,8 @@ MM_WEBHOOK_SECRET = "mm-webhook-test-secret"
 SENDER = "61400000010"
 SENDGRID_KEY = "SG.integration-key"
 UNSUBSCRIBE_GROUP = 4321
+OPS_ALERT_PHONE = "0491 570 156"  # ACMA's range for fiction: nobody's, and no patient's in the tests
+OPS_ALERT_EMAIL = "on-call@avatar-imaging.example"
 
 pytestmark = pytest.mark.integration
 
@@ -100,6 +102,8 @@ def rig(
         "WIX_PUBLIC_KEY": wix_keys.public_pem,
         "WIX_WEBHOOK_SECRET": WIX_SECRET,
         "MOBILEMESSAGE_WEBHOOK_SECRET": MM_WEBHOOK_SECRET,
+        "OPS_ALERT_PHONE": OPS_ALERT_PHONE,
+        "OPS_ALERT_EMAIL": OPS_ALERT_EMAIL,
     }
 
     with prefect_test_harness(server_startup_timeout=120):
@@ -128,8 +132,10 @@ def rig(
                     "campaign-send/campaign-send",
                     "campaign-winner/campaign-winner",
                     "retention/retention",
+                    "ops-alerts/ops-alerts",
                 ],
             )
+            alerts_off(api_url)
             yield Rig(api_url, sms_fake, wix_keys, sendgrid_fake, google_fake, environment)
         finally:
             os.killpg(runner.pid, signal.SIGTERM)
@@ -137,6 +143,47 @@ def rig(
                 runner.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 os.killpg(runner.pid, signal.SIGKILL)
+
+
+def alerts_off(api_url: str) -> None:
+    """Ops alerts stay quiet in the rig unless a test turns them on (`tests/integration/test_ops_alerts.py`):
+    other tests fail runs and disconnect Google on purpose, and must not find alert notices in their outbox.
+    The runner installs the alert automations just after registering the deployments: wait for them, pause
+    them, and stop the minute schedule of `ops-alerts` (its runs already scheduled are deleted)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.settings import PREFECT_API_URL as API_URL
+    from prefect.settings import temporary_settings
+
+    from deployments.automations import AUTOMATIONS
+
+    with temporary_settings({API_URL: api_url}), get_client(sync_client=True) as client:
+        deadline = time.monotonic() + 60
+        for name in AUTOMATIONS:
+            while not (found := client.read_automations_by_name(name)):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the runner never installed the automation {name!r}")
+                time.sleep(0.5)
+            for automation in found:
+                client.pause_automation(automation.id)
+        deployment = client.read_deployment_by_name("ops-alerts/ops-alerts")
+        for schedule in deployment.schedules:
+            client.update_deployment_schedule(deployment.id, schedule.id, active=False)
+        scheduled = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))
+            ),
+        )
+        for run in scheduled:
+            client.delete_flow_run(run.id)
 
 
 def _wait_for_deployments(api_url: str, runner: subprocess.Popen[bytes], names: list[str]) -> None:

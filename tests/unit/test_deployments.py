@@ -24,6 +24,10 @@ SAMPLE_PARAMETERS = {
     "campaign-winner": {"campaign": "spring-recall", "winner": "B"},
     "retention": {"now": "2026-12-06T02:30:00+10:00", "dry_run": True},
     "daily-report": {"day": "2026-12-07"},
+    "ops-alerts": {
+        "failed_flow_run": "prefect.flow-run.2b1e5a4e-0c1f-4a57-9d2e-6f3c0f4b8a11",
+        "reason": "reminder-sweep-stale",
+    },
 }
 
 

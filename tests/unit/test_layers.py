@@ -25,6 +25,7 @@ PACKAGES = (
     "campaigns",
     "reporting",
     "access",
+    "operations",
     "flows",
     "webhook_gateway",
     "deployments",

@@ -51,6 +51,7 @@ APPLICATION = (
     "messaging",
     "bookings",
     "campaigns",
+    "operations",
     "flows",
     "deployments",
     "webhook_gateway",

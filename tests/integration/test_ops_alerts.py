@@ -1,0 +1,157 @@
+"""Ops alerts end to end: a deployment's run fails, the installed Prefect automation starts `ops-alerts`, and
+one alert reaches the on-call phone (the fake MobileMessage) and the alert email outbox; once a run of that
+deployment passes, the next evaluation sends one "resolved". The real Prefect server, the real runner (which
+installed the automations), the real gateway; the rig keeps alerts paused for every other test."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+
+import pytest
+from prefect import get_client
+from prefect.deployments import run_deployment
+from sqlalchemy import update
+from sqlmodel import select
+
+from deployments.automations import AUTOMATIONS, FAILED_RUNS_AUTOMATION
+from models import (
+    Channel,
+    GoogleConnection,
+    GoogleConnectionStatus,
+    MessageKind,
+    OpsAlert,
+    OutboundMessage,
+    session_scope,
+)
+from tests.fakes.mobilemessage import FakeMobileMessage
+from tests.google_env import connect
+from tests.integration.conftest import OPS_ALERT_EMAIL, Rig
+from tests.integration.helpers import (
+    booking,
+    local_slot,
+    new_booking_id,
+    post_wix,
+    signed_event,
+    wait_processed,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.db]
+
+OPS_DIGITS = "61491570156"
+
+
+@pytest.fixture
+def alerts_on(rig: Rig) -> Iterator[None]:
+    """The alert automations resumed for this test only (the rig pauses them: see `alerts_off`)."""
+    with get_client(sync_client=True) as client:
+        ids = [a.id for name in AUTOMATIONS for a in client.read_automations_by_name(name)]
+        for automation_id in ids:
+            client.resume_automation(automation_id)
+        time.sleep(3)  # the server's triggers service reloads automations when they change
+        try:
+            yield
+        finally:
+            for automation_id in ids:
+                client.pause_automation(automation_id)
+
+
+def _alert_texts(sms: FakeMobileMessage) -> list[str]:
+    return [m["message"] for m in sms.sent if re.sub(r"\D", "", m["to"]) == OPS_DIGITS]
+
+
+def _wait_texts(sms: FakeMobileMessage, count: int, timeout: float = 120.0) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while len(texts := _alert_texts(sms)) < count:
+        assert time.monotonic() < deadline, f"{count} alert SMS expected, got {texts}"
+        time.sleep(0.5)
+    return texts
+
+
+def _alert_emails() -> list[OutboundMessage]:
+    with session_scope() as session:
+        rows = session.exec(
+            select(OutboundMessage).where(
+                OutboundMessage.kind == MessageKind.STAFF_NOTIFICATION,
+                OutboundMessage.channel == Channel.EMAIL,
+            )
+        ).all()
+        session.expunge_all()
+        return list(rows)
+
+
+def test_a_failing_deployment_run_alerts_once_and_resolves_once(
+    rig: Rig, sms: FakeMobileMessage, gateway_url: str, alerts_on: None
+) -> None:
+    failed = run_deployment("booking-intake/booking-intake", parameters={"event_id": 987654321}, timeout=120)
+    assert failed.state is not None and failed.state.is_failed()
+
+    # The automation (not a schedule: it is paused in the rig) started ops-alerts, which texted on-call.
+    (alert,) = _wait_texts(sms, 1)
+    assert alert.startswith("Avatar Imaging ALERT: Deployment runs failing (booking-intake): flow run ")
+    assert str(failed.id) in alert
+    with get_client(sync_client=True) as client:
+        (automation,) = client.read_automations_by_name(FAILED_RUNS_AUTOMATION)
+        assert automation.enabled
+    (email,) = _alert_emails()
+    assert email.recipient == OPS_ALERT_EMAIL and "deployment-failed:booking-intake" in email.body
+
+    # Evaluated again (as the minute schedule would) while it still fails: nobody is told twice.
+    again = run_deployment("ops-alerts/ops-alerts", timeout=120)
+    assert again.state is not None and again.state.is_completed()
+    assert len(_alert_texts(sms)) == 1 and len(_alert_emails()) == 1
+
+    # A booking-intake run that passes clears it: the next evaluation says so, once.
+    booking_id = new_booking_id()
+    body = signed_event(
+        rig.wix_keys, "wix.bookings.v2.booking_created", booking(booking_id, 1, local_slot(3, 10))
+    )
+    assert post_wix(gateway_url, body).json()["status"] == "accepted"
+    wait_processed(1)
+    time.sleep(2)  # the run's end is recorded after its inbox row is processed
+    for _ in range(2):
+        run_deployment("ops-alerts/ops-alerts", timeout=120)
+    alert_texts = _wait_texts(sms, 2)
+    assert len(alert_texts) == 2
+    assert re.fullmatch(
+        r"Avatar Imaging RESOLVED: Deployment runs failing \(booking-intake\) cleared after \d+ min\.",
+        alert_texts[1],
+    )
+    assert len(_alert_emails()) == 2
+    with session_scope() as session:
+        state = session.exec(
+            select(OpsAlert).where(OpsAlert.name == "deployment-failed:booking-intake")
+        ).one()
+        assert state.firing_since is None and state.notices == 2
+
+
+def test_google_disconnected_alerts_once_and_the_resolved_notice_arrives_by_gmail(
+    rig: Rig, sms: FakeMobileMessage
+) -> None:
+    """A condition measured from the CRM database, evaluated by the real `ops-alerts` deployment (as its
+    minute schedule would); once Google is back, the resolved notice reaches the fake Gmail."""
+    connect(rig.google)
+    with session_scope() as session:
+        session.execute(update(GoogleConnection).values(status=GoogleConnectionStatus.DISCONNECTED))
+    for _ in range(2):
+        run = run_deployment("ops-alerts/ops-alerts", timeout=120)
+        assert run.state is not None and run.state.is_completed()
+    (alert,) = _wait_texts(sms, 1)
+    assert alert.startswith("Avatar Imaging ALERT: Google disconnected: Google connection ")
+    assert rig.google.account_email not in alert
+
+    with session_scope() as session:
+        session.execute(update(GoogleConnection).values(status=GoogleConnectionStatus.CONNECTED))
+    run_deployment("ops-alerts/ops-alerts", timeout=120)
+    _, resolved = _wait_texts(sms, 2)
+    assert re.fullmatch(r"Avatar Imaging RESOLVED: Google disconnected cleared after [01] min\.", resolved)
+    deadline = time.monotonic() + 30
+    while not [
+        e
+        for e in rig.google.sent_emails
+        if e["subject"].endswith("Resolved: Google disconnected") and OPS_ALERT_EMAIL in e["to"]
+    ]:
+        assert time.monotonic() < deadline, rig.google.sent_emails
+        time.sleep(0.5)
+    assert len(_alert_emails()) == 2
