@@ -49,6 +49,9 @@ def _private_files() -> None:
     from blocks.settings_source import install
 
     install()
+    from models.log_format import configure_logging
+
+    configure_logging()
 
 
 @app.command()

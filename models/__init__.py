@@ -24,6 +24,7 @@ from models.inbox import WebhookEvent
 from models.outbox import DeliveryReceipt, OutboundMessage, OutboundMessageEvent
 from models.reconciliation import WixReconciliation
 from models.settings import Settings, get_settings
+from models.webhook_outcome import WebhookOutcome
 
 __all__ = [
     "AuditLog",
@@ -53,6 +54,7 @@ __all__ = [
     "Suppression",
     "SyncCursor",
     "WebhookEvent",
+    "WebhookOutcome",
     "WixReconciliation",
     "get_engine",
     "get_settings",

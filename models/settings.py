@@ -221,6 +221,11 @@ class Settings(BaseSettings):
     # OAuth sign-in states (PKCE verifier, ticket id) this old are deleted; never under the ticket's 15 min.
     retention_oauth_hours: int = 24
 
+    # --- logs ----------------------------------------------------------------------------------------
+    # How the gateway, the runner (and its flow runs) and the CLI print log lines: `text` (as Prefect and
+    # uvicorn print them) or `json` (one object a line, with the request or flow-run id; docs/logging.md).
+    log_format: Literal["text", "json"] = "text"
+
     # --- Prefect (the variables Prefect itself reads; mirrored here so `up` can set them) ---------
     prefect_port: int = 4200
 

@@ -131,6 +131,7 @@ def db(database_url: str) -> Iterator[str]:
             "oauthstate",
             "synccursor",
             "wixreconciliation",
+            "webhookoutcome",
             "cryptokey",
         ):
             connection.execute(text(f"DELETE FROM {table}"))  # noqa: S608 (fixed table names)
