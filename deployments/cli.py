@@ -47,11 +47,10 @@ def _private_files() -> None:
     from the avatar-crm Prefect blocks first (when a Prefect API answers), the environment second."""
     os.umask(PRIVATE_UMASK)
     from blocks.settings_source import install
+    from models.log_format import configure_logging, log_format_before_sources
 
+    configure_logging(log_format_before_sources())  # before `install`, so its own lines are formatted too
     install()
-    from models.log_format import configure_logging
-
-    configure_logging()
 
 
 @app.command()

@@ -25,6 +25,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
+from logging.handlers import QueueHandler
 from typing import Any, Literal
 
 LogFormat = Literal["text", "json"]
@@ -121,6 +122,8 @@ class JsonFormatter(logging.Formatter):
                 line[name] = str(value)
         if record.exc_info:
             line["exception"] = exception_summary(record.exc_info)
+        elif getattr(record, "exception_summary", None):
+            line["exception"] = record.exception_summary
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
@@ -143,31 +146,65 @@ def _loggers_with_handlers() -> list[logging.Logger]:
     return [item for item in loggers if item.handlers]
 
 
+def log_format_before_sources() -> LogFormat:
+    """`LOG_FORMAT` from the environment and `.env`, for a process that logs before its settings are
+    complete (the CLI, before it reads the blocks); `text` if the settings do not read yet."""
+    from models.settings import get_settings
+
+    try:
+        return get_settings().log_format
+    except Exception:  # e.g. a provider whose secrets are in the blocks not yet read: the next read says
+        return "text"
+
+
+class _MessageOnly(logging.Formatter):
+    """For a queue handler's `prepare` (which keeps only the formatted text): the redacted message, with the
+    exception summary kept aside for `JsonFormatter` in the listener's thread."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info:
+            record.exception_summary = exception_summary(record.exc_info)
+        return redact(record.getMessage())
+
+
+def _add_filter(handler: logging.Handler) -> None:
+    if not any(isinstance(f, ContextFilter) for f in handler.filters):
+        handler.addFilter(ContextFilter())
+
+
 def configure_logging(log_format: LogFormat | None = None) -> LogFormat:
     """Install the format (`LOG_FORMAT` unless given) and the context filter on the console handlers; safe
-    to call again (it only ever sets the same formatter and one filter per handler)."""
+    to call again (it only ever sets the same formatter and one filter per handler).
+
+    Litestar's queue handler (the gateway's root handler: lines are written by a listener thread, off the
+    event loop) gets the filter itself, so the ids are read in the thread that logged the line; in JSON the
+    listener's handlers format."""
     if log_format is None:
         from models.settings import get_settings
 
         log_format = get_settings().log_format
-    import prefect.logging.configuration  # noqa: F401 (Prefect's handlers are set up first, then adjusted)
-
+    from prefect.logging.configuration import ensure_logging_setup
     from prefect.logging.handlers import PrefectConsoleHandler
 
+    ensure_logging_setup()  # Prefect's handlers first (as `import prefect` sets them up), then adjusted
     json_formatter = JsonFormatter()
     for logger in _loggers_with_handlers():
         for index, handler in enumerate(list(logger.handlers)):
-            if not _is_console(handler):
-                if not any(isinstance(f, ContextFilter) for f in handler.filters):
-                    handler.addFilter(ContextFilter())
+            _add_filter(handler)
+            listener = getattr(handler, "listener", None)
+            if isinstance(handler, QueueHandler) and listener is not None:
+                if log_format == "json":
+                    handler.setFormatter(_MessageOnly())
+                    for inner in listener.handlers:
+                        inner.setFormatter(json_formatter)
                 continue
-            if log_format == "json" and isinstance(handler, PrefectConsoleHandler):
+            if log_format != "json" or not _is_console(handler):
+                continue
+            if isinstance(handler, PrefectConsoleHandler):
                 plain = logging.StreamHandler(getattr(handler, "stream", None) or sys.stderr)
                 plain.setLevel(handler.level)
+                _add_filter(plain)
                 logger.handlers[index] = plain
                 handler = plain
-            if not any(isinstance(f, ContextFilter) for f in handler.filters):
-                handler.addFilter(ContextFilter())
-            if log_format == "json":
-                handler.setFormatter(json_formatter)
+            handler.setFormatter(json_formatter)
     return log_format
