@@ -259,15 +259,19 @@ def report(
     from datetime import date as Date
 
     from models import get_settings
-    from reporting.kpis import clinic_timezone, yesterday
-    from reporting.report import build
+    from reporting.flow_runs import flow_run_counts
+    from reporting.kpis import clinic_timezone, daily, yesterday
+    from reporting.report import build, windows
 
     settings = get_settings()
     try:
         day = Date.fromisoformat(date) if date else yesterday(clinic_timezone(settings))
     except ValueError as exc:
         raise typer.BadParameter("--date must be YYYY-MM-DD, e.g. 2026-12-07") from exc
-    built = build(day, settings)
+    days = daily(day, 30, clinic_timezone(settings))
+    with prefect_api("wait"):  # flow runs from the stack's Prefect (or PREFECT_API_URL); none: not measured
+        flow_runs = asyncio.run(flow_run_counts(windows(days)))
+    built = build(day, settings, days=days, flow_runs=flow_runs)
     typer.echo(built.markdown if markdown else built.text)
 
 
