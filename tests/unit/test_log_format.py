@@ -47,6 +47,8 @@ def _logging_restored() -> Iterator[None]:
         for lg in loggers
     }
     sources = dict(settings_module._sources)
+    settings_module._sources.clear()  # what earlier tests' commands registered (the blocks) is not ours
+    settings_module.get_settings.cache_clear()
     yield
     for lg, handlers, level, configs in saved.values():
         lg.handlers[:] = handlers
