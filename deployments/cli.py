@@ -52,7 +52,9 @@ def _private_files() -> None:
     from the avatar-crm Prefect blocks first (when a Prefect API answers), the environment second."""
     os.umask(PRIVATE_UMASK)
     from blocks.settings_source import install
+    from models.log_format import configure_logging, log_format_before_sources
 
+    configure_logging(log_format_before_sources())  # before `install`, so its own lines are formatted too
     install()
 
 
@@ -281,8 +283,9 @@ def report(
     from datetime import date as Date
 
     from models import get_settings
-    from reporting.kpis import clinic_timezone, yesterday
-    from reporting.report import build
+    from reporting.flow_runs import flow_run_counts
+    from reporting.kpis import clinic_timezone, daily, yesterday
+    from reporting.report import build, windows
 
     settings = get_settings()
     try:
@@ -295,7 +298,10 @@ def report(
         section = weekly(day, settings)
         typer.echo("\n".join(section.markdown() if markdown else section.text()))
         return
-    built = build(day, settings, insights=insights)
+    days = daily(day, 30, clinic_timezone(settings))
+    with prefect_api("wait"):  # flow runs from the stack's Prefect (or PREFECT_API_URL); none: not measured
+        flow_runs = asyncio.run(flow_run_counts(windows(days)))
+    built = build(day, settings, days=days, flow_runs=flow_runs, insights=insights)
     typer.echo(built.markdown if markdown else built.text)
 
 

@@ -30,6 +30,8 @@ from prefect.flows import Flow
 from prefect.runner import Runner
 from prefect.schedules import Cron, Interval, RRule, Schedule
 
+from models.log_format import configure_logging
+
 logger = logging.getLogger(__name__)
 PREFECT_YAML = Path(__file__).resolve().parent.parent / "prefect.yaml"
 RUN_LIMIT = 8  # flow runs at once: each is a subprocess, and this machine class has 2 cores
@@ -118,6 +120,7 @@ def main() -> None:
     from blocks.settings_source import install
 
     install()  # this process's settings, and (flow_process) every run's, from the blocks first
+    configure_logging()
     use_preloaded_forkserver(
         [
             "deployments.flow_process",

@@ -14,8 +14,9 @@ from prefect.runtime import flow_run
 
 from flows.tasks.send import send_message
 from models import get_settings
-from reporting.kpis import clinic_timezone, yesterday
-from reporting.report import build, queue_email
+from reporting.flow_runs import flow_run_counts
+from reporting.kpis import clinic_timezone, daily, yesterday
+from reporting.report import build, queue_email, windows
 
 ARTIFACT_KEY = "daily-report"
 
@@ -38,7 +39,9 @@ async def daily_report(day: date | None = None) -> dict[str, str]:
     logger = get_run_logger()
     settings = get_settings()
     the_day = _report_day(day)
-    report = await asyncio.to_thread(build, the_day, settings)
+    days = await asyncio.to_thread(daily, the_day, 30, clinic_timezone(settings))
+    flow_runs = await flow_run_counts(windows(days))
+    report = await asyncio.to_thread(build, the_day, settings, days=days, flow_runs=flow_runs)
     await acreate_markdown_artifact(
         key=ARTIFACT_KEY,
         markdown=report.markdown,

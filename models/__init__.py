@@ -28,6 +28,7 @@ from models.outbox import DeliveryReceipt, OutboundMessage, OutboundMessageEvent
 from models.reconciliation import WixReconciliation
 from models.settings import Settings, get_settings
 from models.staff import StaffMember
+from models.webhook_outcome import WebhookOutcome
 
 __all__ = [
     "AccessAudit",
@@ -61,6 +62,7 @@ __all__ = [
     "Suppression",
     "SyncCursor",
     "WebhookEvent",
+    "WebhookOutcome",
     "WixReconciliation",
     "get_engine",
     "get_settings",

@@ -236,6 +236,10 @@ class Settings(BaseSettings):
     alert_inbox_backlog_minutes: int = 10  # a stored webhook event not processed after this long
     alert_reminder_sweep_minutes: int = 10  # no reminder-sweep run completed for this long
     alert_repeat_minutes: int = 60  # a condition still firing is told again after this long (de-dup)
+    # --- logs ----------------------------------------------------------------------------------------
+    # How the gateway, the runner (and its flow runs) and the CLI print log lines: `text` (as Prefect and
+    # uvicorn print them) or `json` (one object a line, with the request or flow-run id; docs/logging.md).
+    log_format: Literal["text", "json"] = "text"
 
     # --- Prefect (the variables Prefect itself reads; mirrored here so `up` can set them) ---------
     prefect_port: int = 4200

@@ -29,6 +29,14 @@ pooled samples, never averaged across days. Definitions, in docs/reporting.md an
   left out.
 - **inbox backlog** at the end of the window: events stored before it and not yet processed or failed at it,
   and the age of the oldest of them.
+- **webhook error rate**: of the webhook requests the gateway answered in the window (`webhookoutcome`,
+  counted per minute as the answers went out), those answered 4xx (refused: by reason — signature, expired,
+  wrong_site, malformed, too_large, headers_too_large, rate_limited, client_error) or 5xx (server_error,
+  storage_unavailable), over all of them. Not measured when no webhook request was answered.
+- **flow run failure rate per deployment**: flow runs that reached a terminal state in the window (Prefect's
+  `end_time`), by deployment: Failed and Crashed over Completed + Failed + Crashed (Cancelled runs are
+  counted apart, not as failures); read from the Prefect API by the report (`reporting/flow_runs.py`), not
+  measured when Prefect does not answer.
 - **opt-outs / opt-ins**: addresses whose consent on a channel was withdrawn / granted in the window (the
   consent ledger; a STOP withdrawing SMS and marketing email counts once per channel), any origin.
 """
@@ -36,7 +44,8 @@ pooled samples, never averaged across days. Definitions, in docs/reporting.md an
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
@@ -56,6 +65,7 @@ from models import (
     OutboundMessage,
     Settings,
     WebhookEvent,
+    WebhookOutcome,
     WixReconciliation,
     get_settings,
 )
@@ -69,6 +79,7 @@ _INBOX = WebhookEvent.__table__  # type: ignore[attr-defined]
 _OUTBOX = OutboundMessage.__table__  # type: ignore[attr-defined]
 _LEDGER = ConsentEvent.__table__  # type: ignore[attr-defined]
 _RECONCILE = WixReconciliation.__table__  # type: ignore[attr-defined]
+_OUTCOMES = WebhookOutcome.__table__  # type: ignore[attr-defined]
 
 
 # --- windows -----------------------------------------------------------------------------------------
@@ -133,6 +144,9 @@ class Tally:
     campaign_clicks: int = 0
     opt_outs: int = 0
     opt_ins: int = 0
+    webhook_requests: int = 0  # answered, whatever the answer
+    webhook_4xx: Counter[str] = field(default_factory=Counter)  # by reason
+    webhook_5xx: Counter[str] = field(default_factory=Counter)  # by reason
     committed_ms: list[float] = field(default_factory=list)
     processed_ms: list[float] = field(default_factory=list)
 
@@ -141,6 +155,23 @@ class Tally:
         for f in fields(self):
             setattr(total, f.name, getattr(self, f.name) + getattr(other, f.name))
         return total
+
+
+@dataclass(frozen=True)
+class FlowRunCounts:
+    """One deployment's flow runs that finished in a window, by terminal state."""
+
+    completed: int = 0
+    failed: int = 0  # Failed and Crashed
+    cancelled: int = 0
+
+    @property
+    def finished(self) -> int:
+        return self.completed + self.failed
+
+    @property
+    def failure_rate(self) -> float | None:
+        return _ratio(self.failed, self.finished)
 
 
 def percentile(values: Sequence[float], p: float) -> float | None:
@@ -164,6 +195,8 @@ class Kpis:
     tally: Tally
     backlog: int
     backlog_oldest_seconds: float | None
+    # Per deployment (`flow/deployment`), from the Prefect API; None: not measured (Prefect did not answer).
+    flow_runs: Mapping[str, FlowRunCounts] | None = None
 
     @property
     def booking_sync_rate(self) -> float | None:
@@ -177,6 +210,24 @@ class Kpis:
     def email_deliverability(self) -> float | None:
         t = self.tally
         return _ratio(t.email_sent - t.email_bounced, t.email_sent)
+
+    @property
+    def webhook_error_rate(self) -> float | None:
+        """Webhook requests answered 4xx or 5xx over all those answered."""
+        t = self.tally
+        return _ratio(t.webhook_4xx.total() + t.webhook_5xx.total(), t.webhook_requests)
+
+    @property
+    def webhook_5xx_rate(self) -> float | None:
+        return _ratio(self.tally.webhook_5xx.total(), self.tally.webhook_requests)
+
+    @property
+    def flow_run_failure_rate(self) -> float | None:
+        """Failed and crashed flow runs over finished ones (all deployments); None when not measured."""
+        if self.flow_runs is None:
+            return None
+        failed = sum(c.failed for c in self.flow_runs.values())
+        return _ratio(failed, sum(c.finished for c in self.flow_runs.values()))
 
     def committed_ms(self, p: float) -> float | None:
         return percentile(self.tally.committed_ms, p)
@@ -231,6 +282,9 @@ TARGETS: tuple[Target, ...] = (
     # event being in the CRM.
     Target("committed_p95", "Webhook receipt → committed, p95", "<", 2000.0, "ms"),
     Target("processed_p95", "Webhook receipt → processed, p95", "<", 2000.0, "ms"),
+    # The plan's alert threshold, "error rates > 1 %", as the target for both error rates.
+    Target("webhook_error_rate", "Webhook error rate (4xx + 5xx)", "<", 0.01, "%"),
+    Target("flow_run_failure_rate", "Flow run failure rate (all deployments)", "<", 0.01, "%"),
 )
 
 
@@ -287,6 +341,7 @@ def collect(bounds: Sequence[datetime], engine: Engine | None = None) -> list[Ta
     _engagement(engine, bounds, tallies)
     _consent(engine, bounds, tallies)
     _latency(engine, bounds, tallies)
+    _webhook_outcomes(engine, bounds, tallies)
     return tallies
 
 
@@ -411,6 +466,27 @@ def _latency(engine: Engine, bounds: Sequence[datetime], tallies: list[Tally]) -
             tally.committed_ms.append(float(committed_ms))
             if processed_ms is not None:
                 tally.processed_ms.append(float(processed_ms))
+
+
+def _webhook_outcomes(engine: Engine, bounds: Sequence[datetime], tallies: list[Tally]) -> None:
+    o = _OUTCOMES.c
+    day = _bucket(o.minute, bounds).label("day")
+    sub = (
+        select(day, o.status.label("status"), o.reason.label("reason"), o.count.label("n"))
+        .where(_in_range(o.minute, bounds))
+        .subquery()
+    )
+    query = select(sub.c.day, sub.c.status, sub.c.reason, func.sum(sub.c.n)).group_by(
+        sub.c.day, sub.c.status, sub.c.reason
+    )
+    with engine.connect() as connection:
+        for index, status, reason, count in connection.execute(query):
+            tally, n = tallies[index], int(count or 0)
+            tally.webhook_requests += n
+            if 400 <= status < 500:
+                tally.webhook_4xx[reason] += n
+            elif status >= 500:
+                tally.webhook_5xx[reason] += n
 
 
 def backlog_at(moment: datetime, engine: Engine | None = None) -> tuple[int, float | None]:

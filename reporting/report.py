@@ -9,7 +9,7 @@ carries the tables and points to the artifact for the charts). Counts only: no p
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from html import escape
@@ -32,7 +32,19 @@ from providers.google_api import active_connection
 from reporting import charts
 from reporting.charts import Series
 from reporting.insights import Insights, phrase_summary, weekly
-from reporting.kpis import TARGETS, Days, Kpis, Target, Verdict, clinic_timezone, daily, percentile, reader
+from reporting.kpis import (
+    TARGETS,
+    Days,
+    FlowRunCounts,
+    Kpis,
+    Target,
+    Verdict,
+    Window,
+    clinic_timezone,
+    daily,
+    percentile,
+    reader,
+)
 
 PERIODS = (("Yesterday", 1), ("7 days", 7), ("30 days", 30))
 _MARK = {"met": "✅ met", "not met": "❌ not met", "not measured": "— not measured"}
@@ -110,7 +122,34 @@ COUNTS: tuple[tuple[str, Callable[[Kpis], str]], ...] = (
     ("Webhook receipt → committed p50 / p95 / p99", lambda k: _percentiles(k, k.committed_ms)),
     ("Webhook receipt → processed p50 / p95 / p99", lambda k: _percentiles(k, k.processed_ms)),
     ("Webhooks measured", lambda k: _count(len(k.tally.committed_ms))),
+    (
+        "Webhook requests answered (refused 4xx / failed 5xx)",
+        lambda k: f"{k.tally.webhook_requests:,} ({_refused(k):,} / {k.tally.webhook_5xx.total():,})",
+    ),
+    ("Webhooks refused, by reason", lambda k: _reasons(k.tally.webhook_4xx)),
+    ("Webhooks failed (5xx), by reason", lambda k: _reasons(k.tally.webhook_5xx)),
+    ("Flow runs finished (failed or crashed)", lambda k: _flow_runs(k)),
 )
+
+
+def _refused(k: Kpis) -> int:
+    return k.tally.webhook_4xx.total()
+
+
+def _reasons(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{reason} {n:,}" for reason, n in sorted(counts.items()) if n) or "0"
+
+
+def _flow_runs(k: Kpis) -> str:
+    if k.flow_runs is None:
+        return "not measured"
+    finished = sum(c.finished for c in k.flow_runs.values())
+    return f"{finished:,} ({sum(c.failed for c in k.flow_runs.values()):,})"
+
+
+def windows(days: Days) -> list[Window]:
+    """The report's windows (yesterday, 7 days, 30 days), in `PERIODS` order: what flow runs are read for."""
+    return [days.last(n).window for _, n in PERIODS]
 
 
 def _percentiles(k: Kpis, read: Callable[[float], float | None]) -> str:
@@ -147,15 +186,20 @@ def build(
     *,
     days: Days | None = None,
     insights: bool | None = None,
+    flow_runs: Sequence[Mapping[str, FlowRunCounts]] | None = None,
 ) -> DailyReport:
-    """The report for clinic-local `day` (yesterday, for the 07:00 run)."""
+    """The report for clinic-local `day` (yesterday, for the 07:00 run). `flow_runs`: per window of
+    `windows(days)`, the flow runs by deployment (`reporting.flow_runs`); None: not measured."""
     settings = settings or get_settings()
     engine = engine or reader(settings.crm_database_url)
     days = days or daily(day, 30, clinic_timezone(settings), engine)
     section = weekly(day, settings, engine) if with_insights(day, insights) else None
     if section is not None and settings.sms_llm_url:
         section = replace(section, summary=asyncio.run(phrase_summary(section, settings)))
-    windows = [(label, days.last(n)) for label, n in PERIODS]
+    windows = [
+        (label, replace(days.last(n), flow_runs=flow_runs[i] if flow_runs is not None else None))
+        for i, (label, n) in enumerate(PERIODS)
+    ]
     yesterday = windows[0][1]
     verdicts = {t.key: t.verdict(yesterday.value(t.key)) for t in TARGETS}
 
@@ -166,6 +210,8 @@ def build(
         )
     elif yesterday.tally.reconcile_runs == 0:
         notes.append("Booking sync rate not measured: no `wix-reconcile` run completed that day.")
+    if flow_runs is None:
+        notes.append("Flow run failure rate not measured: the Prefect API could not be read.")
     if yesterday.tally.sms_sandboxed or yesterday.tally.email_sandboxed:
         notes.append(
             "Sandboxed messages (no provider configured) are counted apart: nothing left the machine."
@@ -186,6 +232,10 @@ def build(
     md += [*_table(header, target_rows), ""]
     md += [f"- {note}" for note in notes] + ([""] if notes else [])
     md += [backlog_line, "", "## Counts", "", *_table(["Count", *header[2:]], count_rows), ""]
+    deployment_rows = _deployment_rows(windows)
+    if deployment_rows:
+        md += ["## Flow runs per deployment (failed or crashed / finished)", ""]
+        md += [*_table(["Deployment", *header[2:]], deployment_rows), ""]
     md += ["## Charts (last 30 days)", ""]
     md += [charts.markdown_image(name, svg) + "\n" for name, svg in svgs.items()]
     md += ["Definitions: docs/reporting.md. Counts only, no patient details."]
@@ -199,9 +249,26 @@ def build(
         *_text_table(header, [[c.replace("✅ ", "").replace("❌ ", "") for c in r] for r in target_rows]),
     ]
     text += ["", *notes, backlog_line, "", *_text_table(["Count", *header[2:]], count_rows), ""]
+    if deployment_rows:
+        text += ["Flow runs per deployment (failed or crashed / finished)", ""]
+        text += [*_text_table(["Deployment", *header[2:]], deployment_rows), ""]
     if section is not None:
         text += section.text()
     return DailyReport(day, "\n".join(md), "\n".join(text), verdicts, svgs, notes, section)
+
+
+def _deployment_rows(windows: list[tuple[str, Kpis]]) -> list[list[str]]:
+    names = sorted({name for _, k in windows for name in (k.flow_runs or {})})
+
+    def cell(k: Kpis, name: str) -> str:
+        counts = (k.flow_runs or {}).get(name)
+        if counts is None or not counts.finished:
+            return "—"
+        rate = counts.failure_rate or 0.0
+        mark = " ❌" if rate >= 0.01 else ""
+        return f"{counts.failed:,} / {counts.finished:,} ({rate * 100:.1f} %){mark}"
+
+    return [[name, *(cell(k, name) for _, k in windows)] for name in names]
 
 
 def _charts(days: Days) -> dict[str, str]:

@@ -132,6 +132,7 @@ def db(database_url: str) -> Iterator[str]:
             "synccursor",
             "wixreconciliation",
             "opsalert",
+            "webhookoutcome",
             "cryptokey",
             "staffmember",  # (the access audit is append-only: tests count its new rows)
         ):

@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from models import Settings, get_engine, get_settings
 from models.data_dir import make_private
 from models.keyring import record_keys
+from models.log_format import configure_logging, register_log_context
 from webhook_gateway.dead_runs import StuckLimits
 from webhook_gateway.dispatcher import Dispatcher
 from webhook_gateway.errors import RejectionLog, RequestIdMiddleware, internal_error, request_id
@@ -33,6 +34,7 @@ from webhook_gateway.health import HealthController
 from webhook_gateway.inbox import InboxWriter
 from webhook_gateway.metrics import PROMETHEUS, MetricsController
 from webhook_gateway.mobilemessage import MobileMessageWebhookController
+from webhook_gateway.outcomes import OutcomeRecorder
 from webhook_gateway.rate_limit import rate_limit
 from webhook_gateway.sendgrid import SendGridWebhookController
 from webhook_gateway.tracking import TrackingController
@@ -109,6 +111,8 @@ def create_app(
         note_keys_in_use(settings, engine)
         inbox = InboxWriter(engine)
         inbox.start()
+        outcomes = OutcomeRecorder(engine)
+        outcomes.start()
         client = (
             PrefectClient(api=prefect_api_url, auth_string=PREFECT_API_AUTH_STRING.value())
             if prefect_api_url
@@ -137,6 +141,7 @@ def create_app(
                     dispatcher=dispatcher,
                     prefect=client,
                     rejections=RejectionLog(),
+                    outcomes=outcomes,
                 )
                 task = asyncio.create_task(dispatcher.run_forever(), name="inbox-dispatcher")
                 try:
@@ -148,9 +153,10 @@ def create_app(
                         await task
         finally:
             inbox.stop()
+            outcomes.stop()
 
     limits, stores = rate_limit(settings)
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             WixWebhookController,
             MobileMessageWebhookController,
@@ -176,6 +182,10 @@ def create_app(
             description="Verifies provider webhooks, stores them durably, and starts Prefect flow runs.",
         ),
     )
+    # After Litestar has set up its logging (the root's queue handler): the format and ids go on top of it.
+    register_log_context("request_id", request_id)
+    configure_logging(settings.log_format)
+    return app
 
 
 def _storage_unavailable(request: Request, exc: SQLAlchemyError) -> Response[dict[str, str]]:

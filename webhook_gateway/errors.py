@@ -27,6 +27,8 @@ from litestar.datastructures import MutableScopeHeaders
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from webhook_gateway.outcomes import is_webhook, note_reason
+
 logger = logging.getLogger(__name__)
 
 # One text for every refused signature: which integrations are configured is nobody else's business.
@@ -68,6 +70,7 @@ class RequestIdMiddleware(ASGIMiddleware):
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         headers = scope["headers"]
         if len(headers) > MAX_HEADERS or sum(len(k) + len(v) + 4 for k, v in headers) > MAX_HEADER_BYTES:
+            _record_outcome(scope, 431)
             await _too_large(send)
             return
         given = next((v.decode("latin-1") for k, v in headers if k == b"x-request-id"), "")
@@ -78,6 +81,7 @@ class RequestIdMiddleware(ASGIMiddleware):
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 MutableScopeHeaders.from_message(message)[REQUEST_ID_HEADER] = rid
+                _record_outcome(scope, message["status"])
             await send(message)
 
         try:
@@ -85,6 +89,16 @@ class RequestIdMiddleware(ASGIMiddleware):
         finally:
             _request_id.reset(token)
             _arrived_at.reset(arrived)
+
+
+def _record_outcome(scope: Scope, status: int) -> None:
+    """Count a webhook request's answer (`webhookoutcome`, the error-rate KPI): a queue put, no I/O."""
+    if not is_webhook(scope):
+        return
+    app = scope.get("litestar_app")
+    recorder = app.state.get("outcomes") if app is not None else None
+    if recorder is not None:
+        recorder.record(scope, status)
 
 
 async def _too_large(send: Send) -> None:
@@ -131,6 +145,7 @@ class RejectionLog:
         self._lock = threading.Lock()
 
     def refused(self, request: Request, what: str, reason: str) -> None:
+        note_reason(request.scope, reason)  # counted with the answer (`webhookoutcome`), whatever is logged
         client = request.client.host if request.client else "unknown"
         now = time.monotonic()
         with self._lock:

@@ -325,7 +325,8 @@ def test_the_rejection_log_counts_what_it_did_not_write(gateway_log: pytest.LogC
 
     log = RejectionLog(interval=0.2, max_clients=2)
     one, two, three = (
-        SimpleNamespace(client=SimpleNamespace(host=h)) for h in ("10.0.0.1", "10.0.0.2", "10.0.0.3")
+        SimpleNamespace(client=SimpleNamespace(host=h), scope={})
+        for h in ("10.0.0.1", "10.0.0.2", "10.0.0.3")
     )
     for _ in range(5):
         log.refused(one, "x", "bad")  # type: ignore[arg-type]

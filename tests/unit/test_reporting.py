@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 import xml.etree.ElementTree as ET
 from base64 import b64decode
+from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -35,7 +36,7 @@ from models import (
 )
 from providers.wix_simulator import WixKeys
 from reporting import charts
-from reporting.kpis import TARGETS, Kpis, Tally, Window, clinic_day, daily, kpis, percentile
+from reporting.kpis import TARGETS, FlowRunCounts, Kpis, Tally, Window, clinic_day, daily, kpis, percentile
 from reporting.report import build
 from tests.inbox_events import apply_wix, store_event
 
@@ -272,6 +273,9 @@ def test_each_kpi_of_the_test_day_equals_the_count_made_by_hand(test_day: str) -
         "email_deliverability": "not met",
         "committed_p95": "met",
         "processed_p95": "not met",
+        # No webhook answers recorded on the test day (its rows are written directly), no Prefect read here.
+        "webhook_error_rate": "not measured",
+        "flow_run_failure_rate": "not measured",
     }
 
 
@@ -336,12 +340,29 @@ def test_met_when_every_target_is_reached() -> None:
         email_bounced=4,
         committed_ms=[50.0] * 99 + [2500.0],
         processed_ms=[900.0] * 96 + [1999.0] * 4,
+        webhook_requests=1000,
+        webhook_4xx=Counter(signature=5, too_large=2),
+        webhook_5xx=Counter(server_error=2),
     )
-    window = Kpis(Window(datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)), tally, 0, None)
+    runs = {"booking-intake/booking-intake": FlowRunCounts(completed=995, failed=4, cancelled=3)}
+    when = Window(datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC))
+    window = Kpis(when, tally, 0, None, flow_runs=runs)
     assert {t.key: t.verdict(window.value(t.key)) for t in TARGETS} == dict.fromkeys(
-        ("booking_sync_rate", "sms_delivery_rate", "email_deliverability", "committed_p95", "processed_p95"),
+        (
+            "booking_sync_rate",
+            "sms_delivery_rate",
+            "email_deliverability",
+            "committed_p95",
+            "processed_p95",
+            "webhook_error_rate",
+            "flow_run_failure_rate",
+        ),
         "met",
     )
+    assert window.webhook_error_rate == pytest.approx(9 / 1000)
+    assert window.flow_run_failure_rate == pytest.approx(4 / 999)
+    worse = Kpis(when, Tally(webhook_requests=100, webhook_5xx=Counter(server_error=1)), 0, None)
+    assert [t.verdict(worse.value(t.key)) for t in TARGETS if t.key == "webhook_error_rate"] == ["not met"]
     assert window.committed_ms(99) == 50.0 and window.committed_ms(100) == 2500.0
     borderline = Kpis(window.window, Tally(sms_sent=100, sms_delivered=98), 0, None)
     assert TARGETS[1].verdict(borderline.sms_delivery_rate) == "not met"  # the plan says > 98 %
