@@ -107,8 +107,12 @@ def test_genuine_webhooks_all_get_in_while_forgeries_from_another_address_are_th
 def test_an_address_over_the_limit_is_told_when_to_come_back(db: str) -> None:
     with _gateway(_settings(db)) as gateway:
         answers = asyncio.run(_post_all(gateway.url, "127.0.0.3", _bodies(40), forged=True, concurrency=1))
+        # Until the limit answers (a one-second window may have turned over since: on a loaded machine it did)
         with httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.3")) as client:
-            throttled = client.post(f"{gateway.url}{URL}", content=b"{}")
+            for _ in range(200):
+                throttled = client.post(f"{gateway.url}{URL}", content=b"{}")
+                if throttled.status_code == 429:
+                    break
     assert answers[429] > 0
     assert throttled.status_code == 429
     assert throttled.headers["RateLimit-Limit"] == str(PER_SECOND)
