@@ -7,22 +7,29 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from prefect import get_client
 from prefect.deployments import run_deployment
-from sqlalchemy import update
-from sqlmodel import select
+from sqlalchemy import delete, update
+from sqlmodel import col, select
 
 from deployments.automations import AUTOMATIONS, FAILED_RUNS_AUTOMATION
 from models import (
     Channel,
     GoogleConnection,
     GoogleConnectionStatus,
+    InboxStatus,
     MessageKind,
+    MessageStatus,
     OpsAlert,
     OutboundMessage,
+    Purpose,
+    WebhookEvent,
+    WixReconciliation,
     session_scope,
 )
 from tests.fakes.mobilemessage import FakeMobileMessage
@@ -154,4 +161,111 @@ def test_google_disconnected_alerts_once_and_the_resolved_notice_arrives_by_gmai
     ]:
         assert time.monotonic() < deadline, rig.google.sent_emails
         time.sleep(0.5)
+    assert len(_alert_emails()) == 2
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _events(status: InboxStatus, count: int, *, minutes_ago: float = 1.0) -> None:
+    at = _now() - timedelta(minutes=minutes_ago)
+    with session_scope() as session:
+        for _ in range(count):
+            session.add(
+                WebhookEvent(
+                    source="wix",
+                    dedupe_key=uuid.uuid4().hex,
+                    event_type="wix.bookings.v2.booking_created",
+                    body=b"{}",
+                    status=status,
+                    received_at=at,
+                    processed_at=at if status in (InboxStatus.PROCESSED, InboxStatus.FAILED) else None,
+                )
+            )
+
+
+def _sends(channel: Channel, status: MessageStatus, count: int) -> None:
+    with session_scope() as session:
+        for _ in range(count):
+            session.add(
+                OutboundMessage(
+                    idempotency_key=f"alert-test:{uuid.uuid4().hex}",
+                    channel=channel,
+                    purpose=Purpose.TRANSACTIONAL,
+                    kind=MessageKind.CONFIRMATION,
+                    recipient="+61400000001" if channel == Channel.SMS else "pat@example.com",
+                    body="Hi Pat",
+                    status=status,
+                    updated_at=_now() - timedelta(minutes=1),
+                )
+            )
+
+
+def _clear_events() -> None:
+    with session_scope() as session:
+        session.execute(delete(WebhookEvent))
+
+
+def _clear_sends() -> None:
+    with session_scope() as session:
+        session.execute(
+            delete(OutboundMessage).where(col(OutboundMessage.idempotency_key).startswith("alert-test:"))
+        )
+
+
+def _reconciled(missing: int) -> None:
+    now = _now()
+    with session_scope() as session:
+        session.add(
+            WixReconciliation(
+                window_start=now - timedelta(hours=1), window_end=now, status="completed", finished_at=now,
+                wix_total=40, matching=40 - missing, missing=missing, fed=missing,
+            )
+        )  # fmt: skip
+
+
+PROVOKED = {
+    # condition title: (make it fire, make it clear)
+    "Webhook error rate": (
+        lambda: (_events(InboxStatus.PROCESSED, 17), _events(InboxStatus.FAILED, 3)),
+        _clear_events,
+    ),
+    "SMS failure rate": (
+        lambda: (_sends(Channel.SMS, MessageStatus.SENT, 17), _sends(Channel.SMS, MessageStatus.FAILED, 3)),
+        _clear_sends,
+    ),
+    "Email failure rate": (
+        lambda: (
+            _sends(Channel.EMAIL, MessageStatus.SENT, 17),
+            _sends(Channel.EMAIL, MessageStatus.BOUNCED, 3),
+        ),
+        _clear_sends,
+    ),
+    "Inbox backlog": (lambda: _events(InboxStatus.RECEIVED, 2, minutes_ago=30), _clear_events),
+    "Wix bookings missing from the CRM": (lambda: _reconciled(3), lambda: _reconciled(0)),
+}
+
+
+@pytest.mark.parametrize("title", list(PROVOKED))
+def test_each_measured_condition_alerts_once_and_resolves_once(
+    rig: Rig, sms: FakeMobileMessage, title: str
+) -> None:
+    """Provoked in the CRM database, evaluated by the real `ops-alerts` deployment (as its minute schedule
+    would): one alert to on-call however often it is evaluated while it lasts, one resolved when it clears."""
+    provoke, clear = PROVOKED[title]
+    provoke()
+    for _ in range(2):
+        run = run_deployment("ops-alerts/ops-alerts", timeout=120)
+        assert run.state is not None and run.state.is_completed()
+    (alert,) = _wait_texts(sms, 1)
+    assert alert.startswith(f"Avatar Imaging ALERT: {title}: "), alert
+
+    clear()
+    run_deployment("ops-alerts/ops-alerts", timeout=120)
+    _, resolved = _wait_texts(sms, 2)
+    assert resolved.startswith(f"Avatar Imaging RESOLVED: {title} cleared after "), resolved
+    run_deployment("ops-alerts/ops-alerts", timeout=120)
+    time.sleep(1)
+    assert len(_alert_texts(sms)) == 2
     assert len(_alert_emails()) == 2
