@@ -26,6 +26,7 @@ from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL
 from pydantic import SecretStr
 
 from blocks.credentials import BLOCK_TYPES, CrmBlock
+from models.data_dir import read_prefect_login
 from models.settings import Settings, register_settings_source
 
 logger = logging.getLogger(__name__)
@@ -69,10 +70,7 @@ def api_login(configured: bool) -> str | None:
     if given or configured:
         return given
     data_dir = Path(os.environ.get("CRM_DATA_DIR") or dotenv_values(".env").get("CRM_DATA_DIR") or "./var")
-    try:
-        return (data_dir / "prefect-auth").read_text().strip() or None
-    except OSError:
-        return None
+    return read_prefect_login(data_dir)
 
 
 def _answers(url: str) -> bool:

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from prefect.runtime import flow_run
 from sqlmodel import Session, select
 
 from inbox import service as inbox
@@ -35,7 +34,6 @@ from messaging.outbox import BOOKING_NOTICES, queue_message, transition
 from messaging.reminder_policy import PlannedReminder, ReminderPolicy
 from messaging.sms_wording import booking_facts, render
 from models import (
-    AuditLog,
     Booking,
     BookingStatus,
     Channel,
@@ -46,6 +44,7 @@ from models import (
     Purpose,
     get_settings,
 )
+from models.audit import run_audit
 from models.types import utcnow
 from providers import wix
 
@@ -166,16 +165,7 @@ def _drop_superseded(session: Session, booking: Booking) -> int:
 
 
 def _audit(session: Session, action: str, entity_type: str, entity_id: int | None, **detail: object) -> None:
-    session.add(
-        AuditLog(
-            actor=ACTOR,
-            action=action,
-            entity_type=entity_type,
-            entity_id=entity_id,
-            flow_run_id=str(flow_run.id) if flow_run.id else None,
-            detail=detail,
-        )
-    )
+    session.add(run_audit(ACTOR, action, entity_type, entity_id, **detail))
 
 
 def apply_event(event_id: int) -> IntakeOutcome:

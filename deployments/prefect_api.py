@@ -17,6 +17,7 @@ import typer
 from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
 from models import get_settings
+from models.data_dir import read_prefect_login
 
 WhenDown = Literal["exit", "temporary", "wait"]
 
@@ -69,7 +70,4 @@ def _stack_login(url: str) -> str | None:
     settings = get_settings()
     if PREFECT_API_AUTH_STRING.value() or url.rstrip("/") != settings.stack_prefect_api_url:
         return None
-    try:
-        return settings.prefect_auth_file.read_text().strip() or None
-    except OSError:
-        return None
+    return read_prefect_login(settings.crm_data_dir)

@@ -25,7 +25,7 @@ from blocks import settings_source
 from blocks.settings_source import BlockRead
 from models import Settings, get_settings
 from models.crypto import generate_key
-from models.data_dir import make_private
+from models.data_dir import PREFECT_LOGIN_FILE, make_private, read_prefect_login
 from models.migrate import upgrade
 from webhook_gateway.errors import server_cli_options
 
@@ -57,9 +57,9 @@ def ensure_prefect_auth(data_dir: Path) -> str:
     """The login that `make up`'s Prefect server asks of every client and of the UI: the data directory's,
     else a new one written there (0600) and said once. Without it anyone who reaches the port would see every
     run and start any deployment."""
-    auth_file = data_dir / "prefect-auth"
-    if auth_file.exists():
-        return auth_file.read_text().strip()
+    if (existing := read_prefect_login(data_dir)) is not None:
+        return existing
+    auth_file = data_dir / PREFECT_LOGIN_FILE
     login = f"avatar-crm:{secrets.token_urlsafe(24)}"
     auth_file.touch(mode=0o600)
     auth_file.write_text(login + "\n")

@@ -19,11 +19,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from prefect.runtime import flow_run
 from sqlmodel import Session, select
 
 from messaging.contacts import AddressKind, find_contacts, lock_keys, normalize_email, normalize_phone
-from models import AuditLog, Contact, GoogleConnectionStatus, SyncCursor, get_settings, session_scope
+from models import Contact, GoogleConnectionStatus, SyncCursor, get_settings, session_scope
+from models.audit import run_audit
 from models.crypto import get_cipher
 from models.types import utcnow
 from providers.google_api import (
@@ -296,13 +296,13 @@ def _record(
 ) -> None:
     assert contact.id is not None
     session.add(
-        AuditLog(
-            actor=ACTOR,
-            action=f"contact.{action}_from_google",
-            entity_type="contact",
-            entity_id=contact.id,
-            flow_run_id=str(flow_run.id) if flow_run.id else None,
-            detail={"google_resource_name": resource_name, "fields": list(fields)},
+        run_audit(
+            ACTOR,
+            f"contact.{action}_from_google",
+            "contact",
+            contact.id,
+            google_resource_name=resource_name,
+            fields=list(fields),
         )
     )
     result.changes.append(Change(action, contact.id, fields))

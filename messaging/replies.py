@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from prefect.runtime import flow_run
 from sqlmodel import Session, select
 
 from inbox import service as inbox
@@ -28,7 +27,6 @@ from messaging.outbox import queue_message
 from messaging.sms_classifier import OPT_OUT_SURE, Classification, Intent, classify_with_fallback
 from messaging.staff_notices import staff_notices
 from models import (
-    AuditLog,
     Booking,
     BookingStatus,
     Channel,
@@ -40,6 +38,7 @@ from models import (
     StaffAttention,
     get_settings,
 )
+from models.audit import run_audit
 from models.types import utcnow
 from providers.mobilemessage_webhooks import InboundSms
 
@@ -114,16 +113,7 @@ class _Triage:
             entity_type, entity_id = "booking", self.booking.id
         else:
             entity_type, entity_id = "contact", self.contact.id if self.contact else None
-        self.session.add(
-            AuditLog(
-                actor=ACTOR,
-                action=action,
-                entity_type=entity_type,
-                entity_id=entity_id,
-                flow_run_id=str(flow_run.id) if flow_run.id else None,
-                detail={"event_id": self.event_id, **detail},
-            )
-        )
+        self.session.add(run_audit(ACTOR, action, entity_type, entity_id, event_id=self.event_id, **detail))
 
     def reply(self, kind: MessageKind, body: str) -> None:
         if self.phone is None:

@@ -24,7 +24,7 @@ from messaging.sms_languages import fold
 
 TRAINING = Path(__file__).resolve().parent / "training"
 _SMOOTHING = 0.1  # additive (Lidstone); chosen on the development replies by cross-validation
-_SHORTEST, _LONGEST = 1, 4  # n-gram lengths
+_LONGEST = 4  # n-grams of 1 to 4 characters
 # Naive Bayes counts every n-gram as independent evidence, so its probabilities are near 0 or 1; dividing the
 # evidence by 5 makes them mean something (chosen with the thresholds in sms_classifier by cross-validation).
 _TEMPERATURE = 5.0
@@ -52,8 +52,8 @@ def features(text: str, *, folded: str | None = None) -> set[str]:
     """The reply's distinct character n-grams, case and accents folded, spaces collapsed (a word's edges
     count: " stop" is not "nonstop"). `folded`: the reply already folded (the classifier has it)."""
     padded = f" {' '.join((fold(text) if folded is None else folded).split())} "
-    grams = set(padded) if _SHORTEST == 1 else set()
-    for n in range(max(_SHORTEST, 2), _LONGEST + 1):
+    grams = set(padded)  # the 1-grams
+    for n in range(2, _LONGEST + 1):
         grams.update([padded[start : start + n] for start in range(len(padded) - n + 1)])
     return grams
 

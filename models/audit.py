@@ -20,3 +20,17 @@ class AuditLog(SQLModel, table=True):
     entity_id: int | None = Field(default=None, index=True)
     flow_run_id: str | None = Field(default=None, max_length=36)
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+def run_audit(actor: str, action: str, entity_type: str, entity_id: int | None, **detail: object) -> AuditLog:
+    """An audit row of what a flow run did, stamped with the run's id (None outside a run)."""
+    from prefect.runtime import flow_run
+
+    return AuditLog(
+        actor=actor,
+        action=action,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        flow_run_id=str(flow_run.id) if flow_run.id else None,
+        detail=detail,
+    )

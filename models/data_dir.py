@@ -83,3 +83,14 @@ def create_private_file(path: Path) -> None:
         return
     with contextlib.suppress(FileExistsError):  # created meanwhile by another process or thread: theirs
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+PREFECT_LOGIN_FILE = "prefect-auth"  # `make up`'s Prefect login (`user:password`), made at its first start
+
+
+def read_prefect_login(data_dir: Path) -> str | None:
+    """The login `make up` wrote for its Prefect server, or None when there is none (yet)."""
+    try:
+        return (data_dir / PREFECT_LOGIN_FILE).read_text().strip() or None
+    except OSError:
+        return None

@@ -331,11 +331,6 @@ class Settings(BaseSettings):
         return self.crm_data_dir / "prefect"
 
     @property
-    def prefect_auth_file(self) -> Path:
-        """The login of `make up`'s Prefect server and UI (`user:password`, 0600), made at its first start."""
-        return self.crm_data_dir / "prefect-auth"
-
-    @property
     def stack_prefect_api_url(self) -> str:
         """The API of the Prefect server `make up` runs: where the CLI looks when PREFECT_API_URL is unset."""
         return f"http://127.0.0.1:{self.prefect_port}/api"

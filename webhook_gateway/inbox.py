@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
-import threading
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from models import InboxStatus, WebhookEvent
 from models.inbox import insert_new_events
 from models.types import utcnow
 from webhook_gateway.errors import request_arrived_at
+from webhook_gateway.queue_worker import QueueWorker
 from webhook_gateway.schemas import WebhookAck
 
 logger = logging.getLogger(__name__)
@@ -52,27 +52,15 @@ class _Pending:
     arrived_at: datetime | None = field(default_factory=request_arrived_at)
 
 
-class InboxWriter:
+class InboxWriter(QueueWorker[_Pending]):
     """Owns the inbox's write path: `await store(...)` returns once the row is durably committed."""
 
     def __init__(self, engine: Engine) -> None:
+        super().__init__("inbox-writer")
         self._engine = engine
-        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
         self._insert = insert_new_events(engine.dialect.name).returning(
             _TABLE.c.id, _TABLE.c.source, _TABLE.c.dedupe_key
         )
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="inbox-writer", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join(timeout=10)
-            self._thread = None
 
     async def store(
         self,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -21,6 +20,7 @@ from litestar.types import Scope
 from sqlalchemy import Engine, insert
 
 from models import WebhookOutcome
+from webhook_gateway.queue_worker import QueueWorker
 
 logger = logging.getLogger(__name__)
 
@@ -61,31 +61,19 @@ def is_webhook(scope: Scope) -> bool:
     return str(scope.get("path_template") or scope.get("path", "")).startswith(WEBHOOK_PREFIX)
 
 
-class OutcomeRecorder:
+class OutcomeRecorder(QueueWorker[tuple[datetime, str, int, str]]):
     """Counts answers per minute on a writer thread; `record()` never waits."""
 
     def __init__(self, engine: Engine, flush_seconds: float = 1.0) -> None:
+        super().__init__("webhook-outcomes")
         self._engine = engine
         self._flush_seconds = flush_seconds
-        self._queue: queue.SimpleQueue[tuple[datetime, str, int, str] | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
 
     def record(self, scope: Scope, status: int) -> None:
         route = str(scope.get("path_template") or scope.get("path", ""))
         reason = reason_code(status, scope.get(_REASON_KEY))  # type: ignore[misc]
         now = datetime.now(UTC).replace(second=0, microsecond=0)
         self._queue.put((now, route[:200], status, reason))
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="webhook-outcomes", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join(timeout=10)
-            self._thread = None
 
     def _run(self) -> None:
         """At most one insert per `flush_seconds`: what arrives within that time of the first is summed."""

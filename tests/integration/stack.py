@@ -18,6 +18,7 @@ from uuid import uuid4
 
 import httpx
 
+from models.data_dir import read_prefect_login
 from providers.wix_simulator import WixKeys
 from tests.integration.helpers import booking, local_slot, new_booking_id, post_wix, signed_event
 from tests.servers import free_port
@@ -45,7 +46,9 @@ class Stack:
     @property
     def prefect_login(self) -> str:
         """The Prefect login `up` wrote in its data directory (every API call but /health needs it)."""
-        return (self.data_dir / "prefect-auth").read_text().strip()
+        login = read_prefect_login(self.data_dir)
+        assert login is not None, "up has not made its Prefect login yet"
+        return login
 
     def prefect(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """A call to the stack's Prefect API, logged in."""
@@ -129,7 +132,7 @@ class Stack:
                 "POST", "/flow_runs/count", json={"flow_runs": {"state": {"type": {"any_": ["RUNNING"]}}}}
             )
             return int(response.json()) if response.status_code == 200 else 0
-        except (httpx.HTTPError, ValueError, OSError):
+        except (httpx.HTTPError, ValueError):
             return 0
 
 
