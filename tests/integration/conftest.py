@@ -37,6 +37,7 @@ SENDGRID_KEY = "SG.integration-key"
 UNSUBSCRIBE_GROUP = 4321
 OPS_ALERT_PHONE = "0491 570 156"  # ACMA's range for fiction: nobody's, and no patient's in the tests
 OPS_ALERT_EMAIL = "on-call@avatar-imaging.example"
+SWEEP_ALERT_MINUTES = 3  # ALERT_REMINDER_SWEEP_MINUTES in the rig
 
 pytestmark = pytest.mark.integration
 
@@ -104,6 +105,9 @@ def rig(
         "MOBILEMESSAGE_WEBHOOK_SECRET": MM_WEBHOOK_SECRET,
         "OPS_ALERT_PHONE": OPS_ALERT_PHONE,
         "OPS_ALERT_EMAIL": OPS_ALERT_EMAIL,
+        # Short enough for a test to wait out (test_ops_alerts.py), long enough that the rig's every-minute
+        # sweep never seems stale on a loaded machine.
+        "ALERT_REMINDER_SWEEP_MINUTES": str(SWEEP_ALERT_MINUTES),
     }
 
     with prefect_test_harness(server_startup_timeout=120):

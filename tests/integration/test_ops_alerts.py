@@ -13,11 +13,20 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from prefect import get_client
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.deployments import run_deployment
 from sqlalchemy import delete, update
 from sqlmodel import col, select
 
-from deployments.automations import AUTOMATIONS, FAILED_RUNS_AUTOMATION
+from deployments.automations import AUTOMATIONS, FAILED_RUNS_AUTOMATION, SWEEP_AUTOMATION
 from models import (
     Channel,
     GoogleConnection,
@@ -34,7 +43,7 @@ from models import (
 )
 from tests.fakes.mobilemessage import FakeMobileMessage
 from tests.google_env import connect
-from tests.integration.conftest import OPS_ALERT_EMAIL, Rig
+from tests.integration.conftest import OPS_ALERT_EMAIL, SWEEP_ALERT_MINUTES, Rig
 from tests.integration.helpers import (
     booking,
     local_slot,
@@ -64,6 +73,14 @@ def alerts_on(rig: Rig) -> Iterator[None]:
                 client.pause_automation(automation_id)
 
 
+@pytest.fixture
+def sweep_fresh(rig: Rig) -> None:
+    """A reminder sweep has just completed: the rig's Prefect schedules no runs, so without one the sweep
+    would look stale (SWEEP_ALERT_MINUTES) to a test about another condition."""
+    run = run_deployment("reminder-sweep/reminder-sweep", timeout=120)
+    assert run.state is not None and run.state.is_completed()
+
+
 def _alert_texts(sms: FakeMobileMessage) -> list[str]:
     return [m["message"] for m in sms.sent if re.sub(r"\D", "", m["to"]) == OPS_DIGITS]
 
@@ -89,7 +106,7 @@ def _alert_emails() -> list[OutboundMessage]:
 
 
 def test_a_failing_deployment_run_alerts_once_and_resolves_once(
-    rig: Rig, sms: FakeMobileMessage, gateway_url: str, alerts_on: None
+    rig: Rig, sms: FakeMobileMessage, gateway_url: str, sweep_fresh: None, alerts_on: None
 ) -> None:
     failed = run_deployment("booking-intake/booking-intake", parameters={"event_id": 987654321}, timeout=120)
     assert failed.state is not None and failed.state.is_failed()
@@ -134,7 +151,7 @@ def test_a_failing_deployment_run_alerts_once_and_resolves_once(
 
 
 def test_google_disconnected_alerts_once_and_the_resolved_notice_arrives_by_gmail(
-    rig: Rig, sms: FakeMobileMessage
+    rig: Rig, sms: FakeMobileMessage, sweep_fresh: None
 ) -> None:
     """A condition measured from the CRM database, evaluated by the real `ops-alerts` deployment (as its
     minute schedule would); once Google is back, the resolved notice reaches the fake Gmail."""
@@ -249,7 +266,7 @@ PROVOKED = {
 
 @pytest.mark.parametrize("title", list(PROVOKED))
 def test_each_measured_condition_alerts_once_and_resolves_once(
-    rig: Rig, sms: FakeMobileMessage, title: str
+    rig: Rig, sms: FakeMobileMessage, sweep_fresh: None, title: str
 ) -> None:
     """Provoked in the CRM database, evaluated by the real `ops-alerts` deployment (as its minute schedule
     would): one alert to on-call however often it is evaluated while it lasts, one resolved when it clears."""
@@ -269,3 +286,72 @@ def test_each_measured_condition_alerts_once_and_resolves_once(
     time.sleep(1)
     assert len(_alert_texts(sms)) == 2
     assert len(_alert_emails()) == 2
+
+
+def _sweep_runs(
+    client: SyncPrefectClient, deployment_id: uuid.UUID, states: list[StateType]
+) -> list[FlowRun]:
+    return client.read_flow_runs(
+        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+        flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=states))),
+    )
+
+
+def test_a_reminder_sweep_that_stops_completing_alerts_through_the_proactive_automation(
+    rig: Rig, sms: FakeMobileMessage
+) -> None:
+    """The sweep's schedule stops (as when its runs hang or the runner is gone): the installed proactive
+    automation, not a schedule, starts `ops-alerts` once ALERT_REMINDER_SWEEP_MINUTES pass without a
+    completed sweep; on-call is told once; the next completed sweep clears it, with one "resolved".
+    Last in this file: it waits the limit out (SWEEP_ALERT_MINUTES in the rig)."""
+    with get_client(sync_client=True) as client:
+        sweep = client.read_deployment_by_name("reminder-sweep/reminder-sweep")
+        ops = client.read_deployment_by_name("ops-alerts/ops-alerts")
+        (automation,) = client.read_automations_by_name(SWEEP_AUTOMATION)
+        assert automation.trigger.within == timedelta(minutes=SWEEP_ALERT_MINUTES)
+        for schedule in sweep.schedules:
+            client.update_deployment_schedule(sweep.id, schedule.id, active=False)
+        try:
+            for run in _sweep_runs(client, sweep.id, [StateType.SCHEDULED]):
+                client.delete_flow_run(run.id)
+            deadline = time.monotonic() + 120
+            while _sweep_runs(client, sweep.id, [StateType.PENDING, StateType.RUNNING]):
+                assert time.monotonic() < deadline, "a reminder-sweep run never finished"
+                time.sleep(1)
+            client.resume_automation(automation.id)  # its window starts now, with no sweep to come
+            try:
+                (alert,) = _wait_texts(sms, 1, timeout=SWEEP_ALERT_MINUTES * 60 + 180)
+            finally:
+                client.pause_automation(automation.id)
+            # The rig's Prefect schedules no runs: no sweep may have completed since the runner deployed it.
+            stale = r"reminder-sweep (last completed|has not completed since it was deployed,) \d+ min ago"
+            assert re.fullmatch(
+                rf"Avatar Imaging ALERT: Reminder sweep not completing: {stale} "
+                rf"\(alert after {SWEEP_ALERT_MINUTES} min\)",
+                alert,
+            ), alert
+            started = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[ops.id]))
+            )
+            assert [r.parameters.get("reason") for r in started].count("reminder-sweep-stale") == 1
+            (email,) = _alert_emails()
+            assert email.recipient == OPS_ALERT_EMAIL and "reminder-sweep-stale" in email.body
+
+            # Still stale when evaluated again (as the minute schedule would): nobody is told twice.
+            run_deployment("ops-alerts/ops-alerts", timeout=120)
+            assert len(_alert_texts(sms)) == 1
+        finally:
+            for schedule in sweep.schedules:
+                client.update_deployment_schedule(sweep.id, schedule.id, active=True)
+
+    # A sweep completes again: the next evaluation says it cleared, once.
+    completed = run_deployment("reminder-sweep/reminder-sweep", timeout=120)
+    assert completed.state is not None and completed.state.is_completed()
+    run_deployment("ops-alerts/ops-alerts", timeout=120)
+    _, resolved = _wait_texts(sms, 2)
+    assert re.fullmatch(
+        r"Avatar Imaging RESOLVED: Reminder sweep not completing cleared after \d+ min\.", resolved
+    )
+    run_deployment("ops-alerts/ops-alerts", timeout=120)
+    time.sleep(1)
+    assert len(_alert_texts(sms)) == 2 and len(_alert_emails()) == 2
