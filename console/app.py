@@ -18,13 +18,13 @@ from zoneinfo import ZoneInfo
 
 from litestar import Controller, Request, Response, Router, get, post
 from litestar.config.csrf import CSRFConfig
-from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException, NotAuthorizedException
 from litestar.middleware import DefineMiddleware
 from litestar.middleware.csrf import CSRFMiddleware
 from litestar.middleware.rate_limit import RateLimitConfig
-from litestar.params import Body, QueryParameter
+from litestar.params import Body, FromPath, QueryParameter
+from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_403_FORBIDDEN
@@ -66,8 +66,9 @@ class SignInController(Controller):
             url = await asyncio.to_thread(google_oidc.authorization_url, settings, challenge)
         except google_oidc.OIDCError as exc:
             return _page(request, "login.html", status_code=503, error=str(exc))
-        # An anonymous session holds only this sign-in's secrets; it is replaced when sign-in succeeds.
-        request.set_session({"oidc": {**vars(challenge), "at": time.time()}})
+        # The session holds this sign-in's secrets until the callback; it gets a new id when sign-in succeeds.
+        current = dict(request.session) if isinstance(request.session, dict) else {}
+        request.set_session({**current, "oidc": {**vars(challenge), "at": time.time()}})
         return Redirect(url, status_code=302, headers=_NO_STORE)
 
     @get("/auth/callback")
@@ -75,8 +76,14 @@ class SignInController(Controller):
         self, request: Request, oauth_state: StateQuery = None, code: Query = None, error: Query = None
     ) -> Response[Any] | Template:
         settings: Settings = request.app.state.console_settings
-        pending = request.session.get("oidc") if isinstance(request.session, dict) else None
-        request.clear_session()  # one use, whatever happens next
+        kept = dict(request.session) if isinstance(request.session, dict) else {}
+        pending = kept.pop(
+            "oidc", None
+        )  # one use, whatever happens next; a signed-in session stays as it was
+        if kept:
+            request.set_session(kept)
+        else:
+            request.clear_session()
 
         def refuse(reason: str, actor: str = "unknown", role: str = "none") -> Template:
             security.audit(
@@ -156,7 +163,7 @@ def tasks(request: Request) -> Template:
 
 
 @get("/tasks/{task_id:int}", sync_to_thread=True)
-def task(request: Request, task_id: int) -> Template:
+def task(request: Request, task_id: FromPath[int]) -> Template:
     actor = security.current_actor(request)
     with session_scope() as session:
         try:
@@ -169,7 +176,7 @@ def task(request: Request, task_id: int) -> Template:
 
 
 @post("/tasks/{task_id:int}/reveal-phone", sync_to_thread=True)
-def reveal_phone(request: Request, task_id: int) -> Template:
+def reveal_phone(request: Request, task_id: FromPath[int]) -> Template:
     actor = security.current_actor(request)
     with session_scope() as session:
         try:
@@ -187,7 +194,7 @@ class DoneForm:
 @post("/tasks/{task_id:int}/done", sync_to_thread=True, status_code=303)
 def done(
     request: Request,
-    task_id: int,
+    task_id: FromPath[int],
     data: Annotated[DoneForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
 ) -> Redirect | Template:
     actor = security.current_actor(request)

@@ -10,6 +10,7 @@ is that every view of their details is an audit row, whoever looks.
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 from models import StaffRole
@@ -45,9 +46,17 @@ NAV: Final[tuple[tuple[str, str], ...]] = (
 )
 
 
+def _template(path: str) -> str:
+    """A path template without parameter types (routes say `{task_id:int}`, the scope `{task_id}`)."""
+    return re.sub(r"\{(\w+):\w+\}", r"{\1}", path.rstrip("/") or "/")
+
+
+_LOOKUP: Final = {(method, _template(path)): roles for (method, path), roles in ROUTES.items()}
+
+
 def allowed(method: str, path_template: str) -> frozenset[str] | None:
     """The roles that may use this route; None when the table does not know it (denied)."""
-    return ROUTES.get((method.upper(), path_template.rstrip("/") or "/"))
+    return _LOOKUP.get((method.upper(), _template(path_template)))
 
 
 def nav_for(role: str) -> list[tuple[str, str]]:
