@@ -7,6 +7,8 @@ on the `/console` router, so the provider webhook routes are untouched by constr
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import secrets
 import time
 from dataclasses import dataclass
@@ -85,43 +87,63 @@ class SignInController(Controller):
         else:
             request.clear_session()
 
-        def refuse(reason: str, actor: str = "unknown", role: str = "none") -> Template:
-            security.audit(
-                request, actor=actor, role=role, action="console.sign_in", outcome="denied", reason=reason
+        async def refuse(reason: str, actor: str = "unknown", role: str = "none") -> Template:
+            await asyncio.to_thread(
+                security.audit,
+                request,
+                actor=actor,
+                role=role,
+                action="console.sign_in",
+                outcome="denied",
+                reason=reason,
             )
             return _page(request, "login.html", status_code=HTTP_403_FORBIDDEN, error=reason)
 
         if not isinstance(pending, dict) or time.time() - float(pending.get("at", 0)) > 600:
-            return refuse("the sign-in took too long or was not started here; start again")
+            return await refuse("the sign-in took too long or was not started here; start again")
         if not oauth_state or not secrets.compare_digest(oauth_state, str(pending.get("state", ""))):
-            return refuse("the sign-in answer does not belong to this browser (state)")
+            return await refuse("the sign-in answer does not belong to this browser (state)")
         if error or not code:
-            return refuse(f"Google did not sign you in ({error or 'no code'})")
+            return await refuse(f"Google did not sign you in ({error or 'no code'})")
         challenge = google_oidc.Challenge(pending["state"], pending["nonce"], pending["code_verifier"])
         try:
             identity = await asyncio.to_thread(google_oidc.complete, settings, challenge, code)
         except google_oidc.OIDCError as exc:
-            return refuse(str(exc))
+            return await refuse(str(exc))
         if not identity.email_verified:
-            return refuse("Google has not verified this email address", identity.email)
+            return await refuse("Google has not verified this email address", identity.email)
         if identity.hosted_domain is None or identity.hosted_domain not in settings.console_domains:
-            return refuse("this Google account is not one of the clinic's Workspace accounts", identity.email)
+            return await refuse(
+                "this Google account is not one of the clinic's Workspace accounts", identity.email
+            )
         role = await asyncio.to_thread(security.active_role, identity.email)
         if role is None:
-            return refuse("this account is not on the clinic's staff list", identity.email)
+            return await refuse("this account is not on the clinic's staff list", identity.email)
         now = time.time()
         await security.renew_session(
             request, {"email": identity.email, "role": role, "signed_in_at": now, "last_seen": now}
         )
-        security.audit(request, actor=identity.email, role=role, action="console.sign_in", outcome="allowed")
+        await asyncio.to_thread(
+            security.audit,
+            request,
+            actor=identity.email,
+            role=role,
+            action="console.sign_in",
+            outcome="allowed",
+        )
         return Redirect("/console", status_code=303, headers=_NO_STORE)
 
     @post("/logout", status_code=303)
     async def logout(self, request: Request) -> Redirect:
         actor = security.current_actor(request)
         request.clear_session()
-        security.audit(
-            request, actor=actor.email, role=actor.role, action="console.sign_out", outcome="allowed"
+        await asyncio.to_thread(
+            security.audit,
+            request,
+            actor=actor.email,
+            role=actor.role,
+            action="console.sign_out",
+            outcome="allowed",
         )
         return Redirect("/console/login?reason=signed-out", status_code=303)
 
@@ -257,7 +279,8 @@ def console(settings: Settings) -> ConsoleParts:
     """The console as the gateway mounts it."""
     middleware: list[Any] = [security.session_middleware(settings)]
     csrf = CSRFConfig(
-        secret=secrets.token_urlsafe(32),
+        # Derived from the session secret: stable across restarts (an open form still submits after one).
+        secret=hmac.new(settings.require_session_secret(), b"console csrf", hashlib.sha256).hexdigest(),
         cookie_name="avatar_crm_console_csrf",
         cookie_path="/console",
         cookie_secure=settings.public_base_url.lower().startswith("https://"),

@@ -8,6 +8,7 @@ the id is replaced at sign-in (`renew_session`), so an id planted before sign-in
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from pathlib import Path
@@ -112,7 +113,7 @@ def active_role(email: str) -> str | None:
         return member.role if member else None
 
 
-def signed_in(connection: ASGIConnection, settings: Settings) -> Actor | None:
+async def signed_in(connection: ASGIConnection, settings: Settings) -> Actor | None:
     """The person this session belongs to, if it is still valid; a timed-out session is ended here."""
     data = connection.session if connection.scope.get("session") is not None else {}
     email = data.get("email") if isinstance(data, dict) else None
@@ -124,7 +125,7 @@ def signed_in(connection: ASGIConnection, settings: Settings) -> Actor | None:
     if idle > settings.console_session_idle_seconds or age > settings.console_session_absolute_seconds:
         connection.clear_session()
         return None
-    role = active_role(email)
+    role = await asyncio.to_thread(active_role, email)
     if role is None:  # removed from the staff list since signing in: out at once
         connection.clear_session()
         return None
@@ -132,18 +133,19 @@ def signed_in(connection: ASGIConnection, settings: Settings) -> Actor | None:
     return Actor(email=email, role=role, client_address=client_address(connection))
 
 
-def role_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+async def role_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     """The one place console access is decided (see console.roles)."""
     settings: Settings = connection.app.state.console_settings
     roles = allowed(connection.scope["method"], connection.scope["path_template"])
     if roles == PUBLIC:
         return
-    actor = signed_in(connection, settings)
+    actor = await signed_in(connection, settings)
     if actor is None:
         raise SignInRequired("sign in first")
     connection.state["actor"] = actor
     if roles is None or actor.role not in roles:
-        audit(
+        await asyncio.to_thread(
+            audit,
             connection,
             actor=actor.email,
             role=actor.role,

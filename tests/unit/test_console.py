@@ -179,8 +179,34 @@ def test_forms_need_the_csrf_token(client: TestClient[Litestar], fake: FakeGoogl
 
 def test_webhooks_need_no_csrf_token(client: TestClient[Litestar]) -> None:
     """The provider routes are outside the console's middleware: their own verification answers."""
-    answer = client.post("/webhooks/wix", content=b"not a jwt")
-    assert answer.status_code != 403 or "csrf" not in answer.text.lower()
+    answer = client.post(
+        "/webhooks/wix/bookings", content=b"not a jwt", headers={"content-type": "text/plain"}
+    )
+    assert answer.status_code in {400, 401} and "csrf" not in answer.text.lower()
+
+
+def test_sign_in_is_rate_limited(db: str, fake: FakeGoogleOIDC) -> None:
+    CACHE.clear()
+    settings = console_settings(db, fake, BASE)
+    settings.console_signin_per_minute = 2
+    with TestClient(create_app(settings, prefect_api_url="http://127.0.0.1:9/api"), base_url=BASE) as client:
+        answers = [client.get("/console/auth/start", follow_redirects=False).status_code for _ in range(3)]
+        assert answers == [302, 302, 429]
+        assert client.get("/console/login").status_code == 200  # the page itself is not counted
+
+
+def test_absolute_timeout_signs_out_however_active(
+    client: TestClient[Litestar], fake: FakeGoogleOIDC, settings: Settings
+) -> None:
+    sign_in(client, fake, STAFF[StaffRole.RECEPTION])
+    settings.console_session_absolute_seconds = 2
+    for _ in range(3):
+        assert client.get("/console/tasks").status_code == 200
+        time.sleep(0.5)
+    time.sleep(1.0)
+    assert (
+        client.get("/console/tasks", follow_redirects=False).headers["location"].startswith("/console/login")
+    )
 
 
 def test_idle_timeout_signs_out(
