@@ -82,6 +82,8 @@ async def renew_session(connection: ASGIConnection, data: dict[str, Any]) -> Non
         await connection.app.stores.get(SESSION_STORE).delete(old)
     connection.state[_RENEW] = True
     connection.set_session(data)
+    # Sessions that timed out are never asked for again: sweep their files now and then (at each sign-in).
+    await connection.app.stores.get(SESSION_STORE).delete_expired()
 
 
 def client_address(connection: ASGIConnection) -> str | None:
