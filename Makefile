@@ -42,7 +42,7 @@ $(UV):
 
 $(VENV)/.installed: pyproject.toml uv.lock Makefile | $(UV)
 	$(UV) sync --frozen --python "$$($(PYTHON) -c 'import sys; print(sys.executable)')"
-	$(VENV)/bin/python -m compileall -q models providers blocks inbox messaging bookings campaigns reporting access operations flows webhook_gateway deployments
+	$(VENV)/bin/python -m compileall -q models providers blocks inbox messaging bookings campaigns reporting access operations flows console webhook_gateway deployments
 	touch $@
 
 clean:

@@ -15,6 +15,7 @@ from sqlmodel import Session, select
 from inbox import service as inbox
 from inbox.service import DELIVERY_RECEIPTS, InboxEvent
 from messaging.outbox import transition
+from messaging.staff_tasks import open_for_failed_message
 from models import DeliveryReceipt, MessageStatus, OutboundMessage, session_scope
 from providers import mobilemessage_webhooks
 from providers.mobilemessage_webhooks import MobileMessagePayloadError
@@ -90,6 +91,8 @@ def _apply_one(session: Session, event: InboxEvent[mobilemessage_webhooks.Delive
         transition(
             session, message, new_status, f"delivery receipt: {receipt.status} part {receipt.part_number}"
         )
+        if new_status == MessageStatus.FAILED:
+            open_for_failed_message(session, message)
     return ReceiptResult(event.id, message.id, message.status, message.kind)  # type: ignore[arg-type]
 
 

@@ -20,6 +20,7 @@ from sqlmodel import Session, select
 from messaging import process_identity
 from messaging.consent import OPT_OUT_SCOPES, ConsentSource, may_send, withdraw
 from messaging.reminder_policy import ReminderPolicy
+from messaging.staff_tasks import open_for_failed_message
 from models import (
     Booking,
     BookingStatus,
@@ -305,6 +306,8 @@ def _apply(session: Session, message: OutboundMessage, outcome: Outcome) -> None
         transition(session, message, MessageStatus.PENDING, f"retry after outage: {outcome.detail}")
         return
     transition(session, message, outcome.status, outcome.detail)
+    if outcome.status == MessageStatus.FAILED:
+        open_for_failed_message(session, message)
 
 
 def release_abandoned() -> int:

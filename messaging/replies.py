@@ -26,6 +26,7 @@ from messaging.contacts import find_contacts, normalize_phone
 from messaging.outbox import queue_message
 from messaging.sms_classifier import OPT_OUT_SURE, Classification, Intent, classify_with_fallback
 from messaging.staff_notices import staff_notices
+from messaging.staff_tasks import open_for_reply
 from models import (
     Booking,
     BookingStatus,
@@ -158,6 +159,15 @@ class _Triage:
             booking_id=self.booking.id if self.booking else None,
         ):
             self._queue(notice, "staff notification" if notice.channel == Channel.OPS else "staff email")
+        open_for_reply(  # the console's task queue: the reply and, on request, the number to call
+            self.session,
+            event_id=self.event_id,
+            attention=attention,
+            reply_text=self.inbound.message,
+            summary=f"read as {classification.intent} (confidence {classification.confidence:.2f})",
+            contact_id=self.contact.id if self.contact else None,
+            booking_id=self.booking.id if self.booking else None,
+        )
         self.audit("booking.staff_attention", reason=attention.value, intent=classification.intent)
 
     def _queue(self, message: OutboundMessage, label: str) -> None:

@@ -21,6 +21,8 @@ from models.enums import (
     Purpose,
     StaffAttention,
     StaffRole,
+    StaffTaskKind,
+    StaffTaskStatus,
 )
 from models.google import GoogleConnection, OAuthState, SyncCursor
 from models.inbox import WebhookEvent
@@ -28,6 +30,7 @@ from models.outbox import DeliveryReceipt, OutboundMessage, OutboundMessageEvent
 from models.reconciliation import WixReconciliation
 from models.settings import Settings, get_settings
 from models.staff import StaffMember
+from models.staff_task import StaffTask
 from models.webhook_outcome import WebhookOutcome
 
 __all__ = [
@@ -59,6 +62,9 @@ __all__ = [
     "StaffAttention",
     "StaffMember",
     "StaffRole",
+    "StaffTask",
+    "StaffTaskKind",
+    "StaffTaskStatus",
     "Suppression",
     "SyncCursor",
     "WebhookEvent",

@@ -122,3 +122,17 @@ class StaffRole(StrEnum):
     MARKETER = "marketer"  # campaigns: counts only, never a patient
     OPS = "ops"  # inbox events, failed runs, suppressions and consent, the KPIs
     ADMIN = "admin"  # staff and roles, the Google connection, keys and secrets status, the audit log
+
+
+class StaffTaskKind(StrEnum):
+    """What a person at the front desk must do about a patient (the console's task queue)."""
+
+    CANCEL_REQUESTED = "cancel_requested"  # the patient asked to cancel: call them
+    RESCHEDULE_REQUESTED = "reschedule_requested"  # the patient asked to move: call them
+    REPLY_NEEDS_REVIEW = "reply_needs_review"  # a reply the system could not read with confidence
+    MESSAGE_FAILED = "message_failed"  # a message to the patient failed for good
+
+
+class StaffTaskStatus(StrEnum):
+    OPEN = "open"
+    DONE = "done"

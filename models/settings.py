@@ -189,6 +189,16 @@ class Settings(BaseSettings):
     google_calendar_id: str = "primary"
     google_timeout_seconds: float = 20.0
 
+    # --- the clinic console (docs/console.md) -------------------------------------------------------
+    # Staff sign in with Google (OpenID Connect, the OAuth client above): the issuer whose discovery document
+    # and keys are trusted, and the Workspace domain(s) whose `hd` claim may sign in, comma-separated.
+    google_oidc_issuer: str = "https://accounts.google.com"
+    console_workspace_domains: str = ""  # e.g. "avatarimaging.com.au"; empty: nobody can sign in
+    console_redirect_uri: str = ""  # {public_base_url}/console/auth/callback when unset
+    console_session_idle_seconds: int = 30 * 60  # signed out after this long without a request
+    console_session_absolute_seconds: int = 12 * 3600  # and this long after signing in, whatever happens
+    console_signin_per_minute: int = 10  # sign-in attempts per client address a minute
+
     # --- gateway -------------------------------------------------------------------------------
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
@@ -283,6 +293,8 @@ class Settings(BaseSettings):
             self.public_base_url = f"http://{host}:{self.gateway_port}"
         if not self.google_oauth_redirect_uri:
             self.google_oauth_redirect_uri = f"{self.public_base_url.rstrip('/')}/auth/google/callback"
+        if not self.console_redirect_uri:
+            self.console_redirect_uri = f"{self.public_base_url.rstrip('/')}/console/auth/callback"
         return self
 
     @property
@@ -295,6 +307,11 @@ class Settings(BaseSettings):
     def alert_email(self) -> str:
         """Where alert emails go: OPS_ALERT_EMAIL, else STAFF_NOTIFICATION_EMAIL ("" = no email)."""
         return (self.ops_alert_email or self.staff_notification_email).strip()
+
+    @property
+    def console_domains(self) -> frozenset[str]:
+        """The Google Workspace domains whose staff may sign in to the console (lower case)."""
+        return frozenset(d.strip().lower() for d in self.console_workspace_domains.split(",") if d.strip())
 
     @property
     def google_configured(self) -> bool:

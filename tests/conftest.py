@@ -116,6 +116,7 @@ def db(database_url: str) -> Iterator[str]:
     engine = get_engine(database_url)
     with engine.begin() as connection:
         for table in (
+            "stafftask",
             "deliveryreceipt",
             "consentevent",
             "suppression",

@@ -22,6 +22,7 @@ from prefect.settings import PREFECT_API_AUTH_STRING
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from console.app import console
 from models import Settings, get_engine, get_settings
 from models.data_dir import make_private
 from models.keyring import record_keys
@@ -156,8 +157,10 @@ def create_app(
             outcomes.stop()
 
     limits, stores = rate_limit(settings)
+    clinic_console = console(settings)
     app = Litestar(
         route_handlers=[
+            clinic_console.router,
             WixWebhookController,
             MobileMessageWebhookController,
             SendGridWebhookController,
@@ -170,7 +173,8 @@ def create_app(
         request_max_body_size=settings.gateway_max_body_bytes,
         # Prometheus outside the rate limit, so the 429s it answers are counted too.
         middleware=[RequestIdMiddleware(), PROMETHEUS.middleware, *limits],
-        stores=stores,
+        stores={**stores, **clinic_console.stores},
+        template_config=clinic_console.template_config,
         # Status 500 catches every exception no route expected (HTTPExceptions keep their own status).
         exception_handlers={
             SQLAlchemyError: _storage_unavailable,
@@ -182,6 +186,7 @@ def create_app(
             description="Verifies provider webhooks, stores them durably, and starts Prefect flow runs.",
         ),
     )
+    app.state.console_settings = settings
     # After Litestar has set up its logging (the root's queue handler): the format and ids go on top of it.
     register_log_context("request_id", request_id)
     configure_logging(settings.log_format)

@@ -27,6 +27,7 @@ PACKAGES = (
     "access",
     "operations",
     "flows",
+    "console",
     "webhook_gateway",
     "deployments",
     "tests",

@@ -23,6 +23,8 @@ from models import (
     MessageStatus,
     OutboundMessage,
     StaffAttention,
+    StaffTask,
+    StaffTaskKind,
     Suppression,
     WebhookEvent,
     session_scope,
@@ -251,3 +253,50 @@ def test_a_spanish_yes_confirms_and_a_language_without_a_template_gets_english(d
     assert "is confirmed" in reply.body and "está confirmada" in reply.body
     _, [stop] = receive("ਮੈਸੇਜ ਨਾ ਭੇਜੋ")  # Punjabi: no template, so English only
     assert stop.kind == MessageKind.OPT_OUT_CONFIRMATION and "\n" not in stop.body
+
+
+def _tasks() -> list[StaffTask]:
+    with session_scope() as session:
+        return list(session.exec(select(StaffTask).order_by(StaffTask.id)).all())  # type: ignore[arg-type]
+
+
+def test_a_request_to_move_opens_one_staff_task_with_the_reply_even_when_retried(db: str) -> None:
+    bid = book(2)
+    text = "can we move it to Thursday"
+    event_id, _ = receive(text)
+    apply_reply(event_id, classify(text))  # a retried run
+    [task] = _tasks()
+    assert task.kind == StaffTaskKind.RESCHEDULE_REQUESTED and task.status == "open"
+    assert task.reply_text == text and task.inbox_event_id == event_id
+    assert task.booking_id == booking(bid).id and text not in task.summary
+    with session_scope() as session:  # the reply is encrypted at rest
+        raw = session.connection().exec_driver_sql("SELECT reply_text FROM stafftask").scalar_one()
+        assert text.encode() not in bytes(raw)
+
+
+def test_a_reminder_failing_for_good_opens_a_task_but_a_campaign_message_does_not(db: str) -> None:
+    book(3)
+    with session_scope() as session:
+        contact = session.exec(select(Booking)).first()
+        contact_id = contact.contact_id if contact else None
+    reminder = _sent_message("p-task")
+    with session_scope() as session:
+        message = session.get(OutboundMessage, reminder)
+        assert message is not None
+        message.contact_id = contact_id
+        session.add(message)
+    apply_receipts([_receipt("p-task", "failed", 1, 1)])
+    [task] = _tasks()
+    assert (task.kind, task.outbound_message_id, task.contact_id) == (
+        StaffTaskKind.MESSAGE_FAILED,
+        reminder,
+        contact_id,
+    )
+    marketing = _sent_message("p-campaign")
+    with session_scope() as session:
+        message = session.get(OutboundMessage, marketing)
+        assert message is not None
+        message.contact_id, message.purpose, message.kind = contact_id, "marketing", MessageKind.CAMPAIGN
+        session.add(message)
+    apply_receipts([_receipt("p-campaign", "failed", 1, 1)])
+    assert len(_tasks()) == 1

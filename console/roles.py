@@ -1,0 +1,63 @@
+"""Who may open which console route: ONE table, one guard on every console route, denied by default.
+
+The table is keyed by (method, route path template) exactly as Litestar routes it; a route missing from it
+answers 403 to everyone (and the route x role test fails), so a new page cannot be reachable by accident.
+
+Admin may open every page. A small clinic's admin is its manager, and an admin can change their own
+role anyway (audited), so keeping them out of the task queue would only be theatre; what protects patients
+is that every view of their details is an audit row, whoever looks.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from models import StaffRole
+
+PUBLIC: Final = frozenset({"public"})  # no sign-in (the sign-in pages, static files)
+ANY_STAFF: Final = frozenset(StaffRole)
+RECEPTION: Final = frozenset({StaffRole.RECEPTION, StaffRole.ADMIN})
+MARKETING: Final = frozenset({StaffRole.MARKETER, StaffRole.ADMIN})
+OPS: Final = frozenset({StaffRole.OPS, StaffRole.ADMIN})
+ADMIN: Final = frozenset({StaffRole.ADMIN})
+
+ROUTES: Final[dict[tuple[str, str], frozenset[str]]] = {
+    ("GET", "/console/login"): PUBLIC,
+    ("GET", "/console/auth/start"): PUBLIC,
+    ("GET", "/console/auth/callback"): PUBLIC,
+    ("GET", "/console/static/{file_path:path}"): PUBLIC,
+    ("HEAD", "/console/static/{file_path:path}"): PUBLIC,
+    ("GET", "/console"): ANY_STAFF,
+    ("POST", "/console/logout"): ANY_STAFF,
+    ("GET", "/console/bookings"): RECEPTION,
+    ("GET", "/console/tasks"): RECEPTION,
+    ("GET", "/console/tasks/{task_id:int}"): RECEPTION,
+    ("POST", "/console/tasks/{task_id:int}/reveal-phone"): RECEPTION,
+    ("POST", "/console/tasks/{task_id:int}/done"): RECEPTION,
+    ("GET", "/console/audit"): ADMIN,
+}
+
+# The navigation: each page appears for the roles that may open it (campaigns, ops pages slot in here).
+NAV: Final[tuple[tuple[str, str], ...]] = (
+    ("Tasks", "/console/tasks"),
+    ("Bookings", "/console/bookings"),
+    ("Audit", "/console/audit"),
+)
+
+
+def _template(path: str) -> str:
+    """A path template without parameter types (routes say `{task_id:int}`, the scope `{task_id}`)."""
+    return re.sub(r"\{(\w+):\w+\}", r"{\1}", path.rstrip("/") or "/")
+
+
+_LOOKUP: Final = {(method, _template(path)): roles for (method, path), roles in ROUTES.items()}
+
+
+def allowed(method: str, path_template: str) -> frozenset[str] | None:
+    """The roles that may use this route; None when the table does not know it (denied)."""
+    return _LOOKUP.get((method.upper(), _template(path_template)))
+
+
+def nav_for(role: str) -> list[tuple[str, str]]:
+    return [(label, path) for label, path in NAV if role in (allowed("GET", path) or ())]

@@ -1,0 +1,110 @@
+"""What the console tests share: the gateway app configured for the fake Google OIDC, staff, a patient
+with a task, and signing a browser in through the fake."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from sqlmodel import func, select
+
+from access.staff import add
+from models import (
+    AccessAudit,
+    Booking,
+    BookingStatus,
+    Contact,
+    Settings,
+    StaffAttention,
+    StaffRole,
+    StaffTask,
+    StaffTaskKind,
+    get_settings,
+    session_scope,
+)
+from models.crm import name_index
+from models.types import utcnow
+from tests.fakes.google_oidc import FakeGoogleOIDC
+
+DOMAIN = "clinic.example"
+STAFF = {role: f"{role.value}@{DOMAIN}" for role in StaffRole}
+PHONE = "+61412345678"
+REPLY = "Hi, can we move it to Thursday? Thanks, Jane"
+
+
+def console_settings(database_url: str, fake: FakeGoogleOIDC, public_base_url: str, **extra: Any) -> Settings:
+    return Settings(  # type: ignore[call-arg]
+        crm_database_url=database_url,
+        dispatch_poll_seconds=60.0,
+        google_client_id=fake.client_id,
+        google_client_secret=fake.client_secret,
+        google_oidc_issuer=fake.url,
+        console_workspace_domains=DOMAIN,
+        public_base_url=public_base_url,
+        console_signin_per_minute=0,
+        **extra,
+    )
+
+
+def add_staff() -> None:
+    with session_scope() as session:
+        for role, email in STAFF.items():
+            add(session, email, role, by="os:test", by_role="cli")
+
+
+def add_patient_task() -> int:
+    """Jane, booked for tomorrow, texted asking to move it: the task SMS triage opens."""
+    get_settings.cache_clear()
+    with session_scope() as session:
+        contact = Contact(first_name="Jane", last_name="Citizen", phone=PHONE)
+        session.add(contact)
+        session.flush()
+        booking = Booking(
+            wix_booking_id=f"wix-{contact.id}",
+            contact_id=contact.id,
+            status=BookingStatus.CONFIRMED,
+            service_name="MRI - Knee",
+            timezone="Australia/Brisbane",
+            start_at=utcnow() + timedelta(days=1),
+            staff_attention=StaffAttention.RESCHEDULE_REQUESTED,
+        )
+        booking.service_key = name_index("service", booking.service_name)
+        session.add(booking)
+        session.flush()
+        task = StaffTask(  # as SMS triage opens it (tests/unit/test_console.py covers that path too)
+            key=f"reply:test-{contact.id}",
+            kind=StaffTaskKind.RESCHEDULE_REQUESTED,
+            reply_text=REPLY,
+            summary="read as reschedule (confidence 0.97)",
+            contact_id=contact.id,
+            booking_id=booking.id,
+        )
+        session.add(task)
+        session.flush()
+        return task.id  # type: ignore[return-value]
+
+
+def audit_rows(action: str | None = None) -> list[AccessAudit]:
+    with session_scope() as session:
+        query = select(AccessAudit).order_by(AccessAudit.id)  # type: ignore[arg-type]
+        if action:
+            query = query.where(AccessAudit.action == action)
+        return list(session.exec(query).all())
+
+
+def audit_count() -> int:
+    with session_scope() as session:
+        return int(session.exec(select(func.count()).select_from(AccessAudit)).one())
+
+
+def sign_in(client: Any, fake: FakeGoogleOIDC, email: str, **person: Any) -> Any:
+    """Walk the browser's part: start, Google's account chooser (the fake redirects back), the callback."""
+    fake.sign_in_as(email, **person)
+    start = client.get("/console/auth/start", follow_redirects=False)
+    assert start.status_code == 302, start.text
+    chooser = httpx.get(start.headers["location"], follow_redirects=False)
+    assert chooser.status_code == 302, chooser.text
+    back = urlsplit(chooser.headers["location"])
+    return client.get(f"{back.path}?{back.query}", follow_redirects=False)
