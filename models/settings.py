@@ -246,6 +246,11 @@ class Settings(BaseSettings):
 
     # --- Prefect (the variables Prefect itself reads; mirrored here so `up` can set them) ---------
     prefect_port: int = 4200
+    # `prefect deploy` (work-pool deployments): the git repository every worker clones its code from, and
+    # the commit it checks out (unset: the deployer's HEAD, which must be pushed there). See
+    # deployments/release.py.
+    avatar_crm_git_url: str | None = None
+    avatar_crm_git_commit: str | None = None
 
     @model_validator(mode="after")
     def _defaults_from_data_dir(self) -> Settings:
