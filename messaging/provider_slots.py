@@ -10,6 +10,12 @@ itself if a holder dies (no lease to expire, nothing to clean up):
 - PostgreSQL (any number of hosts): session-level advisory locks `pg_try_advisory_lock(limit, slot)`,
   each held on its own pooled connection for the duration of the request;
 - SQLite (one host by definition): `flock` on one file per slot beside the database file.
+
+The PostgreSQL locks live in the database's server, so gateways and workers on any number of hosts that
+share the CRM database share each limit, and a holder whose process or host dies frees its slot when
+PostgreSQL ends its session (at once for a killed process; for a lost host, when its TCP connection is found
+dead). They need a session of their own: behind a pooler (PgBouncer), use session pooling, not transaction
+pooling, or the lock can outlive the request on a connection someone else is then handed.
 """
 
 from __future__ import annotations
@@ -76,9 +82,14 @@ def _try_pg_slot(engine: Engine, key: int, slot: int) -> Callable[[], None] | No
         return None
 
     def release() -> None:
+        # A rollback does not end a session-level lock: a connection whose unlock failed must not go back to
+        # the pool still holding the slot, so it is discarded (its session ends, which frees the lock).
         try:
             connection.execute(text("SELECT pg_advisory_unlock(:key, :slot)"), {"key": key, "slot": slot})
             connection.commit()
+        except BaseException:
+            connection.invalidate()
+            raise
         finally:
             connection.close()
 

@@ -218,6 +218,9 @@ class Settings(BaseSettings):
     dispatch_stuck_pending_seconds: float = 90.0
     dispatch_stuck_running_seconds: float = 1800.0
     dispatch_max_runs: int = 3
+    # How long a dispatcher's claim on a batch of due events keeps other gateways' dispatchers off it (a
+    # dispatcher that dies mid-batch delays those events by this much; see webhook_gateway/dispatcher.py).
+    dispatch_claim_seconds: float = 60.0
     # Ctrl-C on `avatar-crm up`: how long flow runs already running may take to finish before the runner is
     # stopped (which cancels what is left; the dispatcher gives those events a new run at the next start).
     stop_grace_seconds: float = 30.0
@@ -253,6 +256,11 @@ class Settings(BaseSettings):
 
     # --- Prefect (the variables Prefect itself reads; mirrored here so `up` can set them) ---------
     prefect_port: int = 4200
+    # `prefect deploy` (work-pool deployments): the git repository every worker clones its code from, and
+    # the commit it checks out (unset: the deployer's HEAD, which must be pushed there). See
+    # deployments/release.py.
+    avatar_crm_git_url: str | None = None
+    avatar_crm_git_commit: str | None = None
 
     @model_validator(mode="after")
     def _defaults_from_data_dir(self) -> Settings:

@@ -134,6 +134,7 @@ def create_app(
                         running=timedelta(seconds=settings.dispatch_stuck_running_seconds),
                     ),
                     max_runs=settings.dispatch_max_runs,
+                    claim_seconds=settings.dispatch_claim_seconds,
                 )
                 app.state.update(
                     settings=settings,

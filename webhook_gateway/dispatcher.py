@@ -14,6 +14,19 @@ every `recovery_seconds` (and first thing after a start, so a restarted stack re
 `dispatched`) the dispatcher reads the runs of all dispatched rows and hands a row whose run is dead
 (`dead_runs.py`) back as `received` with its reason and a new attempt number, which is part of the next run's
 idempotency key; after `max_runs` runs the row is `failed` with the reason.
+
+Several gateways (each with its dispatcher) may share one PostgreSQL inbox. Each round *claims* its batch:
+`SELECT … FOR UPDATE SKIP LOCKED` of the due rows, then, in the same short transaction, their
+`next_dispatch_at` moved `claim_seconds` ahead (a lease), so the other dispatchers skip the rows while the
+claim is being decided and do not see them as due afterwards. Chosen over an advisory-lock leader because
+every gateway keeps dispatching (no stand-by, no failover gap, nothing to hand over when the leader's host
+is cut off but its PostgreSQL session lingers): a dispatcher that dies mid-batch only delays the rows it
+claimed by the lease, and whoever claims them next creates the run under the same idempotency key, so a
+lease that runs out while its holder is still working costs one more request, never a second run. A row
+is recorded as dispatched only if it was not handed back to another run meanwhile (`redispatches`
+unchanged). On SQLite (one box) the claim is the same statement in a `BEGIN IMMEDIATE` transaction, which
+serializes it (SQLAlchemy leaves `FOR UPDATE` out there). Dead-run recovery needs no claim: each hand-back
+is conditional on the row still naming the dead run, so two dispatchers hand a row back once.
 """
 
 from __future__ import annotations
@@ -35,7 +48,7 @@ from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFi
 from prefect.exceptions import PrefectHTTPStatusError
 from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 from prefect.states import Crashed
-from sqlalchemy import Engine, case, select, update
+from sqlalchemy import Engine, bindparam, case, select, update
 
 from models import InboxStatus, WebhookEvent
 from models.types import utcnow
@@ -121,6 +134,7 @@ class Dispatcher:
         recovery_seconds: float = 30.0,
         stuck: StuckLimits = _STUCK,
         max_runs: int = 3,
+        claim_seconds: float = 60.0,
     ) -> None:
         self._engine = engine
         self._client = client
@@ -137,6 +151,7 @@ class Dispatcher:
         self._recovery_seconds = recovery_seconds
         self._stuck = stuck
         self._max_runs = max_runs
+        self._claim = timedelta(seconds=claim_seconds)
         self._next_recovery = 0.0  # monotonic: the first round looks at once
         self._automation_ready = False
         # For `/metrics`: dispatches put back to retry, and events handed back because their run died.
@@ -212,17 +227,20 @@ class Dispatcher:
                     groups.setdefault(row.source, []).append(row)
                 else:
                     groups[f"event:{row.id}"] = [row]
-            for rows in groups.values():
+            pending = list(groups.values())
+            while pending:
+                rows = pending.pop(0)
                 try:
                     flow_run_id = await self._create_run(rows)
                 except Exception as exc:
                     self._failed_rounds += 1
                     self._last_failure = _reason(exc)
                     await to_thread.run_sync(self._record_failure, rows, self._last_failure)
+                    # The rest of the claim is due again at once; the failed-round pause decides when.
+                    await to_thread.run_sync(self._release, [row for group in pending for row in group])
                     return dispatched  # Prefect is probably down: back off instead of hammering it
                 self._failed_rounds = 0
-                await to_thread.run_sync(self._record_success, [row.id for row in rows], flow_run_id)
-                dispatched += len(rows)
+                dispatched += await to_thread.run_sync(self._record_success, rows, flow_run_id)
             if len(due) < _BATCH:
                 return dispatched
 
@@ -321,6 +339,8 @@ class Dispatcher:
     # --- database side (run in a worker thread) ------------------------------------------------------
 
     def _select_due(self) -> list[_Due]:
+        """Claim up to a batch of due rows (see the module docstring): locked rows another dispatcher is
+        claiming are skipped, and the claimed ones stay out of everyone's way for `claim_seconds`."""
         query = (
             select(
                 _TABLE.c.id,
@@ -335,9 +355,28 @@ class Dispatcher:
             .where(_TABLE.c.status == InboxStatus.RECEIVED, _TABLE.c.next_dispatch_at <= utcnow())
             .order_by(_TABLE.c.id)
             .limit(_BATCH)
+            .with_for_update(skip_locked=True)
         )
-        with self._engine.connect() as connection:
-            return [_Due(*row) for row in connection.execute(query)]
+        with self._engine.begin() as connection:
+            due = [_Due(*row) for row in connection.execute(query)]
+            if due:
+                connection.execute(
+                    update(_TABLE)
+                    .where(_TABLE.c.id.in_([row.id for row in due]))
+                    .values(next_dispatch_at=utcnow() + self._claim)
+                )
+            return due
+
+    def _release(self, rows: list[_Due]) -> None:
+        """Give back claimed rows this round did not get to: due again now, for whoever comes first."""
+        if not rows:
+            return
+        with self._engine.begin() as connection:
+            connection.execute(
+                update(_TABLE)
+                .where(_TABLE.c.id.in_([row.id for row in rows]), _TABLE.c.status == InboxStatus.RECEIVED)
+                .values(next_dispatch_at=utcnow())
+            )
 
     def _select_dispatched(self, after: int) -> list[_Dispatched]:
         query = (
@@ -391,12 +430,14 @@ class Dispatcher:
             self.wake()
         return handled
 
-    def _record_success(self, event_ids: list[int], flow_run_id: UUID) -> None:
-        # The run may already have finished and marked the row processed: never move it backwards.
+    def _record_success(self, rows: list[_Due], flow_run_id: UUID) -> int:
+        """Record the run on the rows; returns how many took it. The run may already have finished and marked
+        a row processed: never move it backwards. A row whose claim ran out and that meanwhile had a run die
+        and was handed back (`redispatches` moved on) belongs to its next run: left alone."""
         with self._engine.begin() as connection:
-            connection.execute(
+            result = connection.execute(
                 update(_TABLE)
-                .where(_TABLE.c.id.in_(event_ids))
+                .where(_TABLE.c.id == bindparam("b_id"), _TABLE.c.redispatches == bindparam("b_runs"))
                 .values(
                     flow_run_id=str(flow_run_id),
                     dispatched_at=utcnow(),
@@ -405,8 +446,10 @@ class Dispatcher:
                         (_TABLE.c.status == InboxStatus.RECEIVED, InboxStatus.DISPATCHED),
                         else_=_TABLE.c.status,
                     ),
-                )
+                ),
+                [{"b_id": row.id, "b_runs": row.redispatches} for row in rows],
             )
+            return result.rowcount
 
     def _record_failure(self, rows: list[_Due], reason: str) -> None:
         self.retries += len(rows)

@@ -88,3 +88,44 @@ async def test_another_process_holding_the_slot_blocks_us_and_its_death_frees_it
     # The OS (file lock) or PostgreSQL (the dead session's advisory lock) released it without any cleanup.
     async with slots.hold(max_wait=10):
         pass
+
+
+def _contend_in_child(
+    database_url: str,
+    inside: multiprocessing.sharedctypes.Synchronized,  # type: ignore[name-defined]
+    peak: multiprocessing.sharedctypes.Synchronized,  # type: ignore[name-defined]
+    holds: int,
+) -> None:
+    """One "host": its own engine and PostgreSQL sessions, several tasks taking the slot in turn."""
+
+    async def one() -> None:
+        for _ in range(holds):
+            async with ProviderSlots("test-many-processes", 2, get_engine(database_url)).hold(max_wait=60):
+                with inside.get_lock():
+                    inside.value += 1
+                    peak.value = max(peak.value, inside.value)
+                await asyncio.sleep(0.02)
+                with inside.get_lock():
+                    inside.value -= 1
+
+    async def tasks() -> None:
+        await asyncio.gather(*(one() for _ in range(3)))
+
+    asyncio.run(tasks())
+
+
+async def test_processes_sharing_the_database_never_hold_more_slots_than_the_limit(database_url: str) -> None:
+    """Four processes of three tasks each, 2 slots: never more than two inside at once, every one served.
+    On PostgreSQL the limit is the database's (advisory locks), so it holds for processes on any host."""
+    context = multiprocessing.get_context("spawn")
+    inside, peak = context.Value("i", 0), context.Value("i", 0)
+    children = [
+        context.Process(target=_contend_in_child, args=(database_url, inside, peak, 4), daemon=True)
+        for _ in range(4)
+    ]
+    for child in children:
+        child.start()
+    for child in children:
+        await asyncio.to_thread(child.join, 120)
+    assert [child.exitcode for child in children] == [0, 0, 0, 0]  # each of the 48 holds got its slot
+    assert peak.value == 2 and inside.value == 0
