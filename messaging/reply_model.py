@@ -114,6 +114,10 @@ class _Rows(dict[str, tuple[float, ...] | None]):
         return row
 
 
+KINDS: dict[str, type[ReplyModel]] = {"nb": ReplyModel}
+DEFAULT_KIND = "nb"
+
+
 @lru_cache(maxsize=1)
 def trained() -> ReplyModel:
     """The model learned from the shipped examples, once per process, on first use (about 0.1 s)."""
