@@ -14,13 +14,15 @@ are product data, the thing the reader is made of. A held-out set never goes the
 from __future__ import annotations
 
 import math
+import random
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import pairwise
 from pathlib import Path
 
-from messaging.sms_languages import fold
+from messaging.sms_languages import fold, words
 
 TRAINING = Path(__file__).resolve().parent / "training"
 _SMOOTHING = 0.1  # additive (Lidstone); chosen on the development replies by cross-validation
@@ -28,6 +30,9 @@ _LONGEST = 4  # n-grams of 1 to 4 characters
 # Naive Bayes counts every n-gram as independent evidence, so its probabilities are near 0 or 1; dividing the
 # evidence by 5 makes them mean something (chosen with the thresholds in sms_classifier by cross-validation).
 _TEMPERATURE = 5.0
+_EPOCHS = 10  # passes of the perceptron over the examples
+_MARGIN = 1.0  # the perceptron also learns from a right answer won by less than this
+_LINEAR_TEMPERATURE = 1.0
 
 
 @dataclass(frozen=True)
@@ -114,7 +119,79 @@ class _Rows(dict[str, tuple[float, ...] | None]):
         return row
 
 
-KINDS: dict[str, type[ReplyModel]] = {"nb": ReplyModel}
+def linear_features(text: str, *, folded: str | None = None) -> list[str]:
+    """The character n-grams of `features` plus the reply's words and word pairs (marked, so a one-letter
+    word is not its own 1-gram): a discriminative model can weigh "stop" the word apart from "stop" inside
+    "unstop", and "send ... again" as a pair."""
+    folded = fold(text) if folded is None else folded
+    grams = features(text, folded=folded)
+    tokens = words(folded)
+    grams.update([f"\x01{token}" for token in tokens])
+    grams.update([f"\x02{first} {second}" for first, second in pairwise(tokens)])
+    return list(grams)
+
+
+class LinearReplyModel:
+    """A multiclass averaged perceptron (with a margin) over `linear_features`: a discriminative model weighs
+    each n-gram by how much it tells the labels apart, where naive Bayes counts every shared n-gram as
+    evidence ("please stop sending messages" and "please send messages again" share most of theirs).
+    Probabilities are a softmax of the scores divided by a temperature chosen by cross-validation."""
+
+    def __init__(self, examples: Iterable[Example], *, epochs: int = _EPOCHS, seed: int = 0) -> None:
+        examples = list(examples)
+        if not examples:
+            raise ValueError("a reply model needs examples")
+        self.labels = tuple(sorted({example.label for example in examples}))
+        index = {label: i for i, label in enumerate(self.labels)}
+        data = [(linear_features(example.text), index[example.label]) for example in examples]
+        size = len(self.labels)
+        weights: dict[str, list[float]] = {}
+        totals: dict[str, list[float]] = {}  # each update times the step it was made at, for the average
+        step = 1
+        order = list(range(len(data)))
+        shuffle = random.Random(seed).shuffle
+        for _ in range(epochs):
+            shuffle(order)
+            for i in order:
+                grams, gold = data[i]
+                rows = [row for gram in grams if (row := weights.get(gram)) is not None]
+                scores = [sum(column) for column in zip(*rows, strict=True)] if rows else [0.0] * size
+                right = scores[gold]
+                scores[gold] = -math.inf
+                wrong = max(range(size), key=scores.__getitem__)
+                if right - scores[wrong] <= _MARGIN:
+                    for gram in grams:
+                        row = weights.get(gram)
+                        if row is None:
+                            row = weights[gram] = [0.0] * size
+                            totals[gram] = [0.0] * size
+                        total = totals[gram]
+                        row[gold] += 1.0
+                        row[wrong] -= 1.0
+                        total[gold] += step
+                        total[wrong] -= step
+                step += 1
+        self._weights = {
+            gram: tuple(w - t / step for w, t in zip(row, totals[gram], strict=True))
+            for gram, row in weights.items()
+        }
+
+    def scores(self, text: str, *, folded: str | None = None) -> list[float]:
+        weights = self._weights
+        grams = linear_features(text, folded=folded)
+        rows = [row for gram in grams if (row := weights.get(gram)) is not None]
+        return [sum(column) for column in zip(*rows, strict=True)] if rows else [0.0] * len(self.labels)
+
+    def probabilities(self, text: str, *, folded: str | None = None) -> dict[str, float]:
+        """P(label | reply) for every label: the scores' softmax at `_LINEAR_TEMPERATURE`."""
+        scores = self.scores(text, folded=folded)
+        top = max(scores)
+        weights = [math.exp((score - top) / _LINEAR_TEMPERATURE) for score in scores]
+        total = sum(weights)
+        return {label: weight / total for label, weight in zip(self.labels, weights, strict=True)}
+
+
+KINDS: dict[str, type[ReplyModel] | type[LinearReplyModel]] = {"nb": ReplyModel, "linear": LinearReplyModel}
 DEFAULT_KIND = "nb"
 
 
