@@ -82,7 +82,7 @@ def cross_validate(folds: int) -> Report:
             if j != i
             for r in p
         ]
-        model = reply_model.ReplyModel(rest)
+        model = reply_model.KINDS[reply_model.DEFAULT_KIND](rest)
         with patch.object(reply_model, "trained", lambda model=model: model):
             reads += [classify(reply.text).intent for reply in part]
         ordered += part
