@@ -52,6 +52,7 @@ _STOPPING = [
     *_REMOVING,
     "stop", "no more", "dont send", "dont text", "dont message", "dont contact", "do not send", "do not text",
     "do not message", "do not contact", "disable", "turn off", "enough",
+    "dont want", "do not want", "no longer want", "no quiero", "no deseo", "non desidero",
     "dejen", "deja de", "paren", "para de", "basta", "desactiv", "no me manden", "no me envien", "no manden",
     "no envien", "ya no", "smett", "disattiv", "non mandate", "non inviate", "non voglio",
     "σταματ", "μη μου", "μην μου", "δεν θελω", "dung", "ngung", "khong muon", "thoi",

@@ -2,8 +2,12 @@
 
 Deterministic rules come first because they are instant, free, explainable and testable against labelled
 replies (`messaging/training/`, labelled per LABELS.md; held out: tests/fixtures/sms_replies_heldout_4.tsv).
-A model learned from the same replies (`messaging.reply_model`, naive Bayes over character n-grams) reads
-every reply too; it decides where the rules are unsure, and a likely opt-out (see `_second_opinion`). An
+A model learned from the same replies (`messaging.reply_model`, naive Bayes and a perceptron over character
+n-grams, averaged) reads every reply too; it decides where the rules are unsure, and a likely opt-out (see
+`_second_opinion`). Asking for the messages back in another language ("Mándenme los mensajes otra vez",
+"START po", "Mandé STOP por error, reactiven los mensajes") is read from cues (`opt_out_cues`): an opt-in
+from cues is unsure (0.8), acted on only where no opt-out was read, where the model reads an opt-in too
+(except an excused stop, a rules reading), and a likely opt-out still wins over it. An
 optional OpenAI-compatible model is asked only when the result is still unsure. Our invitations say "Reply
 Y to confirm, R to reschedule or N to cancel", so single letters, yes/no and whole Australian-casual
 sentences ("no worries will be there", "cant make it tmrw sorry") all turn up.
@@ -424,8 +428,8 @@ def _classify(text: str) -> tuple[Intent, float, str | None]:
         probabilities = reply_model.trained().probabilities(text, folded=folded)
         if (
             intent is not Intent.OPT_IN
-            and opt_out_cues.asks_for_messages_again(folded, raw)
             and max(probabilities, key=probabilities.__getitem__) == Intent.OPT_IN
+            and opt_out_cues.asks_for_messages_again(folded, raw)
         ):
             # "Mándenme los mensajes otra vez", "START po": the rules' cue and the model agree (neither
             # alone opts anyone in).

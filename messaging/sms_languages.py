@@ -768,7 +768,8 @@ _ES = Lexicon(
             (
                 r"no (?:me |nos )?(?:manden|envien|mande|envie|escriban|contacten|mandes|envies|escribas)",
                 r"dej\w* de (?:escribir\w*|mandar\w*|enviar\w*|contactar\w*|molestar\w*)",
-                r"(?:no|ya no) (?:quiero|deseo) (?:\w+ ){0,2}?(?:mensajes|sms|recordatorios|textos)",
+                r"(?:no|ya no) (?:quiero|deseo) (?:\w+ ){0,4}?"
+                r"(?:mensajes?|sms|recordatorios?|textos?|comunicaciones)",
                 r"(?:darme|darse|dar|dame|denme) de baja",
                 r"basta de (?:mensajes|sms)",
                 r"paren (?:\w+ )?(?:mensajes|sms)",
