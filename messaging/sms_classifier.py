@@ -384,6 +384,8 @@ _OPT_OUT_SUSPECTED = 0.95  # the model's P(opt_out) from which any reading becom
 _OPT_OUT_POSSIBLE = 0.7  # ... and from which an unsure reading or an opt-in in a sentence does
 _RULES_SURE = 0.85  # a rules `other` below it is unsure: the model's reading from _MODEL_READS replaces it
 _MODEL_READS = 0.5
+# Punctuation before the first word: ASCII and the replies' own, not emoji (🛑 is an opt-out)
+_LEADING_PUNCTUATION = re.compile(r"^[\s!-/:-@\[-`{-~¿¡؟？！。，、]+")
 _CUED_OPT_IN = 0.8  # an opt-in read from cues (a stop excused, messages asked for again): unsure
 
 
@@ -426,6 +428,12 @@ def _classify(text: str) -> tuple[Intent, float, str | None]:
         if intent is not Intent.OPT_IN and opt_out_cues.asks_to_stop_messages(folded):
             return Intent.OPT_OUT, 0.75, language
         probabilities = reply_model.trained().probabilities(text, folded=folded)
+        if (bare := _LEADING_PUNCTUATION.sub("", folded)) != folded and bare:
+            # "?den thelo alla minimata?": punctuation before the first word means nothing to a patient but
+            # moves the model; the reading that suspects an opt-out more is the one kept.
+            unpunctuated = reply_model.trained().probabilities(bare, folded=bare)
+            if unpunctuated.get(Intent.OPT_OUT, 0.0) > probabilities.get(Intent.OPT_OUT, 0.0):
+                probabilities = unpunctuated
         if (
             intent is not Intent.OPT_IN
             and max(probabilities, key=probabilities.__getitem__) == Intent.OPT_IN
