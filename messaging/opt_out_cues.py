@@ -52,6 +52,7 @@ _STOPPING = [
     *_REMOVING,
     "stop", "no more", "dont send", "dont text", "dont message", "dont contact", "do not send", "do not text",
     "do not message", "do not contact", "disable", "turn off", "enough",
+    "dont want", "do not want", "no longer want", "no quiero", "no deseo", "non desidero",
     "dejen", "deja de", "paren", "para de", "basta", "desactiv", "no me manden", "no me envien", "no manden",
     "no envien", "ya no", "smett", "disattiv", "non mandate", "non inviate", "non voglio",
     "σταματ", "μη μου", "μην μου", "δεν θελω", "dung", "ngung", "khong muon", "thoi",
@@ -131,3 +132,64 @@ def asks_to_stop_messages(folded: str) -> bool:
             return True
     listed = _starts_and_ends(_ON_A_LIST_RX, folded)
     return bool(listed) and _close(_starts_and_ends(_REMOVING_RX, folded), listed)
+
+
+# --- the opposite: asking for the messages back ----------------------------------------------------------
+# Why: replies asking for the texts again were read as `other` (or, sharing most words with an opt-out, as
+# one) in every language but English. These cues are rules, read only when the rules found no opt-out; the
+# classifier acts on them only where the learned model reads the reply as an opt-in too (`sms_classifier`),
+# and a likely opt-out still wins.
+_AGAIN = [
+    "again", "resume", "restart", "reactivat", "re activat", "re enable", "reenable", "resubscrib", "back on",
+    "turn on", "switch on", "unblock", "add me back", "put me back", "sign me up",
+    "otra vez", "de nuevo", "reactiv", "vuelvan a", "volver a", "di nuovo", "riattiv", "ricominc",
+    "ξανα", "παλι", "ενεργοποιηστε", "pali", "ksana", "xana", "lai", "bat lai", "ulit", "muli",
+    "फिर से", "फिर", "दोबारा", "चालू", "phir", "fer", "dobara", "dubara", "chalu", "shuru", "ਦੁਬਾਰਾ", "ਫਿਰ",
+    "ਚਾਲੂ", "ਸ਼ੁਰੂ", "مره ثانيه", "مره اخري", "مره اخرى", "من جديد", "رجعوا", "ارجعوا", "ترجع", "فعلوا",
+    "اعيدوا", "اعاده", "استئناف", "恢复", "恢復", "重新", "再发", "再發", "再send", "再收", "收返", "開返",
+    "开启", "開啟", "开始接收", "開始接收",
+]  # fmt: skip
+# "I sent STOP by mistake": a word of mistake close to the stop word it excuses.
+_MISTAKE = [
+    "mistake", "accident", "by error", "in error", "didnt mean", "did not mean", "por error", "sin querer",
+    "per sbaglio", "per errore", "κατα λαθος", "kata lathos", "lo bam", "lo gui", "vo tinh", "by mistake",
+    "aksidente", "di sinasadya", "nagkamali", "गलती से", "galti", "ਗਲਤੀ", "بالغلط", "بالخطا", "غلطه",
+    "不小心", "唔小心", "误按", "誤按", "按错", "按錯", "撳錯",
+]  # fmt: skip
+_STOP_SAID = ["stop", "unsub", "退订", "退訂", "στοπ", "ستوب"]
+# While excusing a stop, "keep sending" / "continue" asks for the messages back too.
+_CONTINUE = [
+    "keep", "continue", "still", "pa rin", "sigan", "continu", "συνεχισ", "tiep tuc", "استمر", "الاستمرار",
+    "继续", "繼續", "रहो", "ਰਹੋ", "raho", "reho",
+]  # fmt: skip
+_START_FIRST = {"start", "unstop"}
+# Politeness words that may follow a bare START in the reply's own language ("START po", "START 唔該").
+_POLITE = {fold(word) for word in [
+    "please", "pls", "plz", "thanks", "thank", "you", "po", "ạ", "a", "ji", "jee", "por", "favor", "per",
+    "favore", "παρακαλώ", "parakalo", "من", "فضلك", "لو", "سمحت", "شكرا", "gracias", "grazie", "ευχαριστώ",
+    "salamat", "dhanyavaad", "ਜੀ", "जी", "cam", "on", "xin", "vui", "long", "nha",
+    "唔該", "谢谢", "謝謝", "多謝", "请", "請",
+]}  # fmt: skip
+
+_AGAIN_RX, _MISTAKE_RX, _STOP_SAID_RX, _CONTINUE_RX = (
+    _alternation(_AGAIN),
+    _alternation(_MISTAKE),
+    _alternation(_STOP_SAID),
+    _alternation(_CONTINUE),
+)
+
+
+def stop_was_a_mistake(folded: str) -> bool:
+    """Whether the folded reply excuses a stop word ("Mandé STOP por error", "我不小心发了退订") and asks for
+    the messages back (again, resume, keep sending)."""
+    if not _close(_starts_and_ends(_MISTAKE_RX, folded), _starts_and_ends(_STOP_SAID_RX, folded)):
+        return False
+    return bool(_AGAIN_RX.search(folded) or _CONTINUE_RX.search(folded))
+
+
+def asks_for_messages_again(folded: str, tokens: list[str]) -> bool:
+    """Whether the folded reply names our messages close to a word of having them again ("Mándenme los
+    mensajes otra vez", "恢复短信提醒"), or is START / UNSTOP with only politeness around it ("START po")."""
+    if tokens and tokens[0] in _START_FIRST and len(tokens) <= 4 and set(tokens[1:]) <= _POLITE:
+        return True
+    return _close(_starts_and_ends(_AGAIN_RX, folded), _starts_and_ends(_MESSAGES_RX, folded))

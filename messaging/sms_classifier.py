@@ -2,8 +2,12 @@
 
 Deterministic rules come first because they are instant, free, explainable and testable against labelled
 replies (`messaging/training/`, labelled per LABELS.md; held out: tests/fixtures/sms_replies_heldout_4.tsv).
-A model learned from the same replies (`messaging.reply_model`, naive Bayes over character n-grams) reads
-every reply too; it decides where the rules are unsure, and a likely opt-out (see `_second_opinion`). An
+A model learned from the same replies (`messaging.reply_model`, naive Bayes and a perceptron over character
+n-grams, averaged) reads every reply too; it decides where the rules are unsure, and a likely opt-out (see
+`_second_opinion`). Asking for the messages back in another language ("Mándenme los mensajes otra vez",
+"START po", "Mandé STOP por error, reactiven los mensajes") is read from cues (`opt_out_cues`): an opt-in
+from cues is unsure (0.8), acted on only where no opt-out was read, where the model reads an opt-in too
+(except an excused stop, a rules reading), and a likely opt-out still wins over it. An
 optional OpenAI-compatible model is asked only when the result is still unsure. Our invitations say "Reply
 Y to confirm, R to reschedule or N to cancel", so single letters, yes/no and whole Australian-casual
 sentences ("no worries will be there", "cant make it tmrw sorry") all turn up.
@@ -380,6 +384,9 @@ _OPT_OUT_SUSPECTED = 0.95  # the model's P(opt_out) from which any reading becom
 _OPT_OUT_POSSIBLE = 0.7  # ... and from which an unsure reading or an opt-in in a sentence does
 _RULES_SURE = 0.85  # a rules `other` below it is unsure: the model's reading from _MODEL_READS replaces it
 _MODEL_READS = 0.5
+# Punctuation before the first word: ASCII and the replies' own, not emoji (🛑 is an opt-out)
+_LEADING_PUNCTUATION = re.compile(r"^[\s!-/:-@\[-`{-~¿¡؟？！。，、]+")
+_CUED_OPT_IN = 0.8  # an opt-in read from cues (a stop excused, messages asked for again): unsure
 
 
 # --- the rules --------------------------------------------------------------------------------------------
@@ -411,16 +418,37 @@ def _classify(text: str) -> tuple[Intent, float, str | None]:
     languages = sms_languages.detect(text, raw)
     language = sms_languages.reply_language(text, raw, languages)
     intent, confidence = _read(text, tokens, sms_languages.read(raw, languages, folded))
+    if intent is Intent.OPT_OUT and opt_out_cues.stop_was_a_mistake(folded):
+        # "Mandé STOP por error, reactiven los mensajes": the stop word is excused, and the messages asked
+        # back, in words the rules read. Unsure, so the model's opt-out suspicion still wins below.
+        intent, confidence = Intent.OPT_IN, _CUED_OPT_IN
     if intent is not Intent.OPT_OUT and not (intent is Intent.OTHER and confidence == _KEPT):
         # Messages named close to stopping them ("cancel the SMS notices too"): a likely opt-out, unless the
         # rules read it as asking for the messages back ("I sent STOP by mistake, resume the texts").
         if intent is not Intent.OPT_IN and opt_out_cues.asks_to_stop_messages(folded):
             return Intent.OPT_OUT, 0.75, language
-        intent, confidence = _second_opinion(text, folded, intent, confidence)
+        probabilities = reply_model.trained().probabilities(text, folded=folded)
+        if (bare := _LEADING_PUNCTUATION.sub("", folded)) != folded and bare:
+            # "?den thelo alla minimata?": punctuation before the first word means nothing to a patient but
+            # moves the model; the reading that suspects an opt-out more is the one kept.
+            unpunctuated = reply_model.trained().probabilities(bare, folded=bare)
+            if unpunctuated.get(Intent.OPT_OUT, 0.0) > probabilities.get(Intent.OPT_OUT, 0.0):
+                probabilities = unpunctuated
+        if (
+            intent is not Intent.OPT_IN
+            and max(probabilities, key=probabilities.__getitem__) == Intent.OPT_IN
+            and opt_out_cues.asks_for_messages_again(folded, raw)
+        ):
+            # "Mándenme los mensajes otra vez", "START po": the rules' cue and the model agree (neither
+            # alone opts anyone in).
+            intent, confidence = Intent.OPT_IN, _CUED_OPT_IN
+        intent, confidence = _second_opinion(probabilities, intent, confidence)
     return intent, confidence, language
 
 
-def _second_opinion(text: str, folded: str, intent: Intent, confidence: float) -> tuple[Intent, float]:
+def _second_opinion(
+    probabilities: dict[str, float], intent: Intent, confidence: float
+) -> tuple[Intent, float]:
     """The model learned from the labelled replies (`messaging.reply_model`) reads every reply the rules
     did not call an opt-out (nor plainly "keep texting me"). Rules alone miss opt-outs worded in ways nobody
     wrote down; the model alone confuses look-alikes (cross-validated figures: docs/benchmarks.md).
@@ -431,8 +459,9 @@ def _second_opinion(text: str, folded: str, intent: Intent, confidence: float) -
       ("N, I'm away that week" is a cancel). Only an unsure rules `other` takes the model's reading, from
       p = 0.5, never an opt-in (consent comes back only by words the rules read: START, "send me texts
       again"), at 0.5 + 0.35 p: it acts alone only from p = 0.72 (the default 0.75 threshold)."""
-    probabilities = reply_model.trained().probabilities(text, folded=folded)
     label = Intent(max(probabilities, key=probabilities.__getitem__))
+    if intent is Intent.OPT_IN and confidence >= _BARE_OPT_IN:
+        return intent, confidence  # START / UNSTOP alone: the carriers' keyword, not a guess
     # "μη μου ξαναστείλετε" ("do not send me again") read as an opt-in is unsure too; a bare START is not.
     unsure = confidence < _RULES_SURE or (intent is Intent.OPT_IN and confidence < _BARE_OPT_IN)
     if probabilities.get(Intent.OPT_OUT, 0.0) >= (_OPT_OUT_POSSIBLE if unsure else _OPT_OUT_SUSPECTED):
@@ -441,13 +470,6 @@ def _second_opinion(text: str, folded: str, intent: Intent, confidence: float) -
         return intent, confidence
     if intent is Intent.OTHER and confidence < _RULES_SURE and probabilities[label] >= _MODEL_READS:
         return label, round(0.5 + 0.35 * probabilities[label], 3)
-    return intent, confidence
-    label = max(probabilities, key=probabilities.__getitem__)
-    # Never an opt-in on the model's word alone: "please stop sending messages" shares most of its n-grams
-    # with "please send messages again"; consent comes back only by words the rules read (START, "send me
-    # texts again"), and the patient who meant it is told to reply START anyway.
-    if label not in (Intent.OTHER, Intent.OPT_IN) and probabilities[label] >= _MODEL_READS:
-        return Intent(label), round(0.5 + 0.35 * probabilities[label], 3)
     return intent, confidence
 
 

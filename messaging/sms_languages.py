@@ -768,7 +768,8 @@ _ES = Lexicon(
             (
                 r"no (?:me |nos )?(?:manden|envien|mande|envie|escriban|contacten|mandes|envies|escribas)",
                 r"dej\w* de (?:escribir\w*|mandar\w*|enviar\w*|contactar\w*|molestar\w*)",
-                r"(?:no|ya no) (?:quiero|deseo) (?:\w+ ){0,2}?(?:mensajes|sms|recordatorios|textos)",
+                r"(?:no|ya no) (?:quiero|deseo) (?:\w+ ){0,4}?"
+                r"(?:mensajes?|sms|recordatorios?|textos?|comunicaciones)",
                 r"(?:darme|darse|dar|dame|denme) de baja",
                 r"basta de (?:mensajes|sms)",
                 r"paren (?:\w+ )?(?:mensajes|sms)",
@@ -1219,6 +1220,16 @@ _OPT_OUT_ONLY = tuple(
     for lexicon in LEXICONS.values()
     if lexicon is not _YUE  # the same cues as Mandarin
 )
+# Every language's opt-outs (per weight, strongest first) and keep phrases as one alternation each: every
+# reply is checked against all of them, and most match none (one search, not one per language).
+_ALL_OPT_OUTS = tuple(
+    (
+        weight,
+        _union(cue.pattern for lexicon in _OPT_OUT_ONLY for cue in lexicon.opt_outs if cue.weight == weight),
+    )
+    for weight in sorted({cue.weight for lexicon in _OPT_OUT_ONLY for cue in lexicon.opt_outs}, reverse=True)
+)
+_ANY_KEEP = _union(cue.pattern for lexicon in _OPT_OUT_ONLY for cue in lexicon.keeps)
 
 
 _PUNCTUATED = re.compile(_TOKEN.pattern + r"|[^\w\s]")
@@ -1229,14 +1240,15 @@ def read(raw_tokens: list[str], languages: tuple[str, ...], folded: str = "") ->
     spaced = " ".join(raw_tokens)
     scores: dict[str, float] = {}
     punctuated = " ".join(_PUNCTUATED.findall(folded)) if folded else spaced
-    for lexicon in _OPT_OUT_ONLY:
-        spaced, kept = lexicon.unkeep(spaced, punctuated)
-        if kept:
-            scores["keep"] = 0.8
+    if _ANY_KEEP.search(spaced):
+        for lexicon in _OPT_OUT_ONLY:
+            spaced, kept = lexicon.unkeep(spaced, punctuated)
+            if kept:
+                scores["keep"] = 0.8
     for language in languages:
         for intent, weight in LEXICONS[language].read(spaced).items():
             scores[intent] = max(scores.get(intent, 0.0), weight)
-    opt_out = max((lexicon.opt_out(spaced) for lexicon in _OPT_OUT_ONLY), default=0.0)
+    opt_out = next((weight for weight, union in _ALL_OPT_OUTS if union.search(spaced)), 0.0)
     if opt_out:
         scores["opt_out"] = max(scores.get("opt_out", 0.0), opt_out)
     return scores

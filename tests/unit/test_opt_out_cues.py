@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from messaging.opt_out_cues import asks_to_stop_messages
+from messaging.opt_out_cues import asks_for_messages_again, asks_to_stop_messages, stop_was_a_mistake
 from messaging.sms_classifier import OPT_OUT_SURE, Intent, classify
-from messaging.sms_languages import fold
+from messaging.sms_languages import fold, words
 
 
 @pytest.mark.parametrize(
@@ -52,3 +52,56 @@ def test_the_classifier_honours_them_as_uncertain_opt_outs_but_keeps_the_keep_te
     assert read.intent is Intent.OPT_OUT and read.confidence < OPT_OUT_SURE  # confirmed with the way back
     assert classify("Don't stop the reminder texts please").intent is Intent.OTHER
     assert classify("I sent STOP by mistake, please resume the texts").intent is Intent.OPT_IN
+
+
+# --- asking for the messages back (read only where no opt-out was found; acted on with the model's agreement)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Mándenme los mensajes otra vez",
+        "Riattivate i messaggi per favore",
+        "Στείλτε μου ξανά μηνύματα",
+        "Bật lại tin nhắn nhắc hẹn",
+        "Pakisend ulit ang mga text",
+        "मैसेज फिर से चालू करो",
+        "ਮੈਸੇਜ ਦੁਬਾਰਾ ਚਾਲੂ ਕਰੋ",
+        "رجعوا الرسائل لو سمحتوا",
+        "请恢复短信提醒",
+        "START po",
+        "START 唔該",
+    ],
+)
+def test_messages_named_near_having_them_again(text: str) -> None:
+    folded = fold(text)
+    assert asks_for_messages_again(folded, words(folded)), text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Can you send me the address again?",  # again, but not our messages
+        "Start time is 9?",  # START with more than politeness after it
+        "¿A qué hora empiezo?",
+    ],
+)
+def test_not_asking_for_messages_again(text: str) -> None:
+    folded = fold(text)
+    assert not asks_for_messages_again(folded, words(folded)), text
+
+
+@pytest.mark.parametrize(
+    ("text", "excused"),
+    [
+        ("Mandé STOP por error, reactiven los mensajes", True),
+        ("我不小心发了退订，请继续发给我", True),
+        ("Ho mandato stop per sbaglio, riattivate i messaggi", True),
+        ("galti se stop bhej diya, message dobara bhejo", True),
+        ("Stop texting me", False),
+        ("Número equivocado, stop", False),  # a wrong number is no excuse for the stop
+        ("Stop, I gave you this number by mistake", False),  # excused nothing: no messages asked back
+    ],
+)
+def test_a_stop_excused_as_a_mistake(text: str, excused: bool) -> None:
+    assert stop_was_a_mistake(fold(text)) is excused, text

@@ -9,7 +9,7 @@ from unittest.mock import patch
 import pytest
 
 from messaging import reply_model
-from messaging.reply_model import Example, ReplyModel, features
+from messaging.reply_model import BlendedReplyModel, Example, LinearReplyModel, ReplyModel, features
 from messaging.sms_classifier import Intent, classify
 
 
@@ -48,10 +48,14 @@ def test_the_shipped_model_learns_from_every_training_file_and_no_held_out_reply
     files = sorted(reply_model.TRAINING.glob("*.tsv"))
     assert len(files) >= 4 and len(examples) >= 3000
     assert {e.label for e in examples} == {i.value for i in Intent}
-    held_out = reply_model.TRAINING.parents[1] / "tests" / "fixtures" / "sms_replies_heldout_4.tsv"
+    fixtures = reply_model.TRAINING.parents[1] / "tests" / "fixtures"
     held_texts = {
-        line.split("\t")[2] for line in held_out.read_text(encoding="utf-8").splitlines() if line[:1] != "#"
+        line.split("\t")[2]
+        for held_out in fixtures.glob("sms_replies_heldout_*.tsv")
+        for line in held_out.read_text(encoding="utf-8").splitlines()
+        if line[:1] != "#"
     }
+    assert len(held_texts) > 600
     assert not held_texts & {e.text for e in examples}
 
 
@@ -86,3 +90,37 @@ def test_the_model_alone_never_opts_anyone_in() -> None:
     with patch.object(reply_model, "trained", lambda: opt_in_minded):
         assert classify("blorp blorp").intent is Intent.OTHER
         assert classify("START").intent is Intent.OPT_IN  # the rules still read START
+
+
+def test_an_opt_in_cue_needs_the_model_to_agree_and_a_suspected_opt_out_still_wins() -> None:
+    """ "Mándenme los mensajes otra vez" names the messages near "again" (a rules cue): it opts in only when
+    the model reads an opt-in too; neither alone does, and a model that suspects an opt-out makes it one."""
+    text = "Mándenme los mensajes otra vez"
+    agrees = model_of(("opt_in", text), ("opt_in", "mensajes otra vez"), ("other", "hola"))
+    disagrees = model_of(("other", text), ("other", "mensajes otra vez"), ("opt_in", "start"))
+    suspects = model_of(("opt_out", text), ("opt_out", "mensajes otra vez"), ("opt_in", "start"))
+    with patch.object(reply_model, "trained", lambda: agrees):
+        assert classify(text).intent is Intent.OPT_IN
+        assert classify(text).confidence < 0.9  # unsure: staff can see it was read from cues
+    with patch.object(reply_model, "trained", lambda: disagrees):
+        assert classify(text).intent is Intent.OTHER
+    with patch.object(reply_model, "trained", lambda: suspects):
+        assert classify(text).intent is Intent.OPT_OUT
+
+
+def test_a_bare_start_is_not_overruled_by_a_model_that_suspects_an_opt_out() -> None:
+    """UNSTOP shares most of its n-grams with STOP; the carriers' keyword alone is not a guess."""
+    stop_minded = model_of(("opt_out", "unstop"), ("opt_out", "stop"), ("other", "hmm"))
+    with patch.object(reply_model, "trained", lambda: stop_minded):
+        assert classify("UNSTOP").intent is Intent.OPT_IN
+        assert classify("START").intent is Intent.OPT_IN
+
+
+def test_the_blend_averages_both_readers() -> None:
+    examples = [Example("opt_out", "en", "remove me"), Example("confirm", "en", "see you then")] * 3
+    blend = BlendedReplyModel(examples)
+    nb, linear = ReplyModel(examples), LinearReplyModel(examples)
+    for text in ("remove me please", "see you"):
+        expected = {k: (nb.probabilities(text)[k] + linear.probabilities(text)[k]) / 2 for k in blend.labels}
+        assert blend.probabilities(text) == pytest.approx(expected)
+    assert max(blend.probabilities("remove me please").items(), key=lambda kv: kv[1])[0] == "opt_out"
