@@ -30,6 +30,7 @@ from prefect.flows import Flow
 from prefect.runner import Runner
 from prefect.schedules import Cron, Interval, RRule, Schedule
 
+from models import get_settings
 from models.log_format import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -46,8 +47,11 @@ def _load_flow(entrypoint: str) -> Flow[..., Any]:
     return getattr(module, entrypoint.partition(":")[2])
 
 
-def _schedule(spec: dict[str, Any]) -> Schedule:
-    common = {key: spec[key] for key in ("timezone", "active", "parameters") if key in spec}
+def _schedule(spec: dict[str, Any], timezone: str) -> Schedule:
+    """A schedule of prefect.yaml, its clock the clinic's (CLINIC_TIMEZONE): "07:00" is 07:00 where the clinic
+    is, daylight saving included, whatever prefect.yaml's default zone says."""
+    common = {key: spec[key] for key in ("active", "parameters") if key in spec}
+    common["timezone"] = timezone
     if "cron" in spec:
         return Cron(spec["cron"], **common)
     if "interval" in spec:
@@ -57,8 +61,11 @@ def _schedule(spec: dict[str, Any]) -> Schedule:
     raise ValueError(f"unsupported schedule {spec!r}")
 
 
-async def add_deployments(runner: Runner, path: Path = PREFECT_YAML) -> list[str]:
+async def add_deployments(
+    runner: Runner, path: Path = PREFECT_YAML, timezone: str | None = None
+) -> list[str]:
     """Register each deployment with its flow object, so runs execute the code already imported here."""
+    timezone = timezone or get_settings().clinic_timezone
     names = []
     for spec in load_definitions(path):
         flow = _load_flow(spec["entrypoint"])
@@ -68,7 +75,7 @@ async def add_deployments(runner: Runner, path: Path = PREFECT_YAML) -> list[str
             description=spec.get("description"),
             tags=spec.get("tags"),
             parameters=spec.get("parameters"),
-            schedules=[_schedule(s) for s in spec.get("schedules", [])],
+            schedules=[_schedule(s, timezone) for s in spec.get("schedules", [])],
             concurrency_limit=spec.get("concurrency_limit"),
         )
         names.append(f"{flow.name}/{spec['name']}")

@@ -34,14 +34,18 @@ def _run_name() -> str:
 
 
 @flow(name="daily-report", flow_run_name=_run_name)
-async def daily_report(day: date | None = None) -> dict[str, str]:
-    """Report on clinic-local `day` (default: yesterday); each target's verdict and the email's fate."""
+async def daily_report(day: date | None = None, insights: bool | None = None) -> dict[str, str]:
+    """Report on clinic-local `day` (default: yesterday); each target's verdict and the email's fate.
+    `insights`: append the weekly booking insights (default: on Mondays' report), as `avatar-crm report
+    --insights` does."""
     logger = get_run_logger()
     settings = get_settings()
     the_day = _report_day(day)
     days = await asyncio.to_thread(daily, the_day, 30, clinic_timezone(settings))
     flow_runs = await flow_run_counts(windows(days))
-    report = await asyncio.to_thread(build, the_day, settings, days=days, flow_runs=flow_runs)
+    report = await asyncio.to_thread(
+        build, the_day, settings, days=days, flow_runs=flow_runs, insights=insights
+    )
     await acreate_markdown_artifact(
         key=ARTIFACT_KEY,
         markdown=report.markdown,

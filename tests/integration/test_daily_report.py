@@ -84,8 +84,13 @@ def test_without_a_connected_account_the_report_is_not_emailed_and_the_run_compl
     disconnect_all()
     try:
         result = asyncio.run(daily_report(day=date(2026, 11, 18)))
+        plain = _latest_report(rig)
+        asyncio.run(daily_report(day=date(2026, 11, 18), insights=True))  # as `report --insights` asks
+        with_insights = _latest_report(rig)
     finally:
         get_settings.cache_clear()
     assert result["email"] == "not emailed: no Google account is connected (`avatar-crm google connect`)"
     assert rig.google.sent_emails == []
-    assert "# Daily report — Wednesday 18 November 2026" in _latest_report(rig)
+    assert "# Daily report — Wednesday 18 November 2026" in plain
+    assert "## Booking insights" not in plain  # a Wednesday: the weekly section is Monday's
+    assert "## Booking insights — week Thu 12 Nov to Wed 18 Nov 2026" in with_insights

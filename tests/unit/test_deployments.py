@@ -123,3 +123,26 @@ def test_the_pull_steps_clone_the_deployed_commit_wherever_the_worker_runs(
     flow = load_flow_from_entrypoint("flows/retention.py:retention")
     assert flow.name == "retention"
     assert Path(inspect.getfile(flow.fn)).resolve().is_relative_to(clone.resolve())
+
+
+async def test_schedules_keep_the_clinics_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """prefect.yaml says Australia/Brisbane; a clinic in Sydney (CLINIC_TIMEZONE, daylight saving) gets its
+    07:00 report at 07:00 Sydney time, summer and winter."""
+    from deployments import serve
+
+    added: dict[str, list] = {}
+
+    class Recorder:
+        async def aadd_flow(self, flow, *, name, schedules, **_: object) -> None:
+            added[name] = schedules
+
+    monkeypatch.setenv("CLINIC_TIMEZONE", "Australia/Sydney")
+    get_settings.cache_clear()
+    try:
+        await serve.add_deployments(Recorder())  # type: ignore[arg-type]
+    finally:
+        get_settings.cache_clear()
+    (report,) = added["daily-report"]
+    assert report.cron == "0 7 * * *" and report.timezone == "Australia/Sydney"
+    (sweep,) = added["reminder-sweep"]
+    assert sweep.interval.total_seconds() == 60
