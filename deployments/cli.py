@@ -306,7 +306,7 @@ def report(
 
 
 def _staff_change(phone: str, lift: bool, note: str) -> bool:
-    from deployments.cli_campaign import refuse, staff_source
+    from deployments.cli_campaign import audit_change, refuse, staff_source
     from messaging import consent
     from messaging.contacts import normalize_phone
     from messaging.replies import find_contact
@@ -316,13 +316,16 @@ def _staff_change(phone: str, lift: bool, note: str) -> bool:
     if e164 is None:
         raise typer.BadParameter(f"{phone!r} is not a valid phone number")
     why = staff_source(note, required=lift)
+    action = "suppression.lifted" if lift else "suppression.added"
     try:
         with session_scope() as session:
             contact = find_contact(session, e164)
             change = consent.grant if lift else consent.withdraw
-            return change(session, phone=e164, contact=contact, scopes=consent.OPT_OUT_SCOPES, why=why)
+            changed = change(session, phone=e164, contact=contact, scopes=consent.OPT_OUT_SCOPES, why=why)
+            audit_change(session, action, contact.id if contact else None, why.wording, changed=changed)
+            return changed
     except consent.ConsentRefused as refused:
-        refuse(refused)
+        refuse(refused, action)
 
 
 @suppress_app.command("add")

@@ -184,14 +184,34 @@ def staff_source(note: str, *, required: bool) -> Any:
     return consent.ConsentSource("staff", "avatar-crm cli", note.strip() or None, origin=ConsentOrigin.STAFF)
 
 
-def refuse(refused: Any) -> NoReturn:
-    """A staff change that would override the patient's own opt-out: kept in the ledger, said plainly, and
-    the command fails (`refused` is a `messaging.consent.ConsentRefused`)."""
+def audit_change(
+    session: Any,
+    action: str,
+    contact_id: int | None,
+    note: str | None,
+    *,
+    outcome: str = "allowed",
+    **detail: Any,
+) -> None:
+    """The access-audit row of a consent or suppression change made at the shell, as the OS user, in the
+    change's own transaction (the consent ledger says what changed; this says which person did it). The
+    subject is the contact's id, never the number or address."""
+    from models.access_audit import record, shell_actor
+
+    subject = f"contact:{contact_id}" if contact_id is not None else None
+    who = {"actor": shell_actor(), "role": "cli"}
+    record(session, **who, action=action, subject=subject, outcome=outcome, reason=note, **detail)
+
+
+def refuse(refused: Any, action: str) -> NoReturn:
+    """A staff change that would override the patient's own opt-out: kept in the ledger and the access audit
+    (denied), said plainly, and the command fails (`refused` is a `messaging.consent.ConsentRefused`)."""
     from messaging import consent
     from models import session_scope
 
     with session_scope() as session:
         consent.record_refusal(session, refused)
+        audit_change(session, action, refused.contact_id, refused.why.wording, outcome="denied")
     typer.echo(f"refused, nothing changed: {refused.reason}", err=True)
     raise typer.Exit(1)
 
@@ -204,6 +224,7 @@ def _consent(email: str | None, phone: str | None, granted: bool, note: str) -> 
     if bool(email) == bool(phone):
         raise typer.BadParameter("give exactly one of --email or --phone")
     why = staff_source(note, required=granted)
+    action = "consent.granted" if granted else "consent.withdrawn"
     kind: AddressKind
     if email:
         address, channel, kind = normalize_email(email), Channel.EMAIL, "email"
@@ -219,8 +240,9 @@ def _consent(email: str | None, phone: str | None, granted: bool, note: str) -> 
                 raise typer.BadParameter(f"no patient with that {kind}")
             contact = matches[0]
             blocked = consent.set_marketing_consent(session, contact, channel, granted=granted, why=why)
+            audit_change(session, action, contact.id, why.wording, channel=channel.value)
     except consent.ConsentRefused as refused:
-        refuse(refused)
+        refuse(refused, action)
     typer.echo(
         f"marketing {channel} consent {'granted' if granted else 'withdrawn'} for contact {contact.id}"
     )

@@ -18,8 +18,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import delete, text
-from sqlmodel import select
+from sqlalchemy import delete, func, text
+from sqlmodel import col, select
 from typer.testing import CliRunner
 
 from campaigns.spec import CampaignSpec
@@ -36,6 +36,7 @@ from models import (
     OutboundMessage,
     session_scope,
 )
+from models.access_audit import AccessAudit, shell_actor, verify
 from providers.wix_simulator import WixKeys
 from tests.campaign_data import seed
 from tests.fakes.mobilemessage import FakeMobileMessage, inbound_payload
@@ -97,6 +98,8 @@ def test_stop_then_a_staff_grant_then_nothing_by_sms_until_the_patient_texts_sta
     sms: FakeMobileMessage,
 ) -> None:
     seed(1, channel="sms")
+    with session_scope() as session:  # the access audit is append-only: earlier tests' rows stay
+        audited_before = session.exec(select(func.max(AccessAudit.id))).one() or 0
     start = datetime.now(BRISBANE).replace(hour=10, minute=0, second=0, microsecond=0) + timedelta(days=3)
     apply_wix(KEYS, "wix.bookings.v2.booking_created", str(uuid.uuid4()), 1, start)
     granted = staff("consent", "grant", "--phone", PHONE, "--note", "ticked SMS offers on the booking form")
@@ -121,6 +124,18 @@ def test_stop_then_a_staff_grant_then_nothing_by_sms_until_the_patient_texts_sta
             ("staff", "paper form ticked"),
             ("staff", "patient said it was fine"),
         }
+        # Each change and each refusal made at the shell is in the access audit, as the OS user.
+        audit = session.exec(
+            select(AccessAudit).where(col(AccessAudit.id) > audited_before).order_by(col(AccessAudit.id))
+        ).all()
+        assert [(a.action, a.outcome, a.reason) for a in audit] == [
+            ("consent.granted", "allowed", "ticked SMS offers on the booking form"),
+            ("consent.granted", "denied", "paper form ticked"),
+            ("suppression.lifted", "denied", "patient said it was fine"),
+        ]
+        assert {a.actor for a in audit} == {shell_actor()} and {a.role for a in audit} == {"cli"}
+        assert len({a.subject for a in audit}) == 1 and audit[0].subject.startswith("contact:")
+        assert verify(session).intact
 
     # Nothing reaches the patient by SMS: not a campaign, not a reminder, not an answer to their text.
     campaign("MRI now open")
