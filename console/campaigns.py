@@ -143,15 +143,14 @@ def _preview(spec: CampaignSpec, settings: Settings) -> Preview:
     account = audience_account(spec, now=utcnow(), timezone=settings.clinic_timezone)
     refusal = launch_refusal(spec, settings)
     samples = []
-    if refusal is None or not refusal.startswith("cannot render"):
-        clinic = clinic_identity(settings)
-        unsubscribe = settings.sendgrid_unsubscribe_group_id is not None
-        for variant in spec.variants:
-            try:
-                subject, text = preview_text(variant, spec.channel, clinic, with_unsubscribe=unsubscribe)
-            except ContentError as exc:
-                subject, text = None, str(exc)
-            samples.append((variant.name, subject, text))
+    clinic = clinic_identity(settings)
+    unsubscribe = settings.sendgrid_unsubscribe_group_id is not None
+    for variant in spec.variants:
+        try:
+            subject, text = preview_text(variant, spec.channel, clinic, with_unsubscribe=unsubscribe)
+        except ContentError as exc:  # also in `refusal`; shown where the sample would be
+            subject, text = None, str(exc)
+        samples.append((variant.name, subject, text))
     return Preview(account, samples, min_sample_warning(spec, account.groups), refusal)
 
 

@@ -203,3 +203,49 @@ def test_reception_is_refused_the_campaign_pages(app: Litestar, fake: FakeGoogle
         )
     finally:
         reception.__exit__(None, None, None)
+
+
+def test_email_preview_renders_the_subject_and_puts_errors_next_to_their_fields(
+    marketer: TestClient[Litestar],
+) -> None:
+    seed(2)
+    form = {
+        "channel": "email",
+        "name": "Spring recall",
+        "v0_subject": "{{ first_name }}, time for a check-up",
+        "v0_body": "Hi {{ first_name }}, book at {{ clinic_name }}.",
+        "v0_template_id": "",
+        "categories": "recall, spring",
+    }
+    ok = marketer.post("/console/campaigns/preview", headers={**csrf(marketer), **HX}, data=form)
+    assert 'id="recipients">2<' in ok.text
+    assert "<strong>Subject:</strong> Alex, time for a check-up" in ok.text and "Hi Alex, book at" in ok.text
+    assert "patient0@example.com" not in ok.text
+
+    bad = {
+        **form,
+        "v1_body": "B without a subject",
+        "ab_test_fraction": "1.5",
+        "last_visit_from": "2026-06-01",
+        "last_visit_to": "2026-01-01",
+    }
+    refused = marketer.post("/console/campaigns/preview", headers={**csrf(marketer), **HX}, data=bad)
+    assert 'id="error-ab_test_fraction"' in refused.text and "less than 1" in refused.text
+    assert 'id="error-last_visit_to"' in refused.text and "must not be after" in refused.text
+    assert 'id="recipients"' not in refused.text
+
+
+def test_the_list_and_a_campaigns_page_show_status_and_counts(marketer: TestClient[Litestar]) -> None:
+    from campaigns.campaign import open_campaign
+    from campaigns.spec import CampaignSpec
+    from models import CampaignStatus
+
+    spec = CampaignSpec.model_validate(
+        {"name": "Autumn news", "channel": "sms", "variants": [{"body": "Hi {{ first_name }}"}]}
+    )
+    open_campaign(spec, CampaignStatus.SENDING)
+    listed = marketer.get("/console/campaigns")
+    assert listed.status_code == 200
+    assert 'href="/console/campaigns/autumn-news">Autumn news<' in listed.text and "sending" in listed.text
+    page = marketer.get("/console/campaigns/autumn-news")
+    assert page.status_code == 200 and 'id="status">sending<' in page.text
