@@ -249,3 +249,18 @@ def test_the_list_and_a_campaigns_page_show_status_and_counts(marketer: TestClie
     assert 'href="/console/campaigns/autumn-news">Autumn news<' in listed.text and "sending" in listed.text
     page = marketer.get("/console/campaigns/autumn-news")
     assert page.status_code == 200 and 'id="status">sending<' in page.text
+
+
+def test_a_send_time_in_the_past_is_refused_at_launch(
+    marketer: TestClient[Litestar], runs: RecordingRunDeployment
+) -> None:
+    seed(1, channel="sms")
+    past = sms_form(send_at="2020-01-06T09:00")  # clinic time, from the datetime-local input
+    preview = marketer.post("/console/campaigns/preview", headers={**csrf(marketer), **HX}, data=past)
+    assert (
+        'id="refusal"' in preview.text and "send_at 2020-01-05T23:00:00+00:00 is in the past" in preview.text
+    )
+    before = audit_count()
+    launch = marketer.post("/console/campaigns/launch", headers=csrf(marketer), data=past)
+    assert launch.status_code == 400 and "not launched: send_at" in launch.text
+    assert runs.calls == [] and audit_count() == before
