@@ -122,6 +122,45 @@ def excluded_by_filter(spec: CampaignSpec, *, now: datetime, timezone: str) -> l
     ]
 
 
+@dataclass(frozen=True)
+class AudienceAccount:
+    """A campaign's audience as counts: who gets it (per variant and A/B remainder), and who each filter
+    left out (the first row: all patients). Counts only: what the dry run and the console's preview show."""
+
+    total: int
+    groups: dict[str, int]
+    excluded: list[tuple[str, int]]
+
+
+def audience_account(spec: CampaignSpec, *, now: datetime, timezone: str) -> AudienceAccount:
+    """Count the audience per group and account for everyone left out, landlines included (SMS only: they
+    are left out after the query, so they are what the filters' counts do not explain)."""
+    groups = audience_groups(spec, now=now, timezone=timezone)
+    total = sum(groups.values())
+    excluded = excluded_by_filter(spec, now=now, timezone=timezone)
+    landlines = excluded[0][1] - sum(n for _, n in excluded[1:]) - total
+    if landlines:
+        excluded.append(("a landline (cannot get a text)", landlines))
+    return AudienceAccount(total, groups, excluded)
+
+
+def min_sample_warning(spec: CampaignSpec, groups: dict[str, int]) -> str | None:
+    """Why this A/B test's winner will not be picked automatically (a variant's test group is smaller than
+    `ab_test.min_sample`), or None. A warning, not a refusal: a person can still choose the winner."""
+    if not spec.is_ab_test:
+        return None
+    needed = spec.ab_test.min_sample
+    short = {v.name: groups.get(v.name, 0) for v in spec.variants if groups.get(v.name, 0) < needed}
+    if not short:
+        return None
+    sizes = ", ".join(f"{name}: {count}" for name, count in short.items())
+    return (
+        f"each variant needs at least {needed} sent before a winner can be picked automatically, but the "
+        f"test group gives {sizes}. Someone will have to choose the winner by hand; a larger test share, a "
+        "wider audience or a lower minimum sample avoids that."
+    )
+
+
 def stream_recipients(
     spec: CampaignSpec, *, now: datetime, timezone: str, page_size: int = PAGE_SIZE
 ) -> Iterator[list[Recipient]]:

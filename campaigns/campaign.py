@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from prefect.context import FlowRunContext
@@ -18,7 +18,7 @@ from campaigns import bulk_outbox as campaign_outbox
 from campaigns.ab_stats import Decision, VariantResult, choose_winner
 from campaigns.audience import assign_variant, audience_conditions, empty_test_group, stream_recipients
 from campaigns.bulk_outbox import ACCEPTED, NewMessage
-from campaigns.content import SMS_MAX_LENGTH, check_content, sms_text, summary
+from campaigns.content import SMS_MAX_LENGTH, ContentError, check_content, sms_text, summary
 from campaigns.spec import CampaignSpec
 from messaging.email_wording import ClinicIdentity
 from messaging.reminder_policy import ReminderPolicy
@@ -113,6 +113,21 @@ def ab_test_refusal(spec: CampaignSpec, settings: Settings) -> str | None:
     if status not in (None, CampaignStatus.PREVIEWED, CampaignStatus.SCHEDULED):
         return None
     return empty_test_group(spec, now=utcnow(), timezone=settings.clinic_timezone)
+
+
+def launch_refusal(spec: CampaignSpec, settings: Settings) -> str | None:
+    """Why this campaign may not be launched as it stands, or None: every variant renders (and an SMS fits),
+    `send_at` is not in the past, and an A/B test has a test group. Asked before the run is created, by the
+    CLI and the console alike, so a bad launch fails before anything is queued."""
+    try:
+        check_content(spec, clinic_identity(settings))
+    except ContentError as exc:
+        return str(exc)
+    if spec.dry_run:
+        return None
+    if spec.send_at and spec.send_at < utcnow() - timedelta(minutes=5):
+        return f"send_at {spec.send_at.isoformat()} is in the past; remove it to send now"
+    return ab_test_refusal(spec, settings)
 
 
 def load_campaign(slug: str) -> CampaignState:

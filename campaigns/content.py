@@ -106,25 +106,35 @@ def summary(variant: Variant) -> str:
     return f"variant {variant.name}: {variant.subject}"
 
 
+def preview_text(
+    variant: Variant, channel: str, clinic: ClinicIdentity, *, with_unsubscribe: bool
+) -> tuple[str | None, str]:
+    """(subject, text) of a variant as the sample patient (never a real one) would get it; a dynamic
+    template's text is the data SendGrid would fill it with."""
+    sample_first, sample_last = SAMPLE_RECIPIENT["first_name"], SAMPLE_RECIPIENT["last_name"]
+    if channel == "sms":
+        return None, sms_text(variant, clinic, sample_first, sample_last)
+    content = email_content(variant, clinic, with_unsubscribe=with_unsubscribe)
+    if content.template_id:
+        data = personal_fields(variant, sample_first, sample_last, clinic)[0]
+        return None, f"SendGrid dynamic template {content.template_id} with data:\n{data}"
+    subject, text = content.subject or "", content.text or ""
+    for field, tag in SUBSTITUTION_TAGS.items():
+        subject = subject.replace(tag, SAMPLE_RECIPIENT[field])
+        text = text.replace(tag, SAMPLE_RECIPIENT[field])
+    return subject, text
+
+
 def preview_markdown(
     variant: Variant, channel: str, clinic: ClinicIdentity, *, with_unsubscribe: bool
 ) -> str:
     """A variant as a sample patient would see it, for the dry-run artifact."""
+    subject, text = preview_text(variant, channel, clinic, with_unsubscribe=with_unsubscribe)
     if channel == "sms":
-        text = sms_text(variant, clinic, SAMPLE_RECIPIENT["first_name"], SAMPLE_RECIPIENT["last_name"])
         return f"```\n{text}\n```\n\n{len(text)} characters"
-    content = email_content(variant, clinic, with_unsubscribe=with_unsubscribe)
-    if content.template_id:
-        data = personal_fields(
-            variant, SAMPLE_RECIPIENT["first_name"], SAMPLE_RECIPIENT["last_name"], clinic
-        )[0]
-        return f"SendGrid dynamic template `{content.template_id}` with data:\n\n```\n{data}\n```"
-    subject, text = content.subject or "", content.text or ""
-    for field, tag in SUBSTITUTION_TAGS.items():
-        subject, text = (
-            subject.replace(tag, SAMPLE_RECIPIENT[field]),
-            text.replace(tag, SAMPLE_RECIPIENT[field]),
-        )
+    if variant.template_id:
+        _, _, data = text.partition(" with data:\n")
+        return f"SendGrid dynamic template `{variant.template_id}` with data:\n\n```\n{data}\n```"
     return f"**Subject:** {subject}\n\n```\n{text}\n```"
 
 

@@ -37,6 +37,14 @@ from sqlmodel import select
 
 from bookings.schedule import local_days
 from console import security
+from console.campaigns import (
+    campaign_detail,
+    campaign_launch,
+    campaign_list,
+    campaign_new,
+    campaign_preview,
+)
+from console.pages import NO_STORE, page
 from console.roles import nav_for
 from messaging import staff_tasks
 from models import AccessAudit, Settings, session_scope
@@ -46,13 +54,8 @@ from providers import google_oidc
 HERE = Path(__file__).resolve().parent
 Query = Annotated[str | None, QueryParameter(required=False)]
 StateQuery = Annotated[str | None, QueryParameter(name="state", required=False)]  # `state` is reserved
-_NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "same-origin", "X-Frame-Options": "DENY"}
-
-
-def _page(request: Request, name: str, status_code: int = 200, **context: Any) -> Template:
-    actor = request.state.get("actor")
-    context.update(actor=actor, nav=nav_for(actor.role) if actor else [], path=request.url.path)
-    return Template(template_name=name, context=context, status_code=status_code, headers=_NO_STORE)
+_NO_STORE = NO_STORE
+_page = page
 
 
 class SignInController(Controller):
@@ -300,7 +303,23 @@ def console(settings: Settings) -> ConsoleParts:
     static = create_static_files_router(path="/static", directories=[HERE / "static"], name="console-static")
     router = Router(
         path="/console",
-        route_handlers=[auth, login, home, bookings, tasks, task, reveal_phone, done, audit_log, static],
+        route_handlers=[
+            auth,
+            login,
+            home,
+            bookings,
+            tasks,
+            task,
+            reveal_phone,
+            done,
+            audit_log,
+            campaign_list,
+            campaign_new,
+            campaign_preview,
+            campaign_launch,
+            campaign_detail,
+            static,
+        ],
         middleware=middleware,
         guards=[security.role_guard],
         exception_handlers={

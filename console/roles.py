@@ -36,12 +36,18 @@ ROUTES: Final[dict[tuple[str, str], frozenset[str]]] = {
     ("POST", "/console/tasks/{task_id:int}/reveal-phone"): RECEPTION,
     ("POST", "/console/tasks/{task_id:int}/done"): RECEPTION,
     ("GET", "/console/audit"): ADMIN,
+    ("GET", "/console/campaigns"): MARKETING,
+    ("GET", "/console/campaigns/new"): MARKETING,
+    ("POST", "/console/campaigns/preview"): MARKETING,
+    ("POST", "/console/campaigns/launch"): MARKETING,
+    ("GET", "/console/campaigns/{slug:str}"): MARKETING,
 }
 
 # The navigation: each page appears for the roles that may open it (campaigns, ops pages slot in here).
 NAV: Final[tuple[tuple[str, str], ...]] = (
     ("Tasks", "/console/tasks"),
     ("Bookings", "/console/bookings"),
+    ("Campaigns", "/console/campaigns"),
     ("Audit", "/console/audit"),
 )
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -67,26 +66,18 @@ def launch(
     ] = False,
 ) -> None:
     """Launch a campaign: a run of the campaign-send deployment (at `send_at`, if the file sets one)."""
-    from campaigns.content import ContentError, check_content
+    from campaigns.campaign import launch_refusal
     from campaigns.spec import CampaignFileError, load_spec
-    from messaging.email_wording import ClinicIdentity
     from models import get_settings
-    from models.types import utcnow
 
     try:
         spec = load_spec(file)
-        check_content(spec, ClinicIdentity.from_settings(get_settings()))  # here, not in the run
-    except (CampaignFileError, ContentError) as exc:
+    except CampaignFileError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
     if dry_run:
         spec = spec.model_copy(update={"dry_run": True})
-    if spec.send_at and spec.send_at < utcnow() - timedelta(minutes=5) and not spec.dry_run:
-        typer.echo(f"send_at {spec.send_at.isoformat()} is in the past; remove it to send now", err=True)
-        raise typer.Exit(2)
-    from campaigns.campaign import ab_test_refusal
-
-    refusal = None if spec.dry_run else ab_test_refusal(spec, get_settings())
+    refusal = launch_refusal(spec, get_settings())  # here, not in the run
     if refusal is not None:
         typer.echo(f"campaign {spec.slug} not launched: {refusal}", err=True)
         raise typer.Exit(2)
@@ -96,11 +87,11 @@ def launch(
         with prefect_api("temporary"):
             _print_result(asyncio.run(campaign_send(spec)))
         return
-    from flows.campaign_send import SEND_DEPLOYMENT
+    from flows.campaign_send import SEND_DEPLOYMENT, send_run_arguments
 
-    when = None if spec.dry_run else spec.send_at
+    parameters, when = send_run_arguments(spec)
     with prefect_api():
-        run_id = _create_run(SEND_DEPLOYMENT, {"spec": spec.model_dump(mode="json")}, when)
+        run_id = _create_run(SEND_DEPLOYMENT, parameters, when)
         what = "dry run" if spec.dry_run else "campaign"
         typer.echo(
             f"{what} {spec.slug}: flow run {run_id}" + (f" scheduled for {when.isoformat()}" if when else "")

@@ -30,9 +30,8 @@ from campaigns import bulk_outbox as campaign_outbox
 from campaigns.ab_stats import Decision, VariantResult
 from campaigns.audience import (
     REMAINDER,
-    audience_groups,
+    audience_account,
     empty_test_group,
-    excluded_by_filter,
 )
 from campaigns.campaign import (
     CampaignError,
@@ -147,6 +146,22 @@ async def _markdown(key: str, text: str, description: str) -> None:
         await acreate_markdown_artifact(markdown=text, key=key[:100], description=description)
 
 
+def send_run_arguments(spec: CampaignSpec) -> tuple[dict[str, Any], datetime | None]:
+    """The parameters and start time of a `campaign-send` run for this spec (a dry run starts now)."""
+    return {"spec": spec.model_dump(mode="json")}, None if spec.dry_run else spec.send_at
+
+
+async def create_send_run(spec: CampaignSpec) -> str:
+    """Launch: a run of the `campaign-send` deployment (at `send_at`, if set); its id. Check the spec with
+    `campaigns.campaign.launch_refusal` first. Raises whatever Prefect raises when the deployment is not
+    served."""
+    from prefect.deployments import run_deployment
+
+    parameters, when = send_run_arguments(spec)
+    run = await run_deployment(SEND_DEPLOYMENT, parameters=parameters, scheduled_time=when, timeout=0)
+    return str(run.id)
+
+
 async def _schedule(deployment: str, parameters: dict[str, Any], at: datetime, key: str) -> str | None:
     """A flow run of `deployment` at `at` (idempotent on `key`); None when not running under Prefect."""
     if not in_flow_run():
@@ -214,12 +229,8 @@ async def preview(spec: CampaignSpec, settings: Settings) -> dict[str, Any]:
     """The dry run: audience counts per variant and each variant as a sample patient would see it."""
     state = await asyncio.to_thread(open_campaign, spec, CampaignStatus.PREVIEWED)
     now = utcnow()
-    counts = await asyncio.to_thread(audience_groups, spec, now=now, timezone=settings.clinic_timezone)
-    total = sum(counts.values())
-    excluded = await asyncio.to_thread(excluded_by_filter, spec, now=now, timezone=settings.clinic_timezone)
-    landlines = excluded[0][1] - sum(n for _, n in excluded[1:]) - total  # SMS: left out after the query
-    if landlines:
-        excluded.append(("a landline (cannot get a text)", landlines))
+    account = await asyncio.to_thread(audience_account, spec, now=now, timezone=settings.clinic_timezone)
+    counts, total, excluded = account.groups, account.total, account.excluded
     with_unsubscribe = settings.sendgrid_unsubscribe_group_id is not None
     lines = [
         f"# Dry run: {spec.name} (`{spec.slug}`), {spec.channel}",
