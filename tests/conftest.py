@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import tempfile
 import uuid
@@ -194,3 +195,29 @@ def gateway_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureF
         for logger in loggers:
             logger.removeHandler(caplog.handler)
             logger.propagate = True
+
+
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    """Headless Debian chromium driven by selenium, for the console's real-browser tests."""
+    if not (Path(CHROMEDRIVER).exists() and Path(CHROMIUM).exists()):
+        reason = "chromium/chromium-driver are not installed (.ci/run installs them with apt-get)"
+        print(f"SKIPPED: {reason}")
+        pytest.skip(reason)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1024,900"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()

@@ -3,7 +3,9 @@ with a task, and signing a browser in through the fake."""
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,6 +30,8 @@ from models.crm import name_index
 from models.types import utcnow
 from tests.fakes.google_oidc import FakeGoogleOIDC
 
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = Path(os.environ.get("CONSOLE_ARTIFACTS", ROOT / "tmp" / "artifacts" / "console"))
 DOMAIN = "clinic.example"
 STAFF = {role: f"{role.value}@{DOMAIN}" for role in StaffRole}
 PHONE = "+61412345678"

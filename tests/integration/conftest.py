@@ -108,6 +108,9 @@ def rig(
         # Short enough for a test to wait out (test_ops_alerts.py), long enough that the rig's every-minute
         # sweep never seems stale on a loaded machine.
         "ALERT_REMINDER_SWEEP_MINUTES": str(SWEEP_ALERT_MINUTES),
+        # Whatever the hour the suite runs at: an SMS campaign launched at 05:00 clinic time would otherwise
+        # wait for 08:00 (quiet hours are tested in tests/unit/test_campaign_send.py and test_reminders.py).
+        "SMS_QUIET_HOURS": "",
     }
 
     with prefect_test_harness(server_startup_timeout=120):

@@ -5,46 +5,25 @@ CONSOLE_ARTIFACTS); they hold only this test's made-up patient."""
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from models import StaffRole, get_settings
 from providers.google_oidc import CACHE
-from tests.console_env import PHONE, REPLY, STAFF, add_patient_task, add_staff, audit_rows, console_settings
+from tests.console_env import (
+    ARTIFACTS,
+    PHONE,
+    REPLY,
+    STAFF,
+    add_patient_task,
+    add_staff,
+    audit_rows,
+    console_settings,
+)
 from tests.fakes.google_oidc import FakeGoogleOIDC
 from tests.servers import ThreadedServer, free_port
 from webhook_gateway.app import create_app
 
 pytestmark = pytest.mark.db
-ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = Path(os.environ.get("CONSOLE_ARTIFACTS", ROOT / "tmp" / "artifacts" / "console"))
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-
-@pytest.fixture
-def browser() -> Iterator[object]:
-    if not (Path(CHROMEDRIVER).exists() and Path(CHROMIUM).exists()):
-        reason = "chromium/chromium-driver are not installed (.ci/run installs them with apt-get)"
-        print(f"SKIPPED: {reason}")
-        pytest.skip(reason)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1024,900"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def test_a_receptionist_works_a_move_request_in_the_browser(db: str, browser: object) -> None:
