@@ -36,6 +36,7 @@ ROUTES: Final[dict[tuple[str, str], frozenset[str]]] = {
     ("POST", "/console/tasks/{task_id:int}/reveal-phone"): RECEPTION,
     ("POST", "/console/tasks/{task_id:int}/done"): RECEPTION,
     ("GET", "/console/audit"): ADMIN,
+    ("GET", "/console/audit.csv"): ADMIN,
 }
 
 # The navigation: each page appears for the roles that may open it (campaigns, ops pages slot in here).
