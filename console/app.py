@@ -45,6 +45,9 @@ from providers import google_oidc
 
 HERE = Path(__file__).resolve().parent
 Query = Annotated[str | None, QueryParameter(required=False)]
+FromQuery = Annotated[str | None, QueryParameter(name="from", required=False)]
+ToQuery = Annotated[str | None, QueryParameter(name="to", required=False)]
+BeforeQuery = Annotated[int | None, QueryParameter(required=False, gt=0)]  # a keyset page mark
 StateQuery = Annotated[str | None, QueryParameter(name="state", required=False)]  # `state` is reserved
 _NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "same-origin", "X-Frame-Options": "DENY"}
 
@@ -172,14 +175,17 @@ def bookings(request: Request) -> Template:
 
 
 @get("/tasks", sync_to_thread=True)
-def tasks(request: Request) -> Template:
+def tasks(request: Request, after: BeforeQuery = None) -> Template:
+    """The open tasks, oldest first, a page at a time (keyset: `after=<task id>`)."""
     with session_scope() as session:
-        rows, total = staff_tasks.open_tasks(session)
+        rows, total, next_after = staff_tasks.open_tasks(session, after)
     return _page(
         request,
         "tasks.html",
         tasks=rows,
         total=total,
+        next_after=next_after,
+        paged=after is not None,
         zone=request.app.state.console_settings.clinic_timezone,
     )
 
@@ -251,11 +257,6 @@ def _audit_filter(
         )
     except ValueError as exc:
         raise HTTPException(status_code=400, detail="dates are YYYY-MM-DD") from exc
-
-
-FromQuery = Annotated[str | None, QueryParameter(name="from", required=False)]
-ToQuery = Annotated[str | None, QueryParameter(name="to", required=False)]
-BeforeQuery = Annotated[int | None, QueryParameter(required=False, gt=0)]
 
 
 @get("/audit", sync_to_thread=True)
