@@ -1,10 +1,11 @@
 """Reading the access audit for an admin: filters, newest first, keyset pages and a CSV export.
 
-A page is "the 100 newest rows matching the filters with an id below `before`": the id is the chain's own
-order, so paging never repeats or skips a row however many are appended meanwhile, and no query counts the
-table or skips rows with OFFSET (both cost time in proportion to the table, a million rows and growing). Each
-equality filter has an index that leads with it and ends with the id (migration 0018), so a filtered page
-reads its 100 rows from the index in order.
+A page is "the 100 newest rows matching the filters older than row `before`", newest by (at, id): a keyset,
+so paging never repeats or skips a row however many are appended meanwhile, and no query counts the table or
+skips rows with OFFSET (both cost time in proportion to the table, a million rows and growing). Ordering by
+time rather than by id alone lets a date range read from the `at` index too (appends are serialised, so the
+two orders agree unless the clock stepped back). Each equality filter has an index that leads with it and ends
+with (at, id) (migration 0018), so a filtered page reads its 100 rows from one index in order.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement
+from sqlalchemy import ColumnElement, tuple_
 from sqlmodel import Session, col, select
 
 from models import AccessAudit, session_scope
@@ -71,11 +72,17 @@ class AuditPage:
 
 
 def page(session: Session, filters: AuditFilter, before: int | None = None, size: int = PAGE) -> AuditPage:
-    """One page of matching rows, newest first, below `before`. Reads size + 1 rows to know if more follow."""
+    """One page of matching rows, newest first (by time, then id), older than row `before`. Reads size + 1
+    rows to know whether more follow."""
     query = select(AccessAudit).where(*_where(filters))
     if before is not None:
-        query = query.where(col(AccessAudit.id) < before)
-    rows = list(session.exec(query.order_by(col(AccessAudit.id).desc()).limit(size + 1)).all())
+        mark = session.get(AccessAudit, before)
+        if mark is None:  # an id typed by hand that is not there: the rows below it
+            query = query.where(col(AccessAudit.id) < before)
+        else:
+            query = query.where(tuple_(AccessAudit.at, AccessAudit.id) < (mark.at, mark.id))
+    newest = (col(AccessAudit.at).desc(), col(AccessAudit.id).desc())
+    rows = list(session.exec(query.order_by(*newest).limit(size + 1)).all())
     more = len(rows) > size
     rows = rows[:size]
     return AuditPage(rows, rows[-1].id if more and rows else None)
@@ -123,12 +130,11 @@ def _csv_line(values: list[Any]) -> str:
     return buffer.getvalue()
 
 
-def export_csv(filters: AuditFilter, upto: int | None = None) -> Iterator[str]:
+def export_csv(filters: AuditFilter, before: int | None = None) -> Iterator[str]:
     """The matching rows as CSV, newest first, in batches read by keyset (each batch its own short read, so
-    a long download holds no transaction open). `upto`: only rows with an id at most this (the export's own
-    row and anything after it are left out, so the file is what was there when it was asked for)."""
+    a long download holds no transaction open). `before`: only rows older than this one (the export's own
+    row: the file is what was there when it was asked for)."""
     yield _csv_line(list(CSV_COLUMNS))
-    before = upto + 1 if upto is not None else None
     while True:
         with session_scope() as session:
             batch = page(session, filters, before, EXPORT_BATCH)

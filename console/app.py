@@ -309,7 +309,7 @@ async def audit_export(
     exported_as = await asyncio.to_thread(note)
     name = f"access-audit-{utcnow():%Y%m%dT%H%M%SZ}.csv"
     return Stream(
-        audit_view.export_csv(filters, upto=exported_as - 1),
+        audit_view.export_csv(filters, before=exported_as),
         media_type="text/csv; charset=utf-8",
         headers={**_NO_STORE, "Content-Disposition": f'attachment; filename="{name}"'},
     )

@@ -31,16 +31,17 @@ _CHAIN_LOCK = 0x61756474  # "audt": the advisory lock key that serialises append
 
 
 class AccessAudit(SQLModel, table=True):
-    # The viewer's filters read newest first: each equality filter's index ends with the id (migration 0018).
+    # The viewer reads newest first by (at, id), filtered: every filter index ends with both (migration 0018).
     __table_args__ = (
-        Index("ix_accessaudit_actor_id", "actor", "id"),
-        Index("ix_accessaudit_action_id", "action", "id"),
-        Index("ix_accessaudit_subject_id", "subject", "id"),
-        Index("ix_accessaudit_outcome_id", "outcome", "id"),
+        Index("ix_accessaudit_at_id", "at", "id"),
+        Index("ix_accessaudit_actor_at", "actor", "at", "id"),
+        Index("ix_accessaudit_action_at", "action", "at", "id"),
+        Index("ix_accessaudit_subject_at", "subject", "at", "id"),
+        Index("ix_accessaudit_outcome_at", "outcome", "at", "id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False, index=True)
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     actor: str = Field(max_length=254)  # a staff member's email, or "os:<user>" at the shell
     role: str = Field(max_length=32)  # the role they acted in ("cli" at the shell)
     client_address: str | None = Field(default=None, max_length=64)
