@@ -8,7 +8,8 @@ OIDC), times 50 GETs of each page after 5 warm-ups, and GET /healthz as the base
 
 - the audit page's first page; filtered by actor (one of 20 people); by outcome=denied (1 % of rows); by a
   `from` date (the last 30 days); by a `to` date (a year ago: old rows only); a deep page (`before=1000`);
-- the reception task queue (first page of 50 and a page 5,000 tasks in).
+- the reception task queue (first page of 50 and a page 5,000 tasks in);
+- once, the CSV export of one person's rows (~50,000), timed to the last byte.
 
     .venv/bin/python benchmarks/console_render.py [--rows 1000000] [--tasks 10000] [--postgres URL]
 """
@@ -168,6 +169,14 @@ def measure(url: str, rows: int, tasks: int, data_dir: str) -> None:
             for label, path in pages.items():
                 p50, p95 = timed(client, path)
                 print(f"{label:34} {p50:8.1f} {p95:8.1f}")
+            began = time.perf_counter()
+            with client.stream("GET", f"/console/audit.csv?actor={PEOPLE[3]}") as answer:
+                lines = sum(chunk.count("\n") for chunk in answer.iter_text())
+            took = time.perf_counter() - began
+            print(
+                f"CSV export, actor filter: {lines - 1:,} rows in {took:.1f} s "
+                f"({(lines - 1) / took:,.0f} rows/s)"
+            )
 
 
 def main() -> None:
