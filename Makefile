@@ -35,6 +35,7 @@ bench: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/reminder_sweep.py
 	$(VENV)/bin/python benchmarks/campaign_send.py
 	$(VENV)/bin/python benchmarks/daily_report.py
+	$(VENV)/bin/python benchmarks/console_render.py
 
 $(UV):
 	$(PYTHON) -m venv .uv

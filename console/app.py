@@ -12,10 +12,10 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
 
 from litestar import Controller, Request, Response, Router, get, post
@@ -27,14 +27,14 @@ from litestar.middleware.csrf import CSRFMiddleware
 from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.params import Body, FromPath, QueryParameter
 from litestar.plugins.jinja import JinjaTemplateEngine
-from litestar.response import Redirect, Template
+from litestar.response import Redirect, Stream, Template
 from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_403_FORBIDDEN
 from litestar.stores.base import Store
 from litestar.stores.memory import MemoryStore
 from litestar.template.config import TemplateConfig
-from sqlmodel import select
 
+from access import audit_view
 from bookings.schedule import local_days
 from console import security
 from console.campaigns import (
@@ -47,12 +47,15 @@ from console.campaigns import (
 from console.pages import NO_STORE, page
 from console.roles import nav_for
 from messaging import staff_tasks
-from models import AccessAudit, Settings, session_scope
+from models import Settings, session_scope
 from models.types import utcnow
 from providers import google_oidc
 
 HERE = Path(__file__).resolve().parent
 Query = Annotated[str | None, QueryParameter(required=False)]
+FromQuery = Annotated[str | None, QueryParameter(name="from", required=False)]
+ToQuery = Annotated[str | None, QueryParameter(name="to", required=False)]
+BeforeQuery = Annotated[int | None, QueryParameter(required=False, gt=0)]  # a keyset page mark
 StateQuery = Annotated[str | None, QueryParameter(name="state", required=False)]  # `state` is reserved
 _NO_STORE = NO_STORE
 _page = page
@@ -175,14 +178,17 @@ def bookings(request: Request) -> Template:
 
 
 @get("/tasks", sync_to_thread=True)
-def tasks(request: Request) -> Template:
+def tasks(request: Request, after: BeforeQuery = None) -> Template:
+    """The open tasks, oldest first, a page at a time (keyset: `after=<task id>`)."""
     with session_scope() as session:
-        rows, total = staff_tasks.open_tasks(session)
+        rows, total, next_after = staff_tasks.open_tasks(session, after)
     return _page(
         request,
         "tasks.html",
         tasks=rows,
         total=total,
+        next_after=next_after,
+        paged=after is not None,
         zone=request.app.state.console_settings.clinic_timezone,
     )
 
@@ -234,12 +240,82 @@ def done(
     return Redirect("/console/tasks", status_code=303)
 
 
+def _audit_filter(
+    actor: str | None,
+    action: str | None,
+    subject: str | None,
+    outcome: str | None,
+    since: str | None,
+    until: str | None,
+) -> audit_view.AuditFilter:
+    """The GET form's fields (an empty field does not filter); a malformed date is the admin's to fix: 400."""
+    try:
+        return audit_view.AuditFilter(
+            actor=(actor or "").strip() or None,
+            action=(action or "").strip() or None,
+            subject=(subject or "").strip() or None,
+            outcome=(outcome or "").strip() or None,
+            date_from=date.fromisoformat(since) if since else None,
+            date_to=date.fromisoformat(until) if until else None,
+        )
+    except ValueError as exc:
+        raise HTTPException(status_code=400, detail="dates are YYYY-MM-DD") from exc
+
+
 @get("/audit", sync_to_thread=True)
-def audit_log(request: Request) -> Template:
-    """The newest access-audit rows (the full viewer with filters and export comes later)."""
+def audit_log(
+    request: Request,
+    actor: Query = None,
+    action: Query = None,
+    subject: Query = None,
+    outcome: Query = None,
+    since: FromQuery = None,
+    until: ToQuery = None,
+    before: BeforeQuery = None,
+) -> Template:
+    """The access audit, filtered, newest first, 100 rows a page (keyset: `before=<id>`)."""
+    filters = _audit_filter(actor, action, subject, outcome, since, until)
     with session_scope() as session:
-        rows = session.exec(select(AccessAudit).order_by(AccessAudit.id.desc()).limit(100)).all()  # type: ignore[union-attr]
-    return _page(request, "audit.html", rows=rows)
+        found = audit_view.page(session, filters, before)
+    query = {**filters.as_form(), "before": found.next_before} if found.next_before else None
+    return _page(
+        request,
+        "audit.html",
+        rows=found.rows,
+        filters=filters,
+        older=urlencode(query) if query else None,
+        export=urlencode(filters.as_form()),
+        paged=before is not None,
+    )
+
+
+@get("/audit.csv")
+async def audit_export(
+    request: Request,
+    actor: Query = None,
+    action: Query = None,
+    subject: Query = None,
+    outcome: Query = None,
+    since: FromQuery = None,
+    until: ToQuery = None,
+) -> Stream:
+    """Every matching row as CSV, streamed in batches; the export itself is an audit row, written first."""
+    who = security.current_actor(request)
+    filters = _audit_filter(actor, action, subject, outcome, since, until)
+
+    def note() -> int:
+        with session_scope() as session:
+            return audit_view.record_export(
+                session, filters, actor=who.email, role=who.role, client_address=who.client_address
+            )
+
+    exported_as = await asyncio.to_thread(note)
+    name = f"access-audit-{utcnow():%Y%m%dT%H%M%SZ}.csv"
+    return Stream(
+        audit_view.export_csv(filters, before=exported_as),
+        media_type="text/csv; charset=utf-8",
+        headers={**_NO_STORE, "Content-Disposition": f'attachment; filename="{name}"'},
+    )
 
 
 def _sign_in_first(request: Request, exc: NotAuthorizedException) -> Response[Any]:
@@ -318,6 +394,7 @@ def console(settings: Settings) -> ConsoleParts:
             campaign_preview,
             campaign_launch,
             campaign_detail,
+            audit_export,
             static,
         ],
         middleware=middleware,

@@ -41,6 +41,7 @@ ROUTES: Final[dict[tuple[str, str], frozenset[str]]] = {
     ("POST", "/console/campaigns/preview"): MARKETING,
     ("POST", "/console/campaigns/launch"): MARKETING,
     ("GET", "/console/campaigns/{slug:str}"): MARKETING,
+    ("GET", "/console/audit.csv"): ADMIN,
 }
 
 # The navigation: each page appears for the roles that may open it (campaigns, ops pages slot in here).

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func
+from sqlalchemy import func, tuple_
 from sqlmodel import Session, select
 
 from models import (
@@ -140,20 +140,32 @@ def _row(task: StaffTask, contact: Contact | None, booking: Booking | None) -> T
     )
 
 
-def open_tasks(session: Session, limit: int = 200) -> tuple[list[TaskRow], int]:
-    """The oldest open tasks first (they have waited longest), and how many are open in all."""
-    rows = session.exec(
+QUEUE_PAGE = 50  # a tablet's worth; the rest by keyset pages
+
+
+def open_tasks(
+    session: Session, after: int | None = None, limit: int = QUEUE_PAGE
+) -> tuple[list[TaskRow], int, int | None]:
+    """The oldest open tasks first (they have waited longest), and how many are open in all, and the
+    `after=` of the next page (keyset on (created_at, id) past task `after`; None on the last page)."""
+    query = (
         select(StaffTask, Contact, Booking)
         .outerjoin(Contact, StaffTask.contact_id == Contact.id)  # type: ignore[arg-type]
         .outerjoin(Booking, StaffTask.booking_id == Booking.id)  # type: ignore[arg-type]
         .where(StaffTask.status == StaffTaskStatus.OPEN)
-        .order_by(StaffTask.created_at, StaffTask.id)  # type: ignore[arg-type]
-        .limit(limit)
+    )
+    if after is not None:
+        mark = session.get(StaffTask, after)
+        if mark is not None:
+            query = query.where(tuple_(StaffTask.created_at, StaffTask.id) > (mark.created_at, mark.id))
+    rows = session.exec(
+        query.order_by(StaffTask.created_at, StaffTask.id).limit(limit + 1)  # type: ignore[arg-type]
     ).all()
     total = session.exec(
         select(func.count()).select_from(StaffTask).where(StaffTask.status == StaffTaskStatus.OPEN)
     ).one()
-    return [_row(task, contact, booking) for task, contact, booking in rows], int(total)
+    page = [_row(task, contact, booking) for task, contact, booking in rows[:limit]]
+    return page, int(total), page[-1].id if len(rows) > limit else None
 
 
 def get_task(session: Session, task_id: int) -> TaskRow:

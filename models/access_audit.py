@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, text
+from sqlalchemy import JSON, Column, Index, text
 from sqlmodel import Field, Session, SQLModel, select
 
 from models.types import UTCDateTime, utcnow
@@ -31,12 +31,21 @@ _CHAIN_LOCK = 0x61756474  # "audt": the advisory lock key that serialises append
 
 
 class AccessAudit(SQLModel, table=True):
+    # The viewer reads newest first by (at, id), filtered: every filter index ends with both (migration 0018).
+    __table_args__ = (
+        Index("ix_accessaudit_at_id", "at", "id"),
+        Index("ix_accessaudit_actor_at", "actor", "at", "id"),
+        Index("ix_accessaudit_action_at", "action", "at", "id"),
+        Index("ix_accessaudit_subject_at", "subject", "at", "id"),
+        Index("ix_accessaudit_outcome_at", "outcome", "at", "id"),
+    )
+
     id: int | None = Field(default=None, primary_key=True)
-    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False, index=True)
-    actor: str = Field(max_length=254, index=True)  # a staff member's email, or "os:<user>" at the shell
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    actor: str = Field(max_length=254)  # a staff member's email, or "os:<user>" at the shell
     role: str = Field(max_length=32)  # the role they acted in ("cli" at the shell)
     client_address: str | None = Field(default=None, max_length=64)
-    action: str = Field(max_length=64, index=True)  # e.g. "patient.phone_revealed", "consent.granted"
+    action: str = Field(max_length=64)  # e.g. "patient.phone_revealed", "consent.granted"
     subject: str | None = Field(default=None, max_length=64)  # e.g. "contact:42", "inbox_event:8"
     outcome: str = Field(default="allowed", max_length=16)  # "allowed" or "denied"
     reason: str | None = Field(default=None, max_length=500)

@@ -343,3 +343,28 @@ def test_reception_reads_the_reply_reveals_the_phone_and_closes_the_task(
         assert booking.staff_attention is None
         assert verify(session).intact
     assert "Jane Citizen" not in client.get("/console/tasks").text
+
+
+def test_task_queue_pages_oldest_first_without_repeats(
+    client: TestClient[Litestar], fake: FakeGoogleOIDC
+) -> None:
+    """A tablet cannot show 10,000 tasks: 50 a page, by keyset, every open task exactly once."""
+    with session_scope() as session:
+        made = []
+        for n in range(120):
+            task = StaffTask(key=f"message:page-{n}", kind="message_failed", summary=f"failed {n}")
+            session.add(task)
+            session.flush()
+            made.append(task.id)
+    sign_in(client, fake, STAFF[StaffRole.RECEPTION])
+    seen: list[int] = []
+    url = "/console/tasks"
+    while url:
+        page = client.get(url)
+        assert page.status_code == 200 and "120 open" in page.text
+        ids = [int(i) for i in re.findall(r'href="/console/tasks/(\d+)"', page.text)]
+        assert len(ids) <= 50
+        seen += ids
+        more = re.search(r'href="(/console/tasks\?after=\d+)">More', page.text)
+        url = more.group(1) if more else ""
+    assert seen == made
