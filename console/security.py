@@ -71,8 +71,13 @@ def session_config(settings: Settings) -> ServerSideSessionConfig:
 
 
 def session_store(settings: Settings) -> FileStore:
-    """Durable across restarts, private to the gateway's user like the rest of the data directory."""
-    return FileStore(Path(settings.crm_data_dir) / "console-sessions", create_directories=True)
+    """Durable across restarts, private to the gateway's user like the rest of the data directory: the folder
+    is made 0700 before the first session is written (the session files themselves follow the umask, and
+    nobody else can reach them through the folder)."""
+    folder = Path(settings.crm_data_dir) / "console-sessions"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    return FileStore(folder, create_directories=True)
 
 
 async def renew_session(connection: ASGIConnection, data: dict[str, Any]) -> None:

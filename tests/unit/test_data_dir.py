@@ -97,6 +97,7 @@ async def test_a_data_dir_readable_by_others_is_made_private_when_the_gateway_st
     assert modes(data_dir) == {
         ".": 0o700,
         "prefect": 0o700,
+        "console-sessions": 0o700,  # the console's sessions, made private before the first is written
         "crm.db": 0o600,
         "crm.db-wal": 0o600,
         "encryption.key": 0o600,
