@@ -36,6 +36,8 @@ def test_a_marketer_builds_previews_and_launches_an_sms_campaign_and_watches_it_
     driver: WebDriver = browser  # type: ignore[assignment]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     add_staff()
+    with session_scope() as session:  # the rig's database is shared: count only this test's audit rows
+        before = max(session.exec(select(AccessAudit.id)).all(), default=0) or 0
     patients = seed(4, channel="sms")
     seed(2, channel="sms", consent=False, offset=10)  # no SMS marketing consent: left out, and said so
     port = free_port()
@@ -90,7 +92,9 @@ def test_a_marketer_builds_previews_and_launches_an_sms_campaign_and_watches_it_
     assert re.search(r"\bA 4\b", results), results  # variant A: 4 queued
     assert "403" in refused or "not allowed" in refused.lower(), refused
     with session_scope() as session:
-        rows = session.exec(select(AccessAudit).where(AccessAudit.actor == STAFF[StaffRole.MARKETER])).all()
+        rows = session.exec(
+            select(AccessAudit).where(AccessAudit.actor == STAFF[StaffRole.MARKETER], AccessAudit.id > before)
+        ).all()
         actions = [(r.action, r.outcome, r.subject or r.detail.get("path")) for r in rows]
     assert ("campaign.launched", "allowed", f"campaign:{slug}") in actions
     assert [a for a in actions if a[1] == "denied"] == [("console.denied", "denied", "/console/audit")]
