@@ -65,8 +65,38 @@ def config() -> None:
 
 
 @app.command()
-def up() -> None:
+def up(
+    scaled: Annotated[
+        bool,
+        typer.Option(
+            "--scaled",
+            help="The production topology on this machine: Prefect and the CRM on PostgreSQL, Prefect's "
+            "messaging on Redis, its API server and services apart, N workers, several gateways.",
+        ),
+    ] = False,
+    workers: Annotated[int, typer.Option(min=1, help="--scaled: process workers on the work pool.")] = 2,
+    gateways: Annotated[
+        int, typer.Option(min=1, help="--scaled: gateways, on GATEWAY_PORT and the ports after it.")
+    ] = 2,
+    postgres: Annotated[
+        str, typer.Option(help="--scaled: the PostgreSQL server (its databases are made if missing).")
+    ] = "postgresql://postgres@127.0.0.1:5432/postgres",
+    prefect_database: Annotated[str, typer.Option(help="--scaled: Prefect's database on that server.")] = (
+        "avatar_crm_prefect"
+    ),
+    crm_database: Annotated[
+        str, typer.Option(help="--scaled: the CRM's database there, unless CRM_DATABASE_URL names one.")
+    ] = "avatar_crm",
+    redis: Annotated[
+        str, typer.Option(help="--scaled: Redis; Prefect uses its database n and n+1, the gateways n+2.")
+    ] = "redis://127.0.0.1:6379/0",
+) -> None:
     """Run everything locally: Prefect server + UI, the flow runner and the webhook gateway."""
+    if scaled:
+        from deployments.scaled import Topology, up_scaled
+
+        topology = Topology(postgres, crm_database, prefect_database, redis, workers, gateways)
+        raise typer.Exit(up_scaled(topology))
     from deployments.stack import up as run_stack
 
     raise typer.Exit(run_stack())

@@ -33,7 +33,7 @@ DEMO_PRIVATE_KEY = "wix-demo-private.pem"
 DEMO_PUBLIC_KEY = "wix-demo-public.pem"
 
 
-def _say(message: str) -> None:
+def say(message: str) -> None:
     print(f"[avatar-crm] {message}", flush=True)
 
 
@@ -48,8 +48,8 @@ def ensure_encryption_key(data_dir: Path, configured: str | None) -> str | None:
     key = generate_key()
     key_file.touch(mode=0o600)
     key_file.write_text(key + "\n")
-    _say(f"generated a new encryption key in {key_file} (it encrypts patient phone and email).")
-    _say("  Back it up: without it stored contact details cannot be read. CRM_ENCRYPTION_KEY overrides it.")
+    say(f"generated a new encryption key in {key_file} (it encrypts patient phone and email).")
+    say("  Back it up: without it stored contact details cannot be read. CRM_ENCRYPTION_KEY overrides it.")
     return key
 
 
@@ -63,8 +63,8 @@ def ensure_prefect_auth(data_dir: Path) -> str:
     login = f"avatar-crm:{secrets.token_urlsafe(24)}"
     auth_file.touch(mode=0o600)
     auth_file.write_text(login + "\n")
-    _say(f"generated the Prefect UI's login in {auth_file}; the UI asks for it once per browser:")
-    _say(f"  {login}")
+    say(f"generated the Prefect UI's login in {auth_file}; the UI asks for it once per browser:")
+    say(f"  {login}")
     return login
 
 
@@ -90,7 +90,7 @@ def ensure_demo_wix_keys(data_dir: Path) -> str:
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             )
         )
-        _say(f"no WIX_PUBLIC_KEY configured: generated a demo key pair in {data_dir} for `avatar-crm demo`.")
+        say(f"no WIX_PUBLIC_KEY configured: generated a demo key pair in {data_dir} for `avatar-crm demo`.")
     return public_path.read_text()
 
 
@@ -102,7 +102,7 @@ SERVER_WRITE_BATCHING = {
 }
 
 
-class _Boot(BaseSettings):
+class Boot(BaseSettings):
     """What starting Prefect needs, read before anything else can be (the full settings may need blocks,
     which live in that Prefect server: SMS_PROVIDER=mobilemessage with its password only in a block)."""
 
@@ -201,13 +201,13 @@ class Child:
             delay = RESTART_BACKOFF_SECONDS[min(self.restarts, len(RESTART_BACKOFF_SECONDS) - 1)]
             self.restarts += 1
             self.restart_at = now + delay
-            _say(
+            say(
                 f"{self.name} exited with code {code}; restarting it in {delay:.0f}s "
                 f"(restart {self.restarts})"
             )
         elif now >= self.restart_at:
             self.start(env)
-            _say(f"{self.name} restarted (pid {self.process.pid})")
+            say(f"{self.name} restarted (pid {self.process.pid})")
 
 
 def _kill_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
@@ -263,33 +263,40 @@ def _wait_for_flow_runs(prefect_api_url: str, grace: float) -> None:
                 else:
                     idle_since = None
                     if not announced:
-                        _say(
+                        say(
                             f"waiting up to {grace:.0f}s for {active} flow run(s) under way to finish "
                             "(Ctrl-C again stops them now)"
                         )
                         announced = True
                 time.sleep(0.5)
-            _say(f"flow runs still under way after {grace:.0f}s: stopping them")
+            say(f"flow runs still under way after {grace:.0f}s: stopping them")
     except KeyboardInterrupt:
-        _say("not waiting: stopping the runs under way")
+        say("not waiting: stopping the runs under way")
     except Exception as exc:  # Prefect unreachable or failing: there is nothing we can wait for
-        _say(f"could not ask Prefect about runs under way ({type(exc).__name__}); stopping")
+        say(f"could not ask Prefect about runs under way ({type(exc).__name__}); stopping")
 
 
-def _stop(children: list[Child], prefect_api_url: str, grace: float) -> None:
+RUNS_FLOWS = ("flow runner", "worker")  # the children whose flow runs get the grace period (`up --scaled`)
+
+
+def stop_children(children: list[Child], prefect_api_url: str, grace: float) -> None:
     """Stop in reverse start order, each before the next, so nothing outlives what it talks to.
 
     The gateway goes first (it stops creating runs; webhooks are then refused and the providers retry them);
-    runs already under way get `grace` seconds to finish; then the runner alone is told to stop (it cancels
-    whatever is left, through Prefect), then the rest of its process group and the Prefect server.
+    runs already under way get `grace` seconds to finish; then the runner (or each worker) alone is told to
+    stop (it cancels whatever is left, through Prefect), then the rest of its process group and the Prefect
+    server.
     """
     by_name = {child.name: child.process for child in children if child.process is not None}
+    waited = False
     for name in reversed([child.name for child in children]):
         process = by_name.get(name)
         if process is None:
             continue
-        if name == "flow runner" and process.poll() is None:
-            _wait_for_flow_runs(prefect_api_url, grace)
+        if name.startswith(RUNS_FLOWS) and process.poll() is None:
+            if not waited:  # once, before the first runner or worker: every run under way, wherever
+                _wait_for_flow_runs(prefect_api_url, grace)
+                waited = True
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)  # the runner only: its runs must not get it directly
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -297,14 +304,14 @@ def _stop(children: list[Child], prefect_api_url: str, grace: float) -> None:
         _stop_group(process)
 
 
-def _blocks_said(read: BlockRead) -> str:
+def blocks_said(read: BlockRead) -> str:
     if read.state == "read":
         return f"read from Prefect ({', '.join(read.found)})" if read.found else "none pushed (env only)"
     return f"not read ({read.state}): settings from the environment only"
 
 
 def up() -> int:
-    boot = _Boot()
+    boot = Boot()
     env = prefect_environment(boot.crm_data_dir.resolve(), boot.prefect_port)
     os.environ.update(env)  # this process reads the blocks from that server once it is up
 
@@ -319,18 +326,18 @@ def up() -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
-        _start(children[0], env)
+        start_child(children[0], env)
         # Prefect is up: the settings can now be read from its blocks first (secrets need not be in the
         # environment), and the runner and gateway read them the same way.
         get_settings.cache_clear()
         settings = get_settings()
         grace = settings.stop_grace_seconds
-        _say(f"secrets blocks:  {_blocks_said(settings_source.last_read)}")
+        say(f"secrets blocks:  {blocks_said(settings_source.last_read)}")
         env = crm_environment(env, settings)
         os.environ.update(env)  # so the migrations below see the same database and key as the children
         get_settings.cache_clear()
         upgrade(env["CRM_DATABASE_URL"])
-        _say(f"database ready: {_redact(env['CRM_DATABASE_URL'])}")
+        say(f"database ready: {redact(env['CRM_DATABASE_URL'])}")
         children += [
             Child("flow runner", [python, "-m", "deployments.serve"]),
             Child("gateway", [python, "-m", "uvicorn", "--factory", "webhook_gateway.app:create_served_app",
@@ -339,11 +346,11 @@ def up() -> int:
                   f"http://{settings.gateway_host}:{settings.gateway_port}/healthz", 60),
         ]  # fmt: skip
         for child in children[1:]:
-            _start(child, env)
-        _say(f"Prefect UI:      {prefect_url}")
-        _say(f"webhook gateway: http://{settings.gateway_host}:{settings.gateway_port}  (OpenAPI: /schema)")
-        _say(f"SMS provider:    {settings.sms_provider}")
-        _say("try it:          .venv/bin/avatar-crm demo      (Ctrl-C here stops everything)")
+            start_child(child, env)
+        say(f"Prefect UI:      {prefect_url}")
+        say(f"webhook gateway: http://{settings.gateway_host}:{settings.gateway_port}  (OpenAPI: /schema)")
+        say(f"SMS provider:    {settings.sms_provider}")
+        say("try it:          .venv/bin/avatar-crm demo      (Ctrl-C here stops everything)")
         # One part dying must not take the others down: the gateway keeps storing webhooks while Prefect or
         # the runner is away, and the dispatcher hands them over once it is back.
         while True:
@@ -352,24 +359,24 @@ def up() -> int:
             for child in children:
                 child.check(env, now)
     except KeyboardInterrupt:
-        _say("stopping …")
+        say("stopping …")
         return 0
     except (RuntimeError, ValueError) as exc:  # a child that never became healthy; settings that do not hold
-        _say(f"could not start: {exc}")
+        say(f"could not start: {exc}")
         return 1
     finally:
-        _stop(children, f"{prefect_url}/api", grace)
+        stop_children(children, f"{prefect_url}/api", grace)
 
 
-def _start(child: Child, env: dict[str, str]) -> None:
-    _say(f"starting {child.name} …")
+def start_child(child: Child, env: dict[str, str]) -> None:
+    say(f"starting {child.name} …")
     child.start(env)
     if child.health_url:
         assert child.process is not None
         _wait_healthy(child.health_url, child.process, child.startup_timeout)
 
 
-def _redact(url: str) -> str:
+def redact(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from deployments.stack import Child, _stop, prefect_environment
+from deployments.stack import Child, prefect_environment, stop_children
 
 NO_PREFECT = "http://127.0.0.1:9/api"
 
@@ -44,7 +44,7 @@ def test_a_dead_child_is_restarted_with_backoff_and_logged(capsys: pytest.Captur
     _wait_dead(child)
     child.check({}, now=child.started_at + 61)  # this one had run a minute: back to the shortest pause
     assert "restarting it in 1s (restart 1)" in capsys.readouterr().out
-    _stop([child], NO_PREFECT, grace=0)
+    stop_children([child], NO_PREFECT, grace=0)
 
 
 def test_a_running_child_is_left_alone(capsys: pytest.CaptureFixture[str]) -> None:
@@ -53,7 +53,7 @@ def test_a_running_child_is_left_alone(capsys: pytest.CaptureFixture[str]) -> No
     child.check({}, now=child.started_at + 100)
     assert child.restart_at is None and child.process.poll() is None  # type: ignore[union-attr]
     assert capsys.readouterr().out == ""
-    _stop([child], NO_PREFECT, grace=0)
+    stop_children([child], NO_PREFECT, grace=0)
     assert child.process.poll() is not None  # type: ignore[union-attr]
 
 

@@ -1,0 +1,256 @@
+"""`avatar-crm up --scaled`: the production topology of docs/production.md, one command away on one machine.
+
+What `make up` runs as one process of each, here as separate, supervised processes on PostgreSQL and Redis:
+Prefect's migrations run once, then its API server (`--no-services`) and its background services as two
+processes, with messaging, cache, event ordering, concurrency leases and the services' coordination in Redis
+(prefect-redis, as Prefect's guide to scaling a self-hosted server says); the CRM on PostgreSQL; N process
+workers on the `avatar-crm` work pool running the deployments `prefect deploy --all` made from
+`prefect.yaml` (each run clones the pinned commit, as a worker on another host would); and several gateways,
+each with its dispatcher, on consecutive ports, sharing the inbox (`FOR UPDATE SKIP LOCKED` claims).
+
+It is the way to try the scaled set-up, and what the topology test runs; in production the same processes are
+systemd units on several hosts (deployments/systemd/).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, make_url
+
+from blocks import settings_source
+from deployments.stack import (
+    Boot,
+    Child,
+    blocks_said,
+    crm_environment,
+    prefect_environment,
+    redact,
+    say,
+    start_child,
+    stop_children,
+)
+from models import Settings, get_settings
+from models.db import normalize_url
+from models.migrate import upgrade
+from webhook_gateway.errors import server_cli_options
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+WORK_POOL = "avatar-crm"
+APP = "webhook_gateway.app:create_served_app"
+WORKER_RUN_LIMIT = 4  # flow runs at once per worker, as deployments/systemd/avatar-crm-worker@.service
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Where the scaled stack keeps its state and how many of each process it runs."""
+
+    postgres: str = "postgresql://postgres@127.0.0.1:5432/postgres"  # the server; its database is unused
+    crm_database: str = "avatar_crm"  # unless CRM_DATABASE_URL already names a PostgreSQL database
+    prefect_database: str = "avatar_crm_prefect"
+    redis: str = "redis://127.0.0.1:6379/0"  # Prefect messaging in db n, its docket in n+1, rate limits n+2
+    workers: int = 2
+    gateways: int = 2
+
+    def database_url(self, name: str, driver: str) -> URL:
+        return make_url(normalize_url(self.postgres)).set(drivername=driver, database=name)
+
+
+def redis_environment(redis_url: str) -> dict[str, str]:
+    """Prefect's Redis settings for one Redis URL: messaging in its database, the docket in the next one."""
+    url = make_url(redis_url.replace("redis://", "redis+x://", 1))  # any scheme sqlalchemy's parser accepts
+    host, port, db = url.host or "127.0.0.1", url.port or 6379, int(url.database or 0)
+    auth = f":{url.password}@" if url.password else ""
+    return {
+        "PREFECT_MESSAGING_BROKER": "prefect_redis.messaging",
+        "PREFECT_MESSAGING_CACHE": "prefect_redis.messaging",
+        "PREFECT_SERVER_EVENTS_CAUSAL_ORDERING": "prefect_redis.ordering",
+        "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect_redis.lease_storage",
+        "PREFECT_REDIS_MESSAGING_HOST": host,
+        "PREFECT_REDIS_MESSAGING_PORT": str(port),
+        "PREFECT_REDIS_MESSAGING_DB": str(db),
+        **({"PREFECT_REDIS_MESSAGING_PASSWORD": url.password} if url.password else {}),
+        "PREFECT_SERVER_DOCKET_URL": f"redis://{auth}{host}:{port}/{db + 1}",
+        "REDIS_URL": f"redis://{auth}{host}:{port}/{db + 2}",  # the gateways' shared rate-limit counts
+    }
+
+
+def ensure_database(topology: Topology, name: str) -> None:
+    """Create the database on the PostgreSQL server unless it exists (a first start)."""
+    admin = create_engine(
+        topology.database_url("postgres", "postgresql+psycopg"), isolation_level="AUTOCOMMIT"
+    )
+    try:
+        with admin.connect() as connection:
+            exists = connection.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+            ).first()
+            if not exists:
+                connection.execute(text(f'CREATE DATABASE "{name}"'))
+                say(f"created PostgreSQL database {name}")
+    finally:
+        admin.dispose()
+
+
+def _run(command: list[str], env: dict[str, str], what: str, timeout: float = 300) -> None:
+    """A one-shot step (migrations, deploy); its output is shown only when it fails."""
+    done = subprocess.run(  # noqa: S603 (our own programs)
+        command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} failed ({done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")
+
+
+def _git_head() -> str:
+    git = shutil.which("git") or "git"
+    done = subprocess.run(  # noqa: S603 (fixed git arguments)
+        [git, "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+async def _prepare_work_pool() -> None:
+    """The process work pool, made once; then every deployment's schedule on (a stop pauses them)."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    async with get_client() as client:
+        with contextlib.suppress(ObjectAlreadyExists):
+            await client.create_work_pool(WorkPoolCreate(name=WORK_POOL, type="process"))
+
+
+async def _resume_schedules() -> None:
+    from prefect import get_client
+
+    async with get_client() as client:
+        for deployment in await client.read_deployments():
+            if deployment.paused:
+                await client.resume_deployment(deployment.id)
+
+
+@contextlib.contextmanager
+def _this_prefect(env: dict[str, str]) -> Iterator[None]:
+    """Prefect's client in this process talks to the stack's server (its settings were read at import)."""
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+    login = env["PREFECT_API_AUTH_STRING"]
+    with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"], PREFECT_API_AUTH_STRING: login}):
+        yield
+
+
+def deploy(env: dict[str, str], settings: Settings) -> str:
+    """`prefect deploy --all` from this checkout, as a deployer would: the commit every worker runs."""
+    env = dict(env)
+    if not settings.avatar_crm_git_url:  # one machine: the workers clone this checkout
+        env["AVATAR_CRM_GIT_URL"] = str(REPO_ROOT)
+    commit = settings.avatar_crm_git_commit or _git_head()
+    env["AVATAR_CRM_GIT_COMMIT"] = commit
+    with _this_prefect(env):
+        asyncio.run(_prepare_work_pool())
+    python = sys.executable
+    _run([python, "-m", "prefect", "--no-prompt", "deploy", "--all"], env, "prefect deploy --all")
+    with _this_prefect(env):
+        asyncio.run(_resume_schedules())
+    return commit
+
+
+def up_scaled(topology: Topology) -> int:
+    """Start the scaled topology and supervise it (a process that dies is started again) until Ctrl-C."""
+    boot = Boot()
+    env = prefect_environment(boot.crm_data_dir.resolve(), boot.prefect_port)
+    prefect_db = topology.database_url(topology.prefect_database, "postgresql+asyncpg")
+    env["PREFECT_API_DATABASE_CONNECTION_URL"] = prefect_db.render_as_string(hide_password=False)
+    env["PREFECT_API_DATABASE_MIGRATE_ON_START"] = "false"  # once, below; never by each server
+    env.update(redis_environment(topology.redis))
+    env.setdefault("PREFECT_WORKER_QUERY_SECONDS", "2")  # a booking's run is picked up within 2 s
+    os.environ.update(env)
+
+    python = sys.executable
+    prefect_url = f"http://127.0.0.1:{boot.prefect_port}"
+    children: list[Child] = []
+    grace = Settings.model_fields["stop_grace_seconds"].default
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        ensure_database(topology, topology.prefect_database)
+        say("migrating Prefect's database …")
+        _run([python, "-m", "prefect", "server", "database", "upgrade", "-y"], env, "Prefect migrations")
+        children += [
+            Child("prefect server", [python, "-m", "prefect", "server", "start", "--no-services",
+                                     "--host", "127.0.0.1", "--port", str(boot.prefect_port)],
+                  f"{prefect_url}/api/health", 120),
+            Child("prefect services", [python, "-m", "prefect", "server", "services", "start"]),
+        ]  # fmt: skip
+        for child in children:
+            start_child(child, env)
+        get_settings.cache_clear()
+        settings = get_settings()
+        grace = settings.stop_grace_seconds
+        say(f"secrets blocks:  {blocks_said(settings_source.last_read)}")
+        if not settings.crm_database_url.startswith("postgres"):
+            ensure_database(topology, topology.crm_database)
+            crm_url = topology.database_url(topology.crm_database, "postgresql+psycopg")
+            env["CRM_DATABASE_URL"] = os.environ["CRM_DATABASE_URL"] = crm_url.render_as_string(
+                hide_password=False
+            )
+            get_settings.cache_clear()
+            settings = get_settings()
+        env = crm_environment(env, settings)
+        os.environ.update(env)
+        get_settings.cache_clear()
+        upgrade(env["CRM_DATABASE_URL"])
+        say(f"CRM database ready: {redact(env['CRM_DATABASE_URL'])}")
+        commit = deploy(env, settings)
+        say(f"deployed every deployment of prefect.yaml on work pool {WORK_POOL} at commit {commit[:12]}")
+        from deployments.serve import install_automations
+
+        with _this_prefect(env):
+            asyncio.run(install_automations())
+        workers = [
+            Child(f"worker {n}", [python, "-m", "prefect", "worker", "start", "--pool", WORK_POOL,
+                                  "--type", "process", "--name", f"scaled-{n}",
+                                  "--limit", str(WORKER_RUN_LIMIT)])
+            for n in range(1, topology.workers + 1)
+        ]  # fmt: skip
+        ports = [settings.gateway_port + n for n in range(topology.gateways)]
+        gateways = [
+            Child(f"gateway {port}", [python, "-m", "uvicorn", "--factory", APP,
+                                      "--host", settings.gateway_host,
+                                      "--port", str(port), "--no-access-log", "--log-level", "info",
+                                      *server_cli_options()],
+                  f"http://{settings.gateway_host}:{port}/healthz", 60)
+            for port in ports
+        ]  # fmt: skip
+        for child in [*workers, *gateways]:
+            children.append(child)
+            start_child(child, env)
+        say(f"Prefect UI:      {prefect_url}")
+        for port in ports:
+            say(f"webhook gateway: http://{settings.gateway_host}:{port}")
+        say(f"workers:         {topology.workers} on pool {WORK_POOL} (up to {WORKER_RUN_LIMIT} runs each)")
+        say("Ctrl-C here stops everything")
+        while True:
+            time.sleep(0.5)
+            now = time.monotonic()
+            for child in children:
+                child.check(env, now)
+    except KeyboardInterrupt:
+        say("stopping …")
+        return 0
+    except (RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
+        say(f"could not start: {exc}")
+        return 1
+    finally:
+        stop_children(children, f"{prefect_url}/api", grace)
