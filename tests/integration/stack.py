@@ -31,6 +31,7 @@ class Stack:
     data_dir: Path
     env_overrides: dict[str, str] = field(default_factory=dict)
     env_removed: frozenset[str] = frozenset()  # names left out of the stack's environment
+    arguments: tuple[str, ...] = ("up",)  # `avatar-crm up`, or `up --scaled …`
     prefect_port: int = field(default_factory=free_port)
     gateway_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
@@ -67,7 +68,11 @@ class Stack:
         )
         log = (self.data_dir / "up.log").open("ab")
         self.process = subprocess.Popen(
-            [str(AVATAR_CRM), "up"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            [str(AVATAR_CRM), *self.arguments],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.wait_ready(timeout)
 

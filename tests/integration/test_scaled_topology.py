@@ -1,0 +1,201 @@
+"""The scaled topology as `avatar-crm up --scaled` runs it (Prefect and the CRM on PostgreSQL, Prefect's
+messaging on Redis, its API server and services apart, two process workers on the `avatar-crm` pool, two
+gateways), driven from outside: signed bookings spread over both gateways, and mid-way one gateway and one
+worker (with the flow runs it had started: its whole process group) killed with SIGKILL. Asserted from the
+database and the fake MobileMessage: every acknowledged booking applied once, every patient exactly one
+confirmation, none lost. A booking a killed gateway did not acknowledge is posted again to the other one, as
+Wix retries an unanswered webhook.
+
+PostgreSQL only: the topology has no SQLite form (it runs in .ci/run's PostgreSQL pass)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlmodel import select
+
+from models import Booking, InboxStatus, WebhookEvent, session_scope
+from tests.conftest import is_postgres
+from tests.integration.conftest import Rig
+from tests.integration.helpers import (
+    booking,
+    inbox_rows,
+    local_slot,
+    new_booking_id,
+    post_wix,
+    signed_event,
+    wait_until,
+)
+from tests.integration.stack import Stack
+from tests.servers import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.db]
+
+REDIS_DB = 12  # Prefect's messaging here, its docket in 13, the gateways' rate limits in 14
+COUNT = 30
+
+
+def _flush_redis() -> None:
+    for db in (REDIS_DB, REDIS_DB + 1, REDIS_DB + 2):
+        redis.Redis(host="127.0.0.1", port=6379, db=db).flushdb()
+
+
+@pytest.fixture
+def prefect_database() -> Iterator[str]:
+    """A PostgreSQL database of this test's own for Prefect (`up --scaled` creates it), dropped afterwards."""
+    name = f"prefect_scaled_{uuid.uuid4().hex[:10]}"
+    yield name
+    admin_url = make_url(os.environ["CRM_DATABASE_URL"]).set(
+        drivername="postgresql+psycopg", database="postgres"
+    )
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _child(stack: Stack, marker: str) -> int:
+    """The pid (and process group) of the supervisor's child whose command line holds `marker`."""
+    assert stack.process is not None
+    pids = Path(f"/proc/{stack.process.pid}/task/{stack.process.pid}/children").read_text().split()
+    for pid in pids:
+        if marker in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode():
+            return int(pid)
+    raise AssertionError(f"no child running {marker!r}")
+
+
+def _worker_running_a_flow(stack: Stack) -> int | None:
+    """A worker with a flow run's process under it right now (the kill then cuts a run short)."""
+    for name in ("scaled-1", "scaled-2"):
+        pid = _child(stack, f"--name {name}")
+        if Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            return pid
+    return None
+
+
+@dataclass
+class Webhook:
+    """One booking's signed `booking_created`, the same bytes each time it is delivered (as Wix retries)."""
+
+    booking_id: str
+    phone: str
+    body: bytes
+    answers: list[int | None] = field(default_factory=list)
+
+    def deliver(self, gateway_url: str) -> bool:
+        try:
+            status: int | None = post_wix(gateway_url, self.body).status_code
+        except httpx.HTTPError:
+            status = None
+        self.answers.append(status)
+        return status == 200
+
+
+def _webhooks(rig: Rig) -> list[Webhook]:
+    made = []
+    for n in range(COUNT):
+        booking_id, phone = new_booking_id(), f"+61401{n:06d}"
+        payload = booking(
+            booking_id, 1, local_slot(5, 9 + n % 8), phone=phone, email=None, contact_id=str(uuid.uuid4())
+        )
+        made.append(
+            Webhook(booking_id, phone, signed_event(rig.wix_keys, "wix.bookings.v2.booking_created", payload))
+        )
+    return made
+
+
+def test_two_gateways_two_workers_one_of_each_killed_every_booking_applied_once_one_sms_each(
+    rig: Rig, sms, tmp_path: Path, prefect_database: str, figures
+) -> None:
+    if not is_postgres():
+        pytest.skip("the scaled topology runs on PostgreSQL: this test runs in the PostgreSQL pass")
+    _flush_redis()
+    stack = Stack(
+        tmp_path,
+        {
+            "DISPATCH_RECOVERY_SECONDS": "2",
+            "DISPATCH_POLL_SECONDS": "0.5",
+            "DISPATCH_CLAIM_SECONDS": "10",
+            "STOP_GRACE_SECONDS": "5",
+        },
+        arguments=(
+            "up", "--scaled", "--workers", "2", "--gateways", "2",
+            "--prefect-database", prefect_database, "--redis", f"redis://127.0.0.1:6379/{REDIS_DB}",
+        ),
+    )  # fmt: skip
+    stack.gateway_port = _two_free_ports()
+    webhooks = _webhooks(rig)
+    started = time.monotonic()
+    try:
+        stack.start(timeout=300)
+        ready = time.monotonic() - started
+        gateways = [stack.gateway_url, f"http://127.0.0.1:{stack.gateway_port + 1}"]
+
+        def deliver(n: int) -> bool:
+            time.sleep(n * 0.25)  # a steady stream, so the kills land mid-way
+            return webhooks[n].deliver(gateways[n % 2])
+
+        with ThreadPoolExecutor(8) as pool:
+            delivered = pool.map(deliver, range(COUNT))
+            wait_until(lambda: sum(r.status == InboxStatus.PROCESSED for r in inbox_rows()) >= 5, 240, 0.2)
+            os.killpg(_child(stack, f"--port {stack.gateway_port + 1}"), signal.SIGKILL)
+            os.killpg(wait_until(lambda: _worker_running_a_flow(stack), 120, 0.1), signal.SIGKILL)
+            killed_at = time.monotonic()
+            first_try = list(delivered)
+        retried = [w for w, ok in zip(webhooks, first_try, strict=True) if not ok]
+        for webhook in retried:  # Wix delivers an unanswered webhook again; the surviving gateway answers
+            assert webhook.deliver(gateways[0]), webhook.answers
+        rows = wait_until(lambda: _all_finished(COUNT), timeout=400, interval=1)
+        drained = time.monotonic()
+        assert [row.status for row in rows] == [InboxStatus.PROCESSED] * COUNT, [r.last_error for r in rows]
+        with session_scope() as session:
+            applied = Counter(b.wix_booking_id for b in session.exec(select(Booking)).all())
+        assert applied == dict.fromkeys((w.booking_id for w in webhooks), 1)  # every booking, once
+        expected = {w.phone.lstrip("+") for w in webhooks}
+        wait_until(lambda: expected <= {m["to"].lstrip("+") for m in sms.sent}, timeout=240, interval=1)
+        time.sleep(5)  # anything sent twice would show up now
+        texted = Counter(m["to"].lstrip("+") for m in sms.sent)
+        assert texted == dict.fromkeys(expected, 1)  # each patient exactly one confirmation, nobody else
+        redispatched = sum(row.redispatches for row in rows)
+        log = stack.log_tail(None)
+        assert log.count("exited with code -9") >= 2  # the supervisor saw both kills (and restarted them)
+    finally:
+        stack.stop()
+        _flush_redis()
+    figures(
+        f"scaled topology (2 gateways, 2 workers, PostgreSQL + Redis): ready in {ready:.0f}s; {COUNT} "
+        f"bookings, {len(retried)} unanswered by the killed gateway and delivered again to the other; "
+        f"{len(applied)} applied once each, {len(sms.sent)} SMS, {redispatched} re-dispatched after the "
+        f"kills; drained {drained - killed_at:.0f}s after the kills ({drained - started:.0f}s in all)"
+    )
+
+
+def _all_finished(count: int) -> list[WebhookEvent] | None:
+    rows = inbox_rows()
+    done = [row for row in rows if row.status in {InboxStatus.PROCESSED, InboxStatus.FAILED}]
+    return rows if len(rows) == count and len(done) == count else None
+
+
+def _two_free_ports() -> int:
+    """A free port whose next port is free too (the second gateway's)."""
+    for _ in range(50):
+        port = free_port()
+        with contextlib.suppress(OSError), socket.socket() as probe:
+            probe.bind(("127.0.0.1", port + 1))
+            return port
+    raise AssertionError("no two consecutive free ports")
