@@ -73,8 +73,8 @@ async def failed_runs(
         runs = await asyncio.wait_for(_read(client, since, limit), wait_seconds)
     except Exception as exc:  # unreachable, refused, timed out, an error status: the page says so
         logger.warning("failed flow runs not read: Prefect API error (%s)", type(exc).__name__)
-        reason = "did not answer in time" if isinstance(exc, TimeoutError) else type(exc).__name__
-        return FailedRuns([], since, f"the Prefect API at {client.api_url} {reason}", ui)
+        reason = "in time" if isinstance(exc, TimeoutError) else f"({type(exc).__name__})"
+        return FailedRuns([], since, f"the Prefect API at {client.api_url} did not answer {reason}", ui)
     return FailedRuns(
         [
             FailedRun(
