@@ -142,6 +142,10 @@ def test_ops_filters_the_inbox_replays_a_failed_event_and_cannot_lift_a_stop(
             ]
             driver.execute_script("window.scrollTo(0, 0)")
             driver.save_screenshot(str(ARTIFACTS / "ops-4-stop-refused.png"))
+            history = driver.find_element(By.ID, "history")
+            assert "refused" in history.text and ops in history.text  # the attempt, in the ledger
+            driver.execute_script("arguments[0].scrollIntoView()", driver.find_element(By.ID, "lift-form"))
+            driver.save_screenshot(str(ARTIFACTS / "ops-4b-forms-and-history.png"))
 
             driver.find_element(By.LINK_TEXT, "Runs").click()
             wait.until(until.presence_of_element_located((By.ID, "prefect-unreachable")))
