@@ -44,6 +44,16 @@ from console.campaigns import (
     campaign_new,
     campaign_preview,
 )
+from console.ops import (
+    ops_consent,
+    ops_consent_lift,
+    ops_consent_lookup,
+    ops_consent_suppress,
+    ops_events,
+    ops_kpis,
+    ops_replay,
+    ops_runs,
+)
 from console.pages import NO_STORE, page
 from console.roles import nav_for
 from messaging import staff_tasks
@@ -394,6 +404,14 @@ def console(settings: Settings) -> ConsoleParts:
             campaign_preview,
             campaign_launch,
             campaign_detail,
+            ops_events,
+            ops_replay,
+            ops_runs,
+            ops_consent,
+            ops_consent_lookup,
+            ops_consent_suppress,
+            ops_consent_lift,
+            ops_kpis,
             audit_export,
             static,
         ],

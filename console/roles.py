@@ -41,6 +41,14 @@ ROUTES: Final[dict[tuple[str, str], frozenset[str]]] = {
     ("POST", "/console/campaigns/preview"): MARKETING,
     ("POST", "/console/campaigns/launch"): MARKETING,
     ("GET", "/console/campaigns/{slug:str}"): MARKETING,
+    ("GET", "/console/ops/events"): OPS,
+    ("POST", "/console/ops/events/replay"): OPS,
+    ("GET", "/console/ops/runs"): OPS,
+    ("GET", "/console/ops/consent"): OPS,
+    ("POST", "/console/ops/consent"): OPS,
+    ("POST", "/console/ops/consent/suppress"): OPS,
+    ("POST", "/console/ops/consent/lift"): OPS,
+    ("GET", "/console/ops/kpis"): OPS,
     ("GET", "/console/audit.csv"): ADMIN,
 }
 
@@ -49,6 +57,10 @@ NAV: Final[tuple[tuple[str, str], ...]] = (
     ("Tasks", "/console/tasks"),
     ("Bookings", "/console/bookings"),
     ("Campaigns", "/console/campaigns"),
+    ("Events", "/console/ops/events"),
+    ("Runs", "/console/ops/runs"),
+    ("Consent", "/console/ops/consent"),
+    ("KPIs", "/console/ops/kpis"),
     ("Audit", "/console/audit"),
 )
 

@@ -190,29 +190,25 @@ def events_list(
 
 
 @events_app.command("replay")
-def events_replay(event_id: int) -> None:
-    """Run the event's flow again (booking intake, SMS triage, receipts): safe, processing is idempotent."""
-    from prefect.deployments import run_deployment
+def events_replay(
+    event_id: int,
+    reason: Annotated[str | None, typer.Option(help="Why it is replayed (kept in the access audit).")] = None,
+) -> None:
+    """Queue the event for a new run of its flow (booking intake, SMS triage, receipts): safe, processing is
+    idempotent. The gateway's dispatcher starts the run, as for a new event (`events list` shows it)."""
+    from inbox.ops import ReplayRefused, replay
+    from models import session_scope
+    from models.access_audit import shell_actor
 
-    from models import WebhookEvent, session_scope
-    from webhook_gateway.app import BATCHED_SOURCES, DEPLOYMENTS
-
-    with session_scope() as session:
-        row = session.get(WebhookEvent, event_id)
-        if row is None:
-            raise typer.BadParameter(f"no inbox event {event_id}")
-        if row.purged_at is not None:
-            raise typer.BadParameter(f"event {event_id}'s body was purged (retention): nothing to replay")
-        deployment = DEPLOYMENTS[row.source]
-        batched = row.source in BATCHED_SOURCES
-    parameters = {"event_ids": [event_id]} if batched else {"event_id": event_id}
-
-    async def _run() -> str:
-        flow_run = await run_deployment(deployment, parameters=parameters, timeout=0)
-        return str(flow_run.id)
-
-    with prefect_api():
-        typer.echo(f"replaying event {event_id} as flow run {asyncio.run(_run())}")
+    try:
+        with session_scope() as session:
+            done = replay(session, event_id, actor=shell_actor(), role="cli", reason=reason)
+    except ReplayRefused as exc:
+        raise typer.BadParameter(str(exc)) from None
+    typer.echo(
+        f"event {event_id} ({done.source}, was {done.status_before}) is queued for flow run {done.run}; "
+        "the gateway's dispatcher starts it"
+    )
 
 
 @events_app.command("show")

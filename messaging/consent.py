@@ -60,6 +60,11 @@ _HOW_TO_REJOIN = {
 }
 
 
+def how_the_patient_rejoins(channel: str) -> str:
+    """What lifts a patient's own opt-out on the channel (for pages that explain a refusal before it)."""
+    return _HOW_TO_REJOIN[str(channel)]
+
+
 def _index_kind(channel: str) -> str:
     return "email" if channel == Channel.EMAIL else "phone"
 

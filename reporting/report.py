@@ -167,6 +167,11 @@ def _text_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r)).rstrip() for r in [header, *rows]]
 
 
+def value_cell(target: Target, window: Kpis) -> str:
+    """The KPI's value as the report prints it ("98.2 %", "1,234 ms", "—" when not measured)."""
+    return _fmt(target.unit, window.value(target.key))
+
+
 def target_cell(target: Target, window: Kpis) -> str:
     value = window.value(target.key)
     verdict = target.verdict(value)

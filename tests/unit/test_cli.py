@@ -24,6 +24,7 @@ from deployments.demo import _print_state, _signed_bodies
 from deployments.stack import ensure_demo_wix_keys
 from messaging.email_wording import EmailContent
 from models import (
+    AccessAudit,
     Campaign,
     CampaignStatus,
     Channel,
@@ -49,6 +50,32 @@ def _inbox_event(status: InboxStatus) -> int:
         session.add(row)
         session.flush()
         return row.id  # type: ignore[return-value]
+
+
+def test_events_replay_queues_the_event_for_the_dispatcher_and_is_audited(db: str) -> None:
+    """No Prefect needed: the row goes back to `received` (due now, one run more, so a new idempotency key)
+    and the gateway's dispatcher creates the run; a waiting or unknown event is refused, changing nothing."""
+    failed = _inbox_event(InboxStatus.FAILED)
+    with session_scope() as session:
+        audited = len(session.exec(select(AccessAudit.id)).all())
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        result = CliRunner().invoke(
+            cli, ["events", "replay", str(failed), "--reason", "Wix fixed the outage"]
+        )
+    assert result.exit_code == 0, result.output
+    assert f"event {failed} (wix, was failed) is queued for flow run 2" in result.output
+    with session_scope() as session:
+        row = session.get(WebhookEvent, failed)
+        assert row is not None and row.status == InboxStatus.RECEIVED and row.redispatches == 1
+        assert row.processed_at is None and row.next_dispatch_at is not None
+        rows = session.exec(select(AccessAudit).order_by(AccessAudit.id)).all()[audited:]  # type: ignore[arg-type]
+    assert [(r.action, r.role, r.subject, r.reason) for r in rows] == [
+        ("inbox_event.replayed", "cli", f"inbox_event:{failed}", "Wix fixed the outage")
+    ]
+    again = CliRunner().invoke(cli, ["events", "replay", str(failed)])
+    assert again.exit_code == 2 and "already waiting for its flow run" in again.output
+    missing = CliRunner().invoke(cli, ["events", "replay", "999999"])
+    assert missing.exit_code == 2 and "no inbox event 999999" in missing.output
 
 
 def test_events_list_filters_by_status_and_refuses_an_unknown_one(db: str) -> None:
@@ -127,12 +154,10 @@ def test_commands_that_start_a_deployment_fail_at_once_without_a_running_prefect
     file.write_text(
         json.dumps({"name": "Winter", "channel": "email", "variants": [{"subject": "s", "body": "b"}]})
     )
-    event_id = _inbox_event(InboxStatus.FAILED)
     with temporary_settings(restore_defaults={PREFECT_API_URL}):  # whatever another test started
         for command in (
             ["campaign", "launch", str(file)],
             ["campaign", "choose", slug, "B"],
-            ["events", "replay", str(event_id)],
         ):
             started = time.monotonic()
             result = CliRunner().invoke(cli, command)
