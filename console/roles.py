@@ -42,6 +42,15 @@ ROUTES: Final[dict[tuple[str, str], frozenset[str]]] = {
     ("POST", "/console/campaigns/launch"): MARKETING,
     ("GET", "/console/campaigns/{slug:str}"): MARKETING,
     ("GET", "/console/audit.csv"): ADMIN,
+    ("GET", "/console/admin"): ADMIN,
+    ("GET", "/console/admin/staff"): ADMIN,
+    ("POST", "/console/admin/staff/add"): ADMIN,
+    ("POST", "/console/admin/staff/role"): ADMIN,
+    ("POST", "/console/admin/staff/remove"): ADMIN,
+    ("GET", "/console/admin/google"): ADMIN,
+    ("POST", "/console/admin/google/connect"): ADMIN,
+    ("POST", "/console/admin/google/disconnect"): ADMIN,
+    ("GET", "/console/admin/keys"): ADMIN,
 }
 
 # The navigation: each page appears for the roles that may open it (campaigns, ops pages slot in here).
@@ -50,6 +59,7 @@ NAV: Final[tuple[tuple[str, str], ...]] = (
     ("Bookings", "/console/bookings"),
     ("Campaigns", "/console/campaigns"),
     ("Audit", "/console/audit"),
+    ("Admin", "/console/admin"),  # staff and roles, Google, keys (console/admin.py)
 )
 
 
