@@ -10,8 +10,9 @@ verifier, learns the account's address from the userinfo endpoint and stores the
 
 Anyone who can reach the gateway can reach `/auth/google/start`, and whoever completes the flow decides
 whose mailbox patients' email comes from. So a flow can only be started with a short-lived, one-time
-signed ticket (`connect_url()`, printed by `avatar-crm google connect`), which only someone holding the
-server's secrets can mint; and replacing a connected account is announced (audit, log, staff notice).
+signed ticket (`connect_url()`, printed by `avatar-crm google connect` or followed by an admin's "Connect" in
+the console), which only someone holding the server's secrets, or signed in to the console as admin, can
+mint; and replacing a connected account is announced (audit, log, staff notice).
 
 Access-token refresh, and `invalid_grant` marking the connection disconnected, live in
 `providers/google_api.py`, next to the API calls that trigger them.
