@@ -92,8 +92,9 @@ async def admin_home() -> Redirect:
 
 
 def _staff_page(
-    request: Request, status_code: int = 200, error: str | None = None, form: dict[str, str] | None = None
+    request: Request, status_code: int = 200, error: str | None = None, typed: dict[str, str] | None = None
 ) -> Template:
+    """The list; after a refused add, the add form again with what was typed (`typed`)."""
     with session_scope() as session:
         members = [
             {
@@ -116,7 +117,7 @@ def _staff_page(
         me=security.current_actor(request).email,
         error=error,
         flash=None if error else _take_flash(request),
-        form=form or {},
+        typed=typed or {},
         zone=request.app.state.console_settings.clinic_timezone,
     )
 
@@ -127,7 +128,7 @@ def staff_page(request: Request) -> Template:
     return _staff_page(request)
 
 
-async def _staff_change(request: Request, change: Any) -> Redirect | Template:
+async def _staff_change(request: Request, change: Any, keep_typed: bool = False) -> Redirect | Template:
     """Run one staff change for the signed-in admin; a refusal shows the page again with the reason."""
     actor = security.current_actor(request)
     form = await _form(request)
@@ -139,7 +140,7 @@ async def _staff_change(request: Request, change: Any) -> Redirect | Template:
     try:
         done = await asyncio.to_thread(apply)
     except (FormError, staff_list.StaffError) as exc:
-        return await asyncio.to_thread(_staff_page, request, 400, str(exc), form)
+        return await asyncio.to_thread(_staff_page, request, 400, str(exc), form if keep_typed else None)
     said = {
         "added": f"{done.email} added as {done.role.value}.",
         "role changed": f"{done.email} is now {done.role.value}.",
@@ -164,7 +165,7 @@ async def staff_add(request: Request) -> Redirect | Template:
         role, who = _role(form), _audited_by(actor, form)
         return staff_list.add(session, _field(form, "email"), role, **who)
 
-    return await _staff_change(request, change)
+    return await _staff_change(request, change, keep_typed=True)
 
 
 @post("/admin/staff/role", status_code=303)

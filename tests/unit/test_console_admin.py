@@ -193,6 +193,8 @@ def test_a_refused_change_changes_nothing_and_says_why(
     answer = admin.post(f"/console/admin/staff/{path}", headers=csrf(admin), data=form)
     assert answer.status_code == 400
     assert says in answer.text and 'role="alert"' in answer.text
+    if path == "add" and form["email"] != NEWCOMER:
+        assert f'value="{form["email"]}"' in answer.text  # what was typed, to correct
     assert member(NEWCOMER) is None
     ops = member(STAFF[StaffRole.OPS])
     assert ops is not None and ops.removed_at is None
@@ -236,6 +238,13 @@ def test_the_last_admin_can_neither_remove_nor_demote_themselves(
         assert last.status_code == 400 and "is the last admin" in last.text
     finally:
         deputy.__exit__(None, None, None)
+
+
+def test_staff_add_cannot_demote_the_last_admin_either(settings: Settings) -> None:
+    """`avatar-crm staff add EMAIL --role …` on a current member is a role change, with the same guard."""
+    with pytest.raises(staff_list.StaffError, match="is the last admin"), session_scope() as session:
+        staff_list.add(session, ADMIN, StaffRole.RECEPTION, by="os:test", by_role="cli")
+    assert member(ADMIN).role == "admin"  # type: ignore[union-attr]
 
 
 def test_two_admins_stepping_down_at_the_same_moment_leave_one_admin(settings: Settings) -> None:
