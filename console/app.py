@@ -37,6 +37,17 @@ from litestar.template.config import TemplateConfig
 from access import audit_view
 from bookings.schedule import local_days
 from console import security
+from console.admin import (
+    admin_home,
+    google_connect,
+    google_disconnect,
+    google_page,
+    keys_page,
+    staff_add,
+    staff_page,
+    staff_remove,
+    staff_role,
+)
 from console.campaigns import (
     campaign_detail,
     campaign_launch,
@@ -413,6 +424,15 @@ def console(settings: Settings) -> ConsoleParts:
             ops_consent_lift,
             ops_kpis,
             audit_export,
+            admin_home,
+            staff_page,
+            staff_add,
+            staff_role,
+            staff_remove,
+            google_page,
+            google_connect,
+            google_disconnect,
+            keys_page,
             static,
         ],
         middleware=middleware,

@@ -50,6 +50,15 @@ ROUTES: Final[dict[tuple[str, str], frozenset[str]]] = {
     ("POST", "/console/ops/consent/lift"): OPS,
     ("GET", "/console/ops/kpis"): OPS,
     ("GET", "/console/audit.csv"): ADMIN,
+    ("GET", "/console/admin"): ADMIN,
+    ("GET", "/console/admin/staff"): ADMIN,
+    ("POST", "/console/admin/staff/add"): ADMIN,
+    ("POST", "/console/admin/staff/role"): ADMIN,
+    ("POST", "/console/admin/staff/remove"): ADMIN,
+    ("GET", "/console/admin/google"): ADMIN,
+    ("POST", "/console/admin/google/connect"): ADMIN,
+    ("POST", "/console/admin/google/disconnect"): ADMIN,
+    ("GET", "/console/admin/keys"): ADMIN,
 }
 
 # The navigation: each page appears for the roles that may open it (campaigns, ops pages slot in here).
@@ -62,6 +71,7 @@ NAV: Final[tuple[tuple[str, str], ...]] = (
     ("Consent", "/console/ops/consent"),
     ("KPIs", "/console/ops/kpis"),
     ("Audit", "/console/audit"),
+    ("Admin", "/console/admin"),  # staff and roles, Google, keys (console/admin.py)
 )
 
 

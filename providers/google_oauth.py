@@ -10,8 +10,9 @@ verifier, learns the account's address from the userinfo endpoint and stores the
 
 Anyone who can reach the gateway can reach `/auth/google/start`, and whoever completes the flow decides
 whose mailbox patients' email comes from. So a flow can only be started with a short-lived, one-time
-signed ticket (`connect_url()`, printed by `avatar-crm google connect`), which only someone holding the
-server's secrets can mint; and replacing a connected account is announced (audit, log, staff notice).
+signed ticket (`connect_url()`, printed by `avatar-crm google connect` or followed by an admin's "Connect" in
+the console), which only someone holding the server's secrets, or signed in to the console as admin, can
+mint; and replacing a connected account is announced (audit, log, staff notice).
 
 Access-token refresh, and `invalid_grant` marking the connection disconnected, live in
 `providers/google_api.py`, next to the API calls that trigger them.
@@ -97,6 +98,11 @@ class Revoked:
     account_email: str
     revoked_at_google: bool
     detail: str
+    connection_id: int | None = None
+
+
+# Writes the person's access-audit row in the transaction that marks the connection revoked (the console).
+AuditRevocation = Callable[[Session, Revoked], None]
 
 
 # --- start tickets -----------------------------------------------------------------------------------------
@@ -356,11 +362,12 @@ def _announce_replacement(
 # --- disconnecting and status ------------------------------------------------------------------------------
 
 
-def revoke() -> Revoked | None:
+def revoke(audit: AuditRevocation | None = None) -> Revoked | None:
     """Revoke the refresh token at Google and mark the connection REVOKED; None if nothing is connected.
 
     The connection stops being used even if Google cannot be reached; the token is then kept (encrypted)
-    so that running this again can still revoke it at Google.
+    so that running this again can still revoke it at Google. `audit`, when given, records who did it in the
+    same transaction as the change.
     """
     settings = get_settings()
     with session_scope() as session:
@@ -396,7 +403,10 @@ def revoke() -> Revoked | None:
                 detail={"account": email, "revoked_at_google": revoked_at_google},
             )
         )
-    return Revoked(email, revoked_at_google, detail)
+        result = Revoked(email, revoked_at_google, detail, connection_id)
+        if audit is not None:
+            audit(session, result)
+    return result
 
 
 def _revoke_at_google(settings: Settings, token: str) -> tuple[bool, str]:

@@ -143,7 +143,7 @@ def test_staff_from_the_cli_each_change_audited_as_the_os_user(db: str) -> None:
         (ME, "cli", "staff.role_changed"),
         (ME, "cli", "staff.removed"),
     ]
-    assert rows[2].detail == {"new_role": "marketer"}
+    assert rows[2].detail == {"new_role": "marketer", "old_role": "reception"}
     with session_scope() as session:
         assert verify(session).intact
 
