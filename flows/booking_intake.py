@@ -19,13 +19,16 @@ from prefect.states import Completed, Failed, State
 from bookings.intake import IntakeOutcome, apply_inbox_event
 from flows.tasks.calendar import sync_calendar
 from flows.tasks.send import send_message
-from inbox.service import WIX_BOOKINGS, InboxEvent, handle
+from inbox.service import WIX_BOOKINGS, InboxEvent, handle, unfinished
 from models import MessageStatus, get_settings
 from providers import wix
+
+BATCH_CONCURRENCY = 4  # bookings of one batch run applied and sent at once
 
 
 @task(
     name="apply-booking-event",
+    task_run_name="apply-booking-event-{event.id}",
     cache_policy=NO_CACHE,
     retries=3,
     retry_delay_seconds=[1, 3, 10],
@@ -37,8 +40,22 @@ async def apply_booking_event(event: InboxEvent[wix.BookingEvent | None]) -> Int
 
 
 @flow(name="booking-intake", description=__doc__.split("\n\n")[0])
-async def booking_intake(event_id: int) -> State:
-    """Apply inbox event `event_id` (a Wix booking event) and send the patient what it calls for."""
+async def booking_intake(event_id: int | None = None, event_ids: list[int] | None = None) -> State:
+    """Apply inbox event `event_id` (a Wix booking event) and send the patient what it calls for; or each
+    of `event_ids`, which the gateway hands over together when a burst of bookings builds a backlog."""
+    if event_ids is not None:
+        return await _intake_batch(event_ids)
+    if event_id is None:
+        raise ValueError("booking-intake needs event_id or event_ids")
+    summary, failed = await _intake(event_id)
+    if failed:
+        return Failed(message=f"{summary}; message(s) {failed} could not be delivered (see outbox)")
+    return Completed(message=summary)
+
+
+async def _intake(event_id: int) -> tuple[str, list[int]]:
+    """One booking event: applied, its messages sent, the calendar mirrored; the summary and the ids of
+    messages that failed. Raises (the row then marked failed) if the event cannot be applied."""
     logger = get_run_logger()
     async with handle(event_id, WIX_BOOKINGS) as event:
         outcome = await apply_booking_event(event)
@@ -51,10 +68,33 @@ async def booking_intake(event_id: int) -> State:
             await sync_calendar(outcome.crm_booking_id)
         except Exception as exc:
             logger.warning("calendar not synced for this booking yet (the sweep will retry): %s", exc)
-    failed = [mid for mid, status in statuses.items() if status == MessageStatus.FAILED]
-    if failed:
-        return Failed(message=f"{outcome.summary}; message(s) {failed} could not be delivered (see outbox)")
-    return Completed(message=outcome.summary)
+    return outcome.summary, [mid for mid, status in statuses.items() if status == MessageStatus.FAILED]
+
+
+async def _intake_batch(event_ids: list[int]) -> State:
+    """Each event as `_intake` does it, a few at once; one that fails fails only itself (its row says why).
+    Rows already finished (a batch handed over again after its run died) are skipped."""
+    todo = await asyncio.to_thread(unfinished, event_ids)
+    gate = asyncio.Semaphore(BATCH_CONCURRENCY)
+
+    async def one(event_id: int) -> tuple[str, list[int]] | BaseException:
+        async with gate:
+            try:
+                return await _intake(event_id)
+            except Exception as exc:  # the row is marked failed by `handle`; the others go on
+                return exc
+
+    results = await asyncio.gather(*(one(event_id) for event_id in todo))
+    errors = sum(isinstance(result, BaseException) for result in results)
+    undelivered = [mid for result in results if not isinstance(result, BaseException) for mid in result[1]]
+    summary = (
+        f"{len(todo)} booking event(s) of {len(event_ids)} handed over: {len(todo) - errors} applied, "
+        f"{errors} could not be"
+    )
+    get_run_logger().info(summary)
+    if errors or undelivered:
+        return Failed(message=f"{summary}; message(s) {undelivered} could not be delivered (see outbox)")
+    return Completed(message=summary)
 
 
 if __name__ == "__main__":

@@ -121,6 +121,16 @@ def read_batch(session: Session, event_ids: Collection[int], source: Source[T]) 
     return batch
 
 
+def unfinished(event_ids: Collection[int]) -> list[int]:
+    """Those of `event_ids` still waiting for their outcome (neither processed nor failed), in id order."""
+    done = {InboxStatus.PROCESSED, InboxStatus.FAILED}
+    with session_scope() as session:
+        rows = session.exec(
+            select(WebhookEvent.id, WebhookEvent.status).where(WebhookEvent.id.in_(list(event_ids)))  # type: ignore[union-attr]
+        ).all()
+    return sorted(event_id for event_id, status in rows if status not in done)
+
+
 def finish(session: Session, event_ids: int | Iterable[int], error: str | None = None) -> None:
     """Mark rows `processed` (no error) or `failed` with the reason, in the caller's transaction."""
     ids = [event_ids] if isinstance(event_ids, int) else list(event_ids)

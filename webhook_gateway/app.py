@@ -54,6 +54,8 @@ DEPLOYMENTS: Mapping[str, str] = {
 # Sources whose flow takes a batch (`event_ids`) instead of one `event_id`: a campaign's delivery receipts
 # arrive by the thousand, one per message part.
 BATCHED_SOURCES: frozenset[str] = frozenset({"mobilemessage-status", "sendgrid"})
+# A run per booking event while they trickle in; runs of DISPATCH_BACKLOG_BATCH when a backlog builds.
+BATCHED_IN_BACKLOG: frozenset[str] = frozenset({"wix", "wix-reconcile"})
 
 
 @contextmanager
@@ -128,6 +130,9 @@ def create_app(
                     poll_seconds=settings.dispatch_poll_seconds,
                     max_backoff_seconds=settings.dispatch_max_backoff_seconds,
                     batched=batched,
+                    batched_in_backlog=BATCHED_IN_BACKLOG,
+                    backlog_threshold=settings.dispatch_backlog_threshold,
+                    backlog_batch=settings.dispatch_backlog_batch,
                     recovery_seconds=settings.dispatch_recovery_seconds,
                     stuck=StuckLimits(
                         pending=timedelta(seconds=settings.dispatch_stuck_pending_seconds),

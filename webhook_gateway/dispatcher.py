@@ -9,6 +9,14 @@ Sources named in `batched` (delivery receipts: thousands a minute during a campa
 due rows instead (`event_ids`), keyed by the batch's first and last row; their flows are idempotent per row,
 so a batch that is re-dispatched with different neighbours does no harm.
 
+Sources named in `batched_in_backlog` (booking events) get a run each while they trickle in, so a lone
+booking's patient hears back within a couple of seconds and each booking is one run in the Prefect UI. When a
+round finds `backlog_threshold` or more of them due (a burst, a reconciliation backfill), they go out in runs
+of `backlog_batch` events instead (still one task run per booking inside): a run costs the embedded
+stack about a second of CPU before it does anything, which is what limited a burst to about one booking a
+second. The per-event rules (newest revision wins, one outcome per row, idempotent message keys) are the
+same in a batch, so the guarantees do not depend on how an event was dispatched.
+
 A row stays `dispatched` until its run marks it `processed` or `failed`. A run whose process died never will:
 every `recovery_seconds` (and first thing after a start, so a restarted stack re-examines everything left
 `dispatched`) the dispatcher reads the runs of all dispatched rows and hands a row whose run is dead
@@ -95,6 +103,8 @@ def run_name(rows: list[_Due]) -> str:
     first, last = rows[0], rows[-1]
     if first.source in {"wix", "wix-reconcile"}:
         action = wix.action_for(first.event_type)
+        if len(rows) > 1:
+            return f"booking-events-{first.id}-{last.id} ({len(rows)})"
         if first.subject is None or action is None:
             return f"booking-event-{first.id}"
         revision = f" rev {first.revision}" if first.revision is not None else ""
@@ -131,6 +141,9 @@ class Dispatcher:
         poll_seconds: float = 2.0,
         max_backoff_seconds: float = 300.0,
         batched: Collection[str] = (),
+        batched_in_backlog: Collection[str] = (),
+        backlog_threshold: int = 8,
+        backlog_batch: int = 10,
         recovery_seconds: float = 30.0,
         stuck: StuckLimits = _STUCK,
         max_runs: int = 3,
@@ -140,6 +153,9 @@ class Dispatcher:
         self._client = client
         self._deployments = dict(deployments)
         self._batched = frozenset(batched)
+        self._batched_in_backlog = frozenset(batched_in_backlog)
+        self._backlog_threshold = backlog_threshold  # 0: never batch them
+        self._backlog_batch = max(1, backlog_batch)
         self._poll_seconds = poll_seconds
         # Prefect unreachable: 1 s doubling per failed round (and per row's attempt), at most max_backoff.
         self._backoff = Backoff(1.0, max_backoff_seconds, jitter="half")
@@ -221,13 +237,7 @@ class Dispatcher:
             due = await to_thread.run_sync(self._select_due)
             if not due:
                 return dispatched
-            groups: dict[str, list[_Due]] = {}
-            for row in due:
-                if row.source in self._batched:
-                    groups.setdefault(row.source, []).append(row)
-                else:
-                    groups[f"event:{row.id}"] = [row]
-            pending = list(groups.values())
+            pending = self._group(due)
             while pending:
                 rows = pending.pop(0)
                 try:
@@ -243,6 +253,28 @@ class Dispatcher:
                 dispatched += await to_thread.run_sync(self._record_success, rows, flow_run_id)
             if len(due) < _BATCH:
                 return dispatched
+
+    def _group(self, due: list[_Due]) -> list[list[_Due]]:
+        """The runs this round's rows go out in: a batch per batched source, a run per event otherwise, and
+        runs of `backlog_batch` for a backlog of a source batched in backlogs."""
+        groups: dict[str, list[_Due]] = {}
+        for row in due:
+            if row.source in self._batched:
+                groups.setdefault(row.source, []).append(row)
+            elif row.source in self._batched_in_backlog:
+                groups.setdefault(f"backlog:{row.source}", []).append(row)
+            else:
+                groups[f"event:{row.id}"] = [row]
+        runs: list[list[_Due]] = []
+        for key, rows in groups.items():
+            if not key.startswith("backlog:"):
+                runs.append(rows)
+            elif self._backlog_threshold and len(rows) >= self._backlog_threshold:
+                size = self._backlog_batch
+                runs += [rows[start : start + size] for start in range(0, len(rows), size)]
+            else:
+                runs += [[row] for row in rows]
+        return runs
 
     async def recover_dead_runs(self) -> int:
         """Hand back every dispatched row whose flow run is dead; returns how many were handed back/failed."""
@@ -310,7 +342,7 @@ class Dispatcher:
         # A new run for an event whose previous run died needs a new key (the old one names the dead run).
         attempt = max(row.redispatches for row in rows)
         suffix = f":run{attempt + 1}" if attempt else ""
-        if source in self._batched:
+        if source in self._batched or len(rows) > 1:
             ids = [row.id for row in rows]
             parameters: dict[str, object] = {"event_ids": ids}
             key = f"{source}:batch:{ids[0]}-{ids[-1]}{suffix}"

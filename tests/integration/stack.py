@@ -74,7 +74,11 @@ class Stack:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        self.wait_ready(timeout)
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.kill_all()  # a stack that never became ready must not outlive the test
+            raise
 
     def wait_ready(self, timeout: float) -> None:
         """Until `/readyz` says every part works (the runner has polled Prefect for its deployments)."""
@@ -88,6 +92,14 @@ class Stack:
                 pass
             time.sleep(0.5)
         raise AssertionError(f"stack not ready after {timeout:.0f}s\n{self.log_tail()}")
+
+    def child_pids(self) -> list[int]:
+        """Every process the supervisor started (each leads its own process group)."""
+        assert self.process is not None
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+            return [int(pid) for pid in path.read_text().split()]
+        return []
 
     def children(self) -> dict[str, int]:
         """The supervisor's children by what they run: `prefect`, `runner`, `gateway`."""
@@ -103,10 +115,11 @@ class Stack:
     def kill_all(self) -> None:
         """SIGKILL the supervisor first (so it restarts nothing), then every child's process group."""
         assert self.process is not None
-        children = self.children()
-        os.killpg(self.process.pid, signal.SIGKILL)
+        children = self.child_pids()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
-        for pid in children.values():
+        for pid in children:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
         time.sleep(0.5)

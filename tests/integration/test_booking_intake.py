@@ -210,3 +210,49 @@ def test_provider_400_fails_the_message_with_its_reason_and_does_not_retry(
     assert "Invalid recipient number" in (message.last_error or "")
     assert [r["status"] for r in sms.requests if r["path"] == "/v1/messages"] == [400]
     assert sms.sent == []
+
+
+def test_a_batch_run_applies_each_booking_once_and_a_bad_event_fails_only_itself(rig: Rig, sms) -> None:
+    """What the gateway hands over when a burst builds a backlog (`event_ids`): every booking applied and its
+    patient texted once, a task run per booking; a malformed event in the batch fails alone; the batch handed
+    over again (its run died) redoes nothing."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.deployments import run_deployment
+
+    from tests.inbox_events import store_event
+
+    bookings = [(new_booking_id(), f"+6141100{n:04d}") for n in range(6)]
+    ids = [
+        store_event(
+            "wix",
+            signed_event(
+                rig.wix_keys,
+                "wix.bookings.v2.booking_created",
+                booking(booking_id, 1, local_slot(days_ahead=5, hour=9 + n), phone=phone, email=None),
+            ),
+            "wix.bookings.v2.booking_created",
+        )
+        for n, (booking_id, phone) in enumerate(bookings)
+    ]
+    bad = store_event("wix", b"not a wix token", "wix.bookings.v2.booking_created")
+    batch = [*ids[:3], bad, *ids[3:]]
+
+    run = run_deployment("booking-intake/booking-intake", parameters={"event_ids": batch}, timeout=180)
+    assert run.state is not None and run.state.is_failed()  # one event could not be applied: said on the run
+    rows = {row.id: row for row in wait_processed(len(batch))}
+    assert [rows[i].status for i in ids] == [InboxStatus.PROCESSED] * len(ids)
+    assert rows[bad].status == InboxStatus.FAILED and rows[bad].last_error
+    texted = sorted(m["to"] for m in sms.sent)
+    assert texted == sorted(phone for _, phone in bookings)  # each patient once, nobody else
+    assert all((stored := stored_booking(b)) is not None and stored.revision == 1 for b, _ in bookings)
+    with get_client(sync_client=True) as client:
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+    applied = sorted(t.name for t in tasks if t.name.startswith("apply-booking-event-"))
+    assert applied == sorted(
+        f"apply-booking-event-{i}" for i in ids
+    )  # a task run per booking (the bad one failed being read)
+
+    again = run_deployment("booking-intake/booking-intake", parameters={"event_ids": batch}, timeout=180)
+    assert again.state is not None and again.state.is_completed()  # nothing left to do
+    assert sorted(m["to"] for m in sms.sent) == texted  # nothing sent twice

@@ -253,3 +253,37 @@ async def test_a_row_finished_by_its_run_meanwhile_is_not_handed_back(database_u
         session.add(stored)
     assert dispatcher._hand_back([(dispatched, "ended Completed")]) == 0
     assert _row(event_id).status == InboxStatus.PROCESSED
+
+
+async def test_booking_events_get_a_run_each_until_a_backlog_builds_then_runs_of_a_batch(
+    database_url: str, db: str
+) -> None:
+    engine = get_engine(database_url)
+    deployments = {"wix": "booking-intake/booking-intake"}
+    prefect = _Prefect(busy_answers=0)
+    backlog = {"batched_in_backlog": {"wix"}, "backlog_threshold": 4, "backlog_batch": 3}
+    few = [store_event("wix", b"token", "wix.bookings.v2.booking_created") for _ in range(3)]
+    dispatcher = Dispatcher(engine, prefect, deployments, **backlog)  # type: ignore[arg-type]
+
+    assert await dispatcher.dispatch_due() == 3  # under the threshold: a run per booking, as when idle
+    assert [a["parameters"] for a in prefect.attempts] == [{"event_id": event_id} for event_id in few]
+
+    prefect.attempts.clear()
+    burst = [store_event("wix", b"token", "wix.bookings.v2.booking_created") for _ in range(7)]
+    assert await dispatcher.dispatch_due() == 7
+    assert [a["parameters"] for a in prefect.attempts] == [
+        {"event_ids": burst[0:3]},
+        {"event_ids": burst[3:6]},
+        {"event_id": burst[6]},  # what is left over is one event, dispatched as one
+    ]
+    keys = [a["idempotency_key"] for a in prefect.attempts]
+    assert keys[:2] == [f"wix:batch:{burst[0]}-{burst[2]}", f"wix:batch:{burst[3]}-{burst[5]}"]
+    assert prefect.attempts[0]["name"] == f"booking-events-{burst[0]}-{burst[2]} (3)"
+    runs = {_row(event_id).flow_run_id for event_id in burst}
+    assert len(runs) == 3 and all(_row(event_id).status == InboxStatus.DISPATCHED for event_id in burst)
+
+    prefect.attempts.clear()
+    more = [store_event("wix", b"token", "wix.bookings.v2.booking_created") for _ in range(5)]
+    never = Dispatcher(engine, prefect, deployments, batched_in_backlog={"wix"}, backlog_threshold=0)  # type: ignore[arg-type]
+    assert await never.dispatch_due() == 5  # threshold 0: batching off
+    assert [a["parameters"] for a in prefect.attempts] == [{"event_id": event_id} for event_id in more]
