@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from stats import percentile  # noqa: E402
 
+from models.data_dir import read_prefect_login  # noqa: E402
 from providers.wix_simulator import WixKeys, booking_payload, sign_wix_jwt, wix_event  # noqa: E402
 from tests.fakes.mobilemessage import FakeMobileMessage  # noqa: E402
 from tests.servers import free_port  # noqa: E402
@@ -88,7 +89,11 @@ def start_stack(
             raise RuntimeError(f"stack exited: see {data_dir / 'stack.log'}")
         try:
             ready = httpx.get(f"{gateway}/readyz", timeout=2).status_code == 200
-            deployed = httpx.get(f"{api}/deployments/name/booking-intake/booking-intake", timeout=2)
+            deployed = httpx.get(
+                f"{api}/deployments/name/booking-intake/booking-intake",
+                timeout=2,
+                auth=prefect_auth(data_dir),
+            )
             if ready and deployed.status_code == 200:
                 break
         except httpx.HTTPError:
@@ -98,6 +103,15 @@ def start_stack(
         time.sleep(0.5)
     time.sleep(3)  # let the runner finish its first poll of the freshly registered deployments
     return stack, gateway, api
+
+
+def prefect_auth(data_dir: Path) -> tuple[str, str] | None:
+    """The login `up` wrote for its Prefect server (every API call but /health needs it)."""
+    login = read_prefect_login(data_dir)
+    if login is None:
+        return None
+    user, _, password = login.partition(":")
+    return user, password
 
 
 def stop_stack(stack: subprocess.Popen[bytes]) -> None:
@@ -132,7 +146,9 @@ def post_bookings(gateway: str, keys: WixKeys, count: int, rate: float) -> list[
     return samples
 
 
-def collect(samples: list[Sample], sms: FakeMobileMessage, api: str, wait: float) -> None:
+def collect(
+    samples: list[Sample], sms: FakeMobileMessage, api: str, wait: float, auth: tuple[str, str] | None = None
+) -> None:
     by_key = {f"booking:{s.booking_id}:confirmation:rev1": s for s in samples}
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
@@ -146,7 +162,7 @@ def collect(samples: list[Sample], sms: FakeMobileMessage, api: str, wait: float
 
     # Flow-run timestamps from Prefect, keyed by the inbox event id the gateway returned.
     runs: dict[int, dict[str, object]] = {}
-    with httpx.Client(timeout=30) as client:
+    with httpx.Client(timeout=30, auth=auth) as client:
         offset = 0
         while True:
             page = client.post(f"{api}/flow_runs/filter", json={"limit": 200, "offset": offset}).json()
@@ -236,7 +252,7 @@ if __name__ == "__main__":
             f"posting {args.bookings} bookings at {args.rate}/s"
         )
         samples = post_bookings(gateway, keys, args.bookings, args.rate)
-        collect(samples, sms, api, wait=60)
+        collect(samples, sms, api, wait=60, auth=prefect_auth(scratch))
         ok = report(samples, sms, args.verbose)
     finally:
         if stack is not None:
