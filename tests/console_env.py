@@ -90,12 +90,19 @@ def add_patient_task() -> int:
         return task.id  # type: ignore[return-value]
 
 
-def audit_rows(action: str | None = None) -> list[AccessAudit]:
+def audit_rows(action: str | None = None, after: int = 0) -> list[AccessAudit]:
+    """Access-audit rows, oldest first; `after`: only those after that id (the audit is append-only and
+    shared by the whole pytest session, and ids of emptied tables come back: count this test's rows)."""
     with session_scope() as session:
-        query = select(AccessAudit).order_by(AccessAudit.id)  # type: ignore[arg-type]
+        query = select(AccessAudit).where(AccessAudit.id > after).order_by(AccessAudit.id)  # type: ignore[arg-type,operator]
         if action:
             query = query.where(AccessAudit.action == action)
         return list(session.exec(query).all())
+
+
+def last_audit_id() -> int:
+    with session_scope() as session:
+        return int(session.exec(select(func.max(AccessAudit.id))).one() or 0)
 
 
 def audit_count() -> int:

@@ -13,7 +13,7 @@ from litestar.testing import TestClient
 
 from models import InboxStatus, StaffRole, WebhookEvent, get_settings, session_scope
 from providers.google_oidc import CACHE
-from tests.console_env import STAFF, add_staff, audit_rows, console_settings, sign_in
+from tests.console_env import STAFF, add_staff, audit_rows, console_settings, last_audit_id, sign_in
 from tests.fakes.google_oidc import FakeGoogleOIDC
 from tests.fakes.mobilemessage import FakeMobileMessage
 from tests.integration.conftest import Rig
@@ -45,6 +45,7 @@ def test_ops_see_a_failed_run_with_its_prefect_link_and_replay_it_through_the_di
     rig: Rig, sms: FakeMobileMessage, db: str
 ) -> None:
     add_staff()
+    mark = last_audit_id()
     with session_scope() as session:  # as the gateway stores one; the body is no Wix JWT
         row = WebhookEvent(
             source="wix",
@@ -90,7 +91,9 @@ def test_ops_see_a_failed_run_with_its_prefect_link_and_replay_it_through_the_di
             second = _wait_failed(event_id, 1)
             assert second.flow_run_id and second.flow_run_id != first.flow_run_id
             UUID(second.flow_run_id)
-    replayed = [r for r in audit_rows("inbox_event.replayed") if r.subject == f"inbox_event:{event_id}"]
+    replayed = [
+        r for r in audit_rows("inbox_event.replayed", after=mark) if r.subject == f"inbox_event:{event_id}"
+    ]
     assert [(r.actor, r.outcome, r.reason) for r in replayed] == [
         (STAFF[StaffRole.OPS], "allowed", "checking the fix")
     ]
