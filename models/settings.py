@@ -224,7 +224,7 @@ class Settings(BaseSettings):
     # A burst of booking events (this many or more due in one dispatch round; 0: never) goes out in flow runs
     # of DISPATCH_BACKLOG_BATCH events, a task run per booking, instead of a run per booking.
     dispatch_backlog_threshold: int = 8
-    dispatch_backlog_batch: int = 10
+    dispatch_backlog_batch: int = 50
     # Ctrl-C on `avatar-crm up`: how long flow runs already running may take to finish before the runner is
     # stopped (which cancels what is left; the dispatcher gives those events a new run at the next start).
     stop_grace_seconds: float = 30.0
