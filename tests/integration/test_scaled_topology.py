@@ -82,12 +82,24 @@ def _child(stack: Stack, marker: str) -> int:
     raise AssertionError(f"no child running {marker!r}")
 
 
-def _worker_running_a_flow(stack: Stack) -> int | None:
-    """A worker with a flow run's process under it right now (the kill then cuts a run short)."""
+def _flow_run_of(pid: int) -> str | None:
+    """The flow run a worker's child process runs (the process worker hands it the id in its environment)."""
+    with contextlib.suppress(OSError):
+        for entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+            if entry.startswith(b"PREFECT__FLOW_RUN_ID="):
+                return entry.partition(b"=")[2].decode()
+    return None
+
+
+def _worker_running_a_booking_run(stack: Stack) -> int | None:
+    """A worker with a booking run's process under it right now, one whose events are not done yet: the kill
+    then cuts that run short."""
+    waiting = {row.flow_run_id for row in inbox_rows() if row.status == InboxStatus.DISPATCHED}
     for name in ("scaled-1", "scaled-2"):
         pid = _child(stack, f"--name {name}")
-        if Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-            return pid
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            if _flow_run_of(int(child)) in waiting:
+                return pid
     return None
 
 
@@ -157,7 +169,7 @@ def test_two_gateways_two_workers_one_of_each_killed_every_booking_applied_once_
             delivered = pool.map(deliver, range(COUNT))
             wait_until(lambda: sum(r.status == InboxStatus.PROCESSED for r in inbox_rows()) >= 5, 240, 0.2)
             os.killpg(_child(stack, f"--port {stack.gateway_port + 1}"), signal.SIGKILL)
-            os.killpg(wait_until(lambda: _worker_running_a_flow(stack), 120, 0.1), signal.SIGKILL)
+            os.killpg(wait_until(lambda: _worker_running_a_booking_run(stack), 180, 0.1), signal.SIGKILL)
             killed_at = time.monotonic()
             first_try = list(delivered)
         retried = [w for w, ok in zip(webhooks, first_try, strict=True) if not ok]
