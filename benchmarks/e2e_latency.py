@@ -99,6 +99,7 @@ def start_stack(
         except httpx.HTTPError:
             pass
         if time.monotonic() > deadline:
+            stop_stack(stack)  # not left running behind the benchmark (it would skew every later figure)
             raise RuntimeError("stack did not become ready within 180 s")
         time.sleep(0.5)
     time.sleep(3)  # let the runner finish its first poll of the freshly registered deployments
