@@ -10,12 +10,14 @@ due rows instead (`event_ids`), keyed by the batch's first and last row; their f
 so a batch that is re-dispatched with different neighbours does no harm.
 
 Sources named in `batched_in_backlog` (booking events) get a run each while they trickle in, so a lone
-booking's patient hears back within a couple of seconds and each booking is one run in the Prefect UI. When a
-round finds `backlog_threshold` or more of them due (a burst, a reconciliation backfill), they go out in runs
-of `backlog_batch` events instead (still one task run per booking inside): a run costs the embedded
-stack about a second of CPU before it does anything, which is what limited a burst to about one booking a
-second. The per-event rules (newest revision wins, one outcome per row, idempotent message keys) are the
-same in a batch, so the guarantees do not depend on how an event was dispatched.
+booking's patient hears back within a couple of seconds and each booking is one run in the Prefect UI. When
+`backlog_threshold` or more of them are waiting (due this round, or dispatched to runs that have not finished
+them: a burst, a reconciliation backfill, or a steady stream faster than runs finish), they go out in runs of
+up to `backlog_batch` events instead (still one task run per booking inside): a run costs the embedded
+stack about a second of CPU before it does anything (a process worker's run, a new interpreter, several),
+which is what limited a burst to about one booking a second. The per-event rules (newest revision wins, one
+outcome per row, idempotent message keys) are the same in a batch, so the guarantees do not depend on how an
+event was dispatched.
 
 A row stays `dispatched` until its run marks it `processed` or `failed`. A run whose process died never will:
 every `recovery_seconds` (and first thing after a start, so a restarted stack re-examines everything left
@@ -56,7 +58,7 @@ from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFi
 from prefect.exceptions import PrefectHTTPStatusError
 from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 from prefect.states import Crashed
-from sqlalchemy import Engine, bindparam, case, select, update
+from sqlalchemy import Engine, bindparam, case, func, select, update
 
 from models import InboxStatus, WebhookEvent
 from models.types import utcnow
@@ -237,7 +239,7 @@ class Dispatcher:
             due = await to_thread.run_sync(self._select_due)
             if not due:
                 return dispatched
-            pending = self._group(due)
+            pending = self._group(due, await to_thread.run_sync(self._in_flight, due))
             while pending:
                 rows = pending.pop(0)
                 try:
@@ -254,9 +256,10 @@ class Dispatcher:
             if len(due) < _BATCH:
                 return dispatched
 
-    def _group(self, due: list[_Due]) -> list[list[_Due]]:
+    def _group(self, due: list[_Due], in_flight: Mapping[str, int]) -> list[list[_Due]]:
         """The runs this round's rows go out in: a batch per batched source, a run per event otherwise, and
-        runs of `backlog_batch` for a backlog of a source batched in backlogs."""
+        runs of `backlog_batch` for a backlog of a source batched in backlogs (its rows due now plus those
+        `in_flight`, dispatched to runs not done with them)."""
         groups: dict[str, list[_Due]] = {}
         for row in due:
             if row.source in self._batched:
@@ -269,7 +272,9 @@ class Dispatcher:
         for key, rows in groups.items():
             if not key.startswith("backlog:"):
                 runs.append(rows)
-            elif self._backlog_threshold and len(rows) >= self._backlog_threshold:
+            elif self._backlog_threshold and (
+                len(rows) + in_flight.get(rows[0].source, 0) >= self._backlog_threshold
+            ):
                 size = self._backlog_batch
                 runs += [rows[start : start + size] for start in range(0, len(rows), size)]
             else:
@@ -398,6 +403,19 @@ class Dispatcher:
                     .values(next_dispatch_at=utcnow() + self._claim)
                 )
             return due
+
+    def _in_flight(self, due: list[_Due]) -> dict[str, int]:
+        """Rows of the backlog-batched sources among `due` that runs hold but have not finished."""
+        sources = {row.source for row in due} & self._batched_in_backlog
+        if not sources or not self._backlog_threshold:
+            return {}
+        query = (
+            select(_TABLE.c.source, func.count())
+            .where(_TABLE.c.status == InboxStatus.DISPATCHED, _TABLE.c.source.in_(sorted(sources)))
+            .group_by(_TABLE.c.source)
+        )
+        with self._engine.connect() as connection:
+            return {source: count for source, count in connection.execute(query)}
 
     def _release(self, rows: list[_Due]) -> None:
         """Give back claimed rows this round did not get to: due again now, for whoever comes first."""

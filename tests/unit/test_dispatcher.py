@@ -287,3 +287,32 @@ async def test_booking_events_get_a_run_each_until_a_backlog_builds_then_runs_of
     never = Dispatcher(engine, prefect, deployments, batched_in_backlog={"wix"}, backlog_threshold=0)  # type: ignore[arg-type]
     assert await never.dispatch_due() == 5  # threshold 0: batching off
     assert [a["parameters"] for a in prefect.attempts] == [{"event_id": event_id} for event_id in more]
+
+
+async def test_booking_events_are_batched_while_earlier_runs_still_hold_a_backlog(
+    database_url: str, db: str
+) -> None:
+    """A steady stream faster than runs finish is a backlog too, though each round finds only a few due."""
+    engine = get_engine(database_url)
+    prefect = _Prefect(busy_answers=0)
+    backlog = {"batched_in_backlog": {"wix"}, "backlog_threshold": 4, "backlog_batch": 3}
+    dispatcher = Dispatcher(engine, prefect, {"wix": "booking-intake/booking-intake"}, **backlog)  # type: ignore[arg-type]
+    first = [store_event("wix", b"token", "wix.bookings.v2.booking_created") for _ in range(3)]
+    assert await dispatcher.dispatch_due() == 3
+    assert [a["parameters"] for a in prefect.attempts] == [{"event_id": event_id} for event_id in first]
+
+    prefect.attempts.clear()
+    next_two = [store_event("wix", b"token", "wix.bookings.v2.booking_created") for _ in range(2)]
+    assert await dispatcher.dispatch_due() == 2  # 3 still in runs + 2 due: a backlog, one run of both
+    assert [a["parameters"] for a in prefect.attempts] == [{"event_ids": next_two}]
+
+    with session_scope() as session:  # the runs finish everything they held
+        for event_id in [*first, *next_two]:
+            stored = session.get(WebhookEvent, event_id)
+            assert stored is not None
+            stored.status = InboxStatus.PROCESSED
+            session.add(stored)
+    prefect.attempts.clear()
+    lone = store_event("wix", b"token", "wix.bookings.v2.booking_created")
+    assert await dispatcher.dispatch_due() == 1  # nothing waiting any more: a run of its own again
+    assert [a["parameters"] for a in prefect.attempts] == [{"event_id": lone}]
