@@ -32,6 +32,7 @@ from tests.fakes.google_oidc import FakeGoogleOIDC
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("CONSOLE_ARTIFACTS", ROOT / "tmp" / "artifacts" / "console"))
+BASE = "http://testserver.local"  # the test client's origin (cookies are set for it)
 DOMAIN = "clinic.example"
 STAFF = {role: f"{role.value}@{DOMAIN}" for role in StaffRole}
 PHONE = "+61412345678"
@@ -77,7 +78,7 @@ def add_patient_task() -> int:
         booking.service_key = name_index("service", booking.service_name)
         session.add(booking)
         session.flush()
-        task = StaffTask(  # as SMS triage opens it (tests/unit/test_console.py covers that path too)
+        task = StaffTask(  # as SMS triage opens it (tests/unit/console/test_console.py covers that path too)
             key=f"reply:test-{contact.id}",
             kind=StaffTaskKind.RESCHEDULE_REQUESTED,
             reply_text=REPLY,
@@ -119,3 +120,20 @@ def sign_in(client: Any, fake: FakeGoogleOIDC, email: str, **person: Any) -> Any
     assert chooser.status_code == 302, chooser.text
     back = urlsplit(chooser.headers["location"])
     return client.get(f"{back.path}?{back.query}", follow_redirects=False)
+
+
+def signed_in(app: Any, fake: FakeGoogleOIDC, email: str) -> Any:
+    """A test client of the app with `email` signed in; the caller closes it (`client.__exit__`)."""
+    from litestar.testing import TestClient
+
+    client = TestClient(app, base_url=BASE)
+    client.__enter__()
+    assert sign_in(client, fake, email).status_code == 303
+    return client
+
+
+def csrf(client: Any) -> dict[str, str]:
+    """The CSRF header for the client's next form post (a login page visit sets the cookie if needed)."""
+    if "avatar_crm_console_csrf" not in client.cookies:
+        client.get("/console/login")
+    return {"x-csrftoken": client.cookies["avatar_crm_console_csrf"]}

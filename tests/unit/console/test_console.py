@@ -23,51 +23,27 @@ from models import Booking, Settings, StaffRole, StaffTask, session_scope
 from models.access_audit import verify
 from providers.google_oidc import CACHE
 from tests.console_env import (
+    BASE,
     PHONE,
     REPLY,
     STAFF,
     add_patient_task,
-    add_staff,
     audit_count,
     audit_rows,
     console_settings,
+    csrf,
     sign_in,
 )
 from tests.fakes.google_oidc import FakeGoogleOIDC
 from webhook_gateway.app import create_app
 
 pytestmark = pytest.mark.db
-BASE = "http://testserver.local"
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeGoogleOIDC]:
-    with FakeGoogleOIDC() as server:
-        yield server
-
-
-@pytest.fixture
-def settings(db: str, fake: FakeGoogleOIDC) -> Settings:
-    CACHE.clear()
-    add_staff()
-    return console_settings(db, fake, BASE)
-
-
-@pytest.fixture
-def app(settings: Settings) -> Litestar:
-    return create_app(settings, prefect_api_url="http://127.0.0.1:9/api")
 
 
 @pytest.fixture
 def client(app: Litestar) -> Iterator[TestClient[Litestar]]:
     with TestClient(app, base_url=BASE) as test_client:
         yield test_client
-
-
-def csrf(client: TestClient[Litestar]) -> dict[str, str]:
-    if "avatar_crm_console_csrf" not in client.cookies:
-        client.get("/console/login")
-    return {"x-csrftoken": client.cookies["avatar_crm_console_csrf"]}
 
 
 def test_sign_in_renews_the_session_and_is_audited(

@@ -30,14 +30,13 @@ from models.access_audit import verify
 from models.crypto import cipher_for_settings
 from providers.google_oauth import ticket_id
 from providers.google_oidc import CACHE
-from tests.console_env import STAFF, add_staff, audit_rows, console_settings, sign_in
+from tests.console_env import BASE, STAFF, add_staff, audit_rows, console_settings, csrf, sign_in, signed_in
 from tests.fakes.google import FakeGoogle
 from tests.fakes.google_oidc import FakeGoogleOIDC
 from tests.google_env import fake_google_fixture, google_fixture  # noqa: F401 (fixtures)
 from webhook_gateway.app import create_app
 
 pytestmark = pytest.mark.db
-BASE = "http://testserver.local"
 ADMIN = STAFF[StaffRole.ADMIN]
 NEWCOMER = "newcomer@clinic.example"
 ADMIN_ROUTES = [
@@ -62,40 +61,11 @@ SECRETS = {
 }
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeGoogleOIDC]:
-    with FakeGoogleOIDC() as server:
-        yield server
-
-
-@pytest.fixture
-def settings(db: str, fake: FakeGoogleOIDC) -> Settings:
-    CACHE.clear()
-    add_staff()
-    return console_settings(db, fake, BASE)
-
-
-@pytest.fixture
-def app(settings: Settings) -> Litestar:
-    return create_app(settings, prefect_api_url="http://127.0.0.1:9/api")
-
-
-def signed_in(app: Litestar, fake: FakeGoogleOIDC, email: str) -> TestClient[Litestar]:
-    client = TestClient(app, base_url=BASE)
-    client.__enter__()
-    assert sign_in(client, fake, email).status_code == 303
-    return client
-
-
 @pytest.fixture
 def admin(app: Litestar, fake: FakeGoogleOIDC) -> Iterator[TestClient[Litestar]]:
     client = signed_in(app, fake, ADMIN)
     yield client
     client.__exit__(None, None, None)
-
-
-def csrf(client: TestClient[Litestar]) -> dict[str, str]:
-    return {"x-csrftoken": client.cookies["avatar_crm_console_csrf"]}
 
 
 def member(email: str) -> StaffMember | None:

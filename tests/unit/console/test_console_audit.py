@@ -18,26 +18,11 @@ from access import audit_view
 from models import AccessAudit, Settings, StaffRole, session_scope
 from models.access_audit import record, verify
 from models.types import utcnow
-from providers.google_oidc import CACHE
-from tests.console_env import STAFF, add_staff, audit_rows, console_settings, sign_in
+from tests.console_env import BASE, STAFF, audit_rows, sign_in
 from tests.fakes.google_oidc import FakeGoogleOIDC
 from webhook_gateway.app import create_app
 
 pytestmark = pytest.mark.db
-BASE = "http://testserver.local"
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeGoogleOIDC]:
-    with FakeGoogleOIDC() as server:
-        yield server
-
-
-@pytest.fixture
-def settings(db: str, fake: FakeGoogleOIDC) -> Settings:
-    CACHE.clear()
-    add_staff()
-    return console_settings(db, fake, BASE)
 
 
 @pytest.fixture

@@ -14,53 +14,21 @@ from litestar import Litestar
 from litestar.testing import TestClient
 from sqlalchemy import insert
 
-from models import ContactTag, Settings, StaffRole, session_scope
+from models import ContactTag, StaffRole, session_scope
 from models.access_audit import verify
-from providers.google_oidc import CACHE
 from tests.campaign_data import seed
-from tests.console_env import STAFF, add_staff, audit_count, audit_rows, console_settings, sign_in
+from tests.console_env import STAFF, audit_count, audit_rows, csrf, signed_in
 from tests.fakes.google_oidc import FakeGoogleOIDC
-from webhook_gateway.app import create_app
 
 pytestmark = pytest.mark.db
-BASE = "http://testserver.local"
 HX = {"HX-Request": "true"}
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeGoogleOIDC]:
-    with FakeGoogleOIDC() as server:
-        yield server
-
-
-@pytest.fixture
-def settings(db: str, fake: FakeGoogleOIDC) -> Settings:
-    CACHE.clear()
-    add_staff()
-    return console_settings(db, fake, BASE)
-
-
-@pytest.fixture
-def app(settings: Settings) -> Litestar:
-    return create_app(settings, prefect_api_url="http://127.0.0.1:9/api")
-
-
-def client_as(app: Litestar, fake: FakeGoogleOIDC, role: StaffRole) -> TestClient[Litestar]:
-    client = TestClient(app, base_url=BASE)
-    client.__enter__()
-    assert sign_in(client, fake, STAFF[role]).status_code == 303
-    return client
 
 
 @pytest.fixture
 def marketer(app: Litestar, fake: FakeGoogleOIDC) -> Iterator[TestClient[Litestar]]:
-    client = client_as(app, fake, StaffRole.MARKETER)
+    client = signed_in(app, fake, STAFF[StaffRole.MARKETER])
     yield client
     client.__exit__(None, None, None)
-
-
-def csrf(client: TestClient[Litestar]) -> dict[str, str]:
-    return {"x-csrftoken": client.cookies["avatar_crm_console_csrf"]}
 
 
 class RecordingRunDeployment:
@@ -189,7 +157,7 @@ def test_launch_creates_the_campaign_send_run_and_one_audit_row(
 
 
 def test_reception_is_refused_the_campaign_pages(app: Litestar, fake: FakeGoogleOIDC) -> None:
-    reception = client_as(app, fake, StaffRole.RECEPTION)
+    reception = signed_in(app, fake, STAFF[StaffRole.RECEPTION])
     try:
         headers = csrf(reception)
         assert reception.get("/console/campaigns").status_code == 403

@@ -30,41 +30,19 @@ from models import (
     MessageStatus,
     OutboundMessage,
     Purpose,
-    Settings,
     StaffRole,
     Suppression,
     WebhookEvent,
     session_scope,
 )
-from providers.google_oidc import CACHE
-from tests.console_env import STAFF, add_staff, audit_count, audit_rows, console_settings, sign_in
+from tests.console_env import BASE, STAFF, audit_count, audit_rows, csrf, sign_in
 from tests.fakes.google_oidc import FakeGoogleOIDC
-from webhook_gateway.app import create_app
 
 pytestmark = pytest.mark.db
-BASE = "http://testserver.local"
 OPS = STAFF[StaffRole.OPS]
 SECRET_BODY = b'{"contact": {"name": {"first": "Zelda"}, "phone": "+61499888777"}}'
 BRISBANE = ZoneInfo("Australia/Brisbane")
 DAY = date(2026, 11, 17)
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeGoogleOIDC]:
-    with FakeGoogleOIDC() as server:
-        yield server
-
-
-@pytest.fixture
-def settings(db: str, fake: FakeGoogleOIDC) -> Settings:
-    CACHE.clear()
-    add_staff()
-    return console_settings(db, fake, BASE)
-
-
-@pytest.fixture
-def app(settings: Settings) -> Litestar:
-    return create_app(settings, prefect_api_url="http://127.0.0.1:9/api")  # nothing listens there
 
 
 @pytest.fixture
@@ -72,10 +50,6 @@ def ops(app: Litestar, fake: FakeGoogleOIDC) -> Iterator[TestClient[Litestar]]:
     with TestClient(app, base_url=BASE) as client:
         assert sign_in(client, fake, OPS).status_code == 303
         yield client
-
-
-def csrf(client: TestClient[Litestar]) -> dict[str, str]:
-    return {"x-csrftoken": client.cookies["avatar_crm_console_csrf"]}
 
 
 def event(
