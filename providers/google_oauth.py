@@ -149,7 +149,13 @@ def begin_authorization(session_id: str, ticket_id: str) -> str:
     settings = _require_configured()
     flow = _flow(settings)
     state = secrets.token_urlsafe(32)
-    url, _ = flow.authorization_url(state=state, access_type="offline", prompt="consent")
+    try:
+        url, _ = flow.authorization_url(state=state, access_type="offline", prompt="consent")
+    except InsecureTransportError as exc:  # oauthlib refuses to send anyone to a plain-http consent page
+        raise GoogleNotConfigured(
+            "GOOGLE_AUTH_URI must be an https:// URL (plain http only for a local fake, with "
+            "OAUTHLIB_INSECURE_TRANSPORT=1)."
+        ) from exc
     assert flow.code_verifier, "PKCE verifier was not generated"
     try:
         with session_scope() as session:

@@ -115,6 +115,18 @@ def browser() -> Iterator[httpx.Client]:
 # --- start -------------------------------------------------------------------------------------------------
 
 
+def test_a_plain_http_consent_page_is_refused_with_the_setting_to_fix_not_a_server_error(
+    google: FakeGoogle, browser: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OAUTHLIB_INSECURE_TRANSPORT")  # the fake is http://, as a typo would make it
+    response = start(browser)
+    assert response.status_code == 503
+    assert "GOOGLE_AUTH_URI must be an https:// URL" in response.text
+    assert "set-cookie" not in response.headers  # no session was started
+    with session_scope() as session:
+        assert session.exec(select(OAuthState)).all() == []  # nor a state kept for it
+
+
 def test_start_redirects_to_google_with_pkce_offline_access_and_least_privilege(
     google: FakeGoogle, browser: httpx.Client
 ) -> None:
