@@ -221,10 +221,12 @@ class Settings(BaseSettings):
     # How long a dispatcher's claim on a batch of due events keeps other gateways' dispatchers off it (a
     # dispatcher that dies mid-batch delays those events by this much; see webhook_gateway/dispatcher.py).
     dispatch_claim_seconds: float = 60.0
-    # A burst of booking events (this many or more due in one dispatch round; 0: never) goes out in flow runs
-    # of DISPATCH_BACKLOG_BATCH events, a task run per booking, instead of a run per booking.
+    # A backlog of booking events (this many or more due, or held by unfinished runs; 0: never batch) goes out
+    # in flow runs of DISPATCH_BACKLOG_BATCH events, a task run per booking, instead of a run per booking; at
+    # most DISPATCH_BACKLOG_RUNS such runs at once (the rest waits in the inbox and goes out in full batches).
     dispatch_backlog_threshold: int = 8
     dispatch_backlog_batch: int = 50
+    dispatch_backlog_runs: int = 8
     # Ctrl-C on `avatar-crm up`: how long flow runs already running may take to finish before the runner is
     # stopped (which cancels what is left; the dispatcher gives those events a new run at the next start).
     stop_grace_seconds: float = 30.0

@@ -133,6 +133,7 @@ def create_app(
                     batched_in_backlog=BATCHED_IN_BACKLOG,
                     backlog_threshold=settings.dispatch_backlog_threshold,
                     backlog_batch=settings.dispatch_backlog_batch,
+                    backlog_runs=settings.dispatch_backlog_runs,
                     recovery_seconds=settings.dispatch_recovery_seconds,
                     stuck=StuckLimits(
                         pending=timedelta(seconds=settings.dispatch_stuck_pending_seconds),

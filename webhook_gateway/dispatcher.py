@@ -15,7 +15,9 @@ booking's patient hears back within a couple of seconds and each booking is one 
 them: a burst, a reconciliation backfill, or a steady stream faster than runs finish), they go out in runs of
 up to `backlog_batch` events instead (still one task run per booking inside): a run costs the embedded
 stack about a second of CPU before it does anything (a process worker's run, a new interpreter, several),
-which is what limited a burst to about one booking a second. The per-event rules (newest revision wins, one
+which is what limited a burst to about one booking a second. In a backlog at most `backlog_runs` such runs
+are under way at once: the rest wait in the inbox (not as small runs queued in Prefect) and go out together,
+in full batches, as runs finish. The per-event rules (newest revision wins, one
 outcome per row, idempotent message keys) are the same in a batch, so the guarantees do not depend on how an
 event was dispatched.
 
@@ -58,7 +60,7 @@ from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFi
 from prefect.exceptions import PrefectHTTPStatusError
 from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 from prefect.states import Crashed
-from sqlalchemy import Engine, bindparam, case, func, select, update
+from sqlalchemy import Engine, bindparam, case, distinct, func, select, update
 
 from models import InboxStatus, WebhookEvent
 from models.types import utcnow
@@ -97,6 +99,14 @@ class _Due:
     redispatches: int
     subject: str | None = None
     revision: int | None = None
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """A source's events dispatched to runs that have not finished them, and how many runs those are."""
+
+    events: int
+    runs: int
 
 
 def run_name(rows: list[_Due]) -> str:
@@ -146,6 +156,7 @@ class Dispatcher:
         batched_in_backlog: Collection[str] = (),
         backlog_threshold: int = 8,
         backlog_batch: int = 10,
+        backlog_runs: int = 8,
         recovery_seconds: float = 30.0,
         stuck: StuckLimits = _STUCK,
         max_runs: int = 3,
@@ -158,6 +169,7 @@ class Dispatcher:
         self._batched_in_backlog = frozenset(batched_in_backlog)
         self._backlog_threshold = backlog_threshold  # 0: never batch them
         self._backlog_batch = max(1, backlog_batch)
+        self._backlog_runs = max(1, backlog_runs)
         self._poll_seconds = poll_seconds
         # Prefect unreachable: 1 s doubling per failed round (and per row's attempt), at most max_backoff.
         self._backoff = Backoff(1.0, max_backoff_seconds, jitter="half")
@@ -239,7 +251,7 @@ class Dispatcher:
             due = await to_thread.run_sync(self._select_due)
             if not due:
                 return dispatched
-            pending = self._group(due, await to_thread.run_sync(self._in_flight, due))
+            pending, held = self._group(due, await to_thread.run_sync(self._in_flight, due))
             while pending:
                 rows = pending.pop(0)
                 try:
@@ -249,17 +261,25 @@ class Dispatcher:
                     self._last_failure = _reason(exc)
                     await to_thread.run_sync(self._record_failure, rows, self._last_failure)
                     # The rest of the claim is due again at once; the failed-round pause decides when.
-                    await to_thread.run_sync(self._release, [row for group in pending for row in group])
+                    await to_thread.run_sync(
+                        self._release, [row for group in pending for row in group] + held
+                    )
                     return dispatched  # Prefect is probably down: back off instead of hammering it
                 self._failed_rounds = 0
                 dispatched += await to_thread.run_sync(self._record_success, rows, flow_run_id)
+            if held:  # due again at once, dispatched in a later round once runs have finished
+                await to_thread.run_sync(self._release, held)
+                return dispatched
             if len(due) < _BATCH:
                 return dispatched
 
-    def _group(self, due: list[_Due], in_flight: Mapping[str, int]) -> list[list[_Due]]:
-        """The runs this round's rows go out in: a batch per batched source, a run per event otherwise, and
-        runs of `backlog_batch` for a backlog of a source batched in backlogs (its rows due now plus those
-        `in_flight`, dispatched to runs not done with them)."""
+    def _group(
+        self, due: list[_Due], in_flight: Mapping[str, InFlight]
+    ) -> tuple[list[list[_Due]], list[_Due]]:
+        """The runs this round's rows go out in, and the rows held back: a batch per batched source, a run
+        per event otherwise, and runs of `backlog_batch` for a backlog of a source batched in backlogs (its
+        rows due now plus those `in_flight`, dispatched to runs not done with them), as many runs as keep
+        `backlog_runs` under way; the rest of that backlog is held."""
         groups: dict[str, list[_Due]] = {}
         for row in due:
             if row.source in self._batched:
@@ -269,17 +289,20 @@ class Dispatcher:
             else:
                 groups[f"event:{row.id}"] = [row]
         runs: list[list[_Due]] = []
+        held: list[_Due] = []
         for key, rows in groups.items():
+            busy = in_flight.get(rows[0].source, InFlight(0, 0))
             if not key.startswith("backlog:"):
                 runs.append(rows)
-            elif self._backlog_threshold and (
-                len(rows) + in_flight.get(rows[0].source, 0) >= self._backlog_threshold
-            ):
+            elif self._backlog_threshold and len(rows) + busy.events >= self._backlog_threshold:
                 size = self._backlog_batch
-                runs += [rows[start : start + size] for start in range(0, len(rows), size)]
+                batches = [rows[start : start + size] for start in range(0, len(rows), size)]
+                room = max(0, self._backlog_runs - busy.runs)
+                runs += batches[:room]
+                held += [row for batch in batches[room:] for row in batch]
             else:
                 runs += [[row] for row in rows]
-        return runs
+        return runs, held
 
     async def recover_dead_runs(self) -> int:
         """Hand back every dispatched row whose flow run is dead; returns how many were handed back/failed."""
@@ -404,18 +427,18 @@ class Dispatcher:
                 )
             return due
 
-    def _in_flight(self, due: list[_Due]) -> dict[str, int]:
-        """Rows of the backlog-batched sources among `due` that runs hold but have not finished."""
+    def _in_flight(self, due: list[_Due]) -> dict[str, InFlight]:
+        """What runs hold of the backlog-batched sources among `due` and have not finished."""
         sources = {row.source for row in due} & self._batched_in_backlog
         if not sources or not self._backlog_threshold:
             return {}
         query = (
-            select(_TABLE.c.source, func.count())
+            select(_TABLE.c.source, func.count(), func.count(distinct(_TABLE.c.flow_run_id)))
             .where(_TABLE.c.status == InboxStatus.DISPATCHED, _TABLE.c.source.in_(sorted(sources)))
             .group_by(_TABLE.c.source)
         )
         with self._engine.connect() as connection:
-            return {source: count for source, count in connection.execute(query)}
+            return {source: InFlight(events, runs) for source, events, runs in connection.execute(query)}
 
     def _release(self, rows: list[_Due]) -> None:
         """Give back claimed rows this round did not get to: due again now, for whoever comes first."""

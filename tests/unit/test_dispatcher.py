@@ -316,3 +316,45 @@ async def test_booking_events_are_batched_while_earlier_runs_still_hold_a_backlo
     lone = store_event("wix", b"token", "wix.bookings.v2.booking_created")
     assert await dispatcher.dispatch_due() == 1  # nothing waiting any more: a run of its own again
     assert [a["parameters"] for a in prefect.attempts] == [{"event_id": lone}]
+
+
+def _finish(event_ids: list[int]) -> None:
+    with session_scope() as session:
+        for event_id in event_ids:
+            stored = session.get(WebhookEvent, event_id)
+            assert stored is not None
+            stored.status = InboxStatus.PROCESSED
+            session.add(stored)
+
+
+async def test_a_backlog_keeps_at_most_backlog_runs_under_way_and_the_rest_waits_for_full_batches(
+    database_url: str, db: str
+) -> None:
+    """Small runs queued behind busy workers only add each run's start-up cost: the backlog waits in the inbox
+    instead, and goes out in full batches as runs finish; nothing is lost or dispatched twice meanwhile."""
+    engine = get_engine(database_url)
+    prefect = _Prefect(busy_answers=0)
+    backlog = {"batched_in_backlog": {"wix"}, "backlog_threshold": 2, "backlog_batch": 3, "backlog_runs": 2}
+    dispatcher = Dispatcher(engine, prefect, {"wix": "booking-intake/booking-intake"}, **backlog)  # type: ignore[arg-type]
+    burst = [store_event("wix", b"token", "wix.bookings.v2.booking_created") for _ in range(8)]
+    assert await dispatcher.dispatch_due() == 6  # two runs of three; the other two wait
+    assert [a["parameters"] for a in prefect.attempts] == [
+        {"event_ids": burst[0:3]},
+        {"event_ids": burst[3:6]},
+    ]
+    held = burst[6:]
+    assert [_row(event_id).status for event_id in held] == [InboxStatus.RECEIVED] * 2
+    assert all(_row(event_id).next_dispatch_at <= utcnow() for event_id in held)  # due, not leased away
+
+    more = [store_event("wix", b"token", "wix.bookings.v2.booking_created") for _ in range(2)]
+    assert await dispatcher.dispatch_due() == 0  # both runs still under way: nothing more goes out
+    assert len(prefect.attempts) == 2
+
+    _finish(burst[0:3])  # one run is done
+    assert await dispatcher.dispatch_due() == 3  # one full batch in its place
+    assert prefect.attempts[2]["parameters"] == {"event_ids": [*held, more[0]]}
+    _finish(burst[3:6])
+    assert await dispatcher.dispatch_due() == 1
+    assert prefect.attempts[3]["parameters"] == {"event_id": more[1]}  # what is left: one event, one run
+    runs = [_row(event_id).flow_run_id for event_id in [*burst, *more]]
+    assert None not in runs and len(set(runs)) == 4  # every event in exactly one run
