@@ -56,8 +56,9 @@ class Sample:
 
 
 def start_stack(
-    data_dir: Path, sms: FakeMobileMessage, keys: WixKeys
+    data_dir: Path, sms: FakeMobileMessage, keys: WixKeys, arguments: tuple[str, ...] = ("up",)
 ) -> tuple[subprocess.Popen[bytes], str, str]:
+    """`avatar-crm up` (or `arguments`, e.g. `up --scaled ...`) with the fake provider, once it is ready."""
     prefect_port, gateway_port = free_port(), free_port()
     env = {
         **os.environ,
@@ -74,7 +75,7 @@ def start_stack(
     }
     log = (data_dir / "stack.log").open("wb")
     stack = subprocess.Popen(
-        [sys.executable, "-m", "deployments.cli", "up"],
+        [sys.executable, "-m", "deployments.cli", *arguments],
         env=env,
         cwd=REPO,
         stdout=log,
@@ -83,7 +84,7 @@ def start_stack(
     )
     gateway = f"http://127.0.0.1:{gateway_port}"
     api = f"http://127.0.0.1:{prefect_port}/api"
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 300
     while True:
         if stack.poll() is not None:
             raise RuntimeError(f"stack exited: see {data_dir / 'stack.log'}")
@@ -100,7 +101,7 @@ def start_stack(
             pass
         if time.monotonic() > deadline:
             stop_stack(stack)  # not left running behind the benchmark (it would skew every later figure)
-            raise RuntimeError("stack did not become ready within 180 s")
+            raise RuntimeError("stack did not become ready within 300 s")
         time.sleep(0.5)
     time.sleep(3)  # let the runner finish its first poll of the freshly registered deployments
     return stack, gateway, api

@@ -8,24 +8,37 @@ booking while they trickle in, runs of `DISPATCH_BACKLOG_BATCH` once a backlog b
 The bookings are posted as fast as 16 senders can (every webhook acknowledged before timing the drain). After
 the burst, lone bookings one every 2 s show the latency of a booking when nothing is queued.
 
+`--sustained` measures instead the highest steady booking rate (webhook → SMS at the fake provider) at which
+p99 stays ≤ 5 s, stepping up through `--rates`, each for `--seconds`, on each stack named: `embedded` (a,
+`avatar-crm up`), `scaled-1` (b, `up --scaled` with one process worker pinned to one core) and `scaled-2` (c,
+two workers, one pinned to each core); (b) is (c)'s baseline. The scaled stacks run on this machine's
+PostgreSQL and Redis, in databases of their own that are dropped afterwards.
+
     .venv/bin/python benchmarks/throughput.py [--bookings 3000] [--baseline-bookings 150] [--lone 10]
+    .venv/bin/python benchmarks/throughput.py --sustained embedded,scaled-1,scaled-2 [--rates 1,2,3,5,8]
+        [--seconds 30] [--postgres postgresql://postgres@127.0.0.1:5432/postgres]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import shutil
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import redis
+from sqlalchemy import create_engine, text
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -38,6 +51,15 @@ from tests.fakes.mobilemessage import FakeMobileMessage  # noqa: E402
 
 PLAIN = {"Content-Type": "text/plain"}
 TARGET_SECONDS_FOR_3000 = 180.0  # issue 18: 3,000 bookings confirmed in ≤ 3 minutes (≥ 17 bookings/s)
+SUSTAINED_P99 = 5.0  # issue 18: the highest steady rate at which p99 stays ≤ 5 s
+TARGET_SCALING = 1.6  # (c)/(b)
+AT_FIVE_P50, AT_FIVE_P99 = 1.5, 3.0  # scaled topology at 5 bookings/s
+REDIS_DB = 9  # the scaled stack's Prefect messaging; its docket in 10, the gateways' rate limits in 11
+SHAPES = {
+    "embedded": ("(a) embedded stack", 0),
+    "scaled-1": ("(b) scaled, 1 worker on 1 core", 1),
+    "scaled-2": ("(c) scaled, 2 workers on 2 cores", 2),
+}
 
 
 @dataclass
@@ -79,6 +101,166 @@ def burst(gateway: str, keys: WixKeys, count: int, first: int = 0) -> list[Booke
 
     with ThreadPoolExecutor(16) as pool:
         return list(pool.map(post, signed))
+
+
+def steady(gateway: str, keys: WixKeys, rate: float, seconds: float, first: int) -> list[Booked]:
+    """Bookings posted on a fixed schedule (`rate` a second for `seconds`), whatever the answers take."""
+    count = max(1, round(rate * seconds))
+    signed = [(str(uuid.uuid4()), n) for n in range(first, first + count)]
+    bodies = [(booking_id, _body(keys, booking_id, n)) for booking_id, n in signed]
+    t0 = time.monotonic() + 0.5
+
+    def post(index: int) -> Booked:
+        time.sleep(max(0.0, t0 + index / rate - time.monotonic()))
+        booking_id, body = bodies[index]
+        booked = Booked(booking_id, time.time())
+        try:
+            booked.status = httpx.post(
+                f"{gateway}/webhooks/wix/bookings", content=body, headers=PLAIN, timeout=30
+            ).status_code
+        except httpx.HTTPError:
+            booked.status = None
+        return booked
+
+    with ThreadPoolExecutor(32) as pool:
+        return list(pool.map(post, range(count)))
+
+
+def _drop_databases(postgres: str, names: list[str]) -> None:
+    admin = create_engine(
+        postgres.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as connection:
+        for name in names:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _flush_redis() -> None:
+    for db in (REDIS_DB, REDIS_DB + 1, REDIS_DB + 2):
+        redis.Redis(host="127.0.0.1", port=6379, db=db).flushdb()
+
+
+def _pin_workers(stack_pid: int) -> list[tuple[int, int]]:
+    """Each process worker (every thread of it, so the flow-run processes it starts inherit it) on a core of
+    its own: worker n on core n - 1."""
+    children = Path(f"/proc/{stack_pid}/task/{stack_pid}/children").read_text().split()
+    workers = sorted(
+        int(pid) for pid in children if b"worker\0start" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    )
+    cores = sorted(os.sched_getaffinity(0))
+    pinned = []
+    for n, pid in enumerate(workers):
+        core = cores[n % len(cores)]
+        for thread in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setaffinity(int(thread.name), {core})
+        pinned.append((pid, core))
+    return pinned
+
+
+@contextlib.contextmanager
+def running(shape: str, sms: FakeMobileMessage, keys: WixKeys, postgres: str) -> Iterator[str]:
+    """A fresh stack of that shape; yields its gateway's URL, and leaves nothing behind."""
+    workers = SHAPES[shape][1]
+    scratch = Path(tempfile.mkdtemp(prefix="crm-throughput-"))
+    suffix = uuid.uuid4().hex[:8]
+    databases = [f"bench_crm_{suffix}", f"bench_prefect_{suffix}"]
+    arguments: tuple[str, ...] = ("up",)
+    saved = os.environ.pop("CRM_DATABASE_URL", None)
+    if workers:
+        _flush_redis()
+        arguments = (
+            "up", "--scaled", "--workers", str(workers), "--gateways", "1", "--postgres", postgres,
+            "--crm-database", databases[0], "--prefect-database", databases[1],
+            "--redis", f"redis://127.0.0.1:6379/{REDIS_DB}",
+        )  # fmt: skip
+    stack = None
+    try:
+        stack, gateway, _ = start_stack(scratch, sms, keys, arguments)
+        if workers:
+            for pid, core in _pin_workers(stack.pid):
+                print(f"  worker {pid} pinned to core {core}", flush=True)
+        yield gateway
+    finally:
+        if stack is not None:
+            stop_stack(stack)
+        if workers:
+            _drop_databases(postgres, databases)
+            _flush_redis()
+        if saved is not None:
+            os.environ["CRM_DATABASE_URL"] = saved
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def ladder(shape: str, rates: list[float], seconds: float, postgres: str) -> list[dict[str, float]]:
+    """Step the steady rate up until p99 passes SUSTAINED_P99 (that step is reported too)."""
+    keys = WixKeys()
+    sms = FakeMobileMessage(USER, PASSWORD).start()
+    steps: list[dict[str, float]] = []
+    try:
+        with running(shape, sms, keys, postgres) as gateway:
+            warm = lone(gateway, keys, 3, 0)  # the first runs pay for imports and connections
+            wait_for_sms(warm, sms, timeout=120)
+            first = 100
+            for rate in rates:
+                booked = steady(gateway, keys, rate, seconds, first)
+                first += len(booked)
+                wait_for_sms(booked, sms, timeout=max(120.0, seconds * 4))
+                latencies = [b.sms_at - b.posted if b.sms_at is not None else float("inf") for b in booked]
+                step = {
+                    "rate": rate,
+                    "count": len(booked),
+                    "confirmed": sum(b.sms_at is not None for b in booked),
+                    "p50": percentile(latencies, 50),
+                    "p95": percentile(latencies, 95),
+                    "p99": percentile(latencies, 99),
+                    "max": max(latencies),
+                }
+                steps.append(step)
+                print(
+                    f"{SHAPES[shape][0]:<34} {rate:5.1f} bookings/s for {seconds:.0f} s: "
+                    f"{step['confirmed']:.0f}/{step['count']:.0f} confirmed, webhook → SMS p50 "
+                    f"{step['p50']:5.2f} s p95 {step['p95']:5.2f} s p99 {step['p99']:5.2f} s "
+                    f"max {step['max']:5.2f} s",
+                    flush=True,
+                )
+                if step["p99"] > SUSTAINED_P99:
+                    break
+                time.sleep(5)
+        duplicates = len(sms.sent) - len({m["idempotency_key"] for m in sms.sent})
+        print(f"{SHAPES[shape][0]:<34} duplicate sends: {duplicates}", flush=True)
+    finally:
+        sms.stop()
+    return steps
+
+
+def sustained(shapes: list[str], rates: list[float], seconds: float, postgres: str) -> None:
+    best: dict[str, float] = {}
+    at_five: dict[str, dict[str, float]] = {}
+    for shape in shapes:
+        steps = ladder(shape, rates, seconds, postgres)
+        held = [step["rate"] for step in steps if step["p99"] <= SUSTAINED_P99]
+        best[shape] = max(held, default=0.0)
+        at_five.update((shape, step) for step in steps if step["rate"] == 5.0)
+    print()
+    for shape in shapes:
+        print(
+            f"{SHAPES[shape][0]:<34} highest steady rate with p99 ≤ {SUSTAINED_P99:.0f} s: "
+            f"{best[shape]:.1f}/s"
+        )
+    if best.get("scaled-1") and "scaled-2" in best:
+        ratio = best["scaled-2"] / best["scaled-1"]
+        verdict = "MET" if ratio >= TARGET_SCALING else "NOT MET"
+        print(f"(c)/(b) = {ratio:.2f} (target ≥ {TARGET_SCALING}): {verdict}")
+    for shape in ("scaled-1", "scaled-2"):
+        if shape in at_five:
+            step = at_five[shape]
+            met = step["p50"] <= AT_FIVE_P50 and step["p99"] <= AT_FIVE_P99
+            print(
+                f"{SHAPES[shape][0]} at 5 bookings/s: p50 {step['p50']:.2f} s, p99 {step['p99']:.2f} s "
+                f"(target p50 ≤ {AT_FIVE_P50} s, p99 ≤ {AT_FIVE_P99} s): {'MET' if met else 'NOT MET'}"
+            )
 
 
 def lone(gateway: str, keys: WixKeys, count: int, first: int) -> list[Booked]:
@@ -162,11 +344,23 @@ def measure(label: str, count: int, lone_count: int, env: dict[str, str]) -> dic
 
 
 if __name__ == "__main__":
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per webhook posted
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bookings", type=int, default=3000)
     parser.add_argument("--baseline-bookings", type=int, default=150)
     parser.add_argument("--lone", type=int, default=10, help="lone bookings after the burst (latency)")
+    parser.add_argument(
+        "--sustained", help="instead: steady-rate ladders on these stacks: " + ",".join(SHAPES)
+    )
+    parser.add_argument("--rates", default="1,2,3,5,8,12", help="--sustained: bookings/s, in order")
+    parser.add_argument("--seconds", type=float, default=30.0, help="--sustained: how long each rate runs")
+    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
+    if args.sustained:
+        sustained(
+            args.sustained.split(","), [float(r) for r in args.rates.split(",")], args.seconds, args.postgres
+        )
+        sys.exit(0)
 
     base = measure(
         "baseline: a run per booking", args.baseline_bookings, 0, {"DISPATCH_BACKLOG_THRESHOLD": "0"}
