@@ -33,6 +33,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy import text as sql_text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
@@ -310,7 +311,15 @@ def claim_batch(
         )
         if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True, of=OM)
-        rows = session.execute(query).all()
+            # Read from the cursor on through (campaign_id, id), in order, stopping at `limit`. The statistics
+            # rarely know the campaign being sent (its rows are new), so the planner takes it for a few rows
+            # and would rather bitmap-scan all of them and sort: every claim then reads the whole campaign
+            # (1.7-6 s a claim at 1,000,000 recipients instead of 15 ms). For this statement only.
+            session.execute(sql_text("SET LOCAL enable_bitmapscan = off"))
+            rows = session.execute(query).all()
+            session.execute(sql_text("SET LOCAL enable_bitmapscan = on"))
+        else:
+            rows = session.execute(query).all()
         if not rows:
             return None, after_id
         cursor = rows[-1].id

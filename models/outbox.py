@@ -22,6 +22,10 @@ class OutboundMessage(SQLModel, table=True):
     # rows stay out of it: the campaign flow finds its own through `campaign_id`, and a 100,000-recipient
     # campaign would otherwise rewrite this index three times per recipient and fill the sweep's scan. Every
     # other lookup by status also names a booking or a campaign, so status has no index of its own.
+    # A campaign claims its rows in id order from a cursor (`campaign_id = ? AND id > ? ORDER BY id LIMIT n`):
+    # (campaign_id, id) answers that from where the cursor stands. A campaign_id-only index did on SQLite (its
+    # entries end with the rowid) but not on PostgreSQL, where each claim read every row of the campaign and
+    # sorted them: quadratic, 1.7 s a claim at 1,000,000 recipients (docs/benchmarks.md, migration 0019).
     __table_args__ = (
         Index(
             "ix_outboundmessage_due",
@@ -30,6 +34,7 @@ class OutboundMessage(SQLModel, table=True):
             sqlite_where=text("campaign_id IS NULL"),
             postgresql_where=text("campaign_id IS NULL"),
         ),
+        Index("ix_outboundmessage_campaign", "campaign_id", "id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -63,7 +68,7 @@ class OutboundMessage(SQLModel, table=True):
     booking_revision: int | None = Field(default=None)
     appointment_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     # Campaign messages: which campaign and A/B variant; engagement as the provider or our tracking saw it.
-    campaign_id: int | None = Field(default=None, foreign_key="campaign.id", index=True)
+    campaign_id: int | None = Field(default=None, foreign_key="campaign.id")  # indexed with id, above
     variant: str | None = Field(default=None, max_length=8)
     opened_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     clicked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
