@@ -1,6 +1,7 @@
 """`avatar-crm up` as a subprocess, for the fault tests: its own Prefect server, runner and gateway on free
 loopback ports, its own data directory, the session's CRM database and provider fakes (from the environment
-the integration rig set). It can be killed whole (SIGKILL to every process group) or in parts."""
+the integration rig set). It can be killed whole (SIGKILL to every process it started, however deep) or in
+parts."""
 
 from __future__ import annotations
 
@@ -24,6 +25,33 @@ from tests.integration.helpers import booking, local_slot, new_booking_id, post_
 from tests.servers import free_port
 
 AVATAR_CRM = Path(sys.executable).parent / "avatar-crm"
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process under `pid`, however deep (Prefect's runner starts each flow run in a session of its own,
+    so a run is in no process group of the stack's)."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                found += [int(child), *descendants(int(child))]
+    return found
+
+
+def kill_tree(pid: int) -> int:
+    """SIGKILL `pid` and everything under it; how many processes died. The tree is frozen first (SIGSTOP,
+    until no new process appears), so nothing it forks while dying escapes: a flow run that outlived its
+    "dead" host would finish its work and hide the loss the caller means to cause."""
+    frozen: list[int] = []
+    while fresh := [p for p in [pid, *descendants(pid)] if p not in frozen]:
+        for victim in fresh:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(victim, signal.SIGSTOP)
+        frozen += fresh
+    for victim in frozen:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGKILL)
+    return len(frozen)
 
 
 @dataclass
@@ -113,15 +141,10 @@ class Stack:
         return found
 
     def kill_all(self) -> None:
-        """SIGKILL the supervisor first (so it restarts nothing), then every child's process group."""
+        """SIGKILL the supervisor and every process under it, flow runs included, as when the host dies."""
         assert self.process is not None
-        children = self.child_pids()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
+        kill_tree(self.process.pid)
         self.process.wait()
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
         time.sleep(0.5)
 
     def signal_child(self, name: str, sig: signal.Signals) -> int:

@@ -44,7 +44,7 @@ from tests.integration.helpers import (
     signed_event,
     wait_until,
 )
-from tests.integration.stack import Stack
+from tests.integration.stack import Stack, kill_tree
 from tests.servers import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.db]
@@ -94,25 +94,6 @@ def _flow_run_of(pid: int) -> str | None:
             if entry.startswith(b"PREFECT__FLOW_RUN_ID="):
                 return entry.partition(b"=")[2].decode()
     return None
-
-
-def _descendants(pid: int) -> list[int]:
-    """Every process under `pid` (Prefect's run supervisors start their own sessions: not its group)."""
-    found: list[int] = []
-    with contextlib.suppress(OSError):
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            for child in (task / "children").read_text().split():
-                found += [int(child), *_descendants(int(child))]
-    return found
-
-
-def _kill_host(pid: int) -> int:
-    """SIGKILL a worker and everything it started, as when its host dies; how many processes died."""
-    doomed = [pid, *_descendants(pid)]
-    for victim in doomed:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(victim, signal.SIGKILL)
-    return len(doomed)
 
 
 def _worker_running_a_booking_run(stack: Stack) -> int | None:
@@ -199,7 +180,7 @@ def test_two_gateways_two_workers_one_of_each_killed_every_booking_applied_once_
             wait_until(lambda: _processed() >= KILL_AFTER, 240, 0.2)
             processed_at_kill = _processed()
             os.killpg(_child(stack, f"--port {stack.gateway_port + 1}"), signal.SIGKILL)
-            killed = _kill_host(wait_until(lambda: _worker_running_a_booking_run(stack), 180, 0.1))
+            killed = kill_tree(wait_until(lambda: _worker_running_a_booking_run(stack), 180, 0.1))
             killed_at = time.monotonic()
             first_try = list(delivered)
         retried = [w for w, ok in zip(webhooks, first_try, strict=True) if not ok]
@@ -219,9 +200,8 @@ def test_two_gateways_two_workers_one_of_each_killed_every_booking_applied_once_
         paged = [m["message"] for m in sms.sent if m["to"].lstrip("+") == ON_CALL]
         assert all("ALERT" in text or "resolved" in text.lower() for text in paged), paged
         redispatched = sum(row.redispatches for row in rows)
-        assert (
-            redispatched >= 1
-        )  # the killed run's unfinished bookings went to a new run (and were not doubled)
+        # the killed run's unfinished bookings went to a new run (and were not doubled)
+        assert redispatched >= 1
         log = stack.log_tail(None)
         assert log.count("exited with code -9") >= 2  # the supervisor saw both kills (and restarted them)
     finally:
