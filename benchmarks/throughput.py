@@ -37,8 +37,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-import redis
-from sqlalchemy import create_engine, text
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -48,6 +46,7 @@ from stats import percentile  # noqa: E402
 
 from providers.wix_simulator import WixKeys, booking_payload, sign_wix_jwt, wix_event  # noqa: E402
 from tests.fakes.mobilemessage import FakeMobileMessage  # noqa: E402
+from tests.servers import drop_databases, flush_redis  # noqa: E402
 
 PLAIN = {"Content-Type": "text/plain"}
 TARGET_SECONDS_FOR_3000 = 180.0  # issue 18: 3,000 bookings confirmed in ≤ 3 minutes (≥ 17 bookings/s)
@@ -126,21 +125,6 @@ def steady(gateway: str, keys: WixKeys, rate: float, seconds: float, first: int)
         return list(pool.map(post, range(count)))
 
 
-def _drop_databases(postgres: str, names: list[str]) -> None:
-    admin = create_engine(
-        postgres.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
-    )
-    with admin.connect() as connection:
-        for name in names:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
-def _flush_redis() -> None:
-    for db in (REDIS_DB, REDIS_DB + 1, REDIS_DB + 2):
-        redis.Redis(host="127.0.0.1", port=6379, db=db).flushdb()
-
-
 def _pin_workers(stack_pid: int) -> list[tuple[int, int]]:
     """Each process worker (every thread of it, so the flow-run processes it starts inherit it) on a core of
     its own: worker n on core n - 1."""
@@ -169,7 +153,7 @@ def running(shape: str, sms: FakeMobileMessage, keys: WixKeys, postgres: str) ->
     arguments: tuple[str, ...] = ("up",)
     saved = os.environ.pop("CRM_DATABASE_URL", None)
     if workers:
-        _flush_redis()
+        flush_redis(REDIS_DB)
         arguments = (
             "up", "--scaled", "--workers", str(workers), "--gateways", "1", "--postgres", postgres,
             "--crm-database", databases[0], "--prefect-database", databases[1],
@@ -186,8 +170,8 @@ def running(shape: str, sms: FakeMobileMessage, keys: WixKeys, postgres: str) ->
         if stack is not None:
             stop_stack(stack)
         if workers:
-            _drop_databases(postgres, databases)
-            _flush_redis()
+            drop_databases(postgres, databases)
+            flush_redis(REDIS_DB)
         if saved is not None:
             os.environ["CRM_DATABASE_URL"] = saved
         shutil.rmtree(scratch, ignore_errors=True)

@@ -1,4 +1,5 @@
-"""Run an ASGI app on a real loopback port in a background thread (gateway under test, provider fakes)."""
+"""Run an ASGI app on a real loopback port in a background thread (gateway under test, provider fakes), and
+clean up after stacks run on this machine's PostgreSQL and Redis (scaled topology tests and benchmarks)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any, Self
 
+import redis
 import uvicorn
+from sqlalchemy import URL, create_engine, make_url, text
 
 
 def free_port() -> int:
@@ -89,3 +93,22 @@ def json_or_none(body: bytes) -> Any:
         return json.loads(body) if body else None
     except ValueError:
         return None
+
+
+def drop_databases(server_url: str | URL, names: Iterable[str]) -> None:
+    """Drop these PostgreSQL databases (if they exist, closing their connections), connecting to `server_url`
+    (a database on that server other than those dropped) with psycopg."""
+    admin = create_engine(
+        make_url(server_url).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as connection:
+        for name in names:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def flush_redis(first_db: int, count: int = 3) -> None:
+    """Empty `count` numbered databases of the local Redis from `first_db` (a scaled stack uses three:
+    Prefect's messaging, its docket, the gateways' rate limits)."""
+    for db in range(first_db, first_db + count):
+        redis.Redis(host="127.0.0.1", port=6379, db=db).flushdb()

@@ -26,8 +26,6 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
-from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlmodel import func, select
 
@@ -45,7 +43,7 @@ from tests.integration.helpers import (
     wait_until,
 )
 from tests.integration.stack import Stack, kill_tree
-from tests.servers import free_port
+from tests.servers import drop_databases, flush_redis, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.db]
 
@@ -58,23 +56,12 @@ KILL_AFTER = 150  # bookings processed before the kills
 ON_CALL = "61491570156"
 
 
-def _flush_redis() -> None:
-    for db in (REDIS_DB, REDIS_DB + 1, REDIS_DB + 2):
-        redis.Redis(host="127.0.0.1", port=6379, db=db).flushdb()
-
-
 @pytest.fixture
 def prefect_database() -> Iterator[str]:
     """A PostgreSQL database of this test's own for Prefect (`up --scaled` creates it), dropped afterwards."""
     name = f"prefect_scaled_{uuid.uuid4().hex[:10]}"
     yield name
-    admin_url = make_url(os.environ["CRM_DATABASE_URL"]).set(
-        drivername="postgresql+psycopg", database="postgres"
-    )
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    drop_databases(make_url(os.environ["CRM_DATABASE_URL"]).set(database="postgres"), [name])
 
 
 def _child(stack: Stack, marker: str) -> int:
@@ -146,7 +133,7 @@ def test_two_gateways_two_workers_one_of_each_killed_every_booking_applied_once_
 ) -> None:
     if not is_postgres():
         pytest.skip("the scaled topology runs on PostgreSQL: this test runs in the PostgreSQL pass")
-    _flush_redis()
+    flush_redis(REDIS_DB)
     stack = Stack(
         tmp_path,
         {
@@ -206,7 +193,7 @@ def test_two_gateways_two_workers_one_of_each_killed_every_booking_applied_once_
         assert log.count("exited with code -9") >= 2  # the supervisor saw both kills (and restarted them)
     finally:
         stack.stop()
-        _flush_redis()
+        flush_redis(REDIS_DB)
     figures(
         f"scaled topology (2 gateways, 2 workers, PostgreSQL + Redis): ready in {ready:.0f}s; {COUNT} "
         f"bookings, killed when {processed_at_kill} were processed (the worker: {killed} processes with its "
