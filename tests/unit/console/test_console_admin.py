@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
@@ -59,6 +60,8 @@ SECRETS = {
     "session_secret": "known-console-session-secret-0123456789",
     "metrics_token": "known-metrics-token-value",
 }
+# An access-audit row as these tests compare it: action, actor, role, client address, subject, reason.
+AuditedRow = tuple[str, str, str, str | None, str | None, str | None]
 
 
 @pytest.fixture
@@ -73,7 +76,7 @@ def member(email: str) -> StaffMember | None:
         return session.exec(select(StaffMember).where(StaffMember.email == email)).first()
 
 
-def new_rows(since: int) -> list[tuple[str, str, str, str | None, str | None, str | None]]:
+def new_rows(since: int) -> list[AuditedRow]:
     return [
         (r.action, r.actor, r.role, r.client_address, r.subject, r.reason)
         for r in audit_rows()
@@ -86,6 +89,19 @@ def last_id() -> int:
     return rows[-1].id if rows else 0  # type: ignore[return-value]
 
 
+def change_staff(
+    admin: TestClient[Litestar], change: str, form: dict[str, str]
+) -> tuple[httpx.Response, list[AuditedRow]]:
+    """One staff change posted from the staff page (`add`, `role` or `remove`): its answer, a redirect (303),
+    and the access-audit rows it wrote."""
+    mark = last_id()
+    answer = admin.post(
+        f"/console/admin/staff/{change}", headers=csrf(admin), data=form, follow_redirects=False
+    )
+    assert answer.status_code == 303
+    return answer, new_rows(mark)
+
+
 def test_add_change_role_and_remove_each_change_the_list_and_write_one_audit_row(
     admin: TestClient[Litestar],
 ) -> None:
@@ -95,49 +111,35 @@ def test_add_change_role_and_remove_each_change_the_list_and_write_one_audit_row
         assert f"<td>{email.replace('@', '@<wbr>')}" in page.text
     assert 'id="add-staff"' in page.text and 'name="_csrf_token"' in page.text
 
-    mark = last_id()
-    added = admin.post(
-        "/console/admin/staff/add",
-        headers=csrf(admin),
-        data={"email": " NewComer@Clinic.Example ", "role": "reception", "reason": "new front-desk hire"},
-        follow_redirects=False,
+    added, audited = change_staff(
+        admin,
+        "add",
+        {"email": " NewComer@Clinic.Example ", "role": "reception", "reason": "new front-desk hire"},
     )
-    assert added.status_code == 303 and added.headers["location"] == "/console/admin/staff"
+    assert added.headers["location"] == "/console/admin/staff"
     row = member(NEWCOMER)
     assert row is not None and (row.role, row.added_by, row.removed_at) == ("reception", ADMIN, None)
     subject = f"staff:{row.id}"
-    assert new_rows(mark) == [("staff.added", ADMIN, "admin", "testclient", subject, "new front-desk hire")]
+    assert audited == [("staff.added", ADMIN, "admin", "testclient", subject, "new front-desk hire")]
     assert audit_rows("staff.added")[-1].detail == {"new_role": "reception"}
     shown = admin.get("/console/admin/staff")
     assert f"{NEWCOMER} added as reception." in shown.text
     assert f"{NEWCOMER} added as" not in admin.get("/console/admin/staff").text  # shown once
 
-    mark = last_id()
-    moved = admin.post(
-        "/console/admin/staff/role",
-        headers=csrf(admin),
-        data={"email": NEWCOMER, "role": "marketer", "reason": "moved to marketing"},
-        follow_redirects=False,
+    _, audited = change_staff(
+        admin, "role", {"email": NEWCOMER, "role": "marketer", "reason": "moved to marketing"}
     )
-    assert moved.status_code == 303
     after = member(NEWCOMER)
     assert after is not None and after.role == "marketer" and after.added_at == row.added_at
-    assert new_rows(mark) == [
-        ("staff.role_changed", ADMIN, "admin", "testclient", subject, "moved to marketing")
-    ]
+    assert audited == [("staff.role_changed", ADMIN, "admin", "testclient", subject, "moved to marketing")]
     assert audit_rows("staff.role_changed")[-1].detail == {"new_role": "marketer", "old_role": "reception"}
 
-    mark = last_id()
-    removed = admin.post(
-        "/console/admin/staff/remove",
-        headers=csrf(admin),
-        data={"email": NEWCOMER, "role": "marketer", "reason": "left the clinic"},
-        follow_redirects=False,
+    _, audited = change_staff(
+        admin, "remove", {"email": NEWCOMER, "role": "marketer", "reason": "left the clinic"}
     )
-    assert removed.status_code == 303
     gone = member(NEWCOMER)
     assert gone is not None and gone.removed_at is not None
-    assert new_rows(mark) == [("staff.removed", ADMIN, "admin", "testclient", subject, "left the clinic")]
+    assert audited == [("staff.removed", ADMIN, "admin", "testclient", subject, "left the clinic")]
     listed = admin.get("/console/admin/staff").text.replace("<wbr>", "")  # (addresses may break after @)
     member_row = re.search(rf'<tr id="member-{gone.id}" class="removed">.*?</tr>', listed, re.S)
     assert member_row and "removed" in member_row.group(0) and NEWCOMER in member_row.group(0)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
@@ -77,6 +78,11 @@ def listed_ids(html: str) -> list[int]:
     return [int(found) for found in re.findall(r'<tr id="event-(\d+)">', html)]
 
 
+def replay(ops: TestClient[Litestar], form: dict[str, str]) -> httpx.Response:
+    """The inbox's replay form posted (its redirect, if any, not followed)."""
+    return ops.post("/console/ops/events/replay", headers=csrf(ops), data=form, follow_redirects=False)
+
+
 # --- the inbox ---------------------------------------------------------------------------------------
 
 
@@ -110,12 +116,7 @@ def test_the_inbox_filters_by_status_and_source_and_pages_newest_first_without_b
 def test_replay_requeues_a_failed_event_for_the_dispatcher_and_is_audited(ops: TestClient[Litestar]) -> None:
     failed = event("wix", InboxStatus.FAILED, error="ValueError: no such service")
     before = audit_count()
-    answer = ops.post(
-        "/console/ops/events/replay",
-        headers=csrf(ops),
-        data={"event_id": str(failed), "reason": "service added in Wix", "status": "failed"},
-        follow_redirects=False,
-    )
+    answer = replay(ops, {"event_id": str(failed), "reason": "service added in Wix", "status": "failed"})
     assert answer.status_code == 303, answer.text
     assert answer.headers["location"] == f"/console/ops/events?status=failed&replayed={failed}"
     with session_scope() as session:
@@ -139,19 +140,9 @@ def test_a_replay_of_an_event_that_did_not_fail_is_refused_and_audited_as_denied
     processed = event("wix", InboxStatus.PROCESSED)
     failed = event("wix", InboxStatus.FAILED)
     before = audit_count()
-    refused = ops.post(
-        "/console/ops/events/replay",
-        headers=csrf(ops),
-        data={"event_id": str(processed), "reason": "again"},
-        follow_redirects=False,
-    )
+    refused = replay(ops, {"event_id": str(processed), "reason": "again"})
     assert refused.status_code == 409 and "only failed events are replayed here" in refused.text
-    no_reason = ops.post(
-        "/console/ops/events/replay",
-        headers=csrf(ops),
-        data={"event_id": str(failed), "reason": " "},
-        follow_redirects=False,
-    )
+    no_reason = replay(ops, {"event_id": str(failed), "reason": " "})
     assert no_reason.status_code == 400 and "say why" in no_reason.text
     with session_scope() as session:
         assert session.get(WebhookEvent, processed).status == InboxStatus.PROCESSED  # type: ignore[union-attr]
