@@ -174,7 +174,9 @@ def up_scaled(topology: Topology) -> int:
     env["PREFECT_API_DATABASE_CONNECTION_URL"] = prefect_db.render_as_string(hide_password=False)
     env["PREFECT_API_DATABASE_MIGRATE_ON_START"] = "false"  # once, below; never by each server
     env.update(redis_environment(topology.redis))
-    env.setdefault("PREFECT_WORKER_QUERY_SECONDS", "2")  # a booking's run is picked up within 2 s
+    env.setdefault("PREFECT_WORKER_QUERY_SECONDS", "1")  # a booking's run is picked up within 1 s
+    # The workers' flow runs start `python -m prefect.engine` (prefect.yaml): this environment's python.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])
     os.environ.update(env)
 
     python = sys.executable

@@ -121,6 +121,7 @@ def test_a_worker_started_from_another_clone_runs_the_deployed_flows(db: str, tm
             stored.status, received = InboxStatus.PROCESSED, stored.received_at
             session.add(stored)
         worker_env = _environment(api_url, tmp_path / "worker-home", PREFECT_WORKER_QUERY_SECONDS="1")
+        worker_env["PATH"] = f"{host / '.venv' / 'bin'}{os.pathsep}{worker_env['PATH']}"  # as its unit sets
         worker_command = [str(host / ".venv" / "bin" / "prefect"), "worker", "start", "--pool", "avatar-crm"]
         with (
             _process(worker_command, host, worker_env, tmp_path / "worker.log"),
