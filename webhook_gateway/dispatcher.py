@@ -17,7 +17,9 @@ up to `backlog_batch` events instead (still one task run per booking inside): a 
 stack about a second of CPU before it does anything (a process worker's run, a new interpreter, several),
 which is what limited a burst to about one booking a second. In a backlog at most `backlog_runs` such runs
 are under way at once: the rest wait in the inbox (not as small runs queued in Prefect) and go out together,
-in full batches, as runs finish. The per-event rules (newest revision wins, one
+in full batches, as runs finish. While it holds a backlog, a round starts at most every `_HOLDING_PAUSE`
+however many webhooks wake it (each round claims, counts and gives back the held rows: three transactions that
+during a burst would otherwise come with every webhook). The per-event rules (newest revision wins, one
 outcome per row, idempotent message keys) are the same in a batch, so the guarantees do not depend on how an
 event was dispatched.
 
@@ -78,6 +80,7 @@ logger = logging.getLogger(__name__)
 
 _TABLE = WebhookEvent.__table__  # type: ignore[attr-defined]
 _BATCH = 50
+_HOLDING_PAUSE = 0.25  # seconds between rounds while a backlog is held (see the module docstring)
 _RECOVERY_PAGE = 200
 _STUCK = StuckLimits(pending=timedelta(seconds=90), running=timedelta(minutes=30))
 # A SQLite-backed Prefect server answers 503 while another writer holds its lock, usually for tens of
@@ -183,6 +186,7 @@ class Dispatcher:
         self._max_runs = max_runs
         self._claim = timedelta(seconds=claim_seconds)
         self._next_recovery = 0.0  # monotonic: the first round looks at once
+        self._holding = False  # the last round held rows back (a backlog waits for runs to finish)
         self._automation_ready = False
         # For `/metrics`: dispatches put back to retry, and events handed back because their run died.
         self.retries = 0
@@ -239,6 +243,8 @@ class Dispatcher:
             if self._failed_rounds:
                 await asyncio.sleep(self._pause_after_failure())
                 continue
+            if self._holding:  # the webhooks arriving meanwhile are woken together, a round later
+                await asyncio.sleep(_HOLDING_PAUSE)
             timeout = min(self._poll_seconds, max(0.0, self._next_recovery - loop.time()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=timeout)
@@ -247,6 +253,7 @@ class Dispatcher:
     async def dispatch_due(self) -> int:
         """Dispatch every row that is due; returns how many now have a flow run."""
         dispatched = 0
+        self._holding = False
         while True:
             due = await to_thread.run_sync(self._select_due)
             if not due:
@@ -269,6 +276,7 @@ class Dispatcher:
                 dispatched += await to_thread.run_sync(self._record_success, rows, flow_run_id)
             if held:  # due again at once, dispatched in a later round once runs have finished
                 await to_thread.run_sync(self._release, held)
+                self._holding = True
                 return dispatched
             if len(due) < _BATCH:
                 return dispatched

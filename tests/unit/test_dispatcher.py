@@ -5,6 +5,10 @@ cancelled, stuck) gets a new run under a new key, a bounded number of times, the
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import SimpleNamespace
@@ -16,6 +20,7 @@ import pytest
 from prefect.exceptions import PrefectHTTPStatusError
 from prefect.settings import get_current_settings
 from prefect.states import Cancelled, Completed, Crashed, Pending, Running
+from sqlalchemy import event
 
 from models import InboxStatus, WebhookEvent, get_engine, session_scope
 from models.types import utcnow
@@ -358,3 +363,61 @@ async def test_a_backlog_keeps_at_most_backlog_runs_under_way_and_the_rest_waits
     assert prefect.attempts[3]["parameters"] == {"event_id": more[1]}  # what is left: one event, one run
     runs = [_row(event_id).flow_run_id for event_id in [*burst, *more]]
     assert None not in runs and len(set(runs)) == 4  # every event in exactly one run
+
+
+async def test_while_a_backlog_is_held_a_stream_of_webhooks_starts_a_round_at_most_every_quarter_second(
+    database_url: str, db: str
+) -> None:
+    """Each round claims, counts and gives back the held rows; during a burst every webhook wakes the
+    dispatcher, and those three transactions per webhook would queue on the inbox's write lock. Held, it
+    wakes for them at most every `_HOLDING_PAUSE`, and still dispatches what comes due once a run is done."""
+    engine = get_engine(database_url)
+    prefect = _Prefect(busy_answers=0)
+    backlog = {"batched_in_backlog": {"wix"}, "backlog_threshold": 2, "backlog_batch": 3, "backlog_runs": 1}
+    dispatcher = Dispatcher(
+        engine,
+        prefect,
+        {"wix": "booking-intake/booking-intake"},
+        poll_seconds=30,
+        recovery_seconds=3600,
+        **backlog,
+    )  # type: ignore[arg-type]
+    burst = [store_event("wix", b"token", "wix.bookings.v2.booking_created") for _ in range(5)]
+    inbox_writes: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith(f"UPDATE {WebhookEvent.__tablename__.upper()} "):
+            inbox_writes.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    loop = asyncio.create_task(dispatcher.run_forever())
+    try:
+        await _until(lambda: len(prefect.attempts) == 1)  # one run of three under way, two events held
+        started = len(inbox_writes)
+        began = time.monotonic()
+        while time.monotonic() - began < 1.0:  # a webhook every 20 ms for a second
+            store_event("wix", b"token", "wix.bookings.v2.booking_created")
+            dispatcher.wake()
+            await asyncio.sleep(0.02)
+        rounds = (len(inbox_writes) - started) / 2  # each held round: the claim and the give-back
+        assert 1 <= rounds <= 6, rounds  # about 4 (1 s / 0.25 s), not about 50
+        assert len(prefect.attempts) == 1  # and nothing went out meanwhile
+
+        _finish(burst[0:3])
+        dispatcher.wake()
+        await _until(lambda: len(prefect.attempts) == 2)  # the next full batch, well before the 30 s poll
+        assert prefect.attempts[1]["parameters"] == {"event_ids": [*burst[3:5], burst[4] + 1]}
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+        event.remove(engine, "before_cursor_execute", count)
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Wait (up to 10 s) for what the dispatcher's own task does meanwhile."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the dispatcher never got there")
