@@ -22,7 +22,7 @@ from sqlalchemy import ColumnElement, tuple_
 from sqlmodel import Session, col, select
 
 from models import AccessAudit, session_scope
-from models.access_audit import record
+from models.access_audit import Actor, record
 
 PAGE = 100
 EXPORT_BATCH = 1000
@@ -101,17 +101,15 @@ def _where(filters: AuditFilter) -> list[ColumnElement[bool]]:
     return found
 
 
-def record_export(
-    session: Session, filters: AuditFilter, *, actor: str, role: str, client_address: str | None
-) -> int:
+def record_export(session: Session, filters: AuditFilter, *, actor: Actor) -> int:
     """The export is itself an access: one row naming the filters, written before any row is sent.
     Returns its id (the export holds the rows before it)."""
     row = record(
         session,
-        actor=actor,
-        role=role,
+        actor=actor.email,
+        role=actor.role,
         action="audit.exported",
-        client_address=client_address,
+        client_address=actor.client_address,
         filters=filters.as_detail(),
     )
     return row.id or 0

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from sqlmodel import Session, select
 
 from models import StaffMember, StaffRole
-from models.access_audit import record
+from models.access_audit import Actor, record
 from models.types import utcnow
 
 # Enough to refuse what is plainly not an address; the sign-in checks the address Google verified.
@@ -62,31 +62,27 @@ def add(
     email: str,
     role: StaffRole,
     *,
-    by: str,
-    by_role: str,
-    client_address: str | None = None,
+    actor: Actor,
     reason: str | None = None,
 ) -> Change:
     """Add a staff member, give a current one another role, or bring back one who was removed."""
     address = normalise(email)
     member = _find(session, address)
     if member is not None and member.removed_at is None:
-        return change_role(
-            session, address, role, by=by, by_role=by_role, client_address=client_address, reason=reason
-        )
+        return change_role(session, address, role, actor=actor, reason=reason)
     if member is None:
-        member = StaffMember(email=address, role=role, added_by=by)
+        member = StaffMember(email=address, role=role, added_by=actor.email)
     else:  # removed earlier: back on the list, as of now
-        member.role, member.removed_at, member.added_by, member.added_at = role, None, by, utcnow()
+        member.role, member.removed_at, member.added_by, member.added_at = role, None, actor.email, utcnow()
     session.add(member)
     session.flush()
     record(
         session,
-        actor=by,
-        role=by_role,
+        actor=actor.email,
+        role=actor.role,
         action="staff.added",
         subject=f"staff:{member.id}",
-        client_address=client_address,
+        client_address=actor.client_address,
         reason=reason,
         new_role=role.value,
     )
@@ -98,9 +94,7 @@ def change_role(
     email: str,
     role: StaffRole,
     *,
-    by: str,
-    by_role: str,
-    client_address: str | None = None,
+    actor: Actor,
     reason: str | None = None,
 ) -> Change:
     """Give an active staff member another role; it applies from their next request (the console re-reads
@@ -119,11 +113,11 @@ def change_role(
     session.flush()
     record(
         session,
-        actor=by,
-        role=by_role,
+        actor=actor.email,
+        role=actor.role,
         action="staff.role_changed",
         subject=f"staff:{member.id}",
-        client_address=client_address,
+        client_address=actor.client_address,
         reason=reason,
         new_role=role.value,
         old_role=previous,
@@ -135,9 +129,7 @@ def remove(
     session: Session,
     email: str,
     *,
-    by: str,
-    by_role: str,
-    client_address: str | None = None,
+    actor: Actor,
     reason: str | None = None,
 ) -> Change:
     """Take a member off the list (kept, marked removed); their console sessions end at their next request."""
@@ -150,11 +142,11 @@ def remove(
     session.add(member)
     record(
         session,
-        actor=by,
-        role=by_role,
+        actor=actor.email,
+        role=actor.role,
         action="staff.removed",
         subject=f"staff:{member.id}",
-        client_address=client_address,
+        client_address=actor.client_address,
         reason=reason,
     )
     return Change(address, StaffRole(member.role), "removed")

@@ -25,9 +25,8 @@ from access import key_status
 from access import staff as staff_list
 from console import security
 from console.pages import page
-from messaging.staff_tasks import Actor
 from models import Settings, StaffRole, get_settings, session_scope
-from models.access_audit import record
+from models.access_audit import Actor, record
 from providers import google_oauth
 
 STAFF_PAGE = "/console/admin/staff"
@@ -150,20 +149,11 @@ async def _staff_change(request: Request, change: Any, keep_typed: bool = False)
     return _done(request, said, STAFF_PAGE)
 
 
-def _audited_by(actor: Actor, form: dict[str, str]) -> dict[str, Any]:
-    return {
-        "by": actor.email,
-        "by_role": actor.role,
-        "client_address": actor.client_address,
-        "reason": _reason(form),
-    }
-
-
 @post("/admin/staff/add", status_code=303)
 async def staff_add(request: Request) -> Redirect | Template:
     def change(session: Session, form: dict[str, str], actor: Actor) -> staff_list.Change:
-        role, who = _role(form), _audited_by(actor, form)
-        return staff_list.add(session, _field(form, "email"), role, **who)
+        role, reason = _role(form), _reason(form)
+        return staff_list.add(session, _field(form, "email"), role, actor=actor, reason=reason)
 
     return await _staff_change(request, change, keep_typed=True)
 
@@ -171,8 +161,8 @@ async def staff_add(request: Request) -> Redirect | Template:
 @post("/admin/staff/role", status_code=303)
 async def staff_role(request: Request) -> Redirect | Template:
     def change(session: Session, form: dict[str, str], actor: Actor) -> staff_list.Change:
-        role, who = _role(form), _audited_by(actor, form)
-        return staff_list.change_role(session, _field(form, "email"), role, **who)
+        role, reason = _role(form), _reason(form)
+        return staff_list.change_role(session, _field(form, "email"), role, actor=actor, reason=reason)
 
     return await _staff_change(request, change)
 
@@ -180,7 +170,7 @@ async def staff_role(request: Request) -> Redirect | Template:
 @post("/admin/staff/remove", status_code=303)
 async def staff_remove(request: Request) -> Redirect | Template:
     def change(session: Session, form: dict[str, str], actor: Actor) -> staff_list.Change:
-        return staff_list.remove(session, _field(form, "email"), **_audited_by(actor, form))
+        return staff_list.remove(session, _field(form, "email"), actor=actor, reason=_reason(form))
 
     return await _staff_change(request, change)
 

@@ -326,9 +326,7 @@ async def audit_export(
 
     def note() -> int:
         with session_scope() as session:
-            return audit_view.record_export(
-                session, filters, actor=who.email, role=who.role, client_address=who.client_address
-            )
+            return audit_view.record_export(session, filters, actor=who)
 
     exported_as = await asyncio.to_thread(note)
     name = f"access-audit-{utcnow():%Y%m%dT%H%M%SZ}.csv"

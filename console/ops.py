@@ -118,15 +118,7 @@ async def ops_replay(request: Request) -> Redirect | Template:
     def replay() -> str | None:
         try:
             with session_scope() as session:
-                inbox_ops.replay(
-                    session,
-                    event_id,
-                    actor=actor.email,
-                    role=actor.role,
-                    reason=reason,
-                    allowed=inbox_ops.FAILED_ONLY,
-                    client_address=actor.client_address,
-                )
+                inbox_ops.replay(session, event_id, actor=actor, reason=reason, allowed=inbox_ops.FAILED_ONLY)
         except inbox_ops.ReplayRefused as exc:
             security.audit(
                 request,

@@ -24,9 +24,8 @@ from litestar.stores.file import FileStore
 from sqlmodel import select
 
 from console.roles import PUBLIC, allowed
-from messaging.staff_tasks import Actor
 from models import Settings, StaffMember, session_scope
-from models.access_audit import record
+from models.access_audit import Actor, record
 
 logger = logging.getLogger(__name__)
 

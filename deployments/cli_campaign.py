@@ -190,8 +190,17 @@ def audit_change(
     from models.access_audit import record, shell_actor
 
     subject = f"contact:{contact_id}" if contact_id is not None else None
-    who = {"actor": shell_actor(), "role": "cli"}
-    record(session, **who, action=action, subject=subject, outcome=outcome, reason=note, **detail)
+    who = shell_actor()
+    record(
+        session,
+        actor=who.email,
+        role=who.role,
+        action=action,
+        subject=subject,
+        outcome=outcome,
+        reason=note,
+        **detail,
+    )
 
 
 def refuse(refused: Any, action: str) -> NoReturn:

@@ -31,7 +31,7 @@ def staff_add(
         raise typer.BadParameter(f"--role must be one of: {_ROLES}") from None
     try:
         with session_scope() as session:
-            change = staff.add(session, email, chosen, by=shell_actor(), by_role="cli")
+            change = staff.add(session, email, chosen, actor=shell_actor())
     except staff.StaffError as exc:
         raise typer.BadParameter(str(exc)) from None
     typer.echo(f"{change.email}: {change.what} ({change.role})")
@@ -46,7 +46,7 @@ def staff_remove(email: str) -> None:
 
     try:
         with session_scope() as session:
-            change = staff.remove(session, email, by=shell_actor(), by_role="cli")
+            change = staff.remove(session, email, actor=shell_actor())
     except staff.StaffError as exc:
         typer.echo(f"refused: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -21,7 +21,7 @@ from sqlalchemy import update
 from sqlmodel import Session, select
 
 from models import InboxStatus, WebhookEvent
-from models.access_audit import record
+from models.access_audit import Actor, record
 from models.types import utcnow
 
 PAGE = 50
@@ -123,11 +123,9 @@ def replay(
     session: Session,
     event_id: int,
     *,
-    actor: str,
-    role: str,
+    actor: Actor,
     reason: str | None,
     allowed: Collection[str] = NOT_WAITING,
-    client_address: str | None = None,
     **detail: Any,
 ) -> Replayed:
     """Queue the event for a new flow run (see the module docstring) and write the access-audit row
@@ -161,12 +159,12 @@ def replay(
     done = Replayed(event_id, row.source, before, runs + 2)
     record(
         session,
-        actor=actor,
-        role=role,
+        actor=actor.email,
+        role=actor.role,
         action="inbox_event.replayed",
         subject=f"inbox_event:{event_id}",
         reason=reason,
-        client_address=client_address,
+        client_address=actor.client_address,
         source=done.source,
         status_before=before,
         run=done.run,

@@ -26,7 +26,7 @@ from models import (
     StaffTaskKind,
     StaffTaskStatus,
 )
-from models.access_audit import record
+from models.access_audit import Actor, record
 from models.types import utcnow
 
 _FROM_ATTENTION = {
@@ -42,15 +42,6 @@ NOTE_MAX = 1000
 
 class TaskError(LookupError):
     """The task is not there, or not in a state for what was asked."""
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who acts in the console, for the audit: their email, role and address."""
-
-    email: str
-    role: str
-    client_address: str | None = None
 
 
 def _open(session: Session, task: StaffTask) -> StaffTask | None:

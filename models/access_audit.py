@@ -71,12 +71,23 @@ def _digest(previous_hash: str, row: AccessAudit) -> str:
     return hashlib.sha256(f"{previous_hash}\n{canonical}".encode()).hexdigest()
 
 
-def shell_actor() -> str:
-    """Who is at the shell: the OS user the CLI runs as."""
+@dataclass(frozen=True)
+class Actor:
+    """Who acts, for the audit: a staff member's email (or "os:<user>" at the shell), the role they act in
+    and the address they act from (none at the shell)."""
+
+    email: str
+    role: str
+    client_address: str | None = None
+
+
+def shell_actor() -> Actor:
+    """Who is at the shell: the OS user the CLI runs as, in the role "cli"."""
     try:
-        return f"os:{getpass.getuser()}"
+        user = f"os:{getpass.getuser()}"
     except (KeyError, OSError):  # no passwd entry (some containers)
-        return "os:unknown"
+        user = "os:unknown"
+    return Actor(email=user, role="cli")
 
 
 def record(

@@ -26,6 +26,7 @@ from models import (
     get_settings,
     session_scope,
 )
+from models.access_audit import Actor
 from models.crm import name_index
 from models.types import utcnow
 from tests.fakes.google_oidc import FakeGoogleOIDC
@@ -35,6 +36,7 @@ ARTIFACTS = Path(os.environ.get("CONSOLE_ARTIFACTS", ROOT / "tmp" / "artifacts" 
 BASE = "http://testserver.local"  # the test client's origin (cookies are set for it)
 DOMAIN = "clinic.example"
 STAFF = {role: f"{role.value}@{DOMAIN}" for role in StaffRole}
+AT_SHELL = Actor(email="os:test", role="cli")  # who changes the staff list for a test, as the CLI would
 PHONE = "+61412345678"
 REPLY = "Hi, can we move it to Thursday? Thanks, Jane"
 
@@ -56,7 +58,7 @@ def console_settings(database_url: str, fake: FakeGoogleOIDC, public_base_url: s
 def add_staff() -> None:
     with session_scope() as session:
         for role, email in STAFF.items():
-            add(session, email, role, by="os:test", by_role="cli")
+            add(session, email, role, actor=AT_SHELL)
 
 
 def add_patient_task() -> int:

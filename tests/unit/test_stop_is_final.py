@@ -133,7 +133,7 @@ def test_stop_then_a_staff_grant_then_nothing_by_sms_until_the_patient_texts_sta
             ("consent.granted", "denied", "paper form ticked"),
             ("suppression.lifted", "denied", "patient said it was fine"),
         ]
-        assert {a.actor for a in audit} == {shell_actor()} and {a.role for a in audit} == {"cli"}
+        assert {a.actor for a in audit} == {shell_actor().email} and {a.role for a in audit} == {"cli"}
         assert len({a.subject for a in audit}) == 1 and audit[0].subject.startswith("contact:")
         assert verify(session).intact
 

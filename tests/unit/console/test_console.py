@@ -23,6 +23,7 @@ from models import Booking, Settings, StaffRole, StaffTask, session_scope
 from models.access_audit import verify
 from providers.google_oidc import CACHE
 from tests.console_env import (
+    AT_SHELL,
     BASE,
     PHONE,
     REPLY,
@@ -126,7 +127,7 @@ def test_removed_staff_cannot_sign_in_and_are_signed_out(
     assert sign_in(client, fake, STAFF[StaffRole.RECEPTION]).status_code == 303
     assert client.get("/console/tasks").status_code == 200
     with session_scope() as session:
-        remove(session, STAFF[StaffRole.RECEPTION], by="os:test", by_role="cli")
+        remove(session, STAFF[StaffRole.RECEPTION], actor=AT_SHELL)
     assert client.get("/console/tasks", follow_redirects=False).status_code == 303  # out at the next request
     assert sign_in(client, fake, STAFF[StaffRole.RECEPTION]).status_code == 403
 

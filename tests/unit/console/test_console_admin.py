@@ -27,11 +27,21 @@ from models import (
     StaffRole,
     session_scope,
 )
-from models.access_audit import verify
+from models.access_audit import Actor, verify
 from models.crypto import cipher_for_settings
 from providers.google_oauth import ticket_id
 from providers.google_oidc import CACHE
-from tests.console_env import BASE, STAFF, add_staff, audit_rows, console_settings, csrf, sign_in, signed_in
+from tests.console_env import (
+    AT_SHELL,
+    BASE,
+    STAFF,
+    add_staff,
+    audit_rows,
+    console_settings,
+    csrf,
+    sign_in,
+    signed_in,
+)
 from tests.fakes.google import FakeGoogle
 from tests.fakes.google_oidc import FakeGoogleOIDC
 from tests.google_env import fake_google_fixture, google_fixture  # noqa: F401 (fixtures)
@@ -215,7 +225,7 @@ def test_the_last_admin_can_neither_remove_nor_demote_themselves(
 def test_staff_add_cannot_demote_the_last_admin_either(settings: Settings) -> None:
     """`avatar-crm staff add EMAIL --role …` on a current member is a role change, with the same guard."""
     with pytest.raises(staff_list.StaffError, match="is the last admin"), session_scope() as session:
-        staff_list.add(session, ADMIN, StaffRole.RECEPTION, by="os:test", by_role="cli")
+        staff_list.add(session, ADMIN, StaffRole.RECEPTION, actor=AT_SHELL)
     assert member(ADMIN).role == "admin"  # type: ignore[union-attr]
 
 
@@ -224,19 +234,19 @@ def test_two_admins_stepping_down_at_the_same_moment_leave_one_admin(settings: S
     that its admin is now the last one: without the lock both would read two admins and both step down."""
     second = "second-admin@clinic.example"
     with session_scope() as session:
-        staff_list.add(session, second, StaffRole.ADMIN, by="os:test", by_role="cli")
+        staff_list.add(session, second, StaffRole.ADMIN, actor=AT_SHELL)
     outcome: list[object] = []
 
     def step_down(email: str) -> None:
         try:
             with session_scope() as session:
-                changed = staff_list.change_role(session, email, StaffRole.OPS, by=email, by_role="admin")
+                changed = staff_list.change_role(session, email, StaffRole.OPS, actor=Actor(email, "admin"))
                 outcome.append(changed)
         except staff_list.StaffError as exc:
             outcome.append(exc)
 
     with session_scope() as first:
-        staff_list.change_role(first, ADMIN, StaffRole.OPS, by=ADMIN, by_role="admin")
+        staff_list.change_role(first, ADMIN, StaffRole.OPS, actor=Actor(ADMIN, "admin"))
         other = threading.Thread(target=step_down, args=(second,))
         other.start()
         other.join(timeout=1.0)
