@@ -38,16 +38,28 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def kill_tree(pid: int) -> int:
-    """SIGKILL `pid` and everything under it; how many processes died. The tree is frozen first (SIGSTOP,
-    until no new process appears), so nothing it forks while dying escapes: a flow run that outlived its
-    "dead" host would finish its work and hide the loss the caller means to cause."""
+def freeze_tree(pid: int) -> list[int]:
+    """SIGSTOP `pid` and everything under it, until no new process appears (a frozen process forks nothing,
+    so nothing escapes); the frozen pids."""
     frozen: list[int] = []
     while fresh := [p for p in [pid, *descendants(pid)] if p not in frozen]:
         for victim in fresh:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(victim, signal.SIGSTOP)
         frozen += fresh
+    return frozen
+
+
+def thaw(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+
+def kill_tree(pid: int) -> int:
+    """SIGKILL `pid` and everything under it, frozen first; how many processes died. A flow run that outlived
+    its "dead" host would finish its work and hide the loss the caller means to cause."""
+    frozen = freeze_tree(pid)
     for victim in frozen:
         with contextlib.suppress(ProcessLookupError):
             os.kill(victim, signal.SIGKILL)

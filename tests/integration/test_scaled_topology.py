@@ -42,7 +42,7 @@ from tests.integration.helpers import (
     signed_event,
     wait_until,
 )
-from tests.integration.stack import Stack, kill_tree
+from tests.integration.stack import Stack, freeze_tree, kill_tree, thaw
 from tests.servers import drop_databases, flush_redis, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.db]
@@ -83,15 +83,18 @@ def _flow_run_of(pid: int) -> str | None:
     return None
 
 
-def _worker_running_a_booking_run(stack: Stack) -> int | None:
-    """A worker with a booking run's process under it right now, one whose events are not done yet: the kill
-    then cuts that run short."""
-    waiting = {row.flow_run_id for row in inbox_rows() if row.status == InboxStatus.DISPATCHED}
+def _worker_frozen_mid_run(stack: Stack) -> int | None:
+    """A worker frozen (SIGSTOP, with everything under it) while a booking run under it still has events not
+    done: killing it then surely cuts that run short. Checked after the freeze, since a run can finish its
+    last event between a look and a kill. None, and everything thawed, when no worker is in that state."""
     for name in ("scaled-1", "scaled-2"):
         pid = _child(stack, f"--name {name}")
-        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-            if _flow_run_of(int(child)) in waiting:
-                return pid
+        frozen = freeze_tree(pid)
+        time.sleep(0.3)  # a commit already sent lands before the look
+        waiting = {row.flow_run_id for row in inbox_rows() if row.status == InboxStatus.DISPATCHED}
+        if any(_flow_run_of(child) in waiting for child in frozen[1:]):
+            return pid
+        thaw(frozen)
     return None
 
 
@@ -167,7 +170,7 @@ def test_two_gateways_two_workers_one_of_each_killed_every_booking_applied_once_
             wait_until(lambda: _processed() >= KILL_AFTER, 240, 0.2)
             processed_at_kill = _processed()
             os.killpg(_child(stack, f"--port {stack.gateway_port + 1}"), signal.SIGKILL)
-            killed = kill_tree(wait_until(lambda: _worker_running_a_booking_run(stack), 180, 0.1))
+            killed = kill_tree(wait_until(lambda: _worker_frozen_mid_run(stack), 180, 0.1))
             killed_at = time.monotonic()
             first_try = list(delivered)
         retried = [w for w, ok in zip(webhooks, first_try, strict=True) if not ok]
@@ -194,13 +197,18 @@ def test_two_gateways_two_workers_one_of_each_killed_every_booking_applied_once_
     finally:
         stack.stop()
         flush_redis(REDIS_DB)
+    # Once everything has stopped: still one confirmation each (nothing sent twice while it stopped).
+    sent = list(sms.sent)
+    paged = [m["message"] for m in sent if m["to"].lstrip("+") == ON_CALL]
+    texted = Counter(m["to"].lstrip("+") for m in sent if m["to"].lstrip("+") != ON_CALL)
+    assert texted == dict.fromkeys(expected, 1), [(phone, n) for phone, n in texted.items() if n != 1]
     figures(
         f"scaled topology (2 gateways, 2 workers, PostgreSQL + Redis): ready in {ready:.0f}s; {COUNT} "
         f"bookings, killed when {processed_at_kill} were processed (the worker: {killed} processes with its "
         f"runs), {len(retried)} unanswered by the killed "
         f"gateway and delivered again to the other; "
-        f"{len(applied)} applied once each, {len(sms.sent) - len(paged)} patient SMS "
-        f"({len(paged)} alerts to on-call), {redispatched} re-dispatched after the "
+        f"{len(applied)} applied once each, {sum(texted.values())} patient SMS "
+        f"({len(paged)} to on-call), {redispatched} re-dispatched after the "
         f"kills; drained {drained - killed_at:.0f}s after the kills ({drained - started:.0f}s in all)"
     )
 
