@@ -106,10 +106,8 @@ def record_export(session: Session, filters: AuditFilter, *, actor: Actor) -> in
     Returns its id (the export holds the rows before it)."""
     row = record(
         session,
-        actor=actor.email,
-        role=actor.role,
+        actor,
         action="audit.exported",
-        client_address=actor.client_address,
         filters=filters.as_detail(),
     )
     return row.id or 0

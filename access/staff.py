@@ -78,11 +78,9 @@ def add(
     session.flush()
     record(
         session,
-        actor=actor.email,
-        role=actor.role,
+        actor,
         action="staff.added",
         subject=f"staff:{member.id}",
-        client_address=actor.client_address,
         reason=reason,
         new_role=role.value,
     )
@@ -113,11 +111,9 @@ def change_role(
     session.flush()
     record(
         session,
-        actor=actor.email,
-        role=actor.role,
+        actor,
         action="staff.role_changed",
         subject=f"staff:{member.id}",
-        client_address=actor.client_address,
         reason=reason,
         new_role=role.value,
         old_role=previous,
@@ -142,11 +138,9 @@ def remove(
     session.add(member)
     record(
         session,
-        actor=actor.email,
-        role=actor.role,
+        actor,
         action="staff.removed",
         subject=f"staff:{member.id}",
-        client_address=actor.client_address,
         reason=reason,
     )
     return Change(address, StaffRole(member.role), "removed")

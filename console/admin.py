@@ -214,10 +214,8 @@ async def google_connect(request: Request) -> Redirect | Template:
         with session_scope() as session:
             record(
                 session,
-                actor=actor.email,
-                role=actor.role,
+                actor,
                 action="google.connect_started",
-                client_address=actor.client_address,
                 reason=_field(form, "reason")[:REASON_MAX] or None,
             )
         return link
@@ -239,11 +237,9 @@ async def google_disconnect(request: Request) -> Redirect | Template:
     def audit(session: Session, revoked: google_oauth.Revoked) -> None:
         record(
             session,
-            actor=actor.email,
-            role=actor.role,
+            actor,
             action="google.disconnected",
             subject=f"google_connection:{revoked.connection_id}",
-            client_address=actor.client_address,
             reason=reason,
             revoked_at_google=revoked.revoked_at_google,
         )

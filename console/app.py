@@ -69,6 +69,7 @@ from console.pages import NO_STORE, page
 from console.roles import nav_for
 from messaging import staff_tasks
 from models import Settings, session_scope
+from models.access_audit import Actor
 from models.types import utcnow
 from providers import google_oidc
 
@@ -117,9 +118,7 @@ class SignInController(Controller):
         async def refuse(reason: str, actor: str = "unknown", role: str = "none") -> Template:
             await asyncio.to_thread(
                 security.audit,
-                request,
-                actor=actor,
-                role=role,
+                Actor(actor, role, security.client_address(request)),
                 action="console.sign_in",
                 outcome="denied",
                 reason=reason,
@@ -152,9 +151,7 @@ class SignInController(Controller):
         )
         await asyncio.to_thread(
             security.audit,
-            request,
-            actor=identity.email,
-            role=role,
+            Actor(identity.email, role, security.client_address(request)),
             action="console.sign_in",
             outcome="allowed",
         )
@@ -166,9 +163,7 @@ class SignInController(Controller):
         request.clear_session()
         await asyncio.to_thread(
             security.audit,
-            request,
-            actor=actor.email,
-            role=actor.role,
+            actor,
             action="console.sign_out",
             outcome="allowed",
         )

@@ -250,11 +250,9 @@ async def campaign_launch(request: Request) -> Redirect | Template:
         with session_scope() as session:
             record(
                 session,
-                actor=actor.email,
-                role=actor.role,
+                actor,
                 action="campaign.launched",
                 subject=f"campaign:{spec.slug}",
-                client_address=security.client_address(request),
                 flow_run_id=run_id,
                 channel=spec.channel,
                 variants=len(spec.variants),

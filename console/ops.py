@@ -121,9 +121,7 @@ async def ops_replay(request: Request) -> Redirect | Template:
                 inbox_ops.replay(session, event_id, actor=actor, reason=reason, allowed=inbox_ops.FAILED_ONLY)
         except inbox_ops.ReplayRefused as exc:
             security.audit(
-                request,
-                actor=actor.email,
-                role=actor.role,
+                actor,
                 action="inbox_event.replayed",
                 outcome="denied",
                 subject=f"inbox_event:{event_id}",
@@ -200,11 +198,9 @@ async def ops_consent_lookup(request: Request) -> Template:
             state = lookup(session, address)
             record(
                 session,
-                actor=actor.email,
-                role=actor.role,
+                actor,
                 action="consent.viewed",
                 subject=f"contact:{state.contact_id}" if state.contact_id is not None else None,
-                client_address=actor.client_address,
                 kind=address.kind,
                 suppressions=len(state.suppressions),
             )
@@ -236,12 +232,10 @@ async def _change(request: Request, *, lift: bool) -> Template:
                 made = staff_change(session, address, lift=lift, why=why)
                 record(
                     session,
-                    actor=actor.email,
-                    role=actor.role,
+                    actor,
                     action=action,
                     subject=f"contact:{made.contact_id}" if made.contact_id is not None else None,
                     reason=why.wording,
-                    client_address=actor.client_address,
                     changed=made.changed,
                     channel=address.channel.value,
                 )
@@ -250,13 +244,11 @@ async def _change(request: Request, *, lift: bool) -> Template:
                 consent.record_refusal(session, refused)
                 record(
                     session,
-                    actor=actor.email,
-                    role=actor.role,
+                    actor,
                     action=action,
                     subject=f"contact:{refused.contact_id}" if refused.contact_id is not None else None,
                     outcome="denied",
                     reason=why.wording,
-                    client_address=actor.client_address,
                     channel=address.channel.value,
                 )
             return 409, f"refused, nothing changed: {refused.reason}", None

@@ -94,20 +94,10 @@ def client_address(connection: ASGIConnection) -> str | None:
     return connection.client.host if connection.client else None
 
 
-def audit(
-    connection: ASGIConnection, *, actor: str, role: str, action: str, outcome: str, **detail: Any
-) -> None:
+def audit(who: Actor, *, action: str, outcome: str, **detail: Any) -> None:
     """One access-audit row for a sign-in, sign-out or a refusal (its own transaction)."""
     with session_scope() as session:
-        record(
-            session,
-            actor=actor,
-            role=role,
-            action=action,
-            outcome=outcome,
-            client_address=client_address(connection),
-            **detail,
-        )
+        record(session, who, action=action, outcome=outcome, **detail)
 
 
 def active_role(email: str) -> str | None:
@@ -152,9 +142,7 @@ async def role_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     if roles is None or actor.role not in roles:
         await asyncio.to_thread(
             audit,
-            connection,
-            actor=actor.email,
-            role=actor.role,
+            actor,
             action="console.denied",
             outcome="denied",
             path=connection.scope["path"],

@@ -227,8 +227,7 @@ def events_show(
             raise typer.BadParameter(f"no inbox event {event_id}")
         if row.purged_at is None:
             action, subject = "inbox_event.body_viewed", f"inbox_event:{event_id}"
-            who = shell_actor()
-            record(session, actor=who.email, role=who.role, action=action, subject=subject, reason=reason)
+            record(session, shell_actor(), action=action, subject=subject, reason=reason)
         typer.echo(f"{row.source} {row.event_type} received {row.received_at:%Y-%m-%d %H:%M:%S} UTC")
         if row.purged_at is not None:
             typer.echo(f"(body purged {row.purged_at:%Y-%m-%d} UTC by retention; ids and dedupe key kept)")

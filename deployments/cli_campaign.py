@@ -193,8 +193,7 @@ def audit_change(
     who = shell_actor()
     record(
         session,
-        actor=who.email,
-        role=who.role,
+        who,
         action=action,
         subject=subject,
         outcome=outcome,

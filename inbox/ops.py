@@ -159,12 +159,10 @@ def replay(
     done = Replayed(event_id, row.source, before, runs + 2)
     record(
         session,
-        actor=actor.email,
-        role=actor.role,
+        actor,
         action="inbox_event.replayed",
         subject=f"inbox_event:{event_id}",
         reason=reason,
-        client_address=actor.client_address,
         source=done.source,
         status_before=before,
         run=done.run,

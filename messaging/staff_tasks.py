@@ -218,10 +218,8 @@ def mark_done(session: Session, task_id: int, note: str, actor: Actor) -> StaffT
 def _audit(session: Session, actor: Actor, action: str, task: StaffTask, *, subject: str) -> None:
     record(
         session,
-        actor=actor.email,
-        role=actor.role,
+        actor,
         action=action,
         subject=subject,
-        client_address=actor.client_address,
         task=task.id,
     )

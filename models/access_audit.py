@@ -92,26 +92,24 @@ def shell_actor() -> Actor:
 
 def record(
     session: Session,
+    who: Actor,
     *,
-    actor: str,
-    role: str,
     action: str,
     subject: str | None = None,
     outcome: str = "allowed",
     reason: str | None = None,
-    client_address: str | None = None,
     **detail: object,
 ) -> AccessAudit:
-    """Append one row, chained to the last, in the caller's transaction (so the row exists exactly when
-    what it records does)."""
+    """Append one row of what `who` did, chained to the last, in the caller's transaction (so the row exists
+    exactly when what it records does)."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CHAIN_LOCK})
     last = session.exec(select(AccessAudit).order_by(AccessAudit.id.desc()).limit(1)).first()  # type: ignore[union-attr]
     row = AccessAudit(
         id=(last.id or 0) + 1 if last else 1,
-        actor=actor[:254],
-        role=role,
-        client_address=client_address,
+        actor=who.email[:254],
+        role=who.role,
+        client_address=who.client_address,
         action=action,
         subject=subject,
         outcome=outcome,

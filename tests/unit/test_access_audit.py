@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from deployments.cli import app as cli
 from models import AccessAudit, StaffMember, WebhookEvent, session_scope
-from models.access_audit import record, verify
+from models.access_audit import Actor, record, verify
 from models.db import get_engine
 from models.migrate import upgrade
 
@@ -42,21 +42,18 @@ def audit_db(fresh_database_url: str) -> Iterator[str]:
     with session_scope(engine) as session:
         record(
             session,
-            actor="ana@clinic.example",
-            role="reception",
+            Actor("ana@clinic.example", "reception", "10.0.0.5"),
             action="patient.phone_revealed",
             subject="contact:7",
             reason="patient asked to move to Thursday",
-            client_address="10.0.0.5",
         )
         record(
             session,
-            actor="ops@clinic.example",
-            role="ops",
+            Actor("ops@clinic.example", "ops"),
             action="inbox_event.replayed",
             subject="inbox_event:3",
         )
-        record(session, actor=ME, role="cli", action="staff.added", subject="staff:1", new_role="admin")
+        record(session, Actor(ME, "cli"), action="staff.added", subject="staff:1", new_role="admin")
     yield fresh_database_url
     engine.dispose()
 

@@ -16,7 +16,7 @@ from litestar.testing import TestClient
 
 from access import audit_view
 from models import AccessAudit, Settings, StaffRole, session_scope
-from models.access_audit import record, verify
+from models.access_audit import Actor, record, verify
 from models.types import utcnow
 from tests.console_env import BASE, STAFF, audit_rows, sign_in
 from tests.fakes.google_oidc import FakeGoogleOIDC
@@ -44,8 +44,7 @@ def seeded(db: str) -> dict[str, list[int]]:
             subject = f"contact:{tag}7" if n % 4 == 0 else f"contact:{tag}{n}"
             row = record(
                 session,
-                actor=f"{who}-{tag}@clinic.example",
-                role="reception",
+                Actor(f"{who}-{tag}@clinic.example", "reception"),
                 action=f"test.{tag}.{'read' if n % 2 else 'write'}",
                 subject=subject,
                 outcome=outcome,
