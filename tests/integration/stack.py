@@ -133,14 +133,6 @@ class Stack:
             time.sleep(0.5)
         raise AssertionError(f"stack not ready after {timeout:.0f}s\n{self.log_tail()}")
 
-    def child_pids(self) -> list[int]:
-        """Every process the supervisor started (each leads its own process group)."""
-        assert self.process is not None
-        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-            path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-            return [int(pid) for pid in path.read_text().split()]
-        return []
-
     def children(self) -> dict[str, int]:
         """The supervisor's children by what they run: `prefect`, `runner`, `gateway`."""
         assert self.process is not None
