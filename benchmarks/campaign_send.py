@@ -55,6 +55,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+# Bound now: `--compare-with` later puts the other checkout's packages first (`_use_code_of`).
+from tests.servers import drop_databases  # noqa: E402
+
 API_KEY = "SG.bench-key"
 TEMPLATE = "d-0123456789abcdef0123456789abcdef"
 TARGET_SECONDS, TARGET_MB, TARGET_RATIO = 60.0, 300.0, 0.8
@@ -275,8 +278,8 @@ class PostgresStore:
             self.made.append(self.base)
         strategy = " STRATEGY FILE_COPY" if self.file_copy else ""  # copies the files, not WAL-logs them
         template = f"{self.base}_{label}"
+        drop_databases(self.admin.url, [self.base])
         self._execute(
-            f'DROP DATABASE IF EXISTS "{self.base}" WITH (FORCE)',
             # Only this benchmark's own connections can be there (an engine the migrations cached).
             f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{template}' "  # noqa: S608
             "AND pid <> pg_backend_pid()",
@@ -284,7 +287,7 @@ class PostgresStore:
         )
 
     def close(self) -> None:
-        self._execute(*(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)' for name in reversed(self.made)))
+        drop_databases(self.admin.url, reversed(self.made))
         self.admin.dispose()
 
 

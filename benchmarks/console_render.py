@@ -35,6 +35,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from sqlalchemy import create_engine, make_url, text  # noqa: E402
 from stats import percentile  # noqa: E402
 
+from tests.servers import drop_databases  # noqa: E402
+
 REQUESTS, WARMUP = 50, 5
 PEOPLE = [f"staff{n}@clinic.example" for n in range(20)]
 ACTIONS = [
@@ -187,10 +189,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.postgres:
         server = make_url(args.postgres)
-        admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        admin_url = server.set(database="postgres")
+        drop_databases(admin_url, ["bench_console"])
+        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
         with admin.connect() as connection:
-            connection.execute(text('DROP DATABASE IF EXISTS "bench_console" WITH (FORCE)'))
             connection.execute(text('CREATE DATABASE "bench_console"'))
+        admin.dispose()
         url = server.set(database="bench_console", drivername="postgresql+psycopg")
         try:
             print("PostgreSQL")
@@ -200,9 +204,7 @@ def main() -> None:
             from models.db import get_engine
 
             get_engine(url.render_as_string(hide_password=False)).dispose()
-            with admin.connect() as connection:
-                connection.execute(text('DROP DATABASE IF EXISTS "bench_console" WITH (FORCE)'))
-            admin.dispose()
+            drop_databases(admin_url, ["bench_console"])
         return
     with tempfile.TemporaryDirectory() as folder:
         print("SQLite")

@@ -301,20 +301,20 @@ def measure_postgres(server: str, args: argparse.Namespace) -> bool:
     from sqlalchemy.engine import make_url
 
     from models.db import get_engine, normalize_url
+    from tests.servers import drop_databases
 
     server_url = make_url(normalize_url(server))
     name = f"bench_report_{uuid.uuid4().hex[:10]}"
     admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
     url = server_url.set(database=name).render_as_string(hide_password=False)
     try:
         return measure("postgresql", url, args.bookings, args.messages, args.repeat)
     finally:
         get_engine(url).dispose()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        drop_databases(server_url, [name])
 
 
 if __name__ == "__main__":

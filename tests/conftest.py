@@ -19,6 +19,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from tests.servers import drop_databases
+
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="avatar-crm-tests-"))
 
 os.environ.update(
@@ -103,10 +105,7 @@ def database_url() -> Iterator[str]:
 
     get_engine(_DATABASE_URL).dispose()
     if _PG_DATABASE:
-        admin = create_engine(make_url(_DATABASE_URL).set(database="postgres"), isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{_PG_DATABASE}" WITH (FORCE)'))
-        admin.dispose()
+        drop_databases(make_url(_DATABASE_URL).set(database="postgres"), [_PG_DATABASE])
 
 
 @pytest.fixture
@@ -153,6 +152,7 @@ def fresh_database_url(tmp_path: Path) -> Iterator[str]:
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
     url = make_url(_DATABASE_URL).set(database=name).render_as_string(hide_password=False)
     try:
         yield url
@@ -160,9 +160,7 @@ def fresh_database_url(tmp_path: Path) -> Iterator[str]:
         from models.db import get_engine
 
         get_engine(url).dispose()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        drop_databases(admin_url, [name])
 
 
 def is_postgres() -> bool:
