@@ -18,7 +18,7 @@ from prefect.states import Completed, Failed, State
 
 from bookings.intake import IntakeOutcome, apply_inbox_event
 from flows.tasks.calendar import sync_calendar
-from flows.tasks.send import send_message
+from flows.tasks.send import send_one
 from inbox.service import WIX_BOOKINGS, InboxEvent, handle, unfinished
 from models import MessageStatus, get_settings
 from providers import wix
@@ -27,16 +27,21 @@ BATCH_CONCURRENCY = 16  # bookings of one batch run under way at once (measured:
 
 
 @task(
-    name="apply-booking-event",
-    task_run_name="apply-booking-event-{event.id}",
+    name="booking-event",
+    task_run_name="booking-event-{event.id}",
     cache_policy=NO_CACHE,
     retries=3,
     retry_delay_seconds=[1, 3, 10],
     retry_jitter_factor=0.5,
 )
-async def apply_booking_event(event: InboxEvent[wix.BookingEvent | None]) -> IntakeOutcome:
-    """Retried: the database may be briefly busy; the work is idempotent."""
-    return await asyncio.to_thread(apply_inbox_event, event)
+async def apply_and_send(event: InboxEvent[wix.BookingEvent | None]) -> tuple[IntakeOutcome, dict[int, str]]:
+    """One booking's unit of work in the Prefect UI: the event applied, then the messages it queued sent;
+    their statuses by message id. One task run, not one per step: each costs ~35 ms of Prefect CPU, half
+    of a booking's during a burst (docs/benchmarks.md). Retried, as the database may be briefly busy: both
+    steps are idempotent (the revision rule; the outbox claim), so a retry sends nothing twice."""
+    outcome = await asyncio.to_thread(apply_inbox_event, event)
+    get_run_logger().info("event %s: %s", event.id, outcome.summary)
+    return outcome, {message_id: await send_one(message_id) for message_id in outcome.to_send}
 
 
 @flow(name="booking-intake", description=__doc__.split("\n\n")[0])
@@ -56,18 +61,14 @@ async def booking_intake(event_id: int | None = None, event_ids: list[int] | Non
 async def _intake(event_id: int) -> tuple[str, list[int]]:
     """One booking event: applied, its messages sent, the calendar mirrored; the summary and the ids of
     messages that failed. Raises (the row then marked failed) if the event cannot be applied."""
-    logger = get_run_logger()
     async with handle(event_id, WIX_BOOKINGS) as event:
-        outcome = await apply_booking_event(event)
-    logger.info("event %s: %s", event_id, outcome.summary)
-
-    statuses = {message_id: await send_message(message_id) for message_id in outcome.to_send}
+        outcome, statuses = await apply_and_send(event)
     # No task run at all while Google is not configured: this is every booking's path.
     if outcome.crm_booking_id is not None and not outcome.stale and get_settings().google_configured:
         try:  # after the patient's messages, and never failing them: the sweep catches the calendar up
             await sync_calendar(outcome.crm_booking_id)
         except Exception as exc:
-            logger.warning("calendar not synced for this booking yet (the sweep will retry): %s", exc)
+            get_run_logger().warning("calendar not synced yet (the sweep will retry): %s", exc)
     return outcome.summary, [mid for mid, status in statuses.items() if status == MessageStatus.FAILED]
 
 

@@ -94,9 +94,9 @@ def _log(logger: logging.Logger | logging.LoggerAdapter, outcome: Outcome) -> No
         logger.info("message %s %s", outcome.message_id, outcome.status)
 
 
-@task(name="send-message", task_run_name="send-message-{message_id}", cache_policy=NO_CACHE)
-async def send_message(message_id: int) -> str:
-    """Send one outbox message if it is still due and allowed; returns its status afterwards."""
+async def send_one(message_id: int) -> str:
+    """Send one outbox message if it is still due and allowed; returns its status afterwards. Safe to call
+    again for the same message (the claim says whether it is still due), so a retried caller sends it once."""
     logger = run_logger(__name__)
     claimed = await asyncio.to_thread(outbox.claim, message_id)
     if isinstance(claimed, str):
@@ -107,6 +107,12 @@ async def send_message(message_id: int) -> str:
     await asyncio.to_thread(outbox.record_many, [outcome])
     _log(logger, outcome)
     return outcome.status
+
+
+@task(name="send-message", task_run_name="send-message-{message_id}", cache_policy=NO_CACHE)
+async def send_message(message_id: int) -> str:
+    """`send_one` as a task run of its own, for flows whose unit of work is the message."""
+    return await send_one(message_id)
 
 
 @task(name="send-due-messages", cache_policy=NO_CACHE)

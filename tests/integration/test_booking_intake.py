@@ -248,9 +248,9 @@ def test_a_batch_run_applies_each_booking_once_and_a_bad_event_fails_only_itself
     assert all((stored := stored_booking(b)) is not None and stored.revision == 1 for b, _ in bookings)
     with get_client(sync_client=True) as client:
         tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
-    applied = sorted(t.name for t in tasks if t.name.startswith("apply-booking-event-"))
+    applied = sorted(t.name for t in tasks if t.name.startswith("booking-event-"))
     assert applied == sorted(
-        f"apply-booking-event-{i}" for i in ids
+        f"booking-event-{i}" for i in ids
     )  # a task run per booking (the bad one failed being read)
 
     again = run_deployment("booking-intake/booking-intake", parameters={"event_ids": batch}, timeout=180)
