@@ -18,10 +18,8 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,13 +31,12 @@ from blocks import settings_source
 from deployments.stack import (
     Boot,
     Child,
+    Supervisor,
     blocks_said,
     crm_environment,
     prefect_environment,
     redact,
     say,
-    start_child,
-    stop_children,
 )
 from models import Settings, get_settings
 from models.db import normalize_url
@@ -178,81 +175,63 @@ def up_scaled(topology: Topology) -> int:
     # The workers' flow runs start `python -m prefect.engine` (prefect.yaml): this environment's python.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])
     os.environ.update(env)
-
-    python = sys.executable
     prefect_url = f"http://127.0.0.1:{boot.prefect_port}"
-    children: list[Child] = []
-    grace = Settings.model_fields["stop_grace_seconds"].default
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    try:
+
+    def start(stack: Supervisor) -> None:
+        python = sys.executable
         ensure_database(topology, topology.prefect_database)
         say("migrating Prefect's database …")
-        _run([python, "-m", "prefect", "server", "database", "upgrade", "-y"], env, "Prefect migrations")
-        children += [
+        _run(
+            [python, "-m", "prefect", "server", "database", "upgrade", "-y"], stack.env, "Prefect migrations"
+        )
+        stack.start(
             Child("prefect server", [python, "-m", "prefect", "server", "start", "--no-services",
                                      "--host", "127.0.0.1", "--port", str(boot.prefect_port)],
-                  f"{prefect_url}/api/health", 120),
-            Child("prefect services", [python, "-m", "prefect", "server", "services", "start"]),
-        ]  # fmt: skip
-        for child in children:
-            start_child(child, env)
+                  f"{prefect_url}/api/health", 120)
+        )  # fmt: skip
+        stack.start(Child("prefect services", [python, "-m", "prefect", "server", "services", "start"]))
         get_settings.cache_clear()
         settings = get_settings()
-        grace = settings.stop_grace_seconds
+        stack.grace = settings.stop_grace_seconds
         say(f"secrets blocks:  {blocks_said(settings_source.last_read)}")
         if not settings.crm_database_url.startswith("postgres"):
             ensure_database(topology, topology.crm_database)
             crm_url = topology.database_url(topology.crm_database, "postgresql+psycopg")
-            env["CRM_DATABASE_URL"] = os.environ["CRM_DATABASE_URL"] = crm_url.render_as_string(
+            stack.env["CRM_DATABASE_URL"] = os.environ["CRM_DATABASE_URL"] = crm_url.render_as_string(
                 hide_password=False
             )
             get_settings.cache_clear()
             settings = get_settings()
-        env = crm_environment(env, settings)
-        os.environ.update(env)
+        stack.env = crm_environment(stack.env, settings)
+        os.environ.update(stack.env)
         get_settings.cache_clear()
-        upgrade(env["CRM_DATABASE_URL"])
-        say(f"CRM database ready: {redact(env['CRM_DATABASE_URL'])}")
-        commit = deploy(env, settings)
+        upgrade(stack.env["CRM_DATABASE_URL"])
+        say(f"CRM database ready: {redact(stack.env['CRM_DATABASE_URL'])}")
+        commit = deploy(stack.env, settings)
         say(f"deployed every deployment of prefect.yaml on work pool {WORK_POOL} at commit {commit[:12]}")
         from deployments.serve import install_automations
 
-        with _this_prefect(env):
+        with _this_prefect(stack.env):
             asyncio.run(install_automations())
-        workers = [
-            Child(f"worker {n}", [python, "-m", "prefect", "worker", "start", "--pool", WORK_POOL,
-                                  "--type", "process", "--name", f"scaled-{n}",
-                                  "--limit", str(WORKER_RUN_LIMIT)])
-            for n in range(1, topology.workers + 1)
-        ]  # fmt: skip
+        for n in range(1, topology.workers + 1):
+            stack.start(
+                Child(f"worker {n}", [python, "-m", "prefect", "worker", "start", "--pool", WORK_POOL,
+                                      "--type", "process", "--name", f"scaled-{n}",
+                                      "--limit", str(WORKER_RUN_LIMIT)])
+            )  # fmt: skip
         ports = [settings.gateway_port + n for n in range(topology.gateways)]
-        gateways = [
-            Child(f"gateway {port}", [python, "-m", "uvicorn", "--factory", APP,
-                                      "--host", settings.gateway_host,
-                                      "--port", str(port), "--no-access-log", "--log-level", "info",
-                                      *server_cli_options()],
-                  f"http://{settings.gateway_host}:{port}/healthz", 60)
-            for port in ports
-        ]  # fmt: skip
-        for child in [*workers, *gateways]:
-            children.append(child)
-            start_child(child, env)
+        for port in ports:
+            stack.start(
+                Child(f"gateway {port}", [python, "-m", "uvicorn", "--factory", APP,
+                                          "--host", settings.gateway_host,
+                                          "--port", str(port), "--no-access-log", "--log-level", "info",
+                                          *server_cli_options()],
+                      f"http://{settings.gateway_host}:{port}/healthz", 60)
+            )  # fmt: skip
         say(f"Prefect UI:      {prefect_url}")
         for port in ports:
             say(f"webhook gateway: http://{settings.gateway_host}:{port}")
         say(f"workers:         {topology.workers} on pool {WORK_POOL} (up to {WORKER_RUN_LIMIT} runs each)")
         say("Ctrl-C here stops everything")
-        while True:
-            time.sleep(0.5)
-            now = time.monotonic()
-            for child in children:
-                child.check(env, now)
-    except KeyboardInterrupt:
-        say("stopping …")
-        return 0
-    except (RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
-        say(f"could not start: {exc}")
-        return 1
-    finally:
-        stop_children(children, f"{prefect_url}/api", grace)
+
+    return Supervisor(f"{prefect_url}/api", env).run(start)

@@ -15,7 +15,8 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -310,62 +311,80 @@ def blocks_said(read: BlockRead) -> str:
     return f"not read ({read.state}): settings from the environment only"
 
 
+@dataclass
+class Supervisor:
+    """Runs a stack's processes until Ctrl-C or SIGTERM: `up` and `up --scaled` say what to start, this
+    keeps it running (one part dying must not take the others down: the gateway keeps storing webhooks while
+    Prefect or the runner is away, and the dispatcher hands them over once it is back) and stops it all."""
+
+    prefect_api_url: str
+    env: dict[str, str]
+    children: list[Child] = field(default_factory=list)
+    grace: float = Settings.model_fields["stop_grace_seconds"].default  # until the settings are read
+
+    def start(self, child: Child) -> None:
+        self.children.append(child)
+        start_child(child, self.env)
+
+    def run(self, boot: Callable[[Supervisor], None]) -> int:
+        """`boot` starts the stack through `start`; then every child is watched until Ctrl-C; 0, or 1 if
+        the stack could not start (a child that never became healthy; settings that do not hold)."""
+        # Ctrl-C and SIGTERM both stop everything, even when started from a shell that ignores SIGINT.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        try:
+            boot(self)
+            while True:
+                time.sleep(0.5)
+                now = time.monotonic()
+                for child in self.children:
+                    child.check(self.env, now)
+        except KeyboardInterrupt:
+            say("stopping …")
+            return 0
+        except (RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
+            say(f"could not start: {exc}")
+            return 1
+        finally:
+            stop_children(self.children, self.prefect_api_url, self.grace)
+
+
 def up() -> int:
     boot = Boot()
     env = prefect_environment(boot.crm_data_dir.resolve(), boot.prefect_port)
     os.environ.update(env)  # this process reads the blocks from that server once it is up
-
-    python = sys.executable
     prefect_url = f"http://127.0.0.1:{boot.prefect_port}"
-    children = [
-        Child("prefect server", [python, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                                 "--port", str(boot.prefect_port)], f"{prefect_url}/api/health", 120),
-    ]  # fmt: skip
-    grace = Settings.model_fields["stop_grace_seconds"].default
-    # Ctrl-C and SIGTERM both stop everything, even when started from a shell that ignores SIGINT.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    try:
-        start_child(children[0], env)
+
+    def start(stack: Supervisor) -> None:
+        python = sys.executable
+        stack.start(
+            Child("prefect server", [python, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                                     "--port", str(boot.prefect_port)], f"{prefect_url}/api/health", 120)
+        )  # fmt: skip
         # Prefect is up: the settings can now be read from its blocks first (secrets need not be in the
         # environment), and the runner and gateway read them the same way.
         get_settings.cache_clear()
         settings = get_settings()
-        grace = settings.stop_grace_seconds
+        stack.grace = settings.stop_grace_seconds
         say(f"secrets blocks:  {blocks_said(settings_source.last_read)}")
-        env = crm_environment(env, settings)
-        os.environ.update(env)  # so the migrations below see the same database and key as the children
+        stack.env = crm_environment(stack.env, settings)
+        os.environ.update(stack.env)  # so the migrations below see the same database and key as the children
         get_settings.cache_clear()
-        upgrade(env["CRM_DATABASE_URL"])
-        say(f"database ready: {redact(env['CRM_DATABASE_URL'])}")
-        children += [
-            Child("flow runner", [python, "-m", "deployments.serve"]),
+        upgrade(stack.env["CRM_DATABASE_URL"])
+        say(f"database ready: {redact(stack.env['CRM_DATABASE_URL'])}")
+        stack.start(Child("flow runner", [python, "-m", "deployments.serve"]))
+        stack.start(
             Child("gateway", [python, "-m", "uvicorn", "--factory", "webhook_gateway.app:create_served_app",
                               "--host", settings.gateway_host, "--port", str(settings.gateway_port),
                               "--no-access-log", "--log-level", "info", *server_cli_options()],
-                  f"http://{settings.gateway_host}:{settings.gateway_port}/healthz", 60),
-        ]  # fmt: skip
-        for child in children[1:]:
-            start_child(child, env)
+                  f"http://{settings.gateway_host}:{settings.gateway_port}/healthz", 60)
+        )  # fmt: skip
         say(f"Prefect UI:      {prefect_url}")
         say(f"webhook gateway: http://{settings.gateway_host}:{settings.gateway_port}  (OpenAPI: /schema)")
         say(f"SMS provider:    {settings.sms_provider}")
         say("try it:          .venv/bin/avatar-crm demo      (Ctrl-C here stops everything)")
-        # One part dying must not take the others down: the gateway keeps storing webhooks while Prefect or
-        # the runner is away, and the dispatcher hands them over once it is back.
-        while True:
-            time.sleep(0.5)
-            now = time.monotonic()
-            for child in children:
-                child.check(env, now)
-    except KeyboardInterrupt:
-        say("stopping …")
-        return 0
-    except (RuntimeError, ValueError) as exc:  # a child that never became healthy; settings that do not hold
-        say(f"could not start: {exc}")
-        return 1
-    finally:
-        stop_children(children, f"{prefect_url}/api", grace)
+
+    return Supervisor(f"{prefect_url}/api", env).run(start)
 
 
 def start_child(child: Child, env: dict[str, str]) -> None:

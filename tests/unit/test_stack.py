@@ -3,13 +3,14 @@ others are left serving."""
 
 from __future__ import annotations
 
+import signal
 import stat
 import sys
 from pathlib import Path
 
 import pytest
 
-from deployments.stack import Child, prefect_environment, stop_children
+from deployments.stack import Child, Supervisor, prefect_environment, stop_children
 
 NO_PREFECT = "http://127.0.0.1:9/api"
 
@@ -55,6 +56,53 @@ def test_a_running_child_is_left_alone(capsys: pytest.CaptureFixture[str]) -> No
     assert capsys.readouterr().out == ""
     stop_children([child], NO_PREFECT, grace=0)
     assert child.process.poll() is not None  # type: ignore[union-attr]
+
+
+def _sleeper(name: str) -> Child:
+    return Child(name, [sys.executable, "-c", "import time; time.sleep(60)"])
+
+
+def test_a_stack_that_cannot_start_says_why_exits_1_and_leaves_nothing_running(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    started: list[Child] = []
+
+    def boot(stack: Supervisor) -> None:
+        for name in ("prefect server", "gateway"):
+            stack.start(_sleeper(name))
+        started.extend(stack.children)
+        raise RuntimeError("gateway never became healthy")
+
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        assert Supervisor(NO_PREFECT, {}, grace=0).run(boot) == 1
+    finally:
+        signal.signal(signal.SIGINT, handlers[0])
+        signal.signal(signal.SIGTERM, handlers[1])
+    assert "could not start: gateway never became healthy" in capsys.readouterr().out
+    assert [c.name for c in started] == ["prefect server", "gateway"]
+    assert all(c.process is not None and c.process.poll() is not None for c in started)
+
+
+def test_ctrl_c_stops_every_part_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C while supervising (here: SIGTERM, which the supervisor turns into the same stop)."""
+    started: list[Child] = []
+
+    def boot(stack: Supervisor) -> None:
+        stack.start(_sleeper("prefect server"))
+        stack.start(Child("flow runner", [sys.executable, "-c", "import time; time.sleep(60)"]))
+        started.extend(stack.children)
+        signal.raise_signal(signal.SIGTERM)
+
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        assert Supervisor(NO_PREFECT, {}, grace=0).run(boot) == 0
+    finally:
+        signal.signal(signal.SIGINT, handlers[0])
+        signal.signal(signal.SIGTERM, handlers[1])
+    assert "stopping …" in capsys.readouterr().out
+    assert len(started) == 2
+    assert all(c.process is not None and c.process.poll() is not None for c in started)
 
 
 def test_the_prefect_login_is_made_once_private_and_handed_to_server_and_clients(
