@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
 
 from blocks import settings_source
+from deployments.engine_command import SOCKET_ENV
 from deployments.stack import (
     Boot,
     Child,
@@ -109,6 +112,16 @@ def _run(command: list[str], env: dict[str, str], what: str, timeout: float = 30
         raise RuntimeError(f"{what} failed ({done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")
 
 
+def engine_socket_path(data_dir: Path, n: int) -> str:
+    """Worker n's warm-engine socket, in the data directory unless that path is too long for a Unix
+    socket (108 bytes on Linux): then in the temporary directory, named after the data directory."""
+    path = str(data_dir / f"engine-{n}.sock")
+    if len(path.encode()) <= 100:
+        return path
+    digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:16]
+    return str(Path(tempfile.gettempdir()) / f"avatar-crm-{digest}-engine-{n}.sock")
+
+
 def _git_head() -> str:
     git = shutil.which("git") or "git"
     done = subprocess.run(  # noqa: S603 (fixed git arguments)
@@ -172,7 +185,8 @@ def up_scaled(topology: Topology) -> int:
     env["PREFECT_API_DATABASE_MIGRATE_ON_START"] = "false"  # once, below; never by each server
     env.update(redis_environment(topology.redis))
     env.setdefault("PREFECT_WORKER_QUERY_SECONDS", "1")  # a booking's run is picked up within 1 s
-    # The workers' flow runs start `python -m prefect.engine` (prefect.yaml): this environment's python.
+    # The workers' flow runs start `python -m deployments.engine_command` (prefect.yaml): this environment's
+    # python, which hands them to the warm engine or becomes `python -m prefect.engine`.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])
     os.environ.update(env)
     prefect_url = f"http://127.0.0.1:{boot.prefect_port}"
@@ -214,10 +228,17 @@ def up_scaled(topology: Topology) -> int:
         with _this_prefect(stack.env):
             asyncio.run(install_automations())
         for n in range(1, topology.workers + 1):
+            # Each worker hands its runs to a warm engine of its own (as one per host in production), so a
+            # worker and its runs can be given a core of their own.
+            engine_socket = engine_socket_path(boot.crm_data_dir.resolve(), n)
+            stack.start(
+                Child(f"engine {n}", [python, "-m", "deployments.warm_engine", "--socket", engine_socket])
+            )
             stack.start(
                 Child(f"worker {n}", [python, "-m", "prefect", "worker", "start", "--pool", WORK_POOL,
                                       "--type", "process", "--name", f"scaled-{n}",
-                                      "--limit", str(WORKER_RUN_LIMIT)])
+                                      "--limit", str(WORKER_RUN_LIMIT)],
+                      env={SOCKET_ENV: engine_socket})
             )  # fmt: skip
         ports = [settings.gateway_port + n for n in range(topology.gateways)]
         for port in ports:

@@ -183,9 +183,12 @@ class Child:
     started_at: float = 0.0
     restarts: int = 0  # in a row, without a stable run in between
     restart_at: float | None = None
+    env: dict[str, str] = field(default_factory=dict)  # on top of the stack's environment
 
     def start(self, env: dict[str, str]) -> None:
-        self.process = subprocess.Popen(self.command, env=env, start_new_session=True)  # noqa: S603
+        self.process = subprocess.Popen(  # noqa: S603
+            self.command, env={**env, **self.env}, start_new_session=True
+        )
         self.started_at = time.monotonic()
         self.restart_at = None
 
