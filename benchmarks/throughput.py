@@ -127,20 +127,20 @@ def steady(gateway: str, keys: WixKeys, rate: float, seconds: float, first: int)
 
 
 def _pin_workers(stack_pid: int) -> list[tuple[int, int]]:
-    """Each process worker (every thread of it, so the flow-run processes it starts inherit it) on a core of
-    its own: worker n on core n - 1."""
+    """Each process worker and its warm engine (every thread, so the flow-run processes they start inherit
+    it) on a core of their own: worker n and engine n on core n - 1."""
     children = Path(f"/proc/{stack_pid}/task/{stack_pid}/children").read_text().split()
-    workers = sorted(
-        int(pid) for pid in children if b"worker\0start" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    )
+    cmdlines = {int(pid): Path(f"/proc/{pid}/cmdline").read_bytes() for pid in children}
     cores = sorted(os.sched_getaffinity(0))
     pinned = []
-    for n, pid in enumerate(workers):
-        core = cores[n % len(cores)]
-        for thread in Path(f"/proc/{pid}/task").iterdir():
-            with contextlib.suppress(ProcessLookupError):
-                os.sched_setaffinity(int(thread.name), {core})
-        pinned.append((pid, core))
+    for pid, cmdline in sorted(cmdlines.items()):
+        for n in range(1, len(cores) + 1):
+            if f"scaled-{n}\0".encode() in cmdline or f"engine-{n}.sock".encode() in cmdline:
+                core = cores[(n - 1) % len(cores)]
+                for thread in Path(f"/proc/{pid}/task").iterdir():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.sched_setaffinity(int(thread.name), {core})
+                pinned.append((pid, core))
     return pinned
 
 
@@ -165,7 +165,7 @@ def running(shape: str, sms: FakeMobileMessage, keys: WixKeys, postgres: str) ->
         stack, gateway, _ = start_stack(scratch, sms, keys, arguments)
         if workers:
             for pid, core in _pin_workers(stack.pid):
-                print(f"  worker {pid} pinned to core {core}", flush=True)
+                print(f"  worker/engine {pid} pinned to core {core}", flush=True)
         yield gateway
     finally:
         if stack is not None:
