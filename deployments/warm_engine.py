@@ -6,7 +6,8 @@ pinned commit and imports Prefect and the CRM: ~0.5 s of clone and 2–4 s of CP
 command is instead `python -m deployments.engine_command`, a few milliseconds of interpreter that hands its
 run to this server over a Unix socket (`AVATAR_CRM_ENGINE_SOCKET`); the server forks a copy of itself with
 the command's environment, working directory and standard streams, and that copy runs Prefect's own engine
-(`prefect.engine`, as `python -m` would) on the flow already imported here.
+(`prefect.engine`, as `python -m` would) on the flow already imported here. Settings are the server's, read
+once when it started (as `make up`'s forked runs' are): restart it after changing them.
 
 Only when this process has imported the very code the deployment pins: the run's deployment clones a
 commit (prefect.yaml's pull step) and this checkout was clean at that commit when the server started.
@@ -70,18 +71,26 @@ def module_of(entrypoint: str) -> str:
     return entrypoint.partition(":")[0].removesuffix(".py").replace("/", ".")
 
 
-def warm_entrypoint(deployment: Any, commit: str | None, modules: set[str]) -> str | None:
-    """The entrypoint to run from the imported code, or None when that would not be the deployed code."""
+class RunCold(Exception):
+    """This run is not for the code imported here; the message says why."""
+
+
+def warm_entrypoint(deployment: Any, commit: str | None, modules: set[str]) -> str:
+    """The entrypoint to run from the imported code; RunCold when that would not be the deployed code."""
+    if deployment is None:
+        raise RunCold("the flow run has no deployment")
+    if commit is None:
+        raise RunCold("this engine's code is at no known commit")
     steps = deployment.pull_steps or []
-    if commit is None or len(steps) != 1 or GIT_CLONE_STEP not in steps[0]:
-        return None
-    if steps[0][GIT_CLONE_STEP].get("commit_sha") != commit:
-        return None
+    if len(steps) != 1 or GIT_CLONE_STEP not in steps[0]:
+        raise RunCold("the deployment does not pin a commit")
+    pinned = steps[0][GIT_CLONE_STEP].get("commit_sha")
+    if pinned != commit:
+        raise RunCold(f"the deployment pins {str(pinned)[:12]}, this engine has {commit[:12]}")
     entrypoint = deployment.entrypoint or ""
-    module = module_of(entrypoint)
-    if module not in modules or ":" not in entrypoint:
-        return None
-    return f"{module}:{entrypoint.partition(':')[2]}"
+    if module_of(entrypoint) not in modules or ":" not in entrypoint:
+        raise RunCold(f"{entrypoint} is not imported here")
+    return f"{module_of(entrypoint)}:{entrypoint.partition(':')[2]}"
 
 
 def _read_exactly(connection: socket.socket, size: int) -> bytes:
@@ -130,14 +139,15 @@ def run_forked(connection: socket.socket, commit: str | None, modules: set[str])
         os.environ.update(request["env"])
         os.chdir(request["cwd"])
         threading.Thread(target=_watch_command, args=(connection,), daemon=True).start()
+        flow_run_id = os.environ.get("PREFECT__FLOW_RUN_ID", "")
         try:
-            entrypoint = warm_entrypoint(_deployment_of(os.environ["PREFECT__FLOW_RUN_ID"]), commit, modules)
-        except Exception as exc:  # the API unreachable, a run without an id: the cold engine says why
-            print(f"warm engine: running cold ({type(exc).__name__}: {exc})", file=sys.stderr)
-            entrypoint = None
-        if entrypoint is None:
+            entrypoint = warm_entrypoint(_deployment_of(flow_run_id), commit, modules)
+        except Exception as exc:  # RunCold, the API unreachable, no run id: the cold engine runs it
+            reason = str(exc) if isinstance(exc, RunCold) else f"{type(exc).__name__}: {exc}"
+            print(f"warm engine: flow run {flow_run_id} runs cold ({reason})", file=sys.stderr, flush=True)
             code = COLD
         else:
+            print(f"warm engine: flow run {flow_run_id} runs warm ({entrypoint})", file=sys.stderr)
             os.environ["PREFECT__FLOW_ENTRYPOINT"] = entrypoint  # no pull step: this code is that commit's
             sys.argv = ["prefect.engine"]
             try:
@@ -174,12 +184,11 @@ def preload(entrypoints: list[str]) -> set[str]:
     return modules
 
 
-def serve(path: Path) -> None:
+def serve(path: Path, commit: str | None) -> None:
     """Accept commands and fork one run each, single-threaded (a fork of a threaded process is unsafe)."""
     from deployments.serve import load_definitions
 
     modules = preload([spec["entrypoint"] for spec in load_definitions()])
-    commit = checkout_commit()
     path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
@@ -220,11 +229,16 @@ def _reap() -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--socket", type=Path, default=os.environ.get(SOCKET_ENV))
+    parser.add_argument(
+        "--commit",
+        help="the commit this installation's code is (default: this checkout's HEAD, if it has no changes); "
+        "runs of deployments pinned to another commit run cold",
+    )
     arguments = parser.parse_args(argv)
     if arguments.socket is None:
         parser.error(f"name the socket (--socket, or {SOCKET_ENV})")
     with contextlib.suppress(KeyboardInterrupt):
-        serve(arguments.socket)
+        serve(arguments.socket, arguments.commit or checkout_commit())
 
 
 if __name__ == "__main__":
