@@ -199,7 +199,7 @@ def serve(path: Path, commit: str | None) -> None:
     finally:
         os.umask(previous)
     listener.listen(128)
-    said = f"commit {commit[:12]}" if commit else "no clean commit: every run cold"
+    said = f"commit {commit[:12]}" if commit else "no known commit: every run cold"
     print(f"warm engine listening on {path} ({said})", file=sys.stderr, flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:

@@ -42,7 +42,7 @@ from tests.integration.helpers import (
     signed_event,
     wait_until,
 )
-from tests.integration.stack import Stack, freeze_tree, kill_tree, thaw
+from tests.integration.stack import Stack, descendants, freeze_tree, kill_tree, thaw
 from tests.servers import drop_databases, flush_redis, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.db]
@@ -83,17 +83,20 @@ def _flow_run_of(pid: int) -> str | None:
     return None
 
 
-def _worker_frozen_mid_run(stack: Stack) -> int | None:
-    """A worker frozen (SIGSTOP, with everything under it) while a booking run under it still has events not
-    done: killing it then surely cuts that run short. Checked after the freeze, since a run can finish its
-    last event between a look and a kill. None, and everything thawed, when no worker is in that state."""
-    for name in ("scaled-1", "scaled-2"):
-        pid = _child(stack, f"--name {name}")
-        frozen = freeze_tree(pid)
+def _host_frozen_mid_run(stack: Stack) -> list[int] | None:
+    """A worker host frozen (SIGSTOP: the worker and its warm engine, with everything under them: the engine
+    commands and the runs forked for them) while a booking run of that worker still has events not done:
+    killing them then surely cuts that run short. Checked after the freeze, since a run can finish its last
+    event between a look and a kill. The two roots' pids; None, and everything thawed, when no host is in
+    that state."""
+    for n in (1, 2):
+        roots = [_child(stack, f"--name scaled-{n}"), _child(stack, f"engine-{n}.sock")]
+        frozen = [pid for root in roots for pid in freeze_tree(root)]
         time.sleep(0.3)  # a commit already sent lands before the look
         waiting = {row.flow_run_id for row in inbox_rows() if row.status == InboxStatus.DISPATCHED}
-        if any(_flow_run_of(child) in waiting for child in frozen[1:]):
-            return pid
+        # The worker's children are its runs' commands (each a run's stand-in, with the run's id).
+        if any(_flow_run_of(child) in waiting for child in descendants(roots[0])):
+            return roots
         thaw(frozen)
     return None
 
@@ -170,7 +173,7 @@ def test_two_gateways_two_workers_one_of_each_killed_every_booking_applied_once_
             wait_until(lambda: _processed() >= KILL_AFTER, 240, 0.2)
             processed_at_kill = _processed()
             os.killpg(_child(stack, f"--port {stack.gateway_port + 1}"), signal.SIGKILL)
-            killed = kill_tree(wait_until(lambda: _worker_frozen_mid_run(stack), 180, 0.1))
+            killed = sum(map(kill_tree, wait_until(lambda: _host_frozen_mid_run(stack), 180, 0.1)))
             killed_at = time.monotonic()
             first_try = list(delivered)
         retried = [w for w, ok in zip(webhooks, first_try, strict=True) if not ok]
@@ -193,7 +196,11 @@ def test_two_gateways_two_workers_one_of_each_killed_every_booking_applied_once_
         # the killed run's unfinished bookings went to a new run (and were not doubled)
         assert redispatched >= 1
         log = stack.log_tail(None)
-        assert log.count("exited with code -9") >= 2  # the supervisor saw both kills (and restarted them)
+        assert log.count("exited with code -9") >= 3  # the supervisor saw the kills (and restarted them)
+        warm, cold = log.count("runs warm ("), log.count("runs cold (")
+        if "warm engine listening" in log and "(no known commit" not in log:
+            # The engines hold the deployed commit: every run they took ran on their imported code.
+            assert warm >= 1 and cold == 0, (warm, cold)
     finally:
         stack.stop()
         flush_redis(REDIS_DB)
@@ -204,8 +211,8 @@ def test_two_gateways_two_workers_one_of_each_killed_every_booking_applied_once_
     assert texted == dict.fromkeys(expected, 1), [(phone, n) for phone, n in texted.items() if n != 1]
     figures(
         f"scaled topology (2 gateways, 2 workers, PostgreSQL + Redis): ready in {ready:.0f}s; {COUNT} "
-        f"bookings, killed when {processed_at_kill} were processed (the worker: {killed} processes with its "
-        f"runs), {len(retried)} unanswered by the killed "
+        f"bookings, killed when {processed_at_kill} were processed (the worker host: {killed} processes with "
+        f"its runs; {warm} runs warm, {cold} cold), {len(retried)} unanswered by the killed "
         f"gateway and delivered again to the other; "
         f"{len(applied)} applied once each, {sum(texted.values())} patient SMS "
         f"({len(paged)} to on-call), {redispatched} re-dispatched after the "
