@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -16,6 +18,7 @@ from deployments.cli_keys import keys_app
 from deployments.cli_secrets import secrets_app, show_config
 from deployments.cli_staff import audit_app, staff_app
 from deployments.cli_wix import wix_app
+from deployments.engine_command import SOCKET_ENV
 from deployments.prefect_api import prefect_api
 from models.data_dir import PRIVATE_UMASK
 from models.enums import InboxStatus
@@ -123,6 +126,27 @@ def gateway(
             access_log=False,
             **SERVER_OPTIONS,  # type: ignore[arg-type]
         )
+
+
+@app.command()
+def engine(
+    socket_path: Annotated[
+        Path,
+        typer.Option("--socket", envvar=SOCKET_ENV, help="The Unix socket its worker hands runs to."),
+    ],
+    commit: Annotated[
+        str | None,
+        typer.Option(
+            help="The commit this installation's code is (default: the checkout's HEAD, if unchanged); runs "
+            "of deployments pinned to another commit run cold."
+        ),
+    ] = None,
+) -> None:
+    """Run a worker's warm engine: each flow run the worker hands over runs as a fork of this process."""
+    from deployments.warm_engine import checkout_commit, serve
+
+    with contextlib.suppress(KeyboardInterrupt):
+        serve(socket_path, commit or checkout_commit())
 
 
 @app.command()

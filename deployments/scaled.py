@@ -232,7 +232,7 @@ def up_scaled(topology: Topology) -> int:
             # worker and its runs can be given a core of their own.
             engine_socket = engine_socket_path(boot.crm_data_dir.resolve(), n)
             stack.start(
-                Child(f"engine {n}", [python, "-m", "deployments.warm_engine", "--socket", engine_socket])
+                Child(f"engine {n}", [python, "-m", "deployments.cli", "engine", "--socket", engine_socket])
             )
             stack.start(
                 Child(f"worker {n}", [python, "-m", "prefect", "worker", "start", "--pool", WORK_POOL,

@@ -22,7 +22,6 @@ its process tree) the run kills itself at once.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib
 import json
@@ -41,7 +40,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from deployments.engine_command import COLD, HEADER, SOCKET_ENV
+from deployments.engine_command import COLD, HEADER
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GIT_CLONE_STEP = "prefect.deployments.steps.git_clone"
@@ -224,22 +223,3 @@ def _reap() -> None:
     with contextlib.suppress(ChildProcessError):
         while os.waitpid(-1, os.WNOHANG)[0]:
             pass
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--socket", type=Path, default=os.environ.get(SOCKET_ENV))
-    parser.add_argument(
-        "--commit",
-        help="the commit this installation's code is (default: this checkout's HEAD, if it has no changes); "
-        "runs of deployments pinned to another commit run cold",
-    )
-    arguments = parser.parse_args(argv)
-    if arguments.socket is None:
-        parser.error(f"name the socket (--socket, or {SOCKET_ENV})")
-    with contextlib.suppress(KeyboardInterrupt):
-        serve(arguments.socket, arguments.commit or checkout_commit())
-
-
-if __name__ == "__main__":
-    main()

@@ -77,7 +77,7 @@ def _env(api: str, tmp_path: Path, **extra: str) -> dict[str, str]:
 def engine(hanging_api: str, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, str]]:
     path = tmp_path / "engine.sock"
     server = subprocess.Popen(
-        [sys.executable, "-m", "deployments.warm_engine", "--socket", str(path), "--commit", "a" * 40],
+        [sys.executable, "-m", "deployments.cli", "engine", "--socket", str(path), "--commit", "a" * 40],
         env=_env(hanging_api, tmp_path),
         cwd=REPO_ROOT,
         stderr=subprocess.PIPE,
