@@ -36,6 +36,7 @@ import subprocess
 import sys
 import threading
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -149,6 +150,8 @@ def run_forked(connection: socket.socket, commit: str | None, modules: set[str])
             print(f"warm engine: flow run {flow_run_id} runs warm ({entrypoint})", file=sys.stderr)
             os.environ["PREFECT__FLOW_ENTRYPOINT"] = entrypoint  # no pull step: this code is that commit's
             sys.argv = ["prefect.engine"]
+            # Running an imported module as __main__ is the point (it is imported so that forks are warm).
+            warnings.filterwarnings("ignore", "'prefect.engine' found in sys.modules", RuntimeWarning)
             try:
                 runpy.run_module("prefect.engine", run_name="__main__", alter_sys=True)
                 code = 0
