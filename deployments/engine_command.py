@@ -38,7 +38,7 @@ def hand_over(path: str) -> int | None:
     socket.send_fds(connection, [HEADER.pack(len(body))], [0, 1, 2])
     connection.sendall(body)
     for forwarded in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(forwarded, lambda number, _frame: connection.send(bytes([number])))
+        signal.signal(forwarded, lambda number, _frame: connection.sendall(bytes([number])))
     answer = b""
     while len(answer) < HEADER.size:
         chunk = connection.recv(HEADER.size - len(answer))
