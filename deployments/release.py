@@ -18,7 +18,8 @@ from pathlib import Path
 from models import get_settings
 
 
-def _git(directory: Path, *args: str) -> str:
+def run_git(directory: Path, *args: str) -> str:
+    """git's output, stripped; CalledProcessError when git fails, OSError when there is no git."""
     git = shutil.which("git") or "git"
     return subprocess.run(  # noqa: S603 (fixed git arguments)
         [git, *args], cwd=directory, check=True, capture_output=True, text=True
@@ -36,14 +37,14 @@ def pinned_source(directory: str = ".") -> dict[str, str]:
     checkout = Path(directory).resolve()
     commit = settings.avatar_crm_git_commit
     if not commit:
-        if _git(checkout, "status", "--porcelain", "--untracked-files=no"):
+        if run_git(checkout, "status", "--porcelain", "--untracked-files=no"):
             raise ValueError(
                 f"{checkout} has uncommitted changes the workers would not get: commit and push them, "
                 "or name the commit to deploy in AVATAR_CRM_GIT_COMMIT"
             )
-        commit = _git(checkout, "rev-parse", "HEAD")
+        commit = run_git(checkout, "rev-parse", "HEAD")
     else:  # a branch, tag or short sha the deployer has: its full sha (a fetch by sha needs all of it)
         # Not here: the workers' fetch says whether the repository has it.
         with contextlib.suppress(subprocess.CalledProcessError, FileNotFoundError):
-            commit = _git(checkout, "rev-parse", "--verify", f"{commit}^{{commit}}")
+            commit = run_git(checkout, "rev-parse", "--verify", f"{commit}^{{commit}}")
     return {"repository": settings.avatar_crm_git_url, "commit": commit}

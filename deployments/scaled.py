@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from sqlalchemy.engine import URL, make_url
 
 from blocks import settings_source
 from deployments.engine_command import SOCKET_ENV
+from deployments.release import run_git
 from deployments.stack import (
     Boot,
     Child,
@@ -122,14 +122,6 @@ def engine_socket_path(data_dir: Path, n: int) -> str:
     return str(Path(tempfile.gettempdir()) / f"avatar-crm-{digest}-engine-{n}.sock")
 
 
-def _git_head() -> str:
-    git = shutil.which("git") or "git"
-    done = subprocess.run(  # noqa: S603 (fixed git arguments)
-        [git, "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
-    )
-    return done.stdout.strip()
-
-
 async def _prepare_work_pool() -> None:
     """The process work pool, made once; then every deployment's schedule on (a stop pauses them)."""
     from prefect import get_client
@@ -165,7 +157,7 @@ def deploy(env: dict[str, str], settings: Settings) -> str:
     env = dict(env)
     if not settings.avatar_crm_git_url:  # one machine: the workers clone this checkout
         env["AVATAR_CRM_GIT_URL"] = str(REPO_ROOT)
-    commit = settings.avatar_crm_git_commit or _git_head()
+    commit = settings.avatar_crm_git_commit or run_git(REPO_ROOT, "rev-parse", "HEAD")
     env["AVATAR_CRM_GIT_COMMIT"] = commit
     with _this_prefect(env):
         asyncio.run(_prepare_work_pool())

@@ -43,7 +43,7 @@ def load_definitions(path: Path = PREFECT_YAML) -> list[dict[str, Any]]:
 
 
 def _load_flow(entrypoint: str) -> Flow[..., Any]:
-    module = importlib.import_module(_module(entrypoint))
+    module = importlib.import_module(module_of(entrypoint))
     return getattr(module, entrypoint.partition(":")[2])
 
 
@@ -119,7 +119,8 @@ async def run() -> None:
     await runner.start()
 
 
-def _module(entrypoint: str) -> str:
+def module_of(entrypoint: str) -> str:
+    """`flows/booking_intake.py:booking_intake` → `flows.booking_intake`."""
     return entrypoint.partition(":")[0].removesuffix(".py").replace("/", ".")
 
 
@@ -132,7 +133,7 @@ def main() -> None:
         [
             "deployments.flow_process",
             "prefect.flow_engine",
-            *(_module(spec["entrypoint"]) for spec in load_definitions()),
+            *(module_of(spec["entrypoint"]) for spec in load_definitions()),
         ]
     )
     with contextlib.suppress(KeyboardInterrupt):

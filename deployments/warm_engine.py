@@ -28,7 +28,6 @@ import json
 import os
 import runpy
 import select
-import shutil
 import signal
 import socket
 import struct
@@ -42,6 +41,8 @@ from typing import Any
 from uuid import UUID
 
 from deployments.engine_command import COLD, HEADER
+from deployments.release import run_git
+from deployments.serve import load_definitions, module_of
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GIT_CLONE_STEP = "prefect.deployments.steps.git_clone"
@@ -50,25 +51,12 @@ MAX_REQUEST = 4 << 20  # a command's environment and working directory
 
 def checkout_commit(directory: Path = REPO_ROOT) -> str | None:
     """The commit this checkout's code is, or None when its tracked files differ from any commit."""
-    git = shutil.which("git")
-    if git is None:
-        return None
     try:
-        changed = subprocess.run(  # noqa: S603 (fixed git arguments)
-            [git, "status", "--porcelain", "--untracked-files=no"],
-            cwd=directory, capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
-        head = subprocess.run(  # noqa: S603
-            [git, "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True, check=True
-        ).stdout.strip()
+        if run_git(directory, "status", "--porcelain", "--untracked-files=no"):
+            return None
+        return run_git(directory, "rev-parse", "HEAD")
     except (OSError, subprocess.CalledProcessError):
         return None
-    return None if changed else head
-
-
-def module_of(entrypoint: str) -> str:
-    """`flows/booking_intake.py:booking_intake` → `flows.booking_intake`."""
-    return entrypoint.partition(":")[0].removesuffix(".py").replace("/", ".")
 
 
 class RunCold(Exception):
@@ -188,8 +176,6 @@ def preload(entrypoints: list[str]) -> set[str]:
 
 def serve(path: Path, commit: str | None) -> None:
     """Accept commands and fork one run each, single-threaded (a fork of a threaded process is unsafe)."""
-    from deployments.serve import load_definitions
-
     modules = preload([spec["entrypoint"] for spec in load_definitions()])
     path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):

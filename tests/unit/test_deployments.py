@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import inspect
 import pickle
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from prefect.flows import load_flow_from_entrypoint
 from prefect.utilities.importtools import import_object
 from prefect.utilities.templating import apply_values
 
-from deployments.release import pinned_source
+from deployments.release import pinned_source, run_git
 from deployments.serve import PREFECT_YAML, _load_flow, load_definitions
 from models import get_settings
 
@@ -58,12 +57,6 @@ def test_parameters_validate_in_the_run_process(spec: dict) -> None:
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def _git(directory: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=directory, check=True, capture_output=True, text=True
-    ).stdout.strip()
-
-
 def _run_steps(steps: list[dict[str, Any]], outputs: dict[str, Any] | None = None) -> dict[str, Any]:
     """What `prefect deploy` (build) and a flow run (pull) do with prefect.yaml's steps: each step's inputs
     templated with the earlier steps' outputs, its function called, its output kept under its `id`. (Prefect's
@@ -83,7 +76,7 @@ def origin(tmp_path: Path) -> Iterator[Path]:
     if not (REPO_ROOT / ".git").exists():
         pytest.skip("not a git checkout")
     bare = tmp_path / "origin.git"
-    _git(tmp_path, "clone", "--quiet", "--bare", str(REPO_ROOT), str(bare))
+    run_git(tmp_path, "clone", "--quiet", "--bare", str(REPO_ROOT), str(bare))
     yield bare
     get_settings.cache_clear()  # the test's AVATAR_CRM_GIT_URL goes with its environment
 
@@ -96,19 +89,19 @@ def test_the_pull_steps_clone_the_deployed_commit_wherever_the_worker_runs(
     config = yaml.safe_load(PREFECT_YAML.read_text())
     assert "set_working_directory" not in str(config["pull"])  # no path on the deployer's disk
     deployer = tmp_path / "deployer"
-    _git(tmp_path, "clone", "--quiet", str(origin), str(deployer))
+    run_git(tmp_path, "clone", "--quiet", str(origin), str(deployer))
     monkeypatch.setenv("AVATAR_CRM_GIT_URL", str(origin))
     monkeypatch.delenv("AVATAR_CRM_GIT_COMMIT", raising=False)
     get_settings.cache_clear()
     monkeypatch.chdir(deployer)
     outputs = _run_steps(config["build"])
-    pinned = _git(deployer, "rev-parse", "HEAD")
+    pinned = run_git(deployer, "rev-parse", "HEAD")
     assert outputs["source"] == {"repository": str(origin), "commit": pinned}
 
     # Work goes on after the deploy: a later commit reaches the repository.
     (deployer / "flows" / "retention.py").write_text("raise SystemExit('not the deployed code')\n")
-    _git(deployer, "-c", "user.name=t", "-c", "user.email=t@example.test", "commit", "-qam", "later")
-    _git(deployer, "push", "--quiet", "origin", "HEAD")
+    run_git(deployer, "-c", "user.name=t", "-c", "user.email=t@example.test", "commit", "-qam", "later")
+    run_git(deployer, "push", "--quiet", "origin", "HEAD")
     with pytest.raises(ValueError, match="uncommitted changes"):  # and a dirty checkout is refused
         (deployer / "prefect.yaml").write_text("")
         pinned_source(str(deployer))
@@ -118,7 +111,7 @@ def test_the_pull_steps_clone_the_deployed_commit_wherever_the_worker_runs(
     monkeypatch.chdir(worker)
     pulled = _run_steps(config["pull"], outputs)
     clone = worker / pulled["clone"]["directory"]
-    assert _git(clone, "rev-parse", "HEAD") == pinned
+    assert run_git(clone, "rev-parse", "HEAD") == pinned
     monkeypatch.chdir(clone)
     flow = load_flow_from_entrypoint("flows/retention.py:retention")
     assert flow.name == "retention"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import stat
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,16 @@ def _sleeper(name: str) -> Child:
     return Child(name, [sys.executable, "-c", "import time; time.sleep(60)"])
 
 
+@pytest.fixture
+def signal_handlers() -> Iterator[None]:
+    """The supervisor installs its own SIGINT/SIGTERM handlers; pytest's come back after the test."""
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGINT, handlers[0])
+    signal.signal(signal.SIGTERM, handlers[1])
+
+
+@pytest.mark.usefixtures("signal_handlers")
 def test_a_stack_that_cannot_start_says_why_exits_1_and_leaves_nothing_running(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -73,33 +84,24 @@ def test_a_stack_that_cannot_start_says_why_exits_1_and_leaves_nothing_running(
         started.extend(stack.children)
         raise RuntimeError("gateway never became healthy")
 
-    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    try:
-        assert Supervisor(NO_PREFECT, {}, grace=0).run(boot) == 1
-    finally:
-        signal.signal(signal.SIGINT, handlers[0])
-        signal.signal(signal.SIGTERM, handlers[1])
+    assert Supervisor(NO_PREFECT, {}, grace=0).run(boot) == 1
     assert "could not start: gateway never became healthy" in capsys.readouterr().out
     assert [c.name for c in started] == ["prefect server", "gateway"]
     assert all(c.process is not None and c.process.poll() is not None for c in started)
 
 
+@pytest.mark.usefixtures("signal_handlers")
 def test_ctrl_c_stops_every_part_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     """Ctrl-C while supervising (here: SIGTERM, which the supervisor turns into the same stop)."""
     started: list[Child] = []
 
     def boot(stack: Supervisor) -> None:
         stack.start(_sleeper("prefect server"))
-        stack.start(Child("flow runner", [sys.executable, "-c", "import time; time.sleep(60)"]))
+        stack.start(_sleeper("flow runner"))
         started.extend(stack.children)
         signal.raise_signal(signal.SIGTERM)
 
-    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    try:
-        assert Supervisor(NO_PREFECT, {}, grace=0).run(boot) == 0
-    finally:
-        signal.signal(signal.SIGINT, handlers[0])
-        signal.signal(signal.SIGTERM, handlers[1])
+    assert Supervisor(NO_PREFECT, {}, grace=0).run(boot) == 0
     assert "stopping …" in capsys.readouterr().out
     assert len(started) == 2
     assert all(c.process is not None and c.process.poll() is not None for c in started)

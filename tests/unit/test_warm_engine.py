@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from deployments.release import run_git
 from deployments.scaled import engine_socket_path
 from deployments.warm_engine import GIT_CLONE_STEP, RunCold, checkout_commit, warm_entrypoint
 
@@ -39,18 +39,12 @@ def test_any_other_run_is_handed_back_to_run_cold_with_the_reason(made, engine_c
         warm_entrypoint(made, engine_commit, MODULES)
 
 
-def _git(directory: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=directory, check=True, capture_output=True, text=True
-    ).stdout.strip()
-
-
 def test_a_checkout_is_at_its_commit_only_while_its_tracked_files_are_unchanged(tmp_path: Path) -> None:
-    _git(tmp_path, "init", "-q")
+    run_git(tmp_path, "init", "-q")
     (tmp_path / "flow.py").write_text("x = 1\n")
-    _git(tmp_path, "add", "flow.py")
-    _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "one")
-    head = _git(tmp_path, "rev-parse", "HEAD")
+    run_git(tmp_path, "add", "flow.py")
+    run_git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "one")
+    head = run_git(tmp_path, "rev-parse", "HEAD")
     assert checkout_commit(tmp_path) == head
     (tmp_path / "notes.txt").write_text("untracked files are not the code\n")
     assert checkout_commit(tmp_path) == head
