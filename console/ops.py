@@ -1,11 +1,13 @@
 """The ops pages: the webhook inbox (filter, page, replay a failed event), the flow runs that failed lately
-(links into the Prefect UI), one contact's suppressions and consent (add one, lift a staff one; never the
-patient's own STOP), and the plan's KPIs for a clinic-local day.
+(links into the Prefect UI), one contact's suppressions and consent (add one, lift a staff one; record or
+withdraw the patient's marketing consent; never lift the patient's own STOP), and the plan's KPIs for a
+clinic-local day.
 
 Each page does what the CLI does, through the same domain functions: `inbox.ops.replay` (`events replay`),
-`messaging.consent_lookup.staff_change` over `messaging.consent` (`suppress add|remove`, `consent
-grant|withdraw`), `reporting.kpis` (`report`). No page shows an event's body or a patient's name; the consent
-page shows one contact's consent state, and every lookup and every change is an access-audit row.
+`messaging.consent_lookup.staff_change` and `marketing_change` over `messaging.consent` (`suppress
+add|remove`, `consent grant|withdraw`), `reporting.kpis` (`report`). No page shows an event's body or a
+patient's name; the consent page shows one contact's consent state, and every lookup and every change is an
+access-audit row.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from datetime import date
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 from litestar import Request, get, post
@@ -27,8 +29,10 @@ from messaging import consent
 from messaging.consent_lookup import (
     Address,
     AddressError,
+    StaffChange,
     action_for,
     lookup,
+    marketing_change,
     parse_address,
     staff_change,
     staff_source,
@@ -210,26 +214,47 @@ async def ops_consent_lookup(request: Request) -> Template:
     return _consent_page(request, state=state, typed=form.get("address", ""))
 
 
-async def _change(request: Request, *, lift: bool) -> Template:
-    """Add (`lift=False`) or lift a suppression, as the CLI does; the patient's own opt-out refuses a lift
-    (nothing changed, the refusal in the consent ledger and the access audit as denied)."""
+Change = Literal["suppress", "lift", "grant", "withdraw"]
+# What the page says after each change: (it changed something, it found nothing to change).
+_DONE: dict[Change, tuple[str, str]] = {
+    "suppress": ("suppressed", "already suppressed"),
+    "lift": ("lifted", "there was nothing to lift"),
+    "grant": ("marketing consent recorded", "marketing consent was already recorded"),
+    "withdraw": ("marketing consent withdrawn", "there was no marketing consent to withdraw"),
+}
+
+
+def _apply(session: Any, address: Address, change: Change, why: consent.ConsentSource) -> StaffChange:
+    if change in ("grant", "withdraw"):
+        return marketing_change(session, address, granted=change == "grant", why=why)
+    return staff_change(session, address, lift=change == "lift", why=why)
+
+
+async def _change(request: Request, change: Change) -> Template:
+    """Add or lift a suppression, or record or withdraw marketing consent, as the CLI does; the patient's own
+    opt-out refuses a lift or an opt-in (nothing changed, the refusal in the consent ledger and the access
+    audit as denied)."""
     actor = security.current_actor(request)
     form, address, problem = await _address(request)
     typed, note = form.get("address", ""), form.get("note", "").strip()
     if address is None:
         return _consent_page(request, status_code=400, typed=typed, error=problem)
+    opening = change in ("lift", "grant")  # lets messages through again: needs a note of how they agreed
     try:
-        why = staff_source(actor.email, note, lift=lift)
+        why = staff_source(actor.email, note, lift=opening)
     except AddressError as exc:
         state = await asyncio.to_thread(_read_state, address)
         return _consent_page(request, status_code=400, state=state, typed=typed, error=str(exc))
-    action = action_for(address, lift=lift)
+    if change in ("grant", "withdraw"):
+        action = "consent.granted" if change == "grant" else "consent.withdrawn"
+    else:
+        action = action_for(address, lift=opening)
 
-    def change() -> tuple[int, str | None, str | None]:
+    def apply() -> tuple[int, str | None, str | None]:
         """(status code, error, done) of the change, each written to the audit."""
         try:
             with session_scope() as session:
-                made = staff_change(session, address, lift=lift, why=why)
+                made = _apply(session, address, change, why)
                 record(
                     session,
                     actor,
@@ -254,23 +279,34 @@ async def _change(request: Request, *, lift: bool) -> Template:
             return 409, f"refused, nothing changed: {refused.reason}", None
         except AddressError as exc:
             return 400, str(exc), None
-        if lift:
-            return 200, None, "lifted" if made.changed else "there was nothing to lift"
-        return 200, None, "suppressed" if made.changed else "already suppressed"
+        done = _DONE[change][0 if made.changed else 1]
+        if made.still_blocked:
+            done += f"; marketing still cannot reach the patient: {made.still_blocked}"
+        return 200, None, done
 
-    status_code, error, done = await asyncio.to_thread(change)
+    status_code, error, done = await asyncio.to_thread(apply)
     state = await asyncio.to_thread(_read_state, address)
     return _consent_page(request, status_code=status_code, state=state, typed=typed, error=error, done=done)
 
 
 @post("/ops/consent/suppress")
 async def ops_consent_suppress(request: Request) -> Template:
-    return await _change(request, lift=False)
+    return await _change(request, "suppress")
 
 
 @post("/ops/consent/lift")
 async def ops_consent_lift(request: Request) -> Template:
-    return await _change(request, lift=True)
+    return await _change(request, "lift")
+
+
+@post("/ops/consent/marketing")
+async def ops_consent_marketing(request: Request) -> Template:
+    """The patient's consent to marketing on the looked-up address's channel (the paper form's SMS-offers
+    box), recorded or withdrawn: the form's `decision` says which."""
+    decision = str((await request.form()).get("decision", ""))
+    if decision not in ("grant", "withdraw"):
+        return _consent_page(request, status_code=400, error="choose to record or to withdraw consent")
+    return await _change(request, "grant" if decision == "grant" else "withdraw")
 
 
 # --- KPIs ---------------------------------------------------------------------------------------------

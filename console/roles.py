@@ -48,6 +48,7 @@ ROUTES: Final[dict[tuple[str, str], frozenset[str]]] = {
     ("POST", "/console/ops/consent"): OPS,
     ("POST", "/console/ops/consent/suppress"): OPS,
     ("POST", "/console/ops/consent/lift"): OPS,
+    ("POST", "/console/ops/consent/marketing"): OPS,
     ("GET", "/console/ops/kpis"): OPS,
     ("GET", "/console/audit.csv"): ADMIN,
     ("GET", "/console/admin"): ADMIN,

@@ -217,37 +217,37 @@ def refuse(refused: Any, action: str) -> NoReturn:
 
 def _consent(email: str | None, phone: str | None, granted: bool, note: str) -> None:
     from messaging import consent
-    from messaging.contacts import AddressKind, find_contacts, normalize_email, normalize_phone
-    from models import Channel, get_settings, session_scope
+    from messaging.consent_lookup import Address, AddressError, marketing_change
+    from messaging.contacts import normalize_email, normalize_phone
+    from models import get_settings, session_scope
 
     if bool(email) == bool(phone):
         raise typer.BadParameter("give exactly one of --email or --phone")
     why = staff_source(note, required=granted)
-    action = "consent.granted" if granted else "consent.withdrawn"
-    kind: AddressKind
     if email:
-        address, channel, kind = normalize_email(email), Channel.EMAIL, "email"
+        found = normalize_email(email)
+        address = Address("email", found) if found else None
     else:
-        channel, kind = Channel.SMS, "phone"
-        address = normalize_phone(phone, get_settings().default_phone_region)
+        found = normalize_phone(phone, get_settings().default_phone_region)
+        address = Address("phone", found) if found else None
+    kind = "email" if email else "phone"
     if address is None:
         raise typer.BadParameter(f"{email or phone!r} is not a valid {kind}")
     try:
         with session_scope() as session:
-            matches = find_contacts(session, [(kind, address)])
-            if not matches:
-                raise typer.BadParameter(f"no patient with that {kind}")
-            contact = matches[0]
-            blocked = consent.set_marketing_consent(session, contact, channel, granted=granted, why=why)
-            audit_change(session, action, contact.id, why.wording, channel=channel.value)
+            made = marketing_change(session, address, granted=granted, why=why)
+            audit_change(session, made.action, made.contact_id, why.wording, channel=address.channel.value)
+    except AddressError as exc:
+        raise typer.BadParameter(f"no patient with that {kind}") from exc
     except consent.ConsentRefused as refused:
-        refuse(refused, action)
+        refuse(refused, "consent.granted" if granted else "consent.withdrawn")
+    channel = address.channel
     typer.echo(
-        f"marketing {channel} consent {'granted' if granted else 'withdrawn'} for contact {contact.id}"
+        f"marketing {channel} consent {'granted' if granted else 'withdrawn'} for contact {made.contact_id}"
     )
-    if blocked:
+    if made.still_blocked:
         typer.echo(
-            f"warning: {channel} to this patient is still suppressed ({blocked}); "
+            f"warning: {channel} to this patient is still suppressed ({made.still_blocked}); "
             "`avatar-crm suppress remove` lifts a staff suppression",
             err=True,
         )

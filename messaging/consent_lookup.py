@@ -5,6 +5,9 @@ may make to it: the same changes as the CLI's, through the same functions of `me
   `consent.withdraw` / `consent.grant`).
 - An email address: `consent withdraw --email` / `consent grant --email` (email marketing:
   `consent.set_marketing_consent`).
+- Marketing consent on the address's own channel, a phone's too (`consent grant|withdraw --phone|--email`,
+  `marketing_change`): a patient who ticks the SMS-offers box on a paper form is recorded here, and campaign
+  audiences select on it.
 A lift needs a note of how the patient agreed, and is refused (`consent.ConsentRefused`, nothing changed) for
 a patient's own opt-out: only the patient lifts that (texting START, an email's unsubscribe page).
 """
@@ -154,6 +157,7 @@ class StaffChange:
     action: str  # the access-audit action, as the CLI names it
     contact_id: int | None
     changed: bool
+    still_blocked: str | None = None  # after a marketing opt-in: what else keeps marketing from the patient
 
 
 def staff_source(actor: str, note: str, *, lift: bool) -> consent.ConsentSource:
@@ -175,16 +179,27 @@ def staff_change(
     """Add or lift a suppression as `avatar-crm suppress add|remove` (a phone) or `consent withdraw|grant
     --email` (an email) does. Raises `consent.ConsentRefused` (nothing changed) for the patient's own opt-out,
     and `AddressError` for an email no patient has."""
+    if address.kind == "email":
+        return marketing_change(session, address, granted=lift, why=why)
     contact = _contact(session, address)
-    action = action_for(address, lift=lift)
-    if address.kind == "phone":
-        change = consent.grant if lift else consent.withdraw
-        changed = change(
-            session, phone=address.value, contact=contact, scopes=consent.OPT_OUT_SCOPES, why=why
-        )
-        return StaffChange(action, contact.id if contact else None, changed)
+    change = consent.grant if lift else consent.withdraw
+    changed = change(session, phone=address.value, contact=contact, scopes=consent.OPT_OUT_SCOPES, why=why)
+    return StaffChange(action_for(address, lift=lift), contact.id if contact else None, changed)
+
+
+def marketing_change(
+    session: Session, address: Address, *, granted: bool, why: consent.ConsentSource
+) -> StaffChange:
+    """Record the patient's opt-in to (or out of) marketing on the address's channel, as `avatar-crm consent
+    grant|withdraw` does. Raises `consent.ConsentRefused` (nothing changed) for the patient's own opt-out, and
+    `AddressError` when no patient has the address (consent belongs to a patient record)."""
+    contact = _contact(session, address)
     if contact is None:
-        raise AddressError("no patient has this email address")
-    before = contact.email_marketing_consent_at
-    consent.set_marketing_consent(session, contact, Channel.EMAIL, granted=lift, why=why)
-    return StaffChange(action, contact.id, (before is None) == lift)
+        raise AddressError(
+            f"no patient has this {'phone number' if address.kind == 'phone' else 'email address'}"
+        )
+    column = "sms_marketing_consent_at" if address.channel == Channel.SMS else "email_marketing_consent_at"
+    before = getattr(contact, column)
+    blocked = consent.set_marketing_consent(session, contact, address.channel, granted=granted, why=why)
+    action = "consent.granted" if granted else "consent.withdrawn"
+    return StaffChange(action, contact.id, (before is None) == granted, blocked)

@@ -209,6 +209,80 @@ def test_a_patients_own_stop_cannot_be_lifted_here(ops: TestClient[Litestar]) ->
         assert refusals and {r.actor for r in refusals} == {OPS}
     assert "refused" in lift.text.split('id="history"')[1]  # the ledger shows the attempt
 
+    before = audit_count()
+    opt_in = ops.post(
+        "/console/ops/consent/marketing",
+        headers=csrf(ops),
+        data={"address": phone, "decision": "grant", "note": "ticked the SMS offers box"},
+    )
+    assert opt_in.status_code == 409 and "refused, nothing changed" in opt_in.text
+    assert suppressions() == stopped
+    with session_scope() as session:
+        contact = session.get(Contact, contact_id)
+        assert contact is not None and contact.sms_marketing_consent_at is None
+    assert [(r.action, r.outcome) for r in audit_rows()[before:]] == [("consent.granted", "denied")]
+
+
+def test_sms_marketing_consent_is_recorded_and_withdrawn_for_a_phone(ops: TestClient[Litestar]) -> None:
+    """The paper form's SMS-offers box, recorded as `consent grant --phone` records it; withdrawn, the
+    patient's reminders still go (a marketing suppression only)."""
+    phone = "+61412000444"
+    contact_id = patient(phone=phone, email="offers@example.com")
+
+    def marketing(decision: str, note: str = "") -> httpx.Response:
+        data = {"address": "0412 000 444", "decision": decision, "note": note}
+        return ops.post("/console/ops/consent/marketing", headers=csrf(ops), data=data)
+
+    def consented() -> bool:
+        with session_scope() as session:
+            contact = session.get(Contact, contact_id)
+            assert contact is not None
+            return contact.sms_marketing_consent_at is not None
+
+    looked = ops.post("/console/ops/consent", headers=csrf(ops), data={"address": "0412 000 444"})
+    assert 'id="marketing-form"' in looked.text
+    by_email = ops.post("/console/ops/consent", headers=csrf(ops), data={"address": "offers@example.com"})
+    assert 'id="marketing-form"' not in by_email.text  # an email's lift and suppress are its consent
+
+    before = audit_count()
+    unnoted = marketing("grant")
+    assert unnoted.status_code == 400 and "a note is required" in unnoted.text
+    assert marketing("maybe", "x").status_code == 400
+    assert not consented() and audit_count() == before
+
+    granted = marketing("grant", "ticked the SMS offers box on the intake form")
+    assert granted.status_code == 200 and "marketing consent recorded" in granted.text
+    assert consented() and suppressions() == []
+    assert "already recorded" in marketing("grant", "said so again").text
+
+    withdrawn = marketing("withdraw", "no more offers please")
+    assert withdrawn.status_code == 200 and "marketing consent withdrawn" in withdrawn.text
+    assert not consented()
+    assert suppressions() == [("sms", "marketing", "staff")]  # reminders and replies still go
+    with session_scope() as session:
+        ledger = session.exec(select(ConsentEvent).order_by(ConsentEvent.id)).all()  # type: ignore[arg-type]
+        assert [(e.channel, e.purpose, e.action, e.actor) for e in ledger] == [
+            ("sms", "marketing", "granted", OPS),
+            ("sms", "marketing", "granted", OPS),
+            ("sms", "marketing", "withdrawn", OPS),
+        ]
+    assert [(r.action, r.outcome, r.subject, r.reason) for r in audit_rows()[before:]] == [
+        (
+            "consent.granted",
+            "allowed",
+            f"contact:{contact_id}",
+            "ticked the SMS offers box on the intake form",
+        ),
+        ("consent.granted", "allowed", f"contact:{contact_id}", "said so again"),
+        ("consent.withdrawn", "allowed", f"contact:{contact_id}", "no more offers please"),
+    ]
+    nobody = ops.post(
+        "/console/ops/consent/marketing",
+        headers=csrf(ops),
+        data={"address": "0412 999 999", "decision": "grant", "note": "x"},
+    )
+    assert nobody.status_code == 400 and "no patient has this phone number" in nobody.text
+
 
 def test_a_staff_marketing_suppression_is_added_and_lifted_with_a_note(ops: TestClient[Litestar]) -> None:
     contact_id = patient(email="pat@example.com")

@@ -1,9 +1,10 @@
 """An ops user in a real browser (Debian's chromium, driven by selenium) on a tablet-sized window: signs in
 through the fake Google, filters the inbox to failed Wix events, replays one (the row goes back to the
-dispatcher, one audit row), looks up a patient who texted STOP and tries to lift it: refused, said why, the
-suppression still there and the attempt a denied audit row. The gateway is served by uvicorn on a loopback
-port, with no Prefect behind it (the runs page says so). Screenshots go to tmp/artifacts/console (or
-CONSOLE_ARTIFACTS); they hold only this test's made-up patient."""
+dispatcher, one audit row), looks up a patient who texted STOP and tries to lift it, then to record her
+consent to marketing texts: both refused, said why, the suppression still there and each attempt a denied
+audit row. The gateway is served by uvicorn on a loopback port, with no Prefect behind it (the runs page says
+so). Screenshots go to tmp/artifacts/console (or CONSOLE_ARTIFACTS); they hold only this test's made-up
+patient."""
 
 from __future__ import annotations
 
@@ -146,6 +147,18 @@ def test_ops_filters_the_inbox_replays_a_failed_event_and_cannot_lift_a_stop(
             assert "refused" in history.text and ops in history.text  # the attempt, in the ledger
             driver.execute_script("arguments[0].scrollIntoView()", driver.find_element(By.ID, "lift-form"))
             driver.save_screenshot(str(ARTIFACTS / "ops-4b-forms-and-history.png"))
+
+            before = len(audit_rows())  # nor may staff record her consent to marketing texts
+            driver.find_element(By.ID, "marketing-note").send_keys("ticked the SMS offers box")
+            driver.find_element(By.ID, "marketing-grant").click()
+            wait.until(until.presence_of_element_located((By.ID, "error")))
+            assert "refused, nothing changed" in driver.find_element(By.ID, "error").text
+            assert _suppressions() == stopped
+            assert [(r.action, r.outcome) for r in audit_rows()[before:]] == [("consent.granted", "denied")]
+            driver.execute_script(
+                "arguments[0].scrollIntoView()", driver.find_element(By.ID, "marketing-form")
+            )
+            driver.save_screenshot(str(ARTIFACTS / "ops-4c-marketing-consent-refused.png"))
 
             driver.find_element(By.LINK_TEXT, "Runs").click()
             wait.until(until.presence_of_element_located((By.ID, "prefect-unreachable")))
