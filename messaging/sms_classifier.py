@@ -384,6 +384,14 @@ _OPT_OUT_SUSPECTED = 0.95  # the model's P(opt_out) from which any reading becom
 _OPT_OUT_POSSIBLE = 0.7  # ... and from which an unsure reading or an opt-in in a sentence does
 _RULES_SURE = 0.85  # a rules `other` below it is unsure: the model's reading from _MODEL_READS replaces it
 _MODEL_READS = 0.5
+# A weak rules confirm / cancel / reschedule / help ("thanks for the results" read from its thanks, "ok but
+# who do I see about my results?") gives way to a model that reads something else (not a yes) from
+# _MODEL_OVERRULES. Cross-validated (5 folds, 5,018 replies) it changes 66 readings: 53 wrong ones right, 11
+# right ones wrong; 92.1 -> 92.9 %. "Weak" up to 0.9 and p from 0.7 to 0.8 score about the same; 0.85 keeps a
+# strong cue the rules' own, as before.
+_OVERRULABLE = frozenset({Intent.CONFIRM, Intent.CANCEL, Intent.RESCHEDULE, Intent.HELP})
+_RULES_WEAK = 0.85  # a strong cue (0.85 and up: "N, I'm away that week") is never overruled
+_MODEL_OVERRULES = 0.7
 # Punctuation before the first word: ASCII and the replies' own, not emoji (🛑 is an opt-out)
 _LEADING_PUNCTUATION = re.compile(r"^[\s!-/:-@\[-`{-~¿¡؟？！。，、]+")
 _CUED_OPT_IN = 0.8  # an opt-in read from cues (a stop excused, messages asked for again): unsure
@@ -456,9 +464,12 @@ def _second_opinion(
     - A likely opt-out wins (P >= 0.95, or >= 0.7 over an unsure reading or an opt-in in a sentence), at
       0.75, below OPT_OUT_SURE: honoured, and the patient is told how to undo it (START).
     - Otherwise the rules' reading stands: naive Bayes is peaked, and it overruled carefully made readings
-      ("N, I'm away that week" is a cancel). Only an unsure rules `other` takes the model's reading, from
-      p = 0.5, never an opt-in (consent comes back only by words the rules read: START, "send me texts
-      again"), at 0.5 + 0.35 p: it acts alone only from p = 0.72 (the default 0.75 threshold)."""
+      ("N, I'm away that week" is a cancel). An unsure rules `other` takes the model's reading from p = 0.5;
+      a weak rules confirm / cancel / reschedule / help (below 0.85, no strong cue: a thanks, an ok with a
+      question, a mixed reply) takes it from p = 0.7, no surer than the rules were, unless the model reads
+      a yes (a cancel never becomes a confirm on the model's word). Never an opt-in (consent comes back
+      only by words the rules read: START, "send me texts again"). The model's reading is given
+      0.5 + 0.35 p: it acts alone only from p = 0.72 (the default 0.75 threshold)."""
     label = Intent(max(probabilities, key=probabilities.__getitem__))
     if intent is Intent.OPT_IN and confidence >= _BARE_OPT_IN:
         return intent, confidence  # START / UNSTOP alone: the carriers' keyword, not a guess
@@ -470,6 +481,14 @@ def _second_opinion(
         return intent, confidence
     if intent is Intent.OTHER and confidence < _RULES_SURE and probabilities[label] >= _MODEL_READS:
         return label, round(0.5 + 0.35 * probabilities[label], 3)
+    if (
+        intent in _OVERRULABLE
+        and confidence < _RULES_WEAK
+        and label is not Intent.CONFIRM
+        and probabilities[label] >= _MODEL_OVERRULES
+    ):
+        # no surer than the rules were: "Please cancel, I'll rebook next month" still goes to a person
+        return label, min(confidence, round(0.5 + 0.35 * probabilities[label], 3))
     return intent, confidence
 
 

@@ -251,6 +251,8 @@ _CHINESE_CUES = (
         (
             "退订",
             "退訂",
+            "拒收",  # "refuse to receive": the carriers' other opt-out word beside 退订 / TD
+            _bare("停", fillers=_ZH_FILL, sep=" ?"),  # "stop" and nothing else
             "取消订阅",
             "取消訂閱",
             f"(?:不要|别|別|唔好|勿|不用|唔使|唔需要|不需要|唔該唔好)再?(?:发|發|寄|send|传|傳|給我發|给我发)?{_MSG_ZH}",
@@ -416,6 +418,7 @@ _AR = Lexicon(
             0.8,
             (r"لا (?:توقف|توقفوا|توقفو|تتوقفوا|تتوقف|تلغوا|تلغي|تلغ)",),
         ),
+        ("opt_out", 0.8, (r"(?:رقم|الرقم) (?:غلط|خطا|خاطئ)",)),  # "wrong number", as in English (0.8)
         (
             "opt_out",
             0.95,
@@ -863,6 +866,7 @@ _TL = Lexicon(
                 r"(?:itigil|ititigil|tigilan|ihinto)",
             ),
         ),
+        ("opt_out", 0.8, (r"maling (?:number|numero|tao)",)),  # "wrong number / person", as in English
         (
             "opt_out",
             0.95,
@@ -947,6 +951,7 @@ _VI = Lexicon(
     "vi",
     True,
     (
+        ("opt_out", 0.8, (r"(?:sai|nham) (?:so|nguoi)",)),  # "wrong number / person", as in English
         (
             "opt_out",
             0.95,
@@ -1026,6 +1031,7 @@ _HI = Lexicon(
                 r"भेजना बंद",
                 r"(?:मैसेज|मेसेज|संदेश|एसएमएस|सन्देश)(?: \w+){0,2}? (?:बंद|नहीं चाहिए|नहीं)",
                 r"बंद (?:करो|करें|कर दो|कर दीजिए|कीजिए|करिए)",
+                r"अनसब्सक्राइब",  # "unsubscribe" written in Devanagari
                 *_HI_PA_ROMAN,
             ),
         ),

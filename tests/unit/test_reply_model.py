@@ -116,6 +116,33 @@ def test_a_bare_start_is_not_overruled_by_a_model_that_suspects_an_opt_out() -> 
         assert classify("START").intent is Intent.OPT_IN
 
 
+class Sure:
+    """A stand-in model that reads every reply as `label` with probability `p` (the rest spread evenly)."""
+
+    def __init__(self, label: str, p: float) -> None:
+        self.labels = tuple(i.value for i in Intent)
+        rest = (1 - p) / (len(self.labels) - 1)
+        self._probabilities = {name: p if name == label else rest for name in self.labels}
+
+    def probabilities(self, text: str, *, folded: str | None = None) -> dict[str, float]:
+        return dict(self._probabilities)
+
+
+def test_a_weak_rules_reading_gives_way_to_a_sure_model_but_a_strong_cue_and_a_yes_do_not() -> None:
+    """ "Thanks for the results" is a yes to the rules only by its thanks (0.6): a model sure it is something
+    else decides, no surer than the rules were. A strong cue stands ("N, I'm away that week" is our N), and
+    the model never turns another reading into a yes."""
+    with patch.object(reply_model, "trained", lambda: Sure("other", 0.9)):
+        read = classify("Thanks for the results")
+        assert read.intent is Intent.OTHER and read.confidence <= 0.6
+    with patch.object(reply_model, "trained", lambda: Sure("other", 0.6)):
+        assert classify("Thanks for the results").intent is Intent.CONFIRM  # not sure enough
+    with patch.object(reply_model, "trained", lambda: Sure("reschedule", 0.95)):
+        assert classify("N, I'm away that week").intent is Intent.CANCEL
+    with patch.object(reply_model, "trained", lambda: Sure("confirm", 0.95)):
+        assert classify("I need help").intent is Intent.HELP  # a weak help (0.65), never made a yes
+
+
 def test_the_blend_averages_both_readers() -> None:
     examples = [Example("opt_out", "en", "remove me"), Example("confirm", "en", "see you then")] * 3
     blend = BlendedReplyModel(examples)

@@ -66,11 +66,12 @@ def test_held_out_no_opt_out_is_missed_and_accuracy_is_at_least_97_percent(figur
 def test_cross_validated_on_the_training_replies(figures) -> None:
     """Rules plus a model that never saw the fold it reads (5 folds): a floor under today's figures (90.6 %,
     opt-out recall 99.5 % on 3,365 replies; 91.8 %, 99.1 % on 4,733 with the blended model and the opt-in
-    cues), so a change that makes the reader worse on replies it was not fitted to fails."""
+    cues; 92.9 %, 99.7 % on 5,018 with weak rules readings giving way to the model), so a change that makes
+    the reader worse on replies it was not fitted to fails."""
     report = sms_corpus.cross_validate(folds=5)
     _, opt_out_recall, _ = report.per_intent[Intent.OPT_OUT]
     figures(f"5-fold: accuracy {report.accuracy:.1%}, opt-out recall {opt_out_recall:.1%}")
-    assert report.accuracy >= 0.91, report.text()
+    assert report.accuracy >= 0.925, report.text()
     assert opt_out_recall >= 0.99, report.text()
 
 
