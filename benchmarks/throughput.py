@@ -127,8 +127,8 @@ def steady(gateway: str, keys: WixKeys, rate: float, seconds: float, first: int)
 
 
 def _pin_workers(stack_pid: int) -> list[tuple[int, int]]:
-    """Each process worker and its warm engine (every thread, so the flow-run processes they start inherit
-    it) on a core of their own: worker n and engine n on core n - 1."""
+    """Each process worker, its warm engine (every thread, so the flow-run processes they start inherit it)
+    and its task worker on a core of their own: worker n, engine n and task worker n on core n - 1."""
     children = Path(f"/proc/{stack_pid}/task/{stack_pid}/children").read_text().split()
     cmdlines = {int(pid): Path(f"/proc/{pid}/cmdline").read_bytes() for pid in children}
     cores = sorted(os.sched_getaffinity(0))

@@ -149,6 +149,18 @@ def engine(
         serve(socket_path, commit or checkout_commit())
 
 
+@app.command("task-worker")
+def task_worker(
+    name: Annotated[str, typer.Option(help="What its log lines call it (e.g. the host).")] = "task-worker",
+    limit: Annotated[int, typer.Option(help="Booking task runs under way at once.")] = 16,
+) -> None:
+    """Run Prefect's background task worker for lone booking events (PREFECT_API_URL, else make up's)."""
+    from deployments.task_worker import main
+
+    with prefect_api(), contextlib.suppress(KeyboardInterrupt):
+        main(name, limit)
+
+
 @app.command()
 def serve() -> None:
     """Serve every deployment in prefect.yaml from this process (PREFECT_API_URL, else make up's Prefect)."""

@@ -232,6 +232,15 @@ def up_scaled(topology: Topology) -> int:
                                       "--limit", str(WORKER_RUN_LIMIT)],
                       env={SOCKET_ENV: engine_socket})
             )  # fmt: skip
+            # Lone bookings run as background task runs (webhook_gateway/background.py); the task
+            # parameters are kept under PREFECT_HOME, which every process of this one machine shares.
+            stack.start(
+                Child(
+                    f"task worker {n}",
+                    [python, "-m", "deployments.cli", "task-worker", "--name", f"scaled-{n}"],
+                )
+            )
+        stack.env.setdefault("BOOKING_TASK_WORKERS", "true")
         ports = [settings.gateway_port + n for n in range(topology.gateways)]
         for port in ports:
             stack.start(
@@ -245,6 +254,8 @@ def up_scaled(topology: Topology) -> int:
         for port in ports:
             say(f"webhook gateway: http://{settings.gateway_host}:{port}")
         say(f"workers:         {topology.workers} on pool {WORK_POOL} (up to {WORKER_RUN_LIMIT} runs each)")
+        lone = stack.env["BOOKING_TASK_WORKERS"]
+        say(f"task workers:    {topology.workers} (lone bookings to them: BOOKING_TASK_WORKERS={lone})")
         say("Ctrl-C here stops everything")
 
     return Supervisor(f"{prefect_url}/api", env).run(start)

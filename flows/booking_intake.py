@@ -58,6 +58,18 @@ async def booking_intake(event_id: int | None = None, event_ids: list[int] | Non
     return Completed(message=summary)
 
 
+@task(name="booking-intake", task_run_name="booking-intake-{event_id}", cache_policy=NO_CACHE)
+async def booking_intake_task(event_id: int) -> State:
+    """A lone booking event as a background task run (`avatar-crm task-worker`), which the gateway prefers to
+    a flow run when a task worker serves it: the same steps as the flow, at a fraction of a flow run's cost
+    (no worker hand-over, no process, no flow-run orchestration), so a patient hears back in about a second
+    while bookings trickle in."""
+    summary, failed = await _intake(event_id)
+    if failed:
+        return Failed(message=f"{summary}; message(s) {failed} could not be delivered (see outbox)")
+    return Completed(message=summary)
+
+
 async def _intake(event_id: int) -> tuple[str, list[int]]:
     """One booking event: applied, its messages sent, the calendar mirrored; the summary and the ids of
     messages that failed. Raises (the row then marked failed) if the event cannot be applied."""

@@ -227,6 +227,13 @@ class Settings(BaseSettings):
     dispatch_backlog_threshold: int = 8
     dispatch_backlog_batch: int = 50
     dispatch_backlog_runs: int = 8
+    # A lone booking event (no backlog) goes to a Prefect background task worker (`avatar-crm task-worker`)
+    # as a task run instead of a flow run: a fraction of a flow run's Prefect CPU, started in ~0.1 s. Only
+    # while a task worker serves the booking task (asked of Prefect every few seconds); an event's later runs
+    # (its first died, or sat untaken DISPATCH_STUCK_PENDING_SECONDS) are flow runs. `up --scaled` sets it.
+    booking_task_workers: bool = False
+    # Task runs send no heartbeats: one Running this long (a booking takes about a second) is taken as dead.
+    dispatch_stuck_task_seconds: float = 120.0
     # Ctrl-C on `avatar-crm up`: how long flow runs already running may take to finish before the runner is
     # stopped (which cancels what is left; the dispatcher gives those events a new run at the next start).
     stop_grace_seconds: float = 30.0

@@ -27,6 +27,7 @@ from models import Settings, get_engine, get_settings
 from models.data_dir import make_private
 from models.keyring import record_keys
 from models.log_format import configure_logging, register_log_context
+from webhook_gateway.background import BackgroundTask
 from webhook_gateway.dead_runs import StuckLimits
 from webhook_gateway.dispatcher import Dispatcher
 from webhook_gateway.errors import RejectionLog, RequestIdMiddleware, internal_error, request_id
@@ -98,6 +99,15 @@ def create_served_app() -> Litestar:
     return create_app()
 
 
+def _background_tasks(settings: Settings) -> dict[str, BackgroundTask]:
+    """The booking task for lone Wix booking events, where task workers are in use (BOOKING_TASK_WORKERS)."""
+    if not settings.booking_task_workers:
+        return {}
+    from flows.booking_intake import booking_intake_task  # the flows' imports only where they are used
+
+    return {"wix": BackgroundTask(booking_intake_task)}
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -138,9 +148,11 @@ def create_app(
                     stuck=StuckLimits(
                         pending=timedelta(seconds=settings.dispatch_stuck_pending_seconds),
                         running=timedelta(seconds=settings.dispatch_stuck_running_seconds),
+                        task_running=timedelta(seconds=settings.dispatch_stuck_task_seconds),
                     ),
                     max_runs=settings.dispatch_max_runs,
                     claim_seconds=settings.dispatch_claim_seconds,
+                    background=_background_tasks(settings),
                 )
                 app.state.update(
                     settings=settings,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.objects import FlowRun, StateType, TaskRun
 from prefect.events.actions import ChangeFlowRunState
 from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 from prefect.events.schemas.events import ResourceSpecification
@@ -76,6 +76,7 @@ async def ensure_zombie_automation(client: PrefectClient) -> None:
 class StuckLimits:
     pending: timedelta  # a run's process moves it to Running within seconds of the runner claiming it
     running: timedelta  # only while heartbeats are off
+    task_running: timedelta = timedelta(minutes=2)  # a background task run (no heartbeats at all)
 
 
 def heartbeat_window() -> timedelta | None:
@@ -113,4 +114,24 @@ def dead_reason(
             return f"flow run {run.id} Running with no heartbeat for {window.total_seconds():.0f}s", True
         if window is None and age > limits.running:
             return f"flow run {run.id} Running for {age.total_seconds():.0f}s without finishing", True
+    return None, False
+
+
+def dead_task_reason(run: TaskRun | None, now: datetime, limits: StuckLimits) -> tuple[str | None, bool]:
+    """As `dead_reason`, for a lone booking event's background task run: final without an outcome, never
+    taken by a task worker (Scheduled or Pending past `limits.pending`), or Running past `limits.task_running`
+    (its task worker died: task runs send no heartbeats, so age is all there is)."""
+    if run is None or run.state is None:
+        return "its run is unknown to Prefect", False
+    state = run.state
+    if state.is_final():
+        message = (state.message or "").strip().splitlines()[0][:200] if state.message else ""
+        return f"task run {run.id} ended {state.name} without an outcome" + (
+            f": {message}" if message else ""
+        ), False
+    age = now - state.timestamp
+    if state.type in (StateType.SCHEDULED, StateType.PENDING) and age > limits.pending:
+        return f"task run {run.id} not taken by a task worker for {age.total_seconds():.0f}s", True
+    if state.type == StateType.RUNNING and age > limits.task_running:
+        return f"task run {run.id} Running for {age.total_seconds():.0f}s: its task worker died", True
     return None, False

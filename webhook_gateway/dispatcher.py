@@ -56,8 +56,8 @@ from uuid import UUID
 
 from anyio import to_thread
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter, TaskRunFilterId
+from prefect.client.schemas.objects import FlowRun, TaskRun
 from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
 from prefect.exceptions import PrefectHTTPStatusError
 from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
@@ -68,9 +68,11 @@ from models import InboxStatus, WebhookEvent
 from models.types import utcnow
 from providers import wix
 from providers.retry import PREFECT_BUSY, Backoff, RetryPolicy
+from webhook_gateway.background import BackgroundTask
 from webhook_gateway.dead_runs import (
     StuckLimits,
     dead_reason,
+    dead_task_reason,
     ensure_zombie_automation,
     heartbeat_window,
     needs_heartbeat_check,
@@ -164,10 +166,12 @@ class Dispatcher:
         stuck: StuckLimits = _STUCK,
         max_runs: int = 3,
         claim_seconds: float = 60.0,
+        background: Mapping[str, BackgroundTask] | None = None,
     ) -> None:
         self._engine = engine
         self._client = client
         self._deployments = dict(deployments)
+        self._background = dict(background or {})  # source -> the task its lone events' first runs use
         self._batched = frozenset(batched)
         self._batched_in_backlog = frozenset(batched_in_backlog)
         self._backlog_threshold = backlog_threshold  # 0: never batch them
@@ -262,7 +266,7 @@ class Dispatcher:
             while pending:
                 rows = pending.pop(0)
                 try:
-                    flow_run_id = await self._create_run(rows)
+                    flow_run_id = await self._start(rows)
                 except Exception as exc:
                     self._failed_rounds += 1
                     self._last_failure = _reason(exc)
@@ -327,25 +331,47 @@ class Dispatcher:
                 return handled
             after = rows[-1].id
             runs = await self._read_runs({row.flow_run_id for row in rows})
+            tasks = await self._read_task_runs({row.flow_run_id for row in rows} - set(runs))
             now, window = utcnow(), heartbeat_window()
             silent = await self._silent([r for r in runs.values() if needs_heartbeat_check(r, now, window)])
             dead: list[tuple[_Dispatched, str]] = []
             crashed: set[str] = set()
             for row in rows:
-                run = runs.get(row.flow_run_id)
-                reason, crash_first = dead_reason(run, now, self._stuck, window, row.flow_run_id in silent)
+                run_id = row.flow_run_id
+                if run_id in tasks:
+                    reason, crash_first = dead_task_reason(tasks[run_id], now, self._stuck)
+                else:
+                    reason, crash_first = dead_reason(
+                        runs.get(run_id), now, self._stuck, window, run_id in silent
+                    )
                 if reason is None:
                     continue
-                if crash_first and run is not None and row.flow_run_id not in crashed:
+                if crash_first and run_id not in crashed:
                     # So the Prefect UI says what happened, and a run that was only slow cannot finish later.
-                    await self._client.set_flow_run_state(run.id, Crashed(message=reason), force=True)
-                    crashed.add(row.flow_run_id)
+                    if run_id in tasks:
+                        await self._client.set_task_run_state(
+                            UUID(run_id), Crashed(message=reason), force=True
+                        )
+                    else:
+                        await self._client.set_flow_run_state(
+                            UUID(run_id), Crashed(message=reason), force=True
+                        )
+                    crashed.add(run_id)
                 dead.append((row, reason))
             handled += await to_thread.run_sync(self._hand_back, dead)
 
     async def _read_runs(self, ids: set[str]) -> dict[str, FlowRun]:
         runs = await self._client.read_flow_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(i) for i in ids])), limit=len(ids)
+        )
+        return {str(run.id): run for run in runs}
+
+    async def _read_task_runs(self, ids: set[str]) -> dict[str, TaskRun]:
+        """The background task runs among run ids that are no flow run (`background.py`)."""
+        if not ids:
+            return {}
+        runs = await self._client.read_task_runs(
+            task_run_filter=TaskRunFilter(id=TaskRunFilterId(any_=[UUID(i) for i in ids])), limit=len(ids)
         )
         return {str(run.id): run for run in runs}
 
@@ -365,6 +391,29 @@ class Dispatcher:
         )
         beating = {resources.get(event.resource.id) for event in page.events}
         return set(resources.values()) - beating
+
+    async def _start(self, rows: list[_Due]) -> UUID:
+        """The run of these rows: a background task run for a lone event's first run where a task worker
+        serves its source (`background.py`), else a flow run."""
+        first = rows[0]
+        background = self._background.get(first.source)
+        if (
+            background is not None
+            and len(rows) == 1
+            and first.redispatches == 0
+            and first.source not in self._batched
+        ):
+            try:
+                served = await background.served(self._client)
+            except Exception as exc:  # Prefect busy or down: the flow run's own retries decide
+                logger.warning("could not ask Prefect for task workers: %s", _reason(exc))
+                served = False
+            if served:
+                name = run_name(rows)
+                task_run_id = await background.submit(first.id, name)
+                logger.info("inbox event %s (%s) -> task run %s", name, first.event_type, task_run_id)
+                return task_run_id
+        return await self._create_run(rows)
 
     async def _create_run(self, rows: list[_Due]) -> UUID:
         source = rows[0].source

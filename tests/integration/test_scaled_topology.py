@@ -1,11 +1,11 @@
 """The scaled topology as `avatar-crm up --scaled` runs it (Prefect and the CRM on PostgreSQL, Prefect's
-messaging on Redis, its API server and services apart, two process workers on the `avatar-crm` pool, two
-gateways), driven from outside: 1,000 signed bookings at 10 a second spread over both gateways, and mid-way
-one gateway and one worker (with every process it had started, among them a booking run under way, as when its
-host dies) killed with SIGKILL. Asserted from the database and the fake MobileMessage: every acknowledged
-booking applied once, every patient exactly one confirmation, none lost, and the killed run's bookings given
-to a new run. A booking a killed gateway did not acknowledge is posted again to the other one, as
-Wix retries an unanswered webhook.
+messaging on Redis, its API server and services apart, two process workers on the `avatar-crm` pool, each
+with a task worker for lone bookings, two gateways), driven from outside: 1,000 signed bookings at 10 a
+second spread over both gateways, and mid-way one gateway and one worker host (the worker with every process
+it had started, among them a booking run under way, its warm engine and its task worker) killed with SIGKILL.
+Asserted from the database and the fake MobileMessage: every acknowledged booking applied once, every patient
+exactly one confirmation, none lost, and the killed run's bookings given to a new run. A booking a killed
+gateway did not acknowledge is posted again to the other one, as Wix retries an unanswered webhook.
 
 PostgreSQL only: the topology has no SQLite form (it runs in .ci/run's PostgreSQL pass)."""
 
@@ -84,13 +84,17 @@ def _flow_run_of(pid: int) -> str | None:
 
 
 def _host_frozen_mid_run(stack: Stack) -> list[int] | None:
-    """A worker host frozen (SIGSTOP: the worker and its warm engine, with everything under them: the engine
-    commands and the runs forked for them) while a booking run of that worker still has events not done:
-    killing them then surely cuts that run short. Checked after the freeze, since a run can finish its last
-    event between a look and a kill. The two roots' pids; None, and everything thawed, when no host is in
-    that state."""
+    """A worker host frozen (SIGSTOP: the worker, its warm engine and its task worker, with everything under
+    them: the engine commands and the runs forked for them) while a booking run of that worker still has
+    events not done: killing them then surely cuts that run short (and whatever booking task runs the task
+    worker had). Checked after the freeze, since a run can finish its last event between a look and a kill.
+    The roots' pids; None, and everything thawed, when no host is in that state."""
     for n in (1, 2):
-        roots = [_child(stack, f"--name scaled-{n}"), _child(stack, f"engine-{n}.sock")]
+        roots = [
+            _child(stack, f"--type process --name scaled-{n}"),
+            _child(stack, f"engine-{n}.sock"),
+            _child(stack, f"task-worker --name scaled-{n}"),
+        ]
         frozen = [pid for root in roots for pid in freeze_tree(root)]
         time.sleep(0.3)  # a commit already sent lands before the look
         waiting = {row.flow_run_id for row in inbox_rows() if row.status == InboxStatus.DISPATCHED}
@@ -146,6 +150,7 @@ def test_two_gateways_two_workers_one_of_each_killed_every_booking_applied_once_
             "DISPATCH_RECOVERY_SECONDS": "2",
             "DISPATCH_POLL_SECONDS": "0.5",
             "DISPATCH_CLAIM_SECONDS": "10",
+            "DISPATCH_STUCK_TASK_SECONDS": "30",  # the killed task worker's booking task runs
             "STOP_GRACE_SECONDS": "5",
         },
         arguments=(
@@ -197,6 +202,8 @@ def test_two_gateways_two_workers_one_of_each_killed_every_booking_applied_once_
         assert redispatched >= 1
         log = stack.log_tail(None)
         assert log.count("exited with code -9") >= 3  # the supervisor saw the kills (and restarted them)
+        tasks = log.count(") -> task run ")  # lone bookings the task workers ran (the rest: flow runs)
+        assert tasks >= 1, "no booking went to a task worker"
         warm, cold = log.count("runs warm ("), log.count("runs cold (")
         if "warm engine listening" in log and "(no known commit" not in log:
             # The engines hold the deployed commit: every run they took ran on their imported code.
@@ -212,7 +219,8 @@ def test_two_gateways_two_workers_one_of_each_killed_every_booking_applied_once_
     figures(
         f"scaled topology (2 gateways, 2 workers, PostgreSQL + Redis): ready in {ready:.0f}s; {COUNT} "
         f"bookings, killed when {processed_at_kill} were processed (the worker host: {killed} processes with "
-        f"its runs; {warm} runs warm, {cold} cold), {len(retried)} unanswered by the killed "
+        f"its runs; {warm} runs warm, {cold} cold; {tasks} bookings to task workers), {len(retried)} "
+        "unanswered by the killed "
         f"gateway and delivered again to the other; "
         f"{len(applied)} applied once each, {sum(texted.values())} patient SMS "
         f"({len(paged)} to on-call), {redispatched} re-dispatched after the "

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from prefect.exceptions import PrefectHTTPStatusError
 from prefect.settings import get_current_settings
-from prefect.states import Cancelled, Completed, Crashed, Pending, Running
+from prefect.states import Cancelled, Completed, Crashed, Failed, Pending, Running, Scheduled
 from sqlalchemy import event
 
 from models import InboxStatus, WebhookEvent, get_engine, session_scope
@@ -242,6 +242,104 @@ async def test_runs_stuck_in_pending_or_silent_while_running_are_crashed_and_rep
     assert _row(beating).status == _row(young).status == InboxStatus.DISPATCHED
     [query] = prefect.heartbeat_queries
     assert len(query.resource.id) == 2  # only the runs old enough to have missed their heartbeats
+
+
+@dataclass
+class _TaskWorkers:
+    """Stands in for `webhook_gateway.background.BackgroundTask`: whether a task worker serves the booking
+    task, and the task runs handed to it (kept in the fake Prefect's task runs, Scheduled)."""
+
+    prefect: _PrefectWithRuns
+    serving: bool = True
+    submitted: list[tuple[int, str]] = field(default_factory=list)
+
+    async def served(self, client: object) -> bool:
+        return self.serving
+
+    async def submit(self, event_id: int, name: str) -> UUID:
+        self.submitted.append((event_id, name))
+        run = SimpleNamespace(id=uuid4(), state=Scheduled())
+        self.prefect.task_runs[run.id] = run
+        return run.id
+
+
+@dataclass
+class _PrefectWithTaskRuns(_PrefectWithRuns):
+    task_runs: dict[UUID, SimpleNamespace] = field(default_factory=dict)
+    forced_tasks: list[tuple[UUID, str]] = field(default_factory=list)
+
+    async def read_task_runs(self, *, task_run_filter: Any, limit: int) -> list[SimpleNamespace]:
+        return [self.task_runs[i] for i in task_run_filter.id.any_ if i in self.task_runs][:limit]
+
+    async def set_task_run_state(self, task_run_id: UUID, state: Any, force: bool = False) -> None:
+        self.forced_tasks.append((task_run_id, state.type.value))
+        self.task_runs[task_run_id].state = state
+
+
+def _with_task_workers(database_url: str, **kw: Any) -> tuple[Dispatcher, _PrefectWithTaskRuns, _TaskWorkers]:
+    prefect = _PrefectWithTaskRuns()
+    workers = _TaskWorkers(prefect)
+    dispatcher = _dispatcher(database_url, prefect, background={"wix": workers}, **kw)
+    return dispatcher, prefect, workers
+
+
+async def test_a_lone_booking_goes_to_a_task_worker_and_if_that_run_dies_to_a_flow_run(
+    database_url: str, db: str
+) -> None:
+    event_id = store_event("wix", b"token", "wix.bookings.v2.booking_created")
+    dispatcher, prefect, workers = _with_task_workers(database_url)
+    assert await dispatcher.dispatch_due() == 1
+    assert workers.submitted == [(event_id, f"booking-event-{event_id}")]
+    assert prefect.attempts == []  # no flow run
+    [task_run_id] = prefect.task_runs
+    assert _row(event_id).flow_run_id == str(task_run_id)
+
+    prefect.task_runs[task_run_id].state = _aged(Running(), 100)
+    assert await dispatcher.recover_dead_runs() == 0  # at work (a booking takes a second; 2 min is dead)
+    prefect.task_runs[task_run_id].state = _aged(Running(), 121)  # its task worker was killed
+    assert await dispatcher.recover_dead_runs() == 1
+    assert prefect.forced_tasks == [(task_run_id, "CRASHED")]  # the UI says so; it cannot finish later
+    row = _row(event_id)
+    assert (row.status, row.redispatches) == (InboxStatus.RECEIVED, 1)
+    assert f"task run {task_run_id} Running for 12" in (row.last_error or "")
+
+    assert await dispatcher.dispatch_due() == 1  # its next run is a flow run, whatever the task workers do
+    assert len(workers.submitted) == 1 and len(prefect.attempts) == 1
+    assert prefect.attempts[0]["idempotency_key"].endswith(":run2")
+    assert UUID(_row(event_id).flow_run_id) in prefect.runs
+
+
+async def test_with_no_task_worker_serving_a_lone_booking_gets_a_flow_run(database_url: str, db: str) -> None:
+    event_id = store_event("wix", b"token", "wix.bookings.v2.booking_created")
+    dispatcher, prefect, workers = _with_task_workers(database_url)
+    workers.serving = False
+    assert await dispatcher.dispatch_due() == 1
+    assert workers.submitted == [] and prefect.task_runs == {}
+    assert UUID(_row(event_id).flow_run_id) in prefect.runs
+
+
+async def test_task_runs_never_taken_or_ended_without_an_outcome_are_handed_back(
+    database_url: str, db: str
+) -> None:
+    kind = "wix.bookings.v2.booking_created"
+    untaken, ended, waiting = (store_event("wix", b"token", kind) for _ in range(3))
+    dispatcher, prefect, workers = _with_task_workers(
+        database_url, stuck=StuckLimits(timedelta(seconds=60), timedelta(minutes=30))
+    )
+    assert await dispatcher.dispatch_due() == 3
+    assert len(workers.submitted) == 3
+    runs = {event_id: UUID(_row(event_id).flow_run_id) for event_id in (untaken, ended, waiting)}
+    prefect.task_runs[runs[untaken]].state = _aged(Scheduled(), 61)  # no task worker took it
+    prefect.task_runs[runs[ended]].state = Failed(message="parameters could not be read")
+    prefect.task_runs[runs[waiting]].state = _aged(Scheduled(), 5)
+
+    assert await dispatcher.recover_dead_runs() == 2
+    assert "not taken by a task worker for 6" in (_row(untaken).last_error or "")
+    assert _row(ended).last_error == (
+        f"task run {runs[ended]} ended Failed without an outcome: parameters could not be read"
+    )
+    assert prefect.forced_tasks == [(runs[untaken], "CRASHED")]  # a final one is left as it ended
+    assert _row(waiting).status == InboxStatus.DISPATCHED
 
 
 async def test_a_row_finished_by_its_run_meanwhile_is_not_handed_back(database_url: str, db: str) -> None:
