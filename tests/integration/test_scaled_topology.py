@@ -29,7 +29,7 @@ import pytest
 from sqlalchemy.engine import make_url
 from sqlmodel import func, select
 
-from models import Booking, InboxStatus, WebhookEvent, session_scope
+from models import Booking, InboxStatus, OutboundMessage, WebhookEvent, session_scope
 from providers.wix_simulator import WixKeys
 from tests.conftest import is_postgres
 from tests.integration.conftest import Rig
@@ -125,6 +125,14 @@ class Webhook:
             status = None
         self.answers.append(status)
         return status == 200
+
+
+def _booking(rig: Rig, phone: str, hour: int = 10) -> Webhook:
+    booking_id = new_booking_id()
+    payload = booking(
+        booking_id, 1, local_slot(5, hour), phone=phone, email=None, contact_id=str(uuid.uuid4())
+    )
+    return Webhook(booking_id, phone, payload, rig.wix_keys)
 
 
 def _webhooks(rig: Rig) -> list[Webhook]:
@@ -226,6 +234,74 @@ def test_two_gateways_two_workers_one_of_each_killed_every_booking_applied_once_
         f"({len(paged)} to on-call), {redispatched} re-dispatched after the "
         f"kills; drained {drained - killed_at:.0f}s after the kills ({drained - started:.0f}s in all)"
     )
+
+
+def test_a_task_worker_killed_while_a_bookings_sms_is_at_the_provider_the_patient_still_gets_one_sms(
+    rig: Rig, sms, tmp_path: Path, prefect_database: str, figures
+) -> None:
+    """A lone booking runs on the task worker, which is killed (SIGKILL) while the booking's SMS is at the
+    provider: the booking was applied (its inbox row processed, the booking stored once) before the send, and
+    the send's claim dies with the task worker's process, so the reminder sweep takes the message back and
+    sends it again under the same idempotency key, which the provider answers from its first send: the
+    patient has exactly one confirmation, and the outbox says sent."""
+    if not is_postgres():
+        pytest.skip("the scaled topology runs on PostgreSQL: this test runs in the PostgreSQL pass")
+    flush_redis(REDIS_DB)
+    stack = Stack(
+        tmp_path,
+        {"DISPATCH_RECOVERY_SECONDS": "2", "DISPATCH_POLL_SECONDS": "0.5"},
+        arguments=(
+            "up", "--scaled", "--workers", "1", "--gateways", "1",
+            "--prefect-database", prefect_database, "--redis", f"redis://127.0.0.1:6379/{REDIS_DB}",
+        ),
+    )  # fmt: skip
+    first, second = (_booking(rig, phone) for phone in ("+61401999001", "+61401999002"))
+    try:
+        stack.start(timeout=300)
+        # Once Prefect has the task worker's subscription, a lone booking runs on it.
+        wait_until(lambda: stack.prefect("POST", "/task_workers/filter", json={}).json() or None, 60, 0.5)
+        assert first.deliver(stack.gateway_url)
+        wait_until(lambda: any(m["to"].lstrip("+") == "61401999001" for m in sms.sent) or None, 60, 0.5)
+
+        sms.latency = 6.0  # the next send hangs at the provider: the task worker is killed meanwhile
+        asked = len(sms.requests)
+        assert second.deliver(stack.gateway_url)
+        wait_until(lambda: len(sms.requests) > asked or None, 60, 0.1)
+        killed = kill_tree(_child(stack, "task-worker --name scaled-1"))
+        sms.latency = 0.0
+        log = stack.log_tail(None)
+        assert log.count(") -> task run ") == 2, log  # both bookings went to the task worker
+
+        rows = wait_until(lambda: _all_finished(2), timeout=60, interval=1)
+        assert [r.status for r in rows] == [InboxStatus.PROCESSED] * 2, [r.last_error for r in rows]
+        assert [r.redispatches for r in rows] == [0, 0]  # applied before the send: no second run needed
+        resent = wait_until(lambda: _outbox_sent("+61401999002"), timeout=240, interval=2)
+        time.sleep(3)  # anything sent twice would show up now
+        texted = Counter(m["to"].lstrip("+") for m in sms.sent if m["to"].lstrip("+") != ON_CALL)
+        assert texted == {"61401999001": 1, "61401999002": 1}
+        asked_twice = [q for q in sms.requests if "61401999002" in str(q.get("json"))]
+        assert len(asked_twice) >= 2  # the killed send and the sweep's, answered from the first
+        with session_scope() as session:
+            applied = Counter(b.wix_booking_id for b in session.exec(select(Booking)).all())
+        assert applied == {first.booking_id: 1, second.booking_id: 1}
+    finally:
+        stack.stop()
+        flush_redis(REDIS_DB)
+    figures(
+        f"task worker killed with a booking's SMS at the provider ({killed} processes): the sweep sent it "
+        f"again under its key ({len(asked_twice)} requests, {resent}), the patient one SMS"
+    )
+
+
+def _outbox_sent(phone: str) -> str | None:
+    """The outcome of the confirmation to `phone` once the outbox has it as sent (what it went through)."""
+    with session_scope() as session:
+        messages = [
+            m
+            for m in session.exec(select(OutboundMessage)).all()
+            if m.recipient == phone and m.status == "sent"
+        ]
+        return f"sent after {messages[0].attempts} attempts" if messages else None
 
 
 def _processed() -> int:
