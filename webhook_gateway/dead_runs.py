@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.objects import FlowRun, StateType, TaskRun
+from prefect.client.schemas.objects import FlowRun, State, StateType, TaskRun
 from prefect.events.actions import ChangeFlowRunState
 from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 from prefect.events.schemas.events import ResourceSpecification
@@ -102,10 +102,7 @@ def dead_reason(
         return "its flow run is unknown to Prefect", False
     state = run.state
     if state.is_final():
-        message = (state.message or "").strip().splitlines()[0][:200] if state.message else ""
-        return f"flow run {run.id} ended {state.name} without an outcome" + (
-            f": {message}" if message else ""
-        ), False
+        return _ended("flow", run.id, state), False
     age = now - state.timestamp
     if state.type == StateType.PENDING and age > limits.pending:
         return f"flow run {run.id} stuck in Pending for {age.total_seconds():.0f}s", True
@@ -125,13 +122,16 @@ def dead_task_reason(run: TaskRun | None, now: datetime, limits: StuckLimits) ->
         return "its run is unknown to Prefect", False
     state = run.state
     if state.is_final():
-        message = (state.message or "").strip().splitlines()[0][:200] if state.message else ""
-        return f"task run {run.id} ended {state.name} without an outcome" + (
-            f": {message}" if message else ""
-        ), False
+        return _ended("task", run.id, state), False
     age = now - state.timestamp
     if state.type in (StateType.SCHEDULED, StateType.PENDING) and age > limits.pending:
         return f"task run {run.id} not taken by a task worker for {age.total_seconds():.0f}s", True
     if state.type == StateType.RUNNING and age > limits.task_running:
         return f"task run {run.id} Running for {age.total_seconds():.0f}s: its task worker died", True
     return None, False
+
+
+def _ended(kind: str, run_id: object, state: State) -> str:
+    """A final run whose event is still waiting: it ended without an outcome (with its state's first line)."""
+    message = (state.message or "").strip().splitlines()[0][:200] if state.message else ""
+    return f"{kind} run {run_id} ended {state.name} without an outcome" + (f": {message}" if message else "")

@@ -410,9 +410,13 @@ class Dispatcher:
                 served = False
             if served:
                 name = run_name(rows)
-                task_run_id = await background.submit(first.id, name)
-                logger.info("inbox event %s (%s) -> task run %s", name, first.event_type, task_run_id)
-                return task_run_id
+                try:
+                    task_run_id = await background.submit(first.id, name)
+                except Exception as exc:  # e.g. its parameters could not be stored: a flow run never fails so
+                    logger.warning("inbox event %s to a flow run, not a task run: %s", first.id, _reason(exc))
+                else:
+                    logger.info("inbox event %s (%s) -> task run %s", name, first.event_type, task_run_id)
+                    return task_run_id
         return await self._create_run(rows)
 
     async def _create_run(self, rows: list[_Due]) -> UUID:

@@ -318,6 +318,21 @@ async def test_with_no_task_worker_serving_a_lone_booking_gets_a_flow_run(databa
     assert UUID(_row(event_id).flow_run_id) in prefect.runs
 
 
+async def test_a_booking_that_cannot_be_handed_to_a_task_worker_gets_a_flow_run(
+    database_url: str, db: str
+) -> None:
+    event_id = store_event("wix", b"token", "wix.bookings.v2.booking_created")
+    dispatcher, prefect, workers = _with_task_workers(database_url)
+
+    async def refused(event_id: int, name: str) -> UUID:
+        raise OSError("task parameters could not be stored")
+
+    workers.submit = refused  # type: ignore[method-assign]
+    assert await dispatcher.dispatch_due() == 1
+    assert dispatcher.failed_rounds == 0
+    assert UUID(_row(event_id).flow_run_id) in prefect.runs
+
+
 async def test_task_runs_never_taken_or_ended_without_an_outcome_are_handed_back(
     database_url: str, db: str
 ) -> None:
