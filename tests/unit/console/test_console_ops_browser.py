@@ -149,8 +149,10 @@ def test_ops_filters_the_inbox_replays_a_failed_event_and_cannot_lift_a_stop(
             driver.save_screenshot(str(ARTIFACTS / "ops-4b-forms-and-history.png"))
 
             before = len(audit_rows())  # nor may staff record her consent to marketing texts
+            shown = driver.find_element(By.ID, "error")  # the lift's refusal, until the next page replaces it
             driver.find_element(By.ID, "marketing-note").send_keys("ticked the SMS offers box")
             driver.find_element(By.ID, "marketing-grant").click()
+            wait.until(until.staleness_of(shown))
             wait.until(until.presence_of_element_located((By.ID, "error")))
             assert "refused, nothing changed" in driver.find_element(By.ID, "error").text
             assert _suppressions() == stopped
