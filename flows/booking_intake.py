@@ -52,10 +52,7 @@ async def booking_intake(event_id: int | None = None, event_ids: list[int] | Non
         return await _intake_batch(event_ids)
     if event_id is None:
         raise ValueError("booking-intake needs event_id or event_ids")
-    summary, failed = await _intake(event_id)
-    if failed:
-        return Failed(message=f"{summary}; message(s) {failed} could not be delivered (see outbox)")
-    return Completed(message=summary)
+    return await _lone(event_id)
 
 
 @task(name="booking-intake", task_run_name="booking-intake-{event_id}", cache_policy=NO_CACHE)
@@ -64,6 +61,11 @@ async def booking_intake_task(event_id: int) -> State:
     a flow run when a task worker serves it: the same steps as the flow, at a fraction of a flow run's cost
     (no worker hand-over, no process, no flow-run orchestration), so a patient hears back in about a second
     while bookings trickle in."""
+    return await _lone(event_id)
+
+
+async def _lone(event_id: int) -> State:
+    """One booking event's final state, in a flow run or a task run: Failed if a message could not go."""
     summary, failed = await _intake(event_id)
     if failed:
         return Failed(message=f"{summary}; message(s) {failed} could not be delivered (see outbox)")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.objects import FlowRun, State, StateType, TaskRun
+from prefect.client.schemas.objects import FlowRun, StateType, TaskRun
 from prefect.events.actions import ChangeFlowRunState
 from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 from prefect.events.schemas.events import ResourceSpecification
@@ -98,11 +98,9 @@ def dead_reason(
     marked Crashed first (it is not final yet). `silent`: no heartbeat from it within `window`. Only called
     for events still `dispatched`: a run that ended without marking its event ended without an outcome,
     whatever its final state."""
-    if run is None or run.state is None:
-        return "its flow run is unknown to Prefect", False
+    if run is None or run.state is None or run.state.is_final():
+        return _gone("flow", run), False
     state = run.state
-    if state.is_final():
-        return _ended("flow", run.id, state), False
     age = now - state.timestamp
     if state.type == StateType.PENDING and age > limits.pending:
         return f"flow run {run.id} stuck in Pending for {age.total_seconds():.0f}s", True
@@ -118,11 +116,9 @@ def dead_task_reason(run: TaskRun | None, now: datetime, limits: StuckLimits) ->
     """As `dead_reason`, for a lone booking event's background task run: final without an outcome, never
     taken by a task worker (Scheduled or Pending past `limits.pending`), or Running past `limits.task_running`
     (its task worker died: task runs send no heartbeats, so age is all there is)."""
-    if run is None or run.state is None:
-        return "its run is unknown to Prefect", False
+    if run is None or run.state is None or run.state.is_final():
+        return _gone("task", run), False
     state = run.state
-    if state.is_final():
-        return _ended("task", run.id, state), False
     age = now - state.timestamp
     if state.type in (StateType.SCHEDULED, StateType.PENDING) and age > limits.pending:
         return f"task run {run.id} not taken by a task worker for {age.total_seconds():.0f}s", True
@@ -131,7 +127,10 @@ def dead_task_reason(run: TaskRun | None, now: datetime, limits: StuckLimits) ->
     return None, False
 
 
-def _ended(kind: str, run_id: object, state: State) -> str:
-    """A final run whose event is still waiting: it ended without an outcome (with its state's first line)."""
+def _gone(kind: str, run: FlowRun | TaskRun | None) -> str:
+    """Why a run unknown to Prefect, or final while its event still waits, gave that event no outcome."""
+    if run is None or run.state is None:
+        return f"its {kind} run is unknown to Prefect"
+    state = run.state
     message = (state.message or "").strip().splitlines()[0][:200] if state.message else ""
-    return f"{kind} run {run_id} ended {state.name} without an outcome" + (f": {message}" if message else "")
+    return f"{kind} run {run.id} ended {state.name} without an outcome" + (f": {message}" if message else "")
