@@ -144,6 +144,27 @@ class Stack:
             found[name] = pid
         return found
 
+    def freeze_all_but_prefect(self) -> list[int]:
+        """SIGSTOP the supervisor and every process under it but the Prefect server, which stays up to be
+        asked what it holds; the frozen pids (`thaw` them). Nothing the stack does moves on meanwhile."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)  # it restarts nothing while its children are looked at
+        frozen = [self.process.pid]
+        for name, pid in self.children().items():
+            if name != "prefect":
+                frozen += freeze_tree(pid)
+        return frozen
+
+    def flow_run_ids(self, state: str) -> set[str]:
+        """The ids of the flow runs Prefect holds in state type `state` (e.g. RUNNING) now."""
+        response = self.prefect(
+            "POST",
+            "/flow_runs/filter",
+            json={"flow_runs": {"state": {"type": {"any_": [state]}}}, "limit": 200},
+        )
+        response.raise_for_status()
+        return {run["id"] for run in response.json()}
+
     def kill_all(self) -> None:
         """SIGKILL the supervisor and every process under it, flow runs included, as when the host dies."""
         assert self.process is not None
