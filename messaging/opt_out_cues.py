@@ -68,13 +68,14 @@ _NEAR = 30  # characters between the two, in the folded reply
 
 
 def _alternation(words: list[str]) -> re.Pattern[str]:
-    """One pattern matching any of `words` (folded), Latin ones at a word's start. Written as a trie
+    """One pattern matching any of `words` (folded), Latin ones where no Latin letter or digit precedes them
+    (a word's start, also right after another script: "发了stop"). Written as a trie
     ("stop|stopp" as "stop(?:p)?"): Python's regex engine tries every alternative at every position, and a
     flat list of 150 words cost 25-50 µs a reply."""
     folded = {fold(word) for word in words}
     latin = sorted(w for w in folded if w[:1].isascii() and w[:1].isalpha())
     others = sorted(folded - set(latin))
-    parts = [rf"\b{_trie(latin)}"] if latin else []
+    parts = [rf"(?<![a-z0-9]){_trie(latin)}"] if latin else []  # "send咗STOP": a Latin word after a Han one
     if others:
         parts.append(_trie(others))
     return re.compile("|".join(parts))
@@ -177,6 +178,26 @@ _AGAIN_RX, _MISTAKE_RX, _STOP_SAID_RX, _CONTINUE_RX = (
     _alternation(_STOP_SAID),
     _alternation(_CONTINUE),
 )
+
+
+# "Call me, no texts": a word of refusal right beside our messages.
+_REFUSING = [
+    "no", "not", "never", "niente", "nessun", "ni", "sin", "nada de", "οχι", "χωρις", "nahi", "nahin", "na",
+    "नहीं", "ना", "ਨਹੀਂ", "ਨਾ", "لا", "بدون", "بلا", "khong", "ko", "wag", "huwag", "hindi", "ayoko",
+    "不要", "唔好", "唔要", "别", "別", "不用", "唔使",
+]  # fmt: skip
+_REFUSING_RX = _alternation(_REFUSING)
+_BESIDE = 12  # characters between the refusal and the messages it refuses
+
+
+def refuses_messages(folded: str) -> bool:
+    """Whether the folded reply has a word of refusal within a few characters of our messages ("call me, not
+    SMS", "Chiamatemi pure, ma niente SMS", "call kar lena, message nahi")."""
+    for start, end in _starts_and_ends(_REFUSING_RX, folded):
+        for other_start, other_end in _starts_and_ends(_MESSAGES_RX, folded):
+            if 0 <= other_start - end <= _BESIDE or 0 <= start - other_end <= _BESIDE:
+                return True
+    return False
 
 
 def stop_was_a_mistake(folded: str) -> bool:

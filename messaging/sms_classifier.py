@@ -1,7 +1,7 @@
 """What a patient meant by an SMS reply: confirm, cancel, reschedule, opt out, opt in, help or something else.
 
 Deterministic rules come first because they are instant, free, explainable and testable against labelled
-replies (`messaging/training/`, labelled per LABELS.md; held out: tests/fixtures/sms_replies_heldout_4.tsv).
+replies (`messaging/training/`, labelled per LABELS.md; held out: tests/fixtures/sms_replies_heldout_6.tsv).
 A model learned from the same replies (`messaging.reply_model`, naive Bayes and a perceptron over character
 n-grams, averaged) reads every reply too; it decides where the rules are unsure, and a likely opt-out (see
 `_second_opinion`). Asking for the messages back in another language ("Mándenme los mensajes otra vez",
@@ -245,9 +245,9 @@ _KEEP_PHRASES = _rx(
 )
 # "I sent STOP by mistake": the STOP is quoted, and the patient wants the messages back.
 _MISTAKEN_STOP = _rx(
-    r"(?:sent|send|replied|reply|texted|typed|pressed|hit|wrote|said) stop"
+    r"(?:sent|send|replied|reply|texted|typed|pressed|hit|wrote|said) (?:stop|unsubscribe)"
     r" (?:\w+ )?(?:by (?:mistake|accident)|accidentally|in error|wrongly)",
-    r"(?:didnt|did not) mean (?:to )?(?:\w+ )?stop",
+    r"(?:didnt|did not) mean (?:to )?(?:\w+ )?(?:stop|unsubscribe)",
 )
 _OPT_IN_PHRASES = _rx(
     r"opt (?:me )?(?:back )?in",
@@ -275,7 +275,63 @@ _HELP_PHRASES = _rx(
     r"(?:confused|confusing)",
     r"what (?:are|r) (?:my|the) options",
     r"what does (?:this|that|it|y|n|r|stop|start|(?:this |the )?(?:message|text)) (?:mean|stand for)",
+    r"what do (?:the|these|those) (?:letters|options|codes) (?:mean|stand for)",
+    r"(?:how|where) (?:did|do) you (?:get|have|got|find) (?:my|this|our) "
+    r"(?:number|details|mobile|phone|contact|info)",
+    r"who gave you (?:my|this|our) (?:number|details|mobile|phone|contact|info)",
+    r"(?:what|which) (?:clinic|practice|company|business|place|mob) (?:are you|r u|is it|sent this)",
+    r"(?:not sure|dont know|do not know|unsure) (?:how|what) to (?:reply|answer|respond|say|send)",
+    r"(?:does|do|will) (?:anyone|anybody|someone|a person|a human) (?:read|see|check) (?:these|this|my)",
+    r"(?:can|is) (?:a )?(?:real )?(?:person|human) (?:read|reading|see) (?:this|these)",
+    r"(?:can i trust|is it safe to (?:click|open)|is this) (?:this |the )?link",
+    r"what (?:is|s) (?:this|it) (?:for|about|regarding)",
 )
+# Thanks for something other than the booking text ("thanks for the results", "cheers for looking after me"),
+# or a report or results named in any language: a courtesy about something else, for a person to read.
+_THANKS_FOR_SOMETHING_ELSE = _rx(
+    r"(?:thanks|thank you|cheers|ta) (?:so much |heaps |very much |again )?for (?!(?:the |your |this |that )?"
+    r"(?:reminder|message|msg|text|sms|heads up|letting|confirmation|confirming|booking|appointment|appt|"
+    r"info|update|notice|notification|reply|quick reply))"
+)
+_RESULTS = re.compile(
+    "|".join(
+        sms_languages.fold(word)
+        for word in (
+            r"\bresults?\b", r"\breports?\b", "结果", "結果", "报告", "報告", "kết quả", "αποτελέσματα",
+            "risultat", "resultado", "النتائج", "النتيجة", "التقرير", "ਰਿਪੋਰਟ", "रिपोर्ट", "resulta",
+        )
+    )
+)  # fmt: skip
+
+# "Call me please", "I have a new number": for a person, in any of the replies' languages; and not an opt-out,
+# however much a model that has seen "me" and "number" in opt-outs suspects one (the opt-out rules run first).
+_CALL_ME_OR_NEW_NUMBER = re.compile(
+    "|".join(
+        sms_languages.fold(phrase)
+        for phrase in (
+            r"\b(?:call|ring|phone) (?:me|us)\b", r"\bnew (?:mobile |phone )?(?:number|no|mobile|email)\b",
+            r"\b(?:number|mobile|email) (?:is )?chang", r"\bchanged? (?:my |our )?(?:number|mobile|email)\b",
+            "chiamatemi", "chiamami", r"numero (?:\w+ )?cambia", "nuovo numero", "llamenme", "llamame",
+            "nuevo numero", "打俾我", "打畀我", "打電話給我", "打电话给我", "打给我", "换号", "換號",
+            "新号码", "新號碼", "新電話號碼", "新电话号码", "फोन कीजिए", "फोन करो", "फ़ोन कीजिए", "फ़ोन करो",
+            r"phone kar(?:o|ein|iye)", "call kar", "ਫੋਨ ਕਰੋ", "ਫ਼ੋਨ ਕਰੋ", "नया नंबर", "नंबर बदल",
+            "ਨਵਾਂ ਨੰਬਰ", "ਨੰਬਰ ਬਦਲ", "اتصلوا بي", "اتصلوا فيني", "اتصل فيني", "اتصل بي", "رقمي الجديد",
+            "غيرت رقمي", "رقمي رح يتغير", "غيرت الايميل", "gọi cho tôi", "gọi lại cho tôi", "số mới",
+            "đổi số", "tawagan (?:niyo |nyo |mo )?(?:po )?ako", "bagong number",
+            "magpapalit (?:po )?ng number",
+            "τηλεφωνηστε μου", "παρτε με τηλεφωνο", "νεος αριθμος", r"αριθμος μου αλλαζ", "αλλαξε το email",
+        )
+    )
+)  # fmt: skip
+
+# One word, in any of the replies' languages, asking for help: answered with the help text.
+_ANY_HELP_WORD = frozenset(
+    sms_languages.fold(word)
+    for word in (
+        "ayuda", "aiuto", "tulong", "βοήθεια", "مساعدة", "帮助", "幫助", "帮忙", "幫忙", "救命", "giúp",
+        "giúp đỡ", "trợ giúp", "मदद", "ਮਦਦ", "madad", "socorro",
+    )
+)  # fmt: skip
 # "How do I confirm?", "what am I meant to reply?": a question about these messages, read as help even
 # though it names an intent. (How to opt out is still an opt-out: those rules run first.)
 _HOW_TO = _rx(
@@ -394,7 +450,9 @@ _RULES_WEAK = 0.85  # a strong cue (0.85 and up: "N, I'm away that week") is nev
 _MODEL_OVERRULES = 0.7
 # Punctuation before the first word: ASCII and the replies' own, not emoji (🛑 is an opt-out)
 _LEADING_PUNCTUATION = re.compile(r"^[\s!-/:-@\[-`{-~¿¡؟？！。，、]+")
-_CUED_OPT_IN = 0.8  # an opt-in read from cues (a stop excused, messages asked for again): unsure
+_CUED_OPT_IN = 0.8  # an opt-in read from cues (messages asked for again): unsure
+# "I sent STOP by mistake": an opt-in only a model sure of an opt-out (_OPT_OUT_SUSPECTED) overrules
+_EXCUSED_STOP = 0.93
 
 
 # --- the rules --------------------------------------------------------------------------------------------
@@ -412,7 +470,13 @@ def classify(text: str) -> Classification:
     return Classification(text, intent, round(min(max(confidence, 0.0), 1.0), 3), language=language)
 
 
-_LETTER_Y_FIRST = re.compile(r"\s*y\s*[.,!:;\-–—]", re.IGNORECASE)
+# A yes, then a separate side question: "Y. Do I need to fast?", "Yes, is the entrance on Main St?", "Sì. Dove
+# posso parcheggiare?", "Có, tôi có cần nhịn ăn không?". Matched on the folded reply (accents gone).
+_YES_FIRST = re.compile(
+    r"\s*(?:y|yes|yep|yeah|yup|sure|ok|okay|confirmed?|si|certo|claro|oo|opo|oho|co|vang|da|ναι|نعم|اكيد|"
+    r"مؤكد|تاكيد|aywa|na3am|haan|han|ha ji|हां|हाँ|जी हां|ਹਾਂ|ਹਾਂ ਜੀ|是|是的|好|好的|係|得|啱)"
+    r"(?:\s*[.,!:;\-–—،，。！、]|\s+(?=[^\x00-\x7f]))"  # punctuation, or a space and another script
+)
 _LATIN_RUNS = re.compile(r"[a-z0-9]+|[^a-z0-9]+")
 
 
@@ -425,11 +489,11 @@ def _classify(text: str) -> tuple[Intent, float, str | None]:
     tokens = [_canonical(t) for token in raw for t in _LATIN_RUNS.findall(token)]
     languages = sms_languages.detect(text, raw)
     language = sms_languages.reply_language(text, raw, languages)
-    intent, confidence = _read(text, tokens, sms_languages.read(raw, languages, folded))
+    intent, confidence = _read(text, folded, raw, tokens, sms_languages.read(raw, languages, folded))
     if intent is Intent.OPT_OUT and opt_out_cues.stop_was_a_mistake(folded):
         # "Mandé STOP por error, reactiven los mensajes": the stop word is excused, and the messages asked
         # back, in words the rules read. Unsure, so the model's opt-out suspicion still wins below.
-        intent, confidence = Intent.OPT_IN, _CUED_OPT_IN
+        intent, confidence = Intent.OPT_IN, _EXCUSED_STOP
     if intent is not Intent.OPT_OUT and not (intent is Intent.OTHER and confidence == _KEPT):
         # Messages named close to stopping them ("cancel the SMS notices too"): a likely opt-out, unless the
         # rules read it as asking for the messages back ("I sent STOP by mistake, resume the texts").
@@ -474,7 +538,9 @@ def _second_opinion(
     if intent is Intent.OPT_IN and confidence >= _BARE_OPT_IN:
         return intent, confidence  # START / UNSTOP alone: the carriers' keyword, not a guess
     # "μη μου ξαναστείλετε" ("do not send me again") read as an opt-in is unsure too; a bare START is not.
-    unsure = confidence < _RULES_SURE or (intent is Intent.OPT_IN and confidence < _BARE_OPT_IN)
+    unsure = confidence < _RULES_SURE or (
+        intent is Intent.OPT_IN and confidence < _BARE_OPT_IN and confidence != _EXCUSED_STOP
+    )
     if probabilities.get(Intent.OPT_OUT, 0.0) >= (_OPT_OUT_POSSIBLE if unsure else _OPT_OUT_SUSPECTED):
         return Intent.OPT_OUT, 0.75
     if label in (intent, Intent.OPT_IN):
@@ -492,7 +558,9 @@ def _second_opinion(
     return intent, confidence
 
 
-def _read(text: str, tokens: list[str], foreign: dict[str, float]) -> tuple[Intent, float]:
+def _read(
+    text: str, folded: str, raw: list[str], tokens: list[str], foreign: dict[str, float]
+) -> tuple[Intent, float]:
     """The rules on English words, with the reply's own language's cues (`foreign`) merged in."""
     words = set(tokens)
     canonical = " ".join(tokens)
@@ -505,7 +573,7 @@ def _read(text: str, tokens: list[str], foreign: dict[str, float]) -> tuple[Inte
     if opt_out:
         return Intent.OPT_OUT, opt_out
     if mistaken:
-        return Intent.OPT_IN, 0.85
+        return Intent.OPT_IN, _EXCUSED_STOP
     if _bare(words, {"start", "unstop", "subscribe", "resubscribe"}):
         return Intent.OPT_IN, 0.97
     if words & {"unstop", "subscribe", "resubscribe"} or _OPT_IN_PHRASES.search(canonical):
@@ -517,12 +585,15 @@ def _read(text: str, tokens: list[str], foreign: dict[str, float]) -> tuple[Inte
         canonical = _KEEP_PHRASES.sub("~", canonical)
     if _bare(words, {"help", "info", "information"}):
         return Intent.HELP, 0.95
+    if " ".join(raw) in _ANY_HELP_WORD:
+        return Intent.HELP, 0.9
     if _HOW_TO.search(canonical):
         return Intent.HELP, 0.85
 
     question = any(mark in text for mark in "?？؟;") or tokens[0] in _QUESTION_STARTS
     scores = _appointment_scores(tokens, canonical)
-    if _LETTER_Y_FIRST.match(text):  # "Y. Do I need to fast?", "Y - can my husband come?": our Y, then more
+    yes_first = bool(_YES_FIRST.match(folded))
+    if yes_first:  # "Y. Do I need to fast?", "Y - can my husband come?": a yes, then more
         scores[Intent.CONFIRM] = max(scores.get(Intent.CONFIRM, 0.0), _STRONG)
     theirs = {i: w for i, w in foreign.items() if i in (Intent.CONFIRM, Intent.CANCEL, Intent.RESCHEDULE)}
     if _HELP_PHRASES.search(canonical) or Intent.HELP in foreign:
@@ -538,9 +609,21 @@ def _read(text: str, tokens: list[str], foreign: dict[str, float]) -> tuple[Inte
     if scores:
         if question and max(scores.values()) < _WEAK_YES:
             return Intent.OTHER, 0.7  # "thanks, but what's the address?": the thanks decides nothing
-        return _resolve(scores, text, tokens)
+        if set(scores) == {Intent.CONFIRM} and not yes_first:
+            # "thanks for the results", "报告收到了，谢谢" (report received, thanks): no answer to our text
+            weak = scores[Intent.CONFIRM] < _WEAK_YES
+            if (weak and _THANKS_FOR_SOMETHING_ELSE.search(canonical)) or _RESULTS.search(folded):
+                return Intent.OTHER, 0.75
+        intent, confidence = _resolve(scores, text, tokens)
+        if yes_first and intent is Intent.CONFIRM:
+            confidence = max(confidence, _STRONG)  # the yes came first: a side question does not unsettle it
+        return intent, confidence
     if keep:
         return Intent.OTHER, _KEPT
+    if _CALL_ME_OR_NEW_NUMBER.search(folded):
+        if opt_out_cues.refuses_messages(folded):
+            return Intent.OPT_OUT, 0.75  # "call me, no texts": unsure, so the patient is told the way back
+        return Intent.OTHER, _RULES_SURE  # the model is asked still, and must be sure of an opt-out
     if "help" in words:
         return Intent.HELP, 0.65
     if question:

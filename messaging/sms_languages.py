@@ -416,7 +416,10 @@ _AR = Lexicon(
         (
             "keep",
             0.8,
-            (r"لا (?:توقف|توقفوا|توقفو|تتوقفوا|تتوقف|تلغوا|تلغي|تلغ)",),
+            (
+                r"لا (?:توقف|توقفوا|توقفو|تتوقفوا|تتوقف|تلغوا|تلغي|تلغ)",
+                r"(?:اوقف|وقفت|اوقفت|بوقف|توقف|وقف) (?:ال)?(?:دواء|دوا|ادويه|حبوب|اكل|انسولين)",
+            ),
         ),
         ("opt_out", 0.8, (r"(?:رقم|الرقم) (?:غلط|خطا|خاطئ)",)),  # "wrong number", as in English (0.8)
         (
@@ -561,7 +564,11 @@ _EL = Lexicon(
         (
             "keep",
             0.8,
-            (r"μη(?:ν)? (?:σταματ\w*|ακυρωσ\w*)",),
+            (
+                r"μη(?:ν)? (?:σταματ\w*|ακυρωσ\w*)",
+                r"σταματ\w* (?:\w+ )?(?:τα |το |την |τις )?"
+                r"(?:φαρμακ\w*|χαπι\w*|αγωγη|φαγητο|τροφη|ινσουλινη)",
+            ),
         ),
         (
             "opt_out",
@@ -862,7 +869,7 @@ _TL = Lexicon(
             "keep",
             0.8,
             (
-                r"(?:wag|huwag) (?:(?:nyo|ninyo|mo|po|pong|nyong|naman|sana) ){0,3}"
+                r"(?:wag|huwag) (?:(?:nyo|niyo|ninyo|mo|po|pong|nyong|niyong|naman|sana) ){0,3}"
                 r"(?:itigil|ititigil|tigilan|ihinto)",
             ),
         ),
@@ -951,6 +958,14 @@ _VI = Lexicon(
     "vi",
     True,
     (
+        (
+            "keep",
+            0.8,
+            (
+                r"dung (?:co )?(?:ngung|dung|ngat|huy)",  # "đừng ngừng": don't stop (đừng, dừng fold alike)
+                r"(?:ngung|dung) (?:uong |an )?(?:thuoc|an|uong)",  # "stop the medicine / eating"
+            ),
+        ),
         ("opt_out", 0.8, (r"(?:sai|nham) (?:so|nguoi)",)),  # "wrong number / person", as in English
         (
             "opt_out",

@@ -55,7 +55,7 @@ def test_the_shipped_model_learns_from_every_training_file_and_no_held_out_reply
         for line in held_out.read_text(encoding="utf-8").splitlines()
         if line[:1] != "#"
     }
-    assert len(held_texts) > 600
+    assert len(held_texts) > 300
     assert not held_texts & {e.text for e in examples}
 
 
@@ -129,18 +129,97 @@ class Sure:
 
 
 def test_a_weak_rules_reading_gives_way_to_a_sure_model_but_a_strong_cue_and_a_yes_do_not() -> None:
-    """ "Thanks for the results" is a yes to the rules only by its thanks (0.6): a model sure it is something
-    else decides, no surer than the rules were. A strong cue stands ("N, I'm away that week" is our N), and
-    the model never turns another reading into a yes."""
+    """ "Cheers legends" is a yes to the rules only by its cheers (0.6): a model sure it is something else
+    decides, no surer than the rules were. A strong cue stands ("N, I'm away that week" is our N), and the
+    model never turns another reading into a yes."""
     with patch.object(reply_model, "trained", lambda: Sure("other", 0.9)):
-        read = classify("Thanks for the results")
+        read = classify("Cheers legends")
         assert read.intent is Intent.OTHER and read.confidence <= 0.6
     with patch.object(reply_model, "trained", lambda: Sure("other", 0.6)):
-        assert classify("Thanks for the results").intent is Intent.CONFIRM  # not sure enough
+        assert classify("Cheers legends").intent is Intent.CONFIRM  # not sure enough
     with patch.object(reply_model, "trained", lambda: Sure("reschedule", 0.95)):
         assert classify("N, I'm away that week").intent is Intent.CANCEL
     with patch.object(reply_model, "trained", lambda: Sure("confirm", 0.95)):
         assert classify("I need help").intent is Intent.HELP  # a weak help (0.65), never made a yes
+
+
+def test_a_yes_then_a_side_question_stays_a_yes_whatever_the_model_reads() -> None:
+    """The guide: a yes wins over a side question. A yes first, in any of the languages, then a question is a
+    strong reading the model does not overrule (it did: "Yes, is the entrance on the main street?" became
+    `other` when the model leaned that way)."""
+    replies = (
+        "Yes, is the entrance on the main street?",
+        "Sì. Dove posso parcheggiare?",
+        "Có, tôi có cần nhịn ăn không?",
+        "Oo. Saan pwede mag-park?",
+        "Y هل أحتاج أن أصوم قبل الفحص؟",
+    )
+    with patch.object(reply_model, "trained", lambda: Sure("other", 0.9)):
+        for text in replies:
+            read = classify(text)
+            assert (read.intent, read.confidence >= 0.85) == (Intent.CONFIRM, True), text
+        assert classify("Is the entrance on the main street?").intent is Intent.OTHER  # no yes: a question
+
+
+def test_an_excused_stop_is_an_opt_in_unless_the_model_is_sure_of_an_opt_out() -> None:
+    """ "I sent STOP by mistake, keep sending": the stop word excused is an opt-in, also with the stop word
+    right after Chinese characters ("发了STOP": no word boundary there). A model that merely suspects an
+    opt-out (0.8) does not overrule it; one sure of it (0.97) still does."""
+    replies = (
+        "我不小心发了STOP，请继续给我发提醒",
+        "我唔小心撳咗STOP，唔該繼續send",
+        "I didn't mean to unsubscribe",
+    )
+    with patch.object(reply_model, "trained", lambda: Sure("opt_out", 0.8)):
+        for text in replies:
+            assert classify(text).intent is Intent.OPT_IN, text
+    with patch.object(reply_model, "trained", lambda: Sure("opt_out", 0.97)):
+        for text in replies:
+            assert classify(text).intent is Intent.OPT_OUT, text
+
+
+def test_call_me_or_a_new_number_is_for_a_person_but_call_me_no_texts_is_an_opt_out() -> None:
+    """A model that has seen "me" and "number" in many opt-outs suspected "call me please" and "I have a new
+    number" in several languages (0.7): they are read as `other` surely now, so only a model sure of an
+    opt-out overrules them. With a refusal of our messages beside them they are opt-outs."""
+    with patch.object(reply_model, "trained", lambda: Sure("opt_out", 0.9)):
+        for text in (
+            "Call me please",
+            "Chiamatemi per favore",
+            "唔該打俾我",
+            "I have a new number: 0412 000 111",
+            "Mi número cambia el mes que viene",
+            "غيرت رقمي",
+        ):
+            assert classify(text).intent is Intent.OTHER, text
+    with patch.object(reply_model, "trained", lambda: Sure("other", 0.9)):
+        for text in ("Chiamatemi pure, ma niente SMS", "call kar lena, message nahi", "Call me, no texts"):
+            assert classify(text).intent is Intent.OPT_OUT, text
+
+
+def test_thanks_for_something_else_and_help_in_one_word_in_any_language() -> None:
+    """The guide: thanks for something other than the booking text is `other` ("thanks for the results"),
+    thanks for the reminder is a yes; "Ayuda", "Aiuto", "帮助" alone ask for the help text."""
+    with patch.object(reply_model, "trained", lambda: Sure("confirm", 0.45)):  # a model that decides nothing
+        assert classify("Thanks for the results").intent is Intent.OTHER
+        assert classify("检查结果收到了，谢谢").intent is Intent.OTHER
+        assert classify("Thanks for the reminder").intent is Intent.CONFIRM
+    with patch.object(reply_model, "trained", lambda: Sure("other", 0.9)):
+        for text in ("Ayuda", "Aiuto", "帮助", "Βοήθεια", "مساعدة", "Giúp đỡ", "Tulong"):
+            assert classify(text).intent is Intent.HELP, text
+
+
+def test_stopping_a_medicine_or_not_stopping_the_reminders_is_no_opt_out_in_any_language() -> None:
+    """Look-alikes the rules read as opt-outs in Greek, Arabic, Vietnamese and Tagalog ("should I stop the
+    tablets?", "don't stop the reminders"): a person reads them."""
+    with patch.object(reply_model, "trained", lambda: Sure("other", 0.9)):
+        for text in (
+            "Να σταματήσω τα φάρμακα;",
+            "هل أوقف الدواء قبل الفحص؟",
+            "Đừng ngừng nhắc nhở nhé, tôi hay quên",
+            "Wag niyo pong itigil ang reminders",
+        ):
+            assert classify(text).intent is Intent.OTHER, text
 
 
 def test_the_blend_averages_both_readers() -> None:
