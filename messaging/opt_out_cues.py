@@ -153,7 +153,8 @@ _AGAIN = [
 # "I sent STOP by mistake": a word of mistake close to the stop word it excuses.
 _MISTAKE = [
     "mistake", "accident", "by error", "in error", "didnt mean", "did not mean", "por error", "sin querer",
-    "per sbaglio", "per errore", "κατα λαθος", "kata lathos", "lo bam", "lo gui", "vo tinh", "by mistake",
+    "per sbaglio", "per errore", "κατα λαθος", "kata lathos", "lo bam", "lo gui", "lo nhan", "vo tinh",
+    "by mistake", "without thinking",
     "aksidente", "di sinasadya", "nagkamali", "गलती से", "galti", "ਗਲਤੀ", "بالغلط", "بالخطا", "غلطه",
     "不小心", "唔小心", "误按", "誤按", "按错", "按錯", "撳錯",
 ]  # fmt: skip
@@ -202,8 +203,10 @@ def refuses_messages(folded: str) -> bool:
 
 def stop_was_a_mistake(folded: str) -> bool:
     """Whether the folded reply excuses a stop word ("Mandé STOP por error", "我不小心发了退订") and asks for
-    the messages back (again, resume, keep sending)."""
-    if not _close(_starts_and_ends(_MISTAKE_RX, folded), _starts_and_ends(_STOP_SAID_RX, folded)):
+    the messages back (again, resume, keep sending). One stop word only: "I sent stop by mistake, but now do
+    stop texting me" says it again, and means it."""
+    stops = _starts_and_ends(_STOP_SAID_RX, folded)
+    if len(stops) != 1 or not _close(_starts_and_ends(_MISTAKE_RX, folded), stops):
         return False
     return bool(_AGAIN_RX.search(folded) or _CONTINUE_RX.search(folded))
 

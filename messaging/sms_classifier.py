@@ -1,7 +1,7 @@
 """What a patient meant by an SMS reply: confirm, cancel, reschedule, opt out, opt in, help or something else.
 
 Deterministic rules come first because they are instant, free, explainable and testable against labelled
-replies (`messaging/training/`, labelled per LABELS.md; held out: tests/fixtures/sms_replies_heldout_6.tsv).
+replies (`messaging/training/`, labelled per LABELS.md; held out: tests/fixtures/sms_replies_heldout_7.tsv).
 A model learned from the same replies (`messaging.reply_model`, naive Bayes and a perceptron over character
 n-grams, averaged) reads every reply too; it decides where the rules are unsure, and a likely opt-out (see
 `_second_opinion`). Asking for the messages back in another language ("Mándenme los mensajes otra vez",
@@ -231,6 +231,11 @@ _OPT_OUT_PHRASES = tuple(
                 r"no (?:need|use) (?:for|of) (?:\w+ )?" + _MSG,
                 r"no (?:need|reason) to (?:keep |continue )?(?:text|txt|messag|sms|remind|contact)\w*",
                 r"(?:be |get |been )?(?:removed|deleted|taken off|unsubscribed) (?:from|off)",
+                r"too (?:many|much|often) (?:\w+ )?" + _MSG,
+                _MSG + r" (?:\w+ ){0,3}?too (?:much|many|often)",
+                r"(?:can|could|would|will) (?:you|u) (?:please |pls )?not "
+                r"(?:send|text|txt|message|msg|sms)\w*",
+                r"(?:its|it is|thats|that is|this is|ur|youre|you are) (?:\w+ )?(?:spam|spamming|harass\w*)",
             ),
         ),
         (0.8, (r"wrong (?:number|person)", r"(?:never|didnt|did not) (?:sign|signed) up")),
@@ -246,7 +251,7 @@ _KEEP_PHRASES = _rx(
 # "I sent STOP by mistake": the STOP is quoted, and the patient wants the messages back.
 _MISTAKEN_STOP = _rx(
     r"(?:sent|send|replied|reply|texted|typed|pressed|hit|wrote|said) (?:stop|unsubscribe)"
-    r" (?:\w+ )?(?:by (?:mistake|accident)|accidentally|in error|wrongly)",
+    r" (?:\w+ )?(?:by (?:mistake|accident)|accidentally|in error|wrongly|without thinking)",
     r"(?:didnt|did not) mean (?:to )?(?:\w+ )?(?:stop|unsubscribe)",
 )
 _OPT_IN_PHRASES = _rx(
@@ -320,6 +325,10 @@ _CALL_ME_OR_NEW_NUMBER = re.compile(
             "đổi số", "tawagan (?:niyo |nyo |mo )?(?:po )?ako", "bagong number",
             "magpapalit (?:po )?ng number",
             "τηλεφωνηστε μου", "παρτε με τηλεφωνο", "νεος αριθμος", r"αριθμος μου αλλαζ", "αλλαξε το email",
+            # a message of theirs that went astray ("wrong number" is an opt-out: not here)
+            r"wrong (?:message|msg|text|chat)", r"(?:sent|texted|replied) (?:\w+ )?(?:to )?the wrong",
+            r"ignore (?:my|that|the) (?:last |previous )?(?:message|msg|text)", "mensaje equivocado",
+            "messaggio sbagliato", "λαθος μηνυμα", "nhắn nhầm", "发错", "發錯", "send错", "send錯",
         )
     )
 )  # fmt: skip
@@ -451,8 +460,9 @@ _MODEL_OVERRULES = 0.7
 # Punctuation before the first word: ASCII and the replies' own, not emoji (🛑 is an opt-out)
 _LEADING_PUNCTUATION = re.compile(r"^[\s!-/:-@\[-`{-~¿¡؟？！。，、]+")
 _CUED_OPT_IN = 0.8  # an opt-in read from cues (messages asked for again): unsure
-# "I sent STOP by mistake": an opt-in only a model sure of an opt-out (_OPT_OUT_SUSPECTED) overrules
-_EXCUSED_STOP = 0.93
+# "I sent STOP by mistake", "START. My husband sent the stop": an opt-in only a model sure of an opt-out
+# (_OPT_OUT_SUSPECTED) overrules
+_OPT_IN_SAID = 0.93
 
 
 # --- the rules --------------------------------------------------------------------------------------------
@@ -489,15 +499,19 @@ def _classify(text: str) -> tuple[Intent, float, str | None]:
     tokens = [_canonical(t) for token in raw for t in _LATIN_RUNS.findall(token)]
     languages = sms_languages.detect(text, raw)
     language = sms_languages.reply_language(text, raw, languages)
-    intent, confidence = _read(text, folded, raw, tokens, sms_languages.read(raw, languages, folded))
-    if intent is Intent.OPT_OUT and opt_out_cues.stop_was_a_mistake(folded):
+    foreign = sms_languages.read(raw, languages, folded)
+    intent, confidence = _read(text, folded, raw, tokens, foreign)
+    # "Please don't stop the reminders": the words a model counts towards an opt-out, saying the opposite
+    kept = "keep" in foreign or bool(_KEEP_PHRASES.search(" ".join(tokens)))
+    excused = intent is Intent.OPT_OUT or confidence < _RULES_SURE  # "Na-send ko yung STOP by mistake": a no
+    if excused and opt_out_cues.stop_was_a_mistake(folded):
         # "Mandé STOP por error, reactiven los mensajes": the stop word is excused, and the messages asked
-        # back, in words the rules read. Unsure, so the model's opt-out suspicion still wins below.
-        intent, confidence = Intent.OPT_IN, _EXCUSED_STOP
+        # back, in words the rules read. Only a model sure of an opt-out overrules it below.
+        intent, confidence = Intent.OPT_IN, _OPT_IN_SAID
     if intent is not Intent.OPT_OUT and not (intent is Intent.OTHER and confidence == _KEPT):
         # Messages named close to stopping them ("cancel the SMS notices too"): a likely opt-out, unless the
         # rules read it as asking for the messages back ("I sent STOP by mistake, resume the texts").
-        if intent is not Intent.OPT_IN and opt_out_cues.asks_to_stop_messages(folded):
+        if intent is not Intent.OPT_IN and not kept and opt_out_cues.asks_to_stop_messages(folded):
             return Intent.OPT_OUT, 0.75, language
         probabilities = reply_model.trained().probabilities(text, folded=folded)
         if (bare := _LEADING_PUNCTUATION.sub("", folded)) != folded and bare:
@@ -514,6 +528,8 @@ def _classify(text: str) -> tuple[Intent, float, str | None]:
             # "Mándenme los mensajes otra vez", "START po": the rules' cue and the model agree (neither
             # alone opts anyone in).
             intent, confidence = Intent.OPT_IN, _CUED_OPT_IN
+        if kept:  # the rules read no opt-out in it (they run first), and the model may not suspect one either
+            probabilities = {**probabilities, Intent.OPT_OUT: 0.0}
         intent, confidence = _second_opinion(probabilities, intent, confidence)
     return intent, confidence, language
 
@@ -539,7 +555,7 @@ def _second_opinion(
         return intent, confidence  # START / UNSTOP alone: the carriers' keyword, not a guess
     # "μη μου ξαναστείλετε" ("do not send me again") read as an opt-in is unsure too; a bare START is not.
     unsure = confidence < _RULES_SURE or (
-        intent is Intent.OPT_IN and confidence < _BARE_OPT_IN and confidence != _EXCUSED_STOP
+        intent is Intent.OPT_IN and confidence < _BARE_OPT_IN and confidence != _OPT_IN_SAID
     )
     if probabilities.get(Intent.OPT_OUT, 0.0) >= (_OPT_OUT_POSSIBLE if unsure else _OPT_OUT_SUSPECTED):
         return Intent.OPT_OUT, 0.75
@@ -573,9 +589,11 @@ def _read(
     if opt_out:
         return Intent.OPT_OUT, opt_out
     if mistaken:
-        return Intent.OPT_IN, _EXCUSED_STOP
+        return Intent.OPT_IN, _OPT_IN_SAID
     if _bare(words, {"start", "unstop", "subscribe", "resubscribe"}):
         return Intent.OPT_IN, 0.97
+    if tokens[0] in {"start", "unstop"}:  # "START. My husband sent the stop from my phone"
+        return Intent.OPT_IN, _OPT_IN_SAID
     if words & {"unstop", "subscribe", "resubscribe"} or _OPT_IN_PHRASES.search(canonical):
         return Intent.OPT_IN, 0.9
     if Intent.OPT_IN in foreign:
@@ -679,6 +697,8 @@ def _opt_out(tokens: list[str], canonical: str) -> float | None:
                 continue  # "when will I stop feeling sore?" (but "stop annoying me" is an opt-out)
             if previous in _STOP_NOUN_PREVIOUS and not about_messages:
                 continue
+            if previous in {"i", "we"} and not about_messages:
+                continue  # "or do I stop on the street?": the patient stops, we are not asked to
             if previous in _STOP_OTHER_SENSE_PREVIOUS or (
                 words & _TREATMENTS and not words & _MESSAGING_CONTEXT
             ):

@@ -871,6 +871,8 @@ _TL = Lexicon(
             (
                 r"(?:wag|huwag) (?:(?:nyo|niyo|ninyo|mo|po|pong|nyong|niyong|naman|sana) ){0,3}"
                 r"(?:itigil|ititigil|tigilan|ihinto)",
+                r"(?:itigil|ihinto|tigil) (?:ko |ba |na )*(?:ang |yung |ung )?"
+                r"(?:gamot|pagkain|pag inom|kain|inom)",
             ),
         ),
         ("opt_out", 0.8, (r"maling (?:number|numero|tao)",)),  # "wrong number / person", as in English
@@ -1102,6 +1104,8 @@ _HI = Lexicon(
             0.9,
             (
                 r"samajh (?:nahi|nahin|nai|ni)",
+                r"(?:number|नंबर|नम्बर) (?:\w+ ){0,2}?(?:kahan|kaha|कहाँ|कहां) (?:se|से) "
+                r"(?:mila|aaya|liya|मिला|आया|लिया)",
                 r"समझ नहीं",
                 r"(?:ye|yeh|yah) kya hai",
                 r"kya hai (?:ye|yeh)",
