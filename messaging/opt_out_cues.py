@@ -146,7 +146,8 @@ _AGAIN = [
     "otra vez", "de nuevo", "reactiv", "vuelvan a", "volver a", "di nuovo", "riattiv", "ricominc",
     "ξανα", "παλι", "ενεργοποιηστε", "pali", "ksana", "xana", "lai", "bat lai", "ulit", "muli",
     "फिर से", "फिर", "दोबारा", "चालू", "phir", "fer", "dobara", "dubara", "chalu", "shuru", "ਦੁਬਾਰਾ", "ਫਿਰ",
-    "ਚਾਲੂ", "ਸ਼ੁਰੂ", "مره ثانيه", "مره اخري", "مره اخرى", "من جديد", "رجعوا", "ارجعوا", "ترجع", "فعلوا",
+    "ਚਾਲੂ", "ਸ਼ੁਰੂ", "ਫੇਰ", "rimandatemi",
+    "مره ثانيه", "مره اخري", "مره اخرى", "من جديد", "رجعوا", "ارجعوا", "ترجع", "فعلوا",
     "اعيدوا", "اعاده", "استئناف", "恢复", "恢復", "重新", "再发", "再發", "再send", "再收", "收返", "開返",
     "开启", "開啟", "开始接收", "開始接收",
 ]  # fmt: skip
@@ -156,13 +157,13 @@ _MISTAKE = [
     "per sbaglio", "per errore", "κατα λαθος", "kata lathos", "lo bam", "lo gui", "lo nhan", "vo tinh",
     "by mistake", "without thinking",
     "aksidente", "di sinasadya", "nagkamali", "गलती से", "galti", "ਗਲਤੀ", "بالغلط", "بالخطا", "غلطه",
-    "不小心", "唔小心", "误按", "誤按", "按错", "按錯", "撳錯",
+    "不小心", "唔小心", "误按", "誤按", "按错", "按錯", "撳錯", "手滑",
 ]  # fmt: skip
 _STOP_SAID = ["stop", "unsub", "退订", "退訂", "στοπ", "ستوب"]
 # While excusing a stop, "keep sending" / "continue" asks for the messages back too.
 _CONTINUE = [
     "keep", "continue", "still", "pa rin", "sigan", "continu", "συνεχισ", "tiep tuc", "استمر", "الاستمرار",
-    "继续", "繼續", "रहो", "ਰਹੋ", "raho", "reho",
+    "继续", "繼續", "还是想", "還是想", "रहो", "ਰਹੋ", "raho", "reho",
 ]  # fmt: skip
 _START_FIRST = {"start", "unstop"}
 # Politeness words that may follow a bare START in the reply's own language ("START po", "START 唔該").

@@ -1,7 +1,7 @@
 """What a patient meant by an SMS reply: confirm, cancel, reschedule, opt out, opt in, help or something else.
 
 Deterministic rules come first because they are instant, free, explainable and testable against labelled
-replies (`messaging/training/`, labelled per LABELS.md; held out: tests/fixtures/sms_replies_heldout_7.tsv).
+replies (`messaging/training/`, labelled per LABELS.md; held out: tests/fixtures/sms_replies_heldout_8.tsv).
 A model learned from the same replies (`messaging.reply_model`, naive Bayes and a perceptron over character
 n-grams, averaged) reads every reply too; it decides where the rules are unsure, and a likely opt-out (see
 `_second_opinion`). Asking for the messages back in another language ("Mándenme los mensajes otra vez",
@@ -253,6 +253,9 @@ _MISTAKEN_STOP = _rx(
     r"(?:sent|send|replied|reply|texted|typed|pressed|hit|wrote|said) (?:stop|unsubscribe)"
     r" (?:\w+ )?(?:by (?:mistake|accident)|accidentally|in error|wrongly|without thinking)",
     r"(?:didnt|did not) mean (?:to )?(?:\w+ )?(?:stop|unsubscribe)",
+    # someone else sent it: "my daughter sent stop from my phone"
+    r"(?:daughter|son|husband|wife|partner|kids?|child|grand\w+|someone|somebody|mum|mom|dad) (?:\w+ )?"
+    r"(?:sent|replied|texted|typed|pressed) (?:the |a )?(?:stop|unsubscribe)",
 )
 _OPT_IN_PHRASES = _rx(
     r"opt (?:me )?(?:back )?in",
@@ -262,6 +265,8 @@ _OPT_IN_PHRASES = _rx(
     r"(?:text|message|msg|sms) (?:me|us) again",
     r"(?:turn|switch|put) (?:\w+ ){0,3}?" + _MSG + r" (?:back on|on again)",
     r"(?:reactivate|reenable|re enable|re activate|resume)\w*",
+    r"(?:want|get|like|have|need) (?:\w+ ){0,3}?" + _MSG + r" back",
+    r"unblock (?:me|my (?:phone |mobile )?number|this number|us)",
 )
 _HELP_PHRASES = _rx(
     r"who (?:is|s) (?:this|it)",
@@ -333,6 +338,24 @@ _CALL_ME_OR_NEW_NUMBER = re.compile(
     )
 )  # fmt: skip
 
+# Days of the week in the replies' languages: "Την Πέμπτη δεν μπορώ, Παρασκευή γίνεται;" names two of them.
+_WEEKDAY = re.compile(
+    "|".join(
+        sms_languages.fold(day)
+        for day in (
+            r"\b(?:mon|tue|tues|wed|thu|thur|thurs|fri|sat|sun)(?:day)?\b", r"\bwednesday\b", r"\bthursday\b",
+            r"\bsaturday\b", "δευτέρα", "τρίτη", "τετάρτη", "πέμπτη", "παρασκευή", "σάββατο", "κυριακή",
+            r"\blunes\b", r"\bmartes\b", "miércoles", "jueves", "viernes", r"\bsábado\b", "domingo", "lunedì",
+            "martedì", "mercoledì", "giovedì", "venerdì", r"\bsabato\b", "domenica", "miyerkules", "huwebes",
+            "biyernes", r"\blinggo\b", r"thứ (?:hai|ba|tư|năm|sáu|bảy)", "chủ nhật", "الاثنين", "الثلاثاء",
+            "الأربعاء", "الخميس", "الجمعة", "السبت", "الأحد", r"(?:星期|礼拜|禮拜|周|週)[一二三四五六日天]",
+            "सोमवार", "मंगलवार", "बुधवार", "गुरुवार", "शुक्रवार", "शनिवार", "रविवार", "somvar", "mangalvar",
+            "budhvar", "guruvar", "shukravar", "shanivar", "ravivar", "ਸੋਮਵਾਰ", "ਮੰਗਲਵਾਰ", "ਬੁੱਧਵਾਰ", "ਵੀਰਵਾਰ",
+            "ਸ਼ੁੱਕਰਵਾਰ", "ਸ਼ਨੀਵਾਰ", "ਐਤਵਾਰ",
+        )
+    )
+)  # fmt: skip
+
 # One word, in any of the replies' languages, asking for help: answered with the help text.
 _ANY_HELP_WORD = frozenset(
     sms_languages.fold(word)
@@ -381,6 +404,14 @@ _TIMEISH = _rx(
     r"thursday",
     r"saturday",
     r"tomorrow|today|tonight|morning|afternoon|arvo|evening|weekend|week|fortnight|month|next|earlier|later",
+)
+# "Can I bring my 3 year old?", "can I have a coffee in the morning": asking leave, not another time.
+_MAY_I = _rx(
+    r"(?:can|could|may) (?:i|we) (?:please )?(?:bring|eat|drink|wear|take|drive|park|drop|use"
+    r"|get changed|come (?:in )?with"
+    r"|have (?:a |my )?(?:coffee|tea|water|breakfast|food|snack|drink|meal|something to eat))",
+    r"(?:can|could) you (?:please )?(?:send|forward|fax|email) (?:the |my )?"
+    r"(?:results?|reports?|referral|images?)",
 )
 _REQUEST = _rx(
     r"can (?:i|we|you)",
@@ -622,6 +653,8 @@ def _read(
         return Intent.HELP, 0.9
     for intent, weight in theirs.items():
         scores[intent] = max(scores.get(intent, 0.0), weight)
+    if Intent.CANCEL in scores and question and len(set(_WEEKDAY.findall(folded))) >= 2:
+        scores[Intent.RESCHEDULE] = max(scores.get(Intent.RESCHEDULE, 0.0), _STRONG)  # "not Tue, Thu?"
     if keep and not any(score >= _STRONG for score in scores.values()):
         return Intent.OTHER, _KEPT  # "No dejen de mandarme recordatorios": its "no" is not a cancel
     if scores:
@@ -741,7 +774,7 @@ def _appointment_scores(tokens: list[str], canonical: str) -> dict[Intent, float
     for intent, weight, pattern in _CUES:
         if pattern.search(text):
             note(intent, weight)
-    if _TIMEISH.search(text) and _REQUEST.search(text):
+    if _TIMEISH.search(text) and _REQUEST.search(text) and not _MAY_I.search(text):
         note(Intent.RESCHEDULE, 0.85)  # "can I come at 11?", "anything next week?"
     return scores
 
