@@ -1,7 +1,7 @@
 """What a patient meant by an SMS reply: confirm, cancel, reschedule, opt out, opt in, help or something else.
 
 Deterministic rules come first because they are instant, free, explainable and testable against labelled
-replies (`messaging/training/`, labelled per LABELS.md; held out: tests/fixtures/sms_replies_heldout_8.tsv).
+replies (`messaging/training/`, labelled per LABELS.md; held out: tests/fixtures/sms_replies_heldout_9.tsv).
 A model learned from the same replies (`messaging.reply_model`, naive Bayes and a perceptron over character
 n-grams, averaged) reads every reply too; it decides where the rules are unsure, and a likely opt-out (see
 `_second_opinion`). Asking for the messages back in another language ("Mándenme los mensajes otra vez",
@@ -190,8 +190,12 @@ _MSG = (
 )
 _STOP_WORDS = _words("stop stopall unsubscribe optout revoke cease desist")
 _BARE_OPT_OUT = _STOP_WORDS | _words("end quit remove block td")  # TD: the Chinese carriers' STOP
+# STOP written in the reply's own script ("ਸਟਾਪ", "स्टॉप", "στοπ", "ستوب"): the keyword, alone
+_STOP_TRANSLITERATED = frozenset(
+    map(sms_languages.fold, ("ਸਟਾਪ", "ਸਟੌਪ", "स्टॉप", "स्टाप", "στοπ", "στοп", "ستوب", "ستop"))
+)
 _STOP_OTHER_SENSE_NEXT = _words("by in into over past at off taking eating drinking using")
-_STOP_OTHER_SENSE_PREVIOUS = _words("bus train tram pit non")
+_STOP_OTHER_SENSE_PREVIOUS = _words("bus train tram pit non full")  # "... please full stop"
 # "stop feeling sore", "stop bleeding": a gerund after stop is what stops, unless it is our messaging.
 _MESSAGING_GERUNDS = _words(
     "texting txting messaging sending contacting emailing calling ringing bothering spamming harassing"
@@ -232,6 +236,8 @@ _OPT_OUT_PHRASES = tuple(
                 r"no (?:need|reason) to (?:keep |continue )?(?:text|txt|messag|sms|remind|contact)\w*",
                 r"(?:be |get |been )?(?:removed|deleted|taken off|unsubscribed) (?:from|off)",
                 r"too (?:many|much|often) (?:\w+ )?" + _MSG,
+                r"(?:dont|do not|never) (?:\w+ )?(?:resume|restart|reactivate|start|turn on) (?:\w+ ){0,2}?"
+                + _MSG,
                 _MSG + r" (?:\w+ ){0,3}?too (?:much|many|often)",
                 r"(?:can|could|would|will) (?:you|u) (?:please |pls )?not "
                 r"(?:send|text|txt|message|msg|sms)\w*",
@@ -257,6 +263,15 @@ _MISTAKEN_STOP = _rx(
     r"(?:daughter|son|husband|wife|partner|kids?|child|grand\w+|someone|somebody|mum|mom|dad) (?:\w+ )?"
     r"(?:sent|replied|texted|typed|pressed) (?:the |a )?(?:stop|unsubscribe)",
 )
+# The messages asked back in so many words ("resume SMS notifications", "opt me back in"), with no negation
+# anywhere in the reply: an opt-in only a model sure of an opt-out overrules.
+_OPT_IN_PLAINLY = _rx(
+    r"opt (?:me )?back in",
+    r"(?:restart|resume|reactivate|reenable|re enable|re activate) (?:\w+ ){0,2}?" + _MSG,
+    r"(?:turn|switch|put) (?:\w+ ){0,3}?" + _MSG + r" back on",
+    r"unblock (?:me|my (?:phone |mobile )?number|this number|us)",
+)
+_NEGATIONS = _words("no not dont never nah nope stop")
 _OPT_IN_PHRASES = _rx(
     r"opt (?:me )?(?:back )?in",
     r"(?:start|restart|resume) (?:\w+ ){0,2}?" + _MSG,
@@ -428,6 +443,14 @@ _REQUEST = _rx(
 
 _CUES: tuple[tuple[Intent, float, re.Pattern[str]], ...] = (
     (Intent.RESCHEDULE, 0.95, _rx("reschedule", "rebook", "postpone", "rearrange")),
+    (
+        Intent.CANCEL,
+        0.85,
+        _rx(  # "they did the CT at the hospital, so I won't need this one"
+            r"(?:wont|will not|dont|do not|no longer) need (?:this|it|that|this one|that one|the "
+            r"(?:appointment|appt|scan|booking|test|ct|mri|xray|x ray|ultrasound))"
+        ),
+    ),
     (
         Intent.RESCHEDULE,
         0.9,
@@ -625,6 +648,8 @@ def _read(
         return Intent.OPT_IN, 0.97
     if tokens[0] in {"start", "unstop"}:  # "START. My husband sent the stop from my phone"
         return Intent.OPT_IN, _OPT_IN_SAID
+    if _OPT_IN_PLAINLY.search(canonical) and not words & _NEGATIONS:
+        return Intent.OPT_IN, _OPT_IN_SAID  # "Please resume SMS notifications"
     if words & {"unstop", "subscribe", "resubscribe"} or _OPT_IN_PHRASES.search(canonical):
         return Intent.OPT_IN, 0.9
     if Intent.OPT_IN in foreign:
@@ -700,6 +725,8 @@ def _opt_out(tokens: list[str], canonical: str) -> float | None:
     words = set(tokens)
     if _bare(words, _BARE_OPT_OUT):
         return 0.99 if words & _STOP_WORDS else 0.9
+    if _bare(words, _STOP_TRANSLITERATED):
+        return 0.97
     if len(tokens) > 1 and all(len(t) == 1 for t in tokens) and _canonical("".join(tokens)) in _STOP_WORDS:
         return 0.9  # "S T O P", "s.t.o.p"
     found = 0.0

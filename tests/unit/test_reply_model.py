@@ -262,6 +262,21 @@ def test_held_out_set_7s_misses_in_their_own_words() -> None:
         assert classify("I opted out last year but I'd like the reminders back now").intent is Intent.OPT_IN
 
 
+def test_held_out_set_8s_misses_in_their_own_words() -> None:
+    """Set 8's first run missed STOP written in Gurmukhi, "full stop", "resume SMS notifications" (and not its
+    negation), a carer confirming for her mother, "I won't need this one"."""
+    with patch.object(reply_model, "trained", lambda: Sure("other", 0.9)):
+        for text in ("ਸਟਾਪ", "स्टॉप", "Please don't resume the texts"):
+            assert classify(text).intent is Intent.OPT_OUT, text
+        assert classify("can we reschedule to Tuesday the 14th please full stop").intent is Intent.RESCHEDULE
+        for text in ("我是她女儿，明天我陪妈妈一起过去", "Sono la figlia, la mamma verrà, la accompagno io"):
+            assert classify(text).intent is Intent.CONFIRM, text
+        read = classify("I ended up in ED last night and they did the CT there, so I won't need this one")
+        assert read.intent is Intent.CANCEL
+    with patch.object(reply_model, "trained", lambda: Sure("opt_out", 0.9)):
+        assert classify("Please resume SMS notifications").intent is Intent.OPT_IN
+
+
 def test_the_blend_averages_both_readers() -> None:
     examples = [Example("opt_out", "en", "remove me"), Example("confirm", "en", "see you then")] * 3
     blend = BlendedReplyModel(examples)
