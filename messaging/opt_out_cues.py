@@ -158,13 +158,16 @@ _MISTAKE = [
     "per sbaglio", "per errore", "κατα λαθος", "kata lathos", "lo bam", "lo gui", "lo nhan", "vo tinh",
     "by mistake", "without thinking",
     "aksidente", "di sinasadya", "nagkamali", "गलती से", "galti", "ਗਲਤੀ", "بالغلط", "بالخطا", "غلطه",
-    "不小心", "唔小心", "误按", "誤按", "按错", "按錯", "撳錯", "手滑",
+    "不小心", "唔小心", "误按", "誤按", "按错", "按錯", "撳錯", "手滑", "覆錯", "回错", "回錯",
+    # someone else sent it: "my grandson pressed STOP for me"
+    "my son", "my daughter", "my husband", "my wife", "my grandson", "my granddaughter", "my kid",
+    "孙子", "孫子", "儿子", "兒子", "女儿", "女兒", "老公", "老婆", "帮我按", "幫我按", "con toi", "con tui",
 ]  # fmt: skip
 _STOP_SAID = ["stop", "unsub", "退订", "退訂", "στοπ", "ستوب", "ਸਟਾਪ", "ਸਟੌਪ", "स्टॉप", "स्टाप"]
 # While excusing a stop, "keep sending" / "continue" asks for the messages back too.
 _CONTINUE = [
     "keep", "continue", "still", "pa rin", "sigan", "continu", "συνεχισ", "tiep tuc", "استمر", "الاستمرار",
-    "继续", "繼續", "还是想", "還是想", "रहो", "ਰਹੋ", "raho", "reho",
+    "继续", "繼續", "还是想", "還是想", "还是要", "還是要", "van muon", "रहो", "ਰਹੋ", "raho", "reho",
 ]  # fmt: skip
 _START_FIRST = {"start", "unstop"}
 # Politeness words that may follow a bare START in the reply's own language ("START po", "START 唔該").

@@ -1,7 +1,7 @@
 """What a patient meant by an SMS reply: confirm, cancel, reschedule, opt out, opt in, help or something else.
 
 Deterministic rules come first because they are instant, free, explainable and testable against labelled
-replies (`messaging/training/`, labelled per LABELS.md; held out: tests/fixtures/sms_replies_heldout_9.tsv).
+replies (`messaging/training/`, labelled per LABELS.md; held out: tests/fixtures/sms_replies_heldout_10.tsv).
 A model learned from the same replies (`messaging.reply_model`, naive Bayes and a perceptron over character
 n-grams, averaged) reads every reply too; it decides where the rules are unsure, and a likely opt-out (see
 `_second_opinion`). Asking for the messages back in another language ("Mándenme los mensajes otra vez",
@@ -261,7 +261,7 @@ _MISTAKEN_STOP = _rx(
     r"(?:didnt|did not) mean (?:to )?(?:\w+ )?(?:stop|unsubscribe)",
     # someone else sent it: "my daughter sent stop from my phone"
     r"(?:daughter|son|husband|wife|partner|kids?|child|grand\w+|someone|somebody|mum|mom|dad) (?:\w+ )?"
-    r"(?:sent|replied|texted|typed|pressed) (?:the |a )?(?:stop|unsubscribe)",
+    r"(?:sent|replied|texted|typed|pressed|put|hit|pushed|entered) (?:the |a )?(?:stop|unsubscribe)",
 )
 # The messages asked back in so many words ("resume SMS notifications", "opt me back in"), with no negation
 # anywhere in the reply: an opt-in only a model sure of an opt-out overrules.
@@ -371,6 +371,26 @@ _WEEKDAY = re.compile(
     )
 )  # fmt: skip
 
+_START_TRANSLITERATED = frozenset(map(sms_languages.fold, ("ستارت", "ਸਟਾਰਟ", "स्टार्ट", "στάρτ", "σταρτ")))
+# "What letter do I send to confirm?" in the replies' languages: a question about the messages (help), even
+# though it names an intent, as the English _HOW_TO.
+_HOW_TO_ANY = re.compile(
+    "|".join(
+        sms_languages.fold(phrase)
+        for phrase in (
+            "(?:回复|回覆|覆|回)(?:什么|甚麼|咩|哪个|哪個|邊個)(?:字母|字)?",
+            "(?:什么|甚麼|咩|哪个|哪個|邊個)字母",
+            r"trả lời (?:chữ|số) gì\b", r"tra loi (?:chu|so|gi)\b", r"nhắn (?:chữ|số) gì\b",
+            r"nhan (?:chu|so) gi\b",
+            r"qu[ée] (?:letra|tengo que (?:responder|contestar))", "che lettera", r"cosa (?:devo )?rispond",
+            r"τι (?:πρεπει να )?απαντ", r"anong (?:letra|isasagot|sasagot|ire-reply|irereply)", "kya reply",
+            r"क्या (?:जवाब|रिप्लाई)", r"(?:شو|ايش|ماذا) (?:ابعت|برد|ارد|اكتب)", "ਕੀ ਜਵਾਬ",
+        )
+    )
+)  # fmt: skip
+# An email client's signature is no part of the reply: "Y Sent from my iPhone"
+_SIGNATURE = re.compile(r"(?i)\s*sent from my (?:iphone|ipad|android|samsung|galaxy|mobile|phone)\b.*$")
+
 # One word, in any of the replies' languages, asking for help: answered with the help text.
 _ANY_HELP_WORD = frozenset(
     sms_languages.fold(word)
@@ -429,8 +449,8 @@ _MAY_I = _rx(
     r"(?:results?|reports?|referral|images?)",
 )
 _REQUEST = _rx(
-    r"can (?:i|we|you)",
-    r"could (?:i|we|you)",
+    r"can (?:i|we|you|she|he|they)",
+    r"could (?:i|we|you|she|he|they)",
     r"is there",
     r"do you have",
     r"possible",
@@ -445,10 +465,12 @@ _CUES: tuple[tuple[Intent, float, re.Pattern[str]], ...] = (
     (Intent.RESCHEDULE, 0.95, _rx("reschedule", "rebook", "postpone", "rearrange")),
     (
         Intent.CANCEL,
-        0.85,
-        _rx(  # "they did the CT at the hospital, so I won't need this one"
+        0.9,
+        _rx(  # "they did the CT at the hospital, so I won't need this one", "got it done elsewhere"
+            r"(?:got|had|getting|having|get) (?:it|this|that|the (?:scan|test|xray|x ray|ct|mri|ultrasound)) "
+            r"done (?:somewhere else|elsewhere|at (?:the )?(?:hospital|another))",
             r"(?:wont|will not|dont|do not|no longer) need (?:this|it|that|this one|that one|the "
-            r"(?:appointment|appt|scan|booking|test|ct|mri|xray|x ray|ultrasound))"
+            r"(?:appointment|appt|scan|booking|test|ct|mri|xray|x ray|ultrasound))",
         ),
     ),
     (
@@ -538,13 +560,14 @@ def classify(text: str) -> Classification:
 # posso parcheggiare?", "Có, tôi có cần nhịn ăn không?". Matched on the folded reply (accents gone).
 _YES_FIRST = re.compile(
     r"\s*(?:y|yes|yep|yeah|yup|sure|ok|okay|confirmed?|si|certo|claro|oo|opo|oho|co|vang|da|ναι|نعم|اكيد|"
-    r"مؤكد|تاكيد|aywa|na3am|haan|han|ha ji|हां|हाँ|जी हां|ਹਾਂ|ਹਾਂ ਜੀ|是|是的|好|好的|係|得|啱)"
+    r"مؤكد|تاكيد|aywa|na3am|haan|han|ha ji|हां|हाँ|जी हां|ਹਾਂ|ਹਾਂ ਜੀ|是|是的|好|好的|好嘅|好啊|好呀|好喇|係|得|啱)"
     r"(?:\s*[.,!:;\-–—،，。！、]|\s+(?=[^\x00-\x7f]))"  # punctuation, or a space and another script
 )
 _LATIN_RUNS = re.compile(r"[a-z0-9]+|[^a-z0-9]+")
 
 
 def _classify(text: str) -> tuple[Intent, float, str | None]:
+    text = _SIGNATURE.sub("", text) or text
     folded = sms_languages.fold(text)
     raw = sms_languages.words(folded)
     if not raw:
@@ -644,7 +667,7 @@ def _read(
         return Intent.OPT_OUT, opt_out
     if mistaken:
         return Intent.OPT_IN, _OPT_IN_SAID
-    if _bare(words, {"start", "unstop", "subscribe", "resubscribe"}):
+    if _bare(words, {"start", "unstop", "subscribe", "resubscribe"}) or _bare(words, _START_TRANSLITERATED):
         return Intent.OPT_IN, 0.97
     if tokens[0] in {"start", "unstop"}:  # "START. My husband sent the stop from my phone"
         return Intent.OPT_IN, _OPT_IN_SAID
@@ -661,7 +684,7 @@ def _read(
         return Intent.HELP, 0.95
     if " ".join(raw) in _ANY_HELP_WORD:
         return Intent.HELP, 0.9
-    if _HOW_TO.search(canonical):
+    if _HOW_TO.search(canonical) or _HOW_TO_ANY.search(folded):
         return Intent.HELP, 0.85
 
     question = any(mark in text for mark in "?？؟;") or tokens[0] in _QUESTION_STARTS
@@ -678,7 +701,8 @@ def _read(
         return Intent.HELP, 0.9
     for intent, weight in theirs.items():
         scores[intent] = max(scores.get(intent, 0.0), weight)
-    if Intent.CANCEL in scores and question and len(set(_WEEKDAY.findall(folded))) >= 2:
+    asks = question or _REQUEST.search(canonical)
+    if Intent.CANCEL in scores and asks and len(set(_WEEKDAY.findall(folded))) >= 2:
         scores[Intent.RESCHEDULE] = max(scores.get(Intent.RESCHEDULE, 0.0), _STRONG)  # "not Tue, Thu?"
     if keep and not any(score >= _STRONG for score in scores.values()):
         return Intent.OTHER, _KEPT  # "No dejen de mandarme recordatorios": its "no" is not a cancel

@@ -302,6 +302,7 @@ _CHINESE_CUES = (
         0.9,
         (
             "取消",
+            "(?:唔會|唔会|不会|不會)(?:去|嚟|来|來)",
             "不去了",
             "不去",
             "不来了",
@@ -575,6 +576,7 @@ _EL = Lexicon(
                 r"μη(?:ν)? (?:σταματ\w*|ακυρωσ\w*)",
                 r"σταματ\w* (?:\w+ )?(?:τα |το |την |τις )?"
                 r"(?:φαρμακ\w*|χαπι\w*|αγωγη|φαγητο|τροφη|ινσουλινη|αντιπηκτικ\w*|ασπιριν\w*)",
+                r"σταματ\w* (?:\w+ )?(?:το |τα )?(?:λεωφορει\w*|τρενο|τραμ)",  # "does the bus stop in front?"
             ),
         ),
         (
@@ -603,6 +605,7 @@ _EL = Lexicon(
                 r"ποιος (?:ειναι|ειστε|στελνει)",
                 r"ποιοι ειστε",
                 r"ποια ειναι",
+                r"απο που (?:εχετε|πηρατε|βρηκατε) (?:το |τον )?(?:τηλεφωνο|αριθμο|νουμερο) μου",
                 r"(?:πως|pws|pos) (?:βρηκατε|vrikate|vrhkate|πηρατε|pirate) (?:το |to )?"
                 r"(?:νουμερο|αριθμο|τηλεφωνο|noumero|arithmo|tilefono|thlefwno) (?:μου|mou)",
             ),
@@ -630,6 +633,8 @@ _EL = Lexicon(
                 r"μεταθεσ\w*",
                 r"μεταφερ\w*",
                 r"metafer\w*",
+                r"allag\w* (?:wras|oras|meras|imeras|hmeras)",
+                r"υπαρχει (?:κατι|τιποτα|θεση|αλλη ωρα)",
                 r"pio (?:noris|nwris|arga)",
                 r"(?:allh|alli|allo) (?:mera|wra|ora|imera)",
                 r"αναβολ\w*",
@@ -843,6 +848,7 @@ _ES = Lexicon(
                 r"pospon\w*",
                 r"otr[oa] (?:dia|hora|fecha|turno)",
                 r"se puede mover",
+                r"(?:lo|la|me lo|me la) (?:pueden|puede|podrian|podria) (?:pasar|cambiar|mover)",
             ),
         ),
         (
@@ -1218,6 +1224,7 @@ _PA = Lexicon(
                 r"ਨਹੀਂ ਆ (?:ਸਕਦਾ|ਸਕਦੀ|ਸਕਾਂਗਾ|ਸਕਾਂਗੀ|ਸਕਾਂ|ਸਕਦੇ)",
                 r"ਨਹੀਂ ਆਵਾਂਗਾ",
                 r"ਨਹੀਂ ਆਵਾਂਗੀ",
+                r"ਨਹੀਂ ਆਉਣਾ",
                 r"(?:nahi|nahin|nai) (?:aa|aavanga|aa sakda|aa sakdi|aa sakanga)(?: \w+)?",
             ),
         ),

@@ -277,6 +277,31 @@ def test_held_out_set_8s_misses_in_their_own_words() -> None:
         assert classify("Please resume SMS notifications").intent is Intent.OPT_IN
 
 
+def test_held_out_set_9s_misses_in_their_own_words() -> None:
+    """Set 9's first run read 11 of its 33 opt-ins as opt-outs, most of them a STOP someone else sent; and
+    missed a yes with a phone's signature, "what letter do I reply to confirm?" in other languages, a carer's
+    "can she do Friday" after a no, "got it done somewhere else"."""
+    with patch.object(reply_model, "trained", lambda: Sure("opt_out", 0.9)):
+        for text in (
+            "My son put STOP on my phone, I want the messages back",
+            "我孙子帮我按了STOP，我还是要短信的",
+            "Hồi nãy con tôi lỡ bấm STOP, tôi vẫn muốn nhận tin nhắc hẹn",
+            "ستارت",
+        ):
+            assert classify(text).intent is Intent.OPT_IN, text
+    with patch.object(reply_model, "trained", lambda: Sure("other", 0.9)):
+        assert classify("Y Sent from my iPhone").intent is Intent.CONFIRM
+        for text in ("要回复什么字母才算确认？", "tra loi chu gi de xac nhan vay"):
+            assert classify(text).intent is Intent.HELP, text
+        assert classify("Con trả lời giùm mẹ: mẹ con sẽ đi, con chở mẹ tới ạ").intent is Intent.CONFIRM
+        assert classify("我搬咗去布里斯本，唔會去喇").intent is Intent.CANCEL
+        assert classify("Σταματάει το λεωφορείο 216 μπροστά από το ιατρείο;").intent is Intent.OTHER
+    with patch.object(reply_model, "trained", lambda: Sure("confirm", 0.45)):  # a model that decides nothing
+        assert classify("Got it done somewhere else sorry").intent is Intent.CANCEL
+        read = classify("im her daughter, mum cant come thursday, can she do friday")
+        assert read.intent is Intent.RESCHEDULE
+
+
 def test_the_blend_averages_both_readers() -> None:
     examples = [Example("opt_out", "en", "remove me"), Example("confirm", "en", "see you then")] * 3
     blend = BlendedReplyModel(examples)
