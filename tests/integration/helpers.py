@@ -11,9 +11,12 @@ from zoneinfo import ZoneInfo
 
 import httpx
 from prefect.settings import PREFECT_API_URL
+from sqlalchemy import create_engine, make_url
 from sqlmodel import select
 
 from models import Booking, InboxStatus, MessageStatus, OutboundMessage, WebhookEvent, session_scope
+from models.db import normalize_url
+from models.settings import get_settings
 from providers.wix_simulator import WixKeys, booking_payload, sign_wix_jwt, wix_event
 
 BRISBANE = ZoneInfo("Australia/Brisbane")
@@ -81,6 +84,24 @@ def wait_until(probe: Callable[[], T], timeout: float = 90.0, interval: float = 
 def inbox_rows() -> list[WebhookEvent]:
     with session_scope() as session:
         return list(session.exec(select(WebhookEvent).order_by(WebhookEvent.id)).all())
+
+
+def inbox_dispatched_to(flow_run_ids: set[str]) -> set[int]:
+    """Ids of the inbox events still `dispatched` to one of `flow_run_ids`, read without the write lock a CRM
+    session takes at BEGIN on SQLite (`models.db`): a frozen stack may hold it (WAL readers never wait)."""
+    url = make_url(normalize_url(get_settings().crm_database_url))
+    if url.get_backend_name() == "sqlite":
+        url = make_url(f"sqlite:///file:{url.database}?mode=ro&uri=true")
+    engine = create_engine(url)
+    table = WebhookEvent.__table__  # type: ignore[attr-defined]
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(select(table.c.id, table.c.status, table.c.flow_run_id)).all()
+    finally:
+        engine.dispose()
+    return {
+        row.id for row in rows if row.status == InboxStatus.DISPATCHED and row.flow_run_id in flow_run_ids
+    }
 
 
 def flow_run_state(flow_run_id: str) -> str | None:
