@@ -163,7 +163,10 @@ _MISTAKE = [
     "my son", "my daughter", "my husband", "my wife", "my grandson", "my granddaughter", "my kid",
     "孙子", "孫子", "儿子", "兒子", "女儿", "女兒", "老公", "老婆", "帮我按", "幫我按", "con toi", "con tui",
 ]  # fmt: skip
-_STOP_SAID = ["stop", "unsub", "退订", "退訂", "στοπ", "ستوب", "ਸਟਾਪ", "ਸਟੌਪ", "स्टॉप", "स्टाप"]
+# STOP and START written in the reply's own script: the carriers' keywords, transliterated
+STOP_IN_OTHER_SCRIPTS = frozenset(map(fold, ("ਸਟਾਪ", "ਸਟੌਪ", "स्टॉप", "स्टाप", "στοπ", "ستوب")))
+START_IN_OTHER_SCRIPTS = frozenset(map(fold, ("ستارت", "ਸਟਾਰਟ", "स्टार्ट", "στάρτ")))
+_STOP_SAID = ["stop", "unsub", "退订", "退訂", *STOP_IN_OTHER_SCRIPTS]
 # While excusing a stop, "keep sending" / "continue" asks for the messages back too.
 _CONTINUE = [
     "keep", "continue", "still", "pa rin", "sigan", "continu", "συνεχισ", "tiep tuc", "استمر", "الاستمرار",

@@ -181,6 +181,12 @@ def _rx(*alternatives: str) -> re.Pattern[str]:
     return re.compile(r"\b(?:" + "|".join(alternatives) + r")\b")
 
 
+def _any_language(*alternatives: str) -> re.Pattern[str]:
+    """One pattern for phrases in any of the replies' languages, written in natural script and folded as the
+    replies are (`sms_languages.fold`), so the two always agree."""
+    return re.compile("|".join(sms_languages.fold(alternative) for alternative in alternatives))
+
+
 # --- the word lists -------------------------------------------------------------------------------------
 
 _FILLERS = _words("please thanks thank you ta cheers sorry now all me it mate so much more again")
@@ -190,10 +196,6 @@ _MSG = (
 )
 _STOP_WORDS = _words("stop stopall unsubscribe optout revoke cease desist")
 _BARE_OPT_OUT = _STOP_WORDS | _words("end quit remove block td")  # TD: the Chinese carriers' STOP
-# STOP written in the reply's own script ("ਸਟਾਪ", "स्टॉप", "στοπ", "ستوب"): the keyword, alone
-_STOP_TRANSLITERATED = frozenset(
-    map(sms_languages.fold, ("ਸਟਾਪ", "ਸਟੌਪ", "स्टॉप", "स्टाप", "στοπ", "στοп", "ستوب", "ستop"))
-)
 _STOP_OTHER_SENSE_NEXT = _words("by in into over past at off taking eating drinking using")
 _STOP_OTHER_SENSE_PREVIOUS = _words("bus train tram pit non full")  # "... please full stop"
 # "stop feeling sore", "stop bleeding": a gerund after stop is what stops, unless it is our messaging.
@@ -281,7 +283,6 @@ _OPT_IN_PHRASES = _rx(
     r"(?:turn|switch|put) (?:\w+ ){0,3}?" + _MSG + r" (?:back on|on again)",
     r"(?:reactivate|reenable|re enable|re activate|resume)\w*",
     r"(?:want|get|like|have|need) (?:\w+ ){0,3}?" + _MSG + r" back",
-    r"unblock (?:me|my (?:phone |mobile )?number|this number|us)",
 )
 _HELP_PHRASES = _rx(
     r"who (?:is|s) (?:this|it)",
@@ -318,75 +319,54 @@ _THANKS_FOR_SOMETHING_ELSE = _rx(
     r"(?:reminder|message|msg|text|sms|heads up|letting|confirmation|confirming|booking|appointment|appt|"
     r"info|update|notice|notification|reply|quick reply))"
 )
-_RESULTS = re.compile(
-    "|".join(
-        sms_languages.fold(word)
-        for word in (
-            r"\bresults?\b", r"\breports?\b", "结果", "結果", "报告", "報告", "kết quả", "αποτελέσματα",
-            "risultat", "resultado", "النتائج", "النتيجة", "التقرير", "ਰਿਪੋਰਟ", "रिपोर्ट", "resulta",
-        )
-    )
+_RESULTS = _any_language(
+    r"\bresults?\b", r"\breports?\b", "结果", "結果", "报告", "報告", "kết quả", "αποτελέσματα",
+    "risultat", "resultado", "النتائج", "النتيجة", "التقرير", "ਰਿਪੋਰਟ", "रिपोर्ट", "resulta",
 )  # fmt: skip
 
 # "Call me please", "I have a new number": for a person, in any of the replies' languages; and not an opt-out,
 # however much a model that has seen "me" and "number" in opt-outs suspects one (the opt-out rules run first).
-_CALL_ME_OR_NEW_NUMBER = re.compile(
-    "|".join(
-        sms_languages.fold(phrase)
-        for phrase in (
-            r"\b(?:call|ring|phone) (?:me|us)\b", r"\bnew (?:mobile |phone )?(?:number|no|mobile|email)\b",
-            r"\b(?:number|mobile|email) (?:is )?chang", r"\bchanged? (?:my |our )?(?:number|mobile|email)\b",
-            "chiamatemi", "chiamami", r"numero (?:\w+ )?cambia", "nuovo numero", "llamenme", "llamame",
-            "nuevo numero", "打俾我", "打畀我", "打電話給我", "打电话给我", "打给我", "换号", "換號",
-            "新号码", "新號碼", "新電話號碼", "新电话号码", "फोन कीजिए", "फोन करो", "फ़ोन कीजिए", "फ़ोन करो",
-            r"phone kar(?:o|ein|iye)", "call kar", "ਫੋਨ ਕਰੋ", "ਫ਼ੋਨ ਕਰੋ", "नया नंबर", "नंबर बदल",
-            "ਨਵਾਂ ਨੰਬਰ", "ਨੰਬਰ ਬਦਲ", "اتصلوا بي", "اتصلوا فيني", "اتصل فيني", "اتصل بي", "رقمي الجديد",
-            "غيرت رقمي", "رقمي رح يتغير", "غيرت الايميل", "gọi cho tôi", "gọi lại cho tôi", "số mới",
-            "đổi số", "tawagan (?:niyo |nyo |mo )?(?:po )?ako", "bagong number",
-            "magpapalit (?:po )?ng number",
-            "τηλεφωνηστε μου", "παρτε με τηλεφωνο", "νεος αριθμος", r"αριθμος μου αλλαζ", "αλλαξε το email",
-            # a message of theirs that went astray ("wrong number" is an opt-out: not here)
-            r"wrong (?:message|msg|text|chat)", r"(?:sent|texted|replied) (?:\w+ )?(?:to )?the wrong",
-            r"ignore (?:my|that|the) (?:last |previous )?(?:message|msg|text)", "mensaje equivocado",
-            "messaggio sbagliato", "λαθος μηνυμα", "nhắn nhầm", "发错", "發錯", "send错", "send錯",
-        )
-    )
+_CALL_ME_OR_NEW_NUMBER = _any_language(
+    r"\b(?:call|ring|phone) (?:me|us)\b", r"\bnew (?:mobile |phone )?(?:number|no|mobile|email)\b",
+    r"\b(?:number|mobile|email) (?:is )?chang", r"\bchanged? (?:my |our )?(?:number|mobile|email)\b",
+    "chiamatemi", "chiamami", r"numero (?:\w+ )?cambia", "nuovo numero", "llamenme", "llamame",
+    "nuevo numero", "打俾我", "打畀我", "打電話給我", "打电话给我", "打给我", "换号", "換號",
+    "新号码", "新號碼", "新電話號碼", "新电话号码", "फोन कीजिए", "फोन करो", "फ़ोन कीजिए", "फ़ोन करो",
+    r"phone kar(?:o|ein|iye)", "call kar", "ਫੋਨ ਕਰੋ", "ਫ਼ੋਨ ਕਰੋ", "नया नंबर", "नंबर बदल",
+    "ਨਵਾਂ ਨੰਬਰ", "ਨੰਬਰ ਬਦਲ", "اتصلوا بي", "اتصلوا فيني", "اتصل فيني", "اتصل بي", "رقمي الجديد",
+    "غيرت رقمي", "رقمي رح يتغير", "غيرت الايميل", "gọi cho tôi", "gọi lại cho tôi", "số mới",
+    "đổi số", "tawagan (?:niyo |nyo |mo )?(?:po )?ako", "bagong number",
+    "magpapalit (?:po )?ng number",
+    "τηλεφωνηστε μου", "παρτε με τηλεφωνο", "νεος αριθμος", r"αριθμος μου αλλαζ", "αλλαξε το email",
+    # a message of theirs that went astray ("wrong number" is an opt-out: not here)
+    r"wrong (?:message|msg|text|chat)", r"(?:sent|texted|replied) (?:\w+ )?(?:to )?the wrong",
+    r"ignore (?:my|that|the) (?:last |previous )?(?:message|msg|text)", "mensaje equivocado",
+    "messaggio sbagliato", "λαθος μηνυμα", "nhắn nhầm", "发错", "發錯", "send错", "send錯",
 )  # fmt: skip
 
 # Days of the week in the replies' languages: "Την Πέμπτη δεν μπορώ, Παρασκευή γίνεται;" names two of them.
-_WEEKDAY = re.compile(
-    "|".join(
-        sms_languages.fold(day)
-        for day in (
-            r"\b(?:mon|tue|tues|wed|thu|thur|thurs|fri|sat|sun)(?:day)?\b", r"\bwednesday\b", r"\bthursday\b",
-            r"\bsaturday\b", "δευτέρα", "τρίτη", "τετάρτη", "πέμπτη", "παρασκευή", "σάββατο", "κυριακή",
-            r"\blunes\b", r"\bmartes\b", "miércoles", "jueves", "viernes", r"\bsábado\b", "domingo", "lunedì",
-            "martedì", "mercoledì", "giovedì", "venerdì", r"\bsabato\b", "domenica", "miyerkules", "huwebes",
-            "biyernes", r"\blinggo\b", r"thứ (?:hai|ba|tư|năm|sáu|bảy)", "chủ nhật", "الاثنين", "الثلاثاء",
-            "الأربعاء", "الخميس", "الجمعة", "السبت", "الأحد", r"(?:星期|礼拜|禮拜|周|週)[一二三四五六日天]",
-            "सोमवार", "मंगलवार", "बुधवार", "गुरुवार", "शुक्रवार", "शनिवार", "रविवार", "somvar", "mangalvar",
-            "budhvar", "guruvar", "shukravar", "shanivar", "ravivar", "ਸੋਮਵਾਰ", "ਮੰਗਲਵਾਰ", "ਬੁੱਧਵਾਰ", "ਵੀਰਵਾਰ",
-            "ਸ਼ੁੱਕਰਵਾਰ", "ਸ਼ਨੀਵਾਰ", "ਐਤਵਾਰ",
-        )
-    )
+_WEEKDAY = _any_language(
+    r"\b(?:mon|tue|tues|wed|thu|thur|thurs|fri|sat|sun)(?:day)?\b", r"\bwednesday\b", r"\bthursday\b",
+    r"\bsaturday\b", "δευτέρα", "τρίτη", "τετάρτη", "πέμπτη", "παρασκευή", "σάββατο", "κυριακή",
+    r"\blunes\b", r"\bmartes\b", "miércoles", "jueves", "viernes", r"\bsábado\b", "domingo", "lunedì",
+    "martedì", "mercoledì", "giovedì", "venerdì", r"\bsabato\b", "domenica", "miyerkules", "huwebes",
+    "biyernes", r"\blinggo\b", r"thứ (?:hai|ba|tư|năm|sáu|bảy)", "chủ nhật", "الاثنين", "الثلاثاء",
+    "الأربعاء", "الخميس", "الجمعة", "السبت", "الأحد", r"(?:星期|礼拜|禮拜|周|週)[一二三四五六日天]",
+    "सोमवार", "मंगलवार", "बुधवार", "गुरुवार", "शुक्रवार", "शनिवार", "रविवार", "somvar", "mangalvar",
+    "budhvar", "guruvar", "shukravar", "shanivar", "ravivar", "ਸੋਮਵਾਰ", "ਮੰਗਲਵਾਰ", "ਬੁੱਧਵਾਰ", "ਵੀਰਵਾਰ",
+    "ਸ਼ੁੱਕਰਵਾਰ", "ਸ਼ਨੀਵਾਰ", "ਐਤਵਾਰ",
 )  # fmt: skip
 
-_START_TRANSLITERATED = frozenset(map(sms_languages.fold, ("ستارت", "ਸਟਾਰਟ", "स्टार्ट", "στάρτ", "σταρτ")))
 # "What letter do I send to confirm?" in the replies' languages: a question about the messages (help), even
 # though it names an intent, as the English _HOW_TO.
-_HOW_TO_ANY = re.compile(
-    "|".join(
-        sms_languages.fold(phrase)
-        for phrase in (
-            "(?:回复|回覆|覆|回)(?:什么|甚麼|咩|哪个|哪個|邊個)(?:字母|字)?",
-            "(?:什么|甚麼|咩|哪个|哪個|邊個)字母",
-            r"trả lời (?:chữ|số) gì\b", r"tra loi (?:chu|so|gi)\b", r"nhắn (?:chữ|số) gì\b",
-            r"nhan (?:chu|so) gi\b",
-            r"qu[ée] (?:letra|tengo que (?:responder|contestar))", "che lettera", r"cosa (?:devo )?rispond",
-            r"τι (?:πρεπει να )?απαντ", r"anong (?:letra|isasagot|sasagot|ire-reply|irereply)", "kya reply",
-            r"क्या (?:जवाब|रिप्लाई)", r"(?:شو|ايش|ماذا) (?:ابعت|برد|ارد|اكتب)", "ਕੀ ਜਵਾਬ",
-        )
-    )
+_HOW_TO_ANY = _any_language(
+    "(?:回复|回覆|覆|回)(?:什么|甚麼|咩|哪个|哪個|邊個)(?:字母|字)?",
+    "(?:什么|甚麼|咩|哪个|哪個|邊個)字母",
+    r"trả lời (?:chữ|số) gì\b", r"tra loi (?:chu|so|gi)\b", r"nhắn (?:chữ|số) gì\b",
+    r"nhan (?:chu|so) gi\b",
+    r"qu[ée] (?:letra|tengo que (?:responder|contestar))", "che lettera", r"cosa (?:devo )?rispond",
+    r"τι (?:πρεπει να )?απαντ", r"anong (?:letra|isasagot|sasagot|ire-reply|irereply)", "kya reply",
+    r"क्या (?:जवाब|रिप्लाई)", r"(?:شو|ايش|ماذا) (?:ابعت|برد|ارد|اكتب)", "ਕੀ ਜਵਾਬ",
 )  # fmt: skip
 # An email client's signature is no part of the reply: "Y Sent from my iPhone"
 _SIGNATURE = re.compile(r"(?i)\s*sent from my (?:iphone|ipad|android|samsung|galaxy|mobile|phone)\b.*$")
@@ -667,7 +647,9 @@ def _read(
         return Intent.OPT_OUT, opt_out
     if mistaken:
         return Intent.OPT_IN, _OPT_IN_SAID
-    if _bare(words, {"start", "unstop", "subscribe", "resubscribe"}) or _bare(words, _START_TRANSLITERATED):
+    if _bare(words, {"start", "unstop", "subscribe", "resubscribe"}) or _bare(
+        words, opt_out_cues.START_IN_OTHER_SCRIPTS
+    ):
         return Intent.OPT_IN, 0.97
     if tokens[0] in {"start", "unstop"}:  # "START. My husband sent the stop from my phone"
         return Intent.OPT_IN, _OPT_IN_SAID
@@ -749,7 +731,7 @@ def _opt_out(tokens: list[str], canonical: str) -> float | None:
     words = set(tokens)
     if _bare(words, _BARE_OPT_OUT):
         return 0.99 if words & _STOP_WORDS else 0.9
-    if _bare(words, _STOP_TRANSLITERATED):
+    if _bare(words, opt_out_cues.STOP_IN_OTHER_SCRIPTS):
         return 0.97
     if len(tokens) > 1 and all(len(t) == 1 for t in tokens) and _canonical("".join(tokens)) in _STOP_WORDS:
         return 0.9  # "S T O P", "s.t.o.p"
