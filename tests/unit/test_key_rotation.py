@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert, select, update
+from sqlalchemy import create_engine, insert, make_url, select, update
 
 from models import Booking, Contact, WebhookEvent, session_scope
 from models.crm import name_index
@@ -54,11 +54,20 @@ def ring(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
     get_settings.cache_clear()
 
 
-def _sealed_by(url: str) -> dict[str, int]:
+def _sealed_by(url: str, frozen: bool = False) -> dict[str, int]:
+    """Values per sealing key. `frozen`: a stopped process may hold SQLite's write lock, which a CRM session
+    takes at BEGIN (`models.db`), so read through a plain read-only connection (WAL readers never wait)."""
+    engine = get_engine(url)
+    if frozen and make_url(url).get_backend_name() == "sqlite":
+        engine = create_engine(f"sqlite:///file:{make_url(url).database}?mode=ro&uri=true")
     totals: dict[str, int] = {}
-    for column in count_by_key(get_engine(url)):
-        for key, n in column.by_key.items():
-            totals[key] = totals.get(key, 0) + n
+    try:
+        for column in count_by_key(engine):
+            for key, n in column.by_key.items():
+                totals[key] = totals.get(key, 0) + n
+    finally:
+        if engine is not get_engine(url):
+            engine.dispose()
     return totals
 
 
@@ -158,16 +167,20 @@ def test_a_rotation_killed_half_way_resumes_and_finishes_while_others_write(
     engine = get_engine(url)
     renamed: dict[int, str] = {}
     try:
+        # Each look is taken with the rotation stopped (SIGSTOP), so the kill lands on the state just counted:
+        # a look that takes long on a busy machine cannot let the rotation run to its end before the kill.
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and rotation.poll() is None:
-            sealed = _sealed_by(url)
+            rotation.send_signal(signal.SIGSTOP)
+            sealed = _sealed_by(url, frozen=True)
+            if sealed.get(b, 0) > n // 2 and sealed.get(a, 0) > 0:  # well under way, not done
+                break
+            rotation.send_signal(signal.SIGCONT)
             # Online: a write during the rotation, to a row it may be about to re-seal.
             i = len(renamed) * 397 % n + 1
             renamed[i] = f"Renamed{len(renamed)}"
             with session_scope(engine) as session:
                 session.execute(update(Contact).where(Contact.id == i).values(first_name=renamed[i]))  # type: ignore[arg-type]
-            if sealed.get(b, 0) > n // 2:  # well under way
-                break
             time.sleep(0.05)
         assert rotation.poll() is None, "the rotation finished before it could be killed"
         rotation.send_signal(signal.SIGKILL)
