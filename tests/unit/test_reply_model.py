@@ -323,3 +323,14 @@ def test_the_blend_averages_both_readers() -> None:
         expected = {k: (nb.probabilities(text)[k] + linear.probabilities(text)[k]) / 2 for k in blend.labels}
         assert blend.probabilities(text) == pytest.approx(expected)
     assert max(blend.probabilities("remove me please").items(), key=lambda kv: kv[1])[0] == "opt_out"
+
+
+def test_the_shipped_blend_sums_its_packed_rows_exactly() -> None:
+    """The blend adds both readers' weights as packed integers (seven labels, negative lanes borrowing from
+    the lanes above): what it reads is the two readers' own average, to a billionth."""
+    blend = reply_model.trained()
+    assert isinstance(blend, BlendedReplyModel)
+    nb, linear = blend._nb, blend._linear
+    for text in ("STOP", "pls dont txt me again", "可以改到下星期吗？", "Sì, ci sarò 👍", "", "R", "x" * 400):
+        expected = {k: (nb.probabilities(text)[k] + linear.probabilities(text)[k]) / 2 for k in blend.labels}
+        assert blend.probabilities(text) == pytest.approx(expected, abs=1e-9, rel=0)
