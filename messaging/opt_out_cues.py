@@ -148,7 +148,7 @@ _AGAIN = [
     "फिर से", "फिर", "दोबारा", "चालू", "phir", "fer", "dobara", "dubara", "chalu", "shuru", "ਦੁਬਾਰਾ", "ਫਿਰ",
     "ਚਾਲੂ", "ਸ਼ੁਰੂ", "ਫੇਰ", "rimandatemi",
     "مره ثانيه", "رجعولي", "رجعلي", "ارجعولي", "مره اخري", "مره اخرى", "من جديد", "رجعوا", "ارجعوا",
-    "ترجع", "فعلوا",
+    "ترجع", "فعلوا", "send返", "发返", "發返",
     "اعيدوا", "اعاده", "استئناف", "恢复", "恢復", "重新", "再发", "再發", "再send", "再收", "收返", "開返",
     "开启", "開啟", "开始接收", "開始接收",
 ]  # fmt: skip
@@ -159,14 +159,18 @@ _MISTAKE = [
     "by mistake", "without thinking",
     "aksidente", "di sinasadya", "nagkamali", "गलती से", "galti", "ਗਲਤੀ", "بالغلط", "بالخطا", "غلطه",
     "不小心", "唔小心", "误按", "誤按", "按错", "按錯", "撳錯", "手滑", "覆錯", "回错", "回錯",
+    "乱按", "亂按", "乱咁", "亂咁", "χωρις να με ρωτησ", "sin preguntarme", "senza chiedermi",
     # someone else sent it: "my grandson pressed STOP for me"
     "my son", "my daughter", "my husband", "my wife", "my grandson", "my granddaughter", "my kid",
-    "孙子", "孫子", "儿子", "兒子", "女儿", "女兒", "老公", "老婆", "帮我按", "幫我按", "con toi", "con tui",
+    "孙子", "孫子", "个孙", "個孫", "儿子", "兒子", "女儿", "女兒", "老公", "老婆", "帮我按", "幫我按",
+    "con toi", "con tui", "η κορη μου", "ο γιος μου", "ο εγγονος μου", "η εγγονη μου", "ο αντρας μου",
+    "η γυναικα μου", "mi hijo", "mi hija", "mi nieto", "mi nieta", "mio figlio", "mia figlia", "mio nipote",
+    "anak ko", "apo ko", "mera beta", "meri beti", "mere pote", "ਮੇਰੇ ਪੋਤੇ", "ਮੇਰੇ ਮੁੰਡੇ", "ابني", "بنتي", "حفيدي",
 ]  # fmt: skip
 # STOP and START written in the reply's own script: the carriers' keywords, transliterated
 STOP_IN_OTHER_SCRIPTS = frozenset(map(fold, ("ਸਟਾਪ", "ਸਟੌਪ", "स्टॉप", "स्टाप", "στοπ", "ستوب")))
 START_IN_OTHER_SCRIPTS = frozenset(map(fold, ("ستارت", "ਸਟਾਰਟ", "स्टार्ट", "στάρτ")))
-_STOP_SAID = ["stop", "unsub", "退订", "退訂", *STOP_IN_OTHER_SCRIPTS]
+_STOP_SAID = ["stop", "unsub", "退订", "退訂", "停止", *STOP_IN_OTHER_SCRIPTS]
 # While excusing a stop, "keep sending" / "continue" asks for the messages back too.
 _CONTINUE = [
     "keep", "continue", "still", "pa rin", "sigan", "continu", "συνεχισ", "tiep tuc", "استمر", "الاستمرار",
@@ -181,6 +185,8 @@ _POLITE = {fold(word) for word in [
     "唔該", "谢谢", "謝謝", "多謝", "请", "請",
 ]}  # fmt: skip
 
+# "Quiero seguir recibiendo los recordatorios" asks to keep them; "no quiero seguir recibiendo" is an opt-out.
+_GO_ON_RX = re.compile(r"(?<!no )\b(?:quiero|quisiera|deseo|prefiero) seguir\b")
 _AGAIN_RX, _MISTAKE_RX, _STOP_SAID_RX, _CONTINUE_RX = (
     _alternation(_AGAIN),
     _alternation(_MISTAKE),
@@ -216,7 +222,25 @@ def stop_was_a_mistake(folded: str) -> bool:
     stops = _starts_and_ends(_STOP_SAID_RX, folded)
     if len(stops) != 1 or not _close(_starts_and_ends(_MISTAKE_RX, folded), stops):
         return False
-    return bool(_AGAIN_RX.search(folded) or _CONTINUE_RX.search(folded))
+    return bool(_AGAIN_RX.search(folded) or _CONTINUE_RX.search(folded) or _GO_ON_RX.search(folded))
+
+
+# "I unsubscribed last year but I'd like to get your updates again": a stop in the past, and the messages
+# wished for again now, with no refusal between the wish and the "again" ("I'd like to never get them again").
+_LEFT_BEFORE_RX = re.compile(
+    r"\b(?:unsubscribed|opted out|(?:sent|replied|texted|typed|said|replied with) (?:a |the )?\W?stop)\b"
+)
+_WISHED_BACK_RX = re.compile(
+    r"\b(?:i ?'?d like|i would like|i want|i wanna|i ?'?d love|i would love|please)(?: to)? "
+    r"(?:get|receive|have|start getting|start receiving|be sent|hear from you|send me|send)\b"
+    r"(?:(?!\b(?:not|never|no|dont|don't|stop)\b)[^.!?]){0,40}?"
+    r"\b(?:again|(?:texts?|messages?|reminders?|updates?|sms|notifications?|them|these) back)\b"
+)
+
+
+def asks_back_after_leaving(folded: str) -> bool:
+    """Whether the folded reply says the patient stopped the messages before and wishes for them again."""
+    return bool(_LEFT_BEFORE_RX.search(folded) and _WISHED_BACK_RX.search(folded))
 
 
 def asks_for_messages_again(folded: str, tokens: list[str]) -> bool:

@@ -1,7 +1,7 @@
 """What a patient meant by an SMS reply: confirm, cancel, reschedule, opt out, opt in, help or something else.
 
 Deterministic rules come first because they are instant, free, explainable and testable against labelled
-replies (`messaging/training/`, labelled per LABELS.md; held out: tests/fixtures/sms_replies_heldout_10.tsv).
+replies (`messaging/training/`, labelled per LABELS.md; held out: tests/fixtures/sms_replies_heldout_11.tsv).
 A model learned from the same replies (`messaging.reply_model`, naive Bayes and a perceptron over character
 n-grams, averaged) reads every reply too; it decides where the rules are unsure, and a likely opt-out (see
 `_second_opinion`). Asking for the messages back in another language ("Mándenme los mensajes otra vez",
@@ -272,8 +272,11 @@ _OPT_IN_PLAINLY = _rx(
     r"(?:restart|resume|reactivate|reenable|re enable|re activate) (?:\w+ ){0,2}?" + _MSG,
     r"(?:turn|switch|put) (?:\w+ ){0,3}?" + _MSG + r" back on",
     r"unblock (?:me|my (?:phone |mobile )?number|this number|us)",
+    # romanised Hindi and Punjabi: "reminder fer ton bhejya karo", "phir se message bhejo"
+    _MSG + r" (?:\w+ ){0,2}?(?:fer|phir|dobara|dubara)(?: se| ton| to)? (?:\w+ )?bhej\w*",
+    r"(?:fer|phir|dobara|dubara)(?: se| ton| to)? (?:\w+ )?" + _MSG + r" bhej\w*",
 )
-_NEGATIONS = _words("no not dont never nah nope stop")
+_NEGATIONS = _words("no not dont never nah nope stop mat na nahi nahin band")
 _OPT_IN_PHRASES = _rx(
     r"opt (?:me )?(?:back )?in",
     r"(?:start|restart|resume) (?:\w+ ){0,2}?" + _MSG,
@@ -377,6 +380,8 @@ _ANY_HELP_WORD = frozenset(
     for word in (
         "ayuda", "aiuto", "tulong", "βοήθεια", "مساعدة", "帮助", "幫助", "帮忙", "幫忙", "救命", "giúp",
         "giúp đỡ", "trợ giúp", "मदद", "ਮਦਦ", "madad", "socorro",
+        # HELP, the carriers' keyword, written in the reply's own script
+        "हेल्प", "हैल्प", "ਹੈਲਪ", "ਹੇਲਪ", "χελπ", "هيلب", "هلب", "هيلپ",
     )
 )  # fmt: skip
 # "How do I confirm?", "what am I meant to reply?": a question about these messages, read as help even
@@ -396,6 +401,10 @@ _NEUTRAL = _rx(
     r"(?:is|be) (?:that |it |this )?ok",
     # "a cancellation spot", "the cancellation fee": a thing asked about, not a request to cancel
     r"(?:a|the|any|your) cancel (?:spot|list|fee|slot|policy|waitlist|wait list|charge|times?)s?",
+    # "is it at the old clinic or the new one?", "can my GP email you a new one?" (a referral): a thing
+    # named, not another appointment
+    r"(?:or|at|to) the new one",
+    r"(?:email|send|fax|post|bring|write|give) (?:\w+ ){0,2}?a new one",
 )
 # "I'll call to rebook": a booking the patient will make later, after cancelling this one. Read past it,
 # but a cancel that comes with one is not sure enough to act on alone.
@@ -484,6 +493,7 @@ _CUES: tuple[tuple[Intent, float, re.Pattern[str]], ...] = (
         _rx("absolutely", "definitely", "certainly", "of course", "for sure", "sounds good", "sounds great"),
     ),
     (Intent.CONFIRM, 0.85, _rx("all good", "all set", "got it", "perfect", "will do", "excellent")),
+    (Intent.CONFIRM, 0.85, _rx("too easy", "sweet as", "righto")),  # Australian for "no problem"
     (Intent.CONFIRM, 0.85, _rx(r"(?:that|it) works", "works for me", "thumbs up")),
     (Intent.CONFIRM, 0.8, _rx("ok", "sure", "fine")),
     (Intent.CONFIRM, 0.7, _rx("great", "lovely", "awesome", "fantastic", "cool", "noted", "done", "booked")),
@@ -561,7 +571,7 @@ def _classify(text: str) -> tuple[Intent, float, str | None]:
     # "Please don't stop the reminders": the words a model counts towards an opt-out, saying the opposite
     kept = "keep" in foreign or bool(_KEEP_PHRASES.search(" ".join(tokens)))
     excused = intent is Intent.OPT_OUT or confidence < _RULES_SURE  # "Na-send ko yung STOP by mistake": a no
-    if excused and opt_out_cues.stop_was_a_mistake(folded):
+    if excused and (opt_out_cues.stop_was_a_mistake(folded) or opt_out_cues.asks_back_after_leaving(folded)):
         # "Mandé STOP por error, reactiven los mensajes": the stop word is excused, and the messages asked
         # back, in words the rules read. Only a model sure of an opt-out overrules it below.
         intent, confidence = Intent.OPT_IN, _OPT_IN_SAID
@@ -694,7 +704,9 @@ def _read(
         if set(scores) == {Intent.CONFIRM} and not yes_first:
             # "thanks for the results", "报告收到了，谢谢" (report received, thanks): no answer to our text
             weak = scores[Intent.CONFIRM] < _WEAK_YES
-            if (weak and _THANKS_FOR_SOMETHING_ELSE.search(canonical)) or _RESULTS.search(folded):
+            if weak and _THANKS_FOR_SOMETHING_ELSE.search(canonical):
+                return Intent.OTHER, _RULES_SURE  # the thanks names what it is for
+            if _RESULTS.search(folded):
                 return Intent.OTHER, 0.75
         intent, confidence = _resolve(scores, text, tokens)
         if yes_first and intent is Intent.CONFIRM:

@@ -100,6 +100,12 @@ _LATIN_MARKERS: dict[str, frozenset[str]] = {
         "haan ji theek hai sakda sakdi sakde karo kar na bhejo tarikh badal nahi tusi kaun hor dubara ho "
         "samajh aaya"
     ),
+    "ar": _markers(  # Arabizi: Arabic in Latin letters, digits for the sounds Latin lacks (3 ع, 7 ح, 2 ء)
+        "aywa na3am inshallah insha2allah inshalla shukran shokran tamam momken mumkin maw3ed ma3ad mawed "
+        "sama7t sama7ti msh mish baddi 3ayez 3ayza rasayel ba2a khalas ha2dar 2ader ba2der a2dar "
+        "aji aagi eje a7dar bokra ya3tikom 3afye el8i elghi ilghi alghi tany tani n2a5ar na2ajjel ne2ajel "
+        "ne8ayar n8ayer ghayer 8ayer meen enta inta ento"
+    ),
     "el": _markers(
         "nai entaxei entaksei efxaristo eyxaristw akyrosi akurosi tha eimai ime ekei den mporo erthw ertho "
         "rantevou rantevu"
@@ -564,6 +570,35 @@ _AR = Lexicon(
             ),
         ),
         ("confirm", 0.65, ("شكرا", "شكراً")),
+        # Arabizi (Arabic in Latin letters): "msh ha2dar aagi, el8i el ma3ad", "momken ne2ajel el maw3ed?"
+        (
+            "help",
+            0.9,
+            (r"(?:meen|min|mn) (?:enta|inta|anta|ento|into|antum|hada|hayda|ma3i)",),
+        ),
+        (
+            "cancel",
+            0.9,
+            (
+                r"(?:msh|mish|mesh|mush|ma|mo) (?:ha2dar|2ader|2adar|ba2der|a2dar|a2der|2dar|adar|ader) "
+                r"(?:aji|aagi|eje|ajy|aaji|a7dar|a7der|a7daar|ago|agi)",
+                r"(?:el8i|elghi|ilghi|alghi|2lghi|el8oo|elghoo|ilghu)",
+            ),
+        ),
+        (
+            "reschedule",
+            0.9,
+            (
+                r"(?:momken|mumkin|mumken|momkin) (?:\w+ )?(?:n2a5ar|na2ajjel|ne2ajel|n2ajel|nae5er|ne8ayar|"
+                r"n8ayer|ne8ayer|nghayer|a8ayer|aghayer|ng8ayer|maw3ed|ma3ad|mawed)",
+                r"(?:yom|maw3ed|ma3ad|wa2t|sa3a) (?:tany|tani|tanya|tanyeh|akhar|e5er)",
+            ),
+        ),
+        (
+            "confirm",
+            0.9,
+            ("aywa", "aiwa", "na3am", "tamam", "inshallah", "insha2allah", "inshalla", "akid", "akeed"),
+        ),
     ),
 )
 

@@ -334,3 +334,34 @@ def test_the_shipped_blend_sums_its_packed_rows_exactly() -> None:
     for text in ("STOP", "pls dont txt me again", "可以改到下星期吗？", "Sì, ci sarò 👍", "", "R", "x" * 400):
         expected = {k: (nb.probabilities(text)[k] + linear.probabilities(text)[k]) / 2 for k in blend.labels}
         assert blend.probabilities(text) == pytest.approx(expected, abs=1e-9, rel=0)
+
+
+def test_held_out_set_10s_misses_in_their_own_words() -> None:
+    """Set 10's first run read 4 of its 29 opt-ins as opt-outs (a STOP a daughter or grandson sent, one sent
+    "sin querer", an unsubscribe "last year" with the updates wished back), and missed HELP in Devanagari,
+    Arabizi's "el8i el ma3ad", "too easy", "thanks for calling me back" and "the new one" (a clinic)."""
+    with patch.object(reply_model, "trained", lambda: Sure("opt_out", 0.9)):
+        _read_as(
+            Intent.OPT_IN,
+            "I unsubscribed last year but I'd like to get your updates again",
+            "個孫玩我部電話亂咁覆咗停止，唔該send返啲提醒俾我",
+            "Η κόρη μου έστειλε STOP χωρίς να με ρωτήσει, θέλω να παίρνω πάλι τις υπενθυμίσεις",
+            "Mandé STOP sin querer, quiero seguir recibiendo los recordatorios",
+            "mainu reminder fer ton bhejya karo ji, bhul jaanda haan",
+        )
+        _read_as(  # what those rules must not read as an opt-in
+            Intent.OPT_OUT,
+            "I unsubscribed, why am I getting your updates again?",
+            "I unsubscribed last month, I dont want to get them again",
+            "Mandé STOP sin querer pero pensándolo bien no quiero seguir recibiendo nada",
+            "reminder fer ton na bhejo",
+            "message phir se mat bhejna",
+        )
+    with patch.object(reply_model, "trained", lambda: Sure("other", 0.9)):
+        _read_as(Intent.HELP, "हेल्प", "ਹੈਲਪ", "meen enta?")
+        _read_as(Intent.CANCEL, "msh ha2dar aagi, el8i el ma3ad law sama7t")
+        _read_as(Intent.RESCHEDULE, "momken ne2ajel el maw3ed?")
+        _read_as(Intent.CONFIRM, "Too easy", "Yes. Is it still at the Parramatta clinic or the new one?")
+        _read_as(Intent.OTHER, "Lost my referral. Can my GP email you a new one?")
+    with patch.object(reply_model, "trained", lambda: Sure("confirm", 0.9)):
+        _read_as(Intent.OTHER, "Thanks for calling me back earlier")
