@@ -34,7 +34,7 @@ _MESSAGES = [
     # Hindi, Punjabi
     "मैसेज", "मेसेज", "संदेश", "एसएमएस", "रिमाइंडर", "ਮੈਸੇਜ", "ਸੁਨੇਹ", "ਐਸਐਮਐਸ", "ਰਿਮਾਈਂਡਰ",
     # Arabic, Arabizi
-    "رسائل", "رساله", "رسايل", "مسجات", "اشتراك", "rasayel", "rasa2el", "masajat",
+    "رسائل", "رساله", "رسايل", "مسجات", "اشتراك", "تذكير", "rasayel", "rasa2el", "masajat",
     # Chinese, Cantonese
     "短信", "信息", "消息", "讯息", "訊息", "短訊", "通知", "提醒", "订阅", "訂閱",
 ]  # fmt: skip
@@ -59,7 +59,8 @@ _STOPPING = [
     "itigil", "tigil", "huwag", "wag", "ayoko", "ayaw ko", "बंद", "मत", "नहीं चाहिए", "रोक", "band",
     "mat bhejo", "nahi chahiye", "ਬੰਦ", "ਨਾ ਭੇਜ", "ਨਹੀਂ ਚਾਹੀਦ", "ਰੋਕ", "na bhejo", "وقف", "توقف", "اوقف",
     "لا ترسل", "لا تبعت", "لا تتواصل", "بطل", "كفايه", "ما بدي", "bala", "wa2ef", "khalas", "不要",
-    "别", "別", "停", "唔好", "唔要", "唔使",
+    "别", "別", "停", "唔好", "唔要", "唔使", "不需要", "唔需要", "取消发送", "取消發送",
+    "patayin", "pakipatay", "i off", "ioff",
 ]  # fmt: skip
 # Cancelling counts only before the messages it names ("cancel the SMS too"): "got your message, please
 # cancel" cancels the appointment.
@@ -238,9 +239,53 @@ _WISHED_BACK_RX = re.compile(
 )
 
 
+# The same in the replies' other languages ("之前退订了，现在想重新收到预约短信", "pehle unsubscribe kiya
+# tha, ab phir se booking sms chahiye"): a word of "before" close before the stop word, then a wish close to a
+# word of "again" after it, and no refusal or stopping word after the stop word ("之前退订了，为什么还再发？"
+# has no wish; "之前退订了，不想再收到" refuses).
+_BEFORE = [
+    "之前", "以前", "早前", "先前", "truoc", "pehle", "pahle", "ਪਹਿਲਾਂ", "पहले", "πριν", "prima", "antes",
+    "dati", "noon", "قبل", "من قبل",
+]  # fmt: skip
+_LEFT = [
+    *_STOP_SAID, "unsubscribe", "huy dang ky", "停咗", "停了", "取消订阅", "取消訂閱", "ακυρωσα", "απεγγραφ",
+]  # fmt: skip
+_WISH = [
+    "想", "要", "muon", "chahiye", "chahta", "chahti", "चाहिए", "चाहता", "चाहती", "ਚਾਹੀਦ", "θελω", "vorrei",
+    "voglio", "quiero", "quisiera", "gusto", "اريد", "بدي", "ابغى", "ابي",
+]  # fmt: skip
+_REFUSING_AFTER = [
+    "不想", "唔想", "不要", "唔要", "khong", "nahi", "nahin", "mat", "नहीं", "ਨਹੀਂ", "δεν", "μη", "non", "no ",
+    "ayoko", "ayaw", "لا", "ما بدي", "مش",
+    # a complaint asks why: "之前退订了，我想知道为什么又再收到短信"
+    "为什么", "為什麼", "点解", "點解", "怎么", "怎麼", "why", "tai sao", "kyun", "kyon", "γιατι", "perche",
+    "por que", "porque", "bakit", "ليش", "لماذا", "ليه",
+]  # fmt: skip
+_BEFORE_RX, _LEFT_RX, _WISH_RX, _REFUSING_AFTER_RX = (
+    _alternation(_BEFORE),
+    _alternation(_LEFT),
+    _alternation(_WISH),
+    _alternation(_REFUSING_AFTER),
+)
+_WISH_GAP = 25  # characters between the wish and its "again"
+
+
 def asks_back_after_leaving(folded: str) -> bool:
     """Whether the folded reply says the patient stopped the messages before and wishes for them again."""
-    return bool(_LEFT_BEFORE_RX.search(folded) and _WISHED_BACK_RX.search(folded))
+    if _LEFT_BEFORE_RX.search(folded) and _WISHED_BACK_RX.search(folded):
+        return True
+    left = _starts_and_ends(_LEFT_RX, folded)
+    if not left or not _close(_starts_and_ends(_BEFORE_RX, folded), left, in_order=True):
+        return False
+    after = folded[left[-1][1] :]
+    if _REFUSING_AFTER_RX.search(after) or _STOPPING_RX.search(after):  # "...otra vez me llegan, que paren"
+        return False
+    wishes = _starts_and_ends(_WISH_RX, after)
+    return any(  # the wish before its "again" ("现在想重新收到") or after it ("phir se sms chahiye")
+        0 <= again_start - wish_end <= _WISH_GAP or 0 <= wish_start - again_end <= _WISH_GAP
+        for wish_start, wish_end in wishes
+        for again_start, again_end in _starts_and_ends(_AGAIN_RX, after)
+    )
 
 
 def asks_for_messages_again(folded: str, tokens: list[str]) -> bool:

@@ -365,3 +365,44 @@ def test_held_out_set_10s_misses_in_their_own_words() -> None:
         _read_as(Intent.OTHER, "Lost my referral. Can my GP email you a new one?")
     with patch.object(reply_model, "trained", lambda: Sure("confirm", 0.9)):
         _read_as(Intent.OTHER, "Thanks for calling me back earlier")
+
+
+def test_a_patient_who_left_before_and_wishes_the_texts_back_is_an_opt_in_in_any_language() -> None:
+    """A stop in the past, then the texts wished for again now: an opt-in only a model sure of an opt-out
+    overrules. A complaint that they came again, a wish refused, or a "why" stays an opt-out."""
+    with patch.object(reply_model, "trained", lambda: Sure("opt_out", 0.9)):
+        _read_as(
+            Intent.OPT_IN,
+            "之前退订了，现在想重新收到预约短信",
+            "之前unsub咗，而家想再收返booking短訊",
+            "Trước em hủy đăng ký rồi, giờ muốn nhận lại tin nhắn hẹn",
+            "pehle unsubscribe kiya tha, ab phir se booking sms chahiye",
+            "Antes mandé STOP, ahora quiero recibir los mensajes otra vez",
+            "Prima ho scritto STOP, ora vorrei ricevere di nuovo i promemoria",
+        )
+        _read_as(
+            Intent.OPT_OUT,
+            "我之前已经退订了，为什么还再发？",
+            "之前退订了，我想知道为什么又再收到短信",
+            "之前退订了，不想再收到",
+            "pehle unsubscribe kiya tha, ab phir se sms nahi chahiye",
+            "Antes mandé STOP y otra vez me llegan, quiero que paren",
+            "Before I sent STOP and you text me again, I want it to stop",
+        )
+
+
+def test_opt_outs_the_cross_validation_missed_are_read_by_the_rules() -> None:
+    """Worded in ways the model (trained without them) missed: "don't send me again" in Greek was read as an
+    opt-in for its "again"; "wrong number" in Punjabi and Hindi; turning the reminders off in Tagalog."""
+    with patch.object(reply_model, "trained", lambda: Sure("other", 0.9)):
+        _read_as(
+            Intent.OPT_OUT,
+            "Μην μου ξαναστείλετε",
+            "Ακυρώστε το ραντεβού και μη μου ξαναστείλετε μήνυμα",
+            "Κανένα μήνυμα πια παρακαλώ",
+            "你好，这些短信我都不需要，麻烦取消发送",
+            "Pakipatay na po yung SMS reminders",
+            "ਗਲਤ ਨੰਬਰ ਹੈ",
+            "galat number hai",
+            "بطلوا ترسلوا تذكيرات",
+        )
