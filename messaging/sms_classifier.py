@@ -322,6 +322,20 @@ _THANKS_FOR_SOMETHING_ELSE = _rx(
     r"(?:reminder|message|msg|text|sms|heads up|letting|confirmation|confirming|booking|appointment|appt|"
     r"info|update|notice|notification|reply|quick reply))"
 )
+# "Running 10 min late", "I'm outside", "Ya llegué": on the day, for the desk; no answer to our text unless a
+# yes comes with it ("Yes, might be 5 min late" is a confirm).
+_ON_THE_DAY = _any_language(
+    r"\b(?:running|be|am|im|i m|bit|mins?|minutes?|little|abit|slightly) late\b"
+    r"(?! (?:reply|response|replying))",
+    r"\blate (?:by|ako)\b", r"\b(?:stuck|caught) in traffic\b", r"\bi ?'?m (?:here|outside|downstairs)\b",
+    r"\bi am (?:here|outside)\b", r"\bjust (?:parked|arrived)\b", r"\bin (?:the )?(?:car ?park|reception)\b",
+    r"\bon my way\b", r"\bya llegu", r"\bestoy (?:en la puerta|afuera|aqui abajo)", r"\bdi ritardo\b",
+    r"\bsono (?:qui|arrivat)", r"\blate ho ja", r"\bde ritardo\b", r"\bdi traffico\b|\bc ?'?e traffico\b",
+    "晚到", "堵车", "塞车", "塞車", "遲到", "迟到", "我到咗", "我到了", "tre \\d+ phut", "den tre",
+    "pahunch gaye", "pahuch gaye", "ਪਹੁੰਚ ਗਏ", "पहुंच गए", "पहुँच गया", "θα αργησω", "αργω λιγο",
+    "βρισκομαι εξω", "سأتأخر", "رح اتاخر",
+)  # fmt: skip
+_YES_WORDS = _words("y yes yep yeah yup confirm confirmed")
 _RESULTS = _any_language(
     r"\bresults?\b", r"\breports?\b", "结果", "結果", "报告", "報告", "kết quả", "αποτελέσματα",
     "risultat", "resultado", "النتائج", "النتيجة", "التقرير", "ਰਿਪੋਰਟ", "रिपोर्ट", "resulta",
@@ -529,6 +543,9 @@ _CUED_OPT_IN = 0.8  # an opt-in read from cues (messages asked for again): unsur
 # "I sent STOP by mistake", "START. My husband sent the stop": an opt-in only a model sure of an opt-out
 # (_OPT_OUT_SUSPECTED) overrules
 _OPT_IN_SAID = 0.93
+# A question with no answer in it ("Do I need to fast?"): the model may read it as anything but a yes, which
+# only the words of the reply give (the guide: a question without a yes is `other`)
+_ASKED = 0.8
 
 
 # --- the rules --------------------------------------------------------------------------------------------
@@ -550,7 +567,9 @@ def classify(text: str) -> Classification:
 # posso parcheggiare?", "Có, tôi có cần nhịn ăn không?". Matched on the folded reply (accents gone).
 _YES_FIRST = re.compile(
     r"\s*(?:y|yes|yep|yeah|yup|sure|ok|okay|confirmed?|si|certo|claro|oo|opo|oho|co|vang|da|ναι|نعم|اكيد|"
-    r"مؤكد|تاكيد|aywa|na3am|haan|han|ha ji|हां|हाँ|जी हां|ਹਾਂ|ਹਾਂ ਜੀ|是|是的|好|好的|好嘅|好啊|好呀|好喇|係|得|啱)"
+    r"مؤكد|تاكيد|aywa|na3am|haan|han|ha ji|haanji|हां|हाँ|जी हां|ਹਾਂ|ਹਾਂ ਜੀ|是|是的|好|好的|好嘅|好啊|好呀|好喇|"
+    r"係|得|啱|confermo|confermato|confirmo|confirmado|επιβεβαιωνω|επιβεβαιωση|可以|可以可以|没问题|冇問題|tamam)"
+    r"(?:\s+(?:po|ji|a|na))?"  # a politeness particle: "Y po, kailangan ba mag-fasting?"
     r"(?:\s*[.,!:;\-–—،，。！、]|\s+(?=[^\x00-\x7f]))"  # punctuation, or a space and another script
 )
 _LATIN_RUNS = re.compile(r"[a-z0-9]+|[^a-z0-9]+")
@@ -626,7 +645,9 @@ def _second_opinion(
     )
     if probabilities.get(Intent.OPT_OUT, 0.0) >= (_OPT_OUT_POSSIBLE if unsure else _OPT_OUT_SUSPECTED):
         return Intent.OPT_OUT, 0.75
-    if label in (intent, Intent.OPT_IN):
+    if label in (intent, Intent.OPT_IN) or (
+        intent is Intent.OTHER and confidence == _ASKED and label is Intent.CONFIRM
+    ):
         return intent, confidence
     if intent is Intent.OTHER and confidence < _RULES_SURE and probabilities[label] >= _MODEL_READS:
         return label, round(0.5 + 0.35 * probabilities[label], 3)
@@ -698,6 +719,13 @@ def _read(
         scores[Intent.RESCHEDULE] = max(scores.get(Intent.RESCHEDULE, 0.0), _STRONG)  # "not Tue, Thu?"
     if keep and not any(score >= _STRONG for score in scores.values()):
         return Intent.OTHER, _KEPT  # "No dejen de mandarme recordatorios": its "no" is not a cancel
+    if (
+        not yes_first
+        and not _YES_WORDS.intersection(raw)  # as written: "ya llegué" (Spanish "already") is no "yes"
+        and max(scores.get(Intent.CANCEL, 0.0), scores.get(Intent.RESCHEDULE, 0.0)) < _STRONG
+        and _ON_THE_DAY.search(folded)
+    ):
+        return Intent.OTHER, _RULES_SURE  # "Just parked, be there in 2": for the desk, not an answer
     if scores:
         if question and max(scores.values()) < _WEAK_YES:
             return Intent.OTHER, 0.7  # "thanks, but what's the address?": the thanks decides nothing
@@ -721,7 +749,7 @@ def _read(
     if "help" in words:
         return Intent.HELP, 0.65
     if question:
-        return Intent.OTHER, 0.8
+        return Intent.OTHER, _ASKED
     return Intent.OTHER, 0.5
 
 

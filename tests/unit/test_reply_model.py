@@ -406,3 +406,38 @@ def test_opt_outs_the_cross_validation_missed_are_read_by_the_rules() -> None:
             "galat number hai",
             "بطلوا ترسلوا تذكيرات",
         )
+
+
+def test_a_question_with_no_yes_is_never_a_yes_on_the_models_word() -> None:
+    """The guide: a question about the appointment without a yes is `other`. A model leaning to confirm
+    (it did, for fasting and parking questions in every language) does not make it one; a yes first does."""
+    with patch.object(reply_model, "trained", lambda: Sure("confirm", 0.9)):
+        _read_as(Intent.OTHER, "Do I need a full bladder?", "Devo essere a digiuno?", "Có cần nhịn ăn không?")
+        _read_as(
+            Intent.CONFIRM,
+            "Y po, kailangan ba mag-fasting?",
+            "Confermo, quanto prima devo arrivare?",
+            "Επιβεβαίωση, πόσο νωρίτερα να έρθω;",
+            "可以可以，停车要收费吗？",
+            "haanji, ki khali pet auna hai?",
+        )
+
+
+def test_running_late_or_arrived_is_for_the_desk_unless_a_yes_comes_with_it() -> None:
+    with patch.object(reply_model, "trained", lambda: Sure("confirm", 0.9)):
+        _read_as(
+            Intent.OTHER,
+            "Just parked, be there in 2",
+            "Running 10 min late",
+            "Ya llegué, estoy en la puerta",
+            "Arrivo con 10 minuti di ritardo",
+            "堵车，晚十分钟到",
+            "thoda late ho jaunga, traffic hai",
+        )
+        _read_as(
+            Intent.CONFIRM,
+            "Yes I'll be there, might be 5 min late coming off night shift",
+            "Hi yes this is fine, sorry for the late reply. Will be there Thursday",
+        )
+    with patch.object(reply_model, "trained", lambda: Sure("other", 0.9)):
+        _read_as(Intent.RESCHEDULE, "Running late today, can we move it to Friday?")

@@ -305,7 +305,7 @@ async def test_the_model_cannot_overrule_a_rules_opt_out(model: FakeChatModel) -
 
 async def test_a_model_opt_out_is_accepted(model: FakeChatModel) -> None:
     model.content = json.dumps({"intent": "opt_out", "confidence": 0.7})
-    result = await classify_with_fallback("Running 10 min late", llm_settings(model.url))
+    result = await classify_with_fallback("hmm", llm_settings(model.url))  # the rules: other, 0.5
     assert result.intent is Intent.OPT_OUT and result.source == "llm"
 
 
