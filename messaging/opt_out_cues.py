@@ -176,6 +176,8 @@ _STOP_SAID = ["stop", "unsub", "退订", "退訂", "停止", *STOP_IN_OTHER_SCRI
 _CONTINUE = [
     "keep", "continue", "still", "pa rin", "sigan", "continu", "συνεχισ", "tiep tuc", "استمر", "الاستمرار",
     "继续", "繼續", "还是想", "還是想", "还是要", "還是要", "van muon", "रहो", "ਰਹੋ", "raho", "reho",
+    # "I want the reminders" (in the reply that excuses the STOP)
+    "θελω τις", "θελω τα", "θελω να παιρνω", "θελω να λαμβανω", "quiero recibir", "voglio ricevere",
 ]  # fmt: skip
 _START_FIRST = {"start", "unstop"}
 # Politeness words that may follow a bare START in the reply's own language ("START po", "START 唔該").

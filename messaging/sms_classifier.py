@@ -272,6 +272,8 @@ _OPT_IN_PLAINLY = _rx(
     r"(?:restart|resume|reactivate|reenable|re enable|re activate) (?:\w+ ){0,2}?" + _MSG,
     r"(?:turn|switch|put) (?:\w+ ){0,3}?" + _MSG + r" back on",
     r"unblock (?:me|my (?:phone |mobile )?number|this number|us)",
+    r"(?:add|put|sign) (?:me|my number|my mobile|us) back(?: up| on)?",
+    r"sign (?:me|us) (?:back )?up (?:for|to) (?:\w+ )?" + _MSG,
     # romanised Hindi and Punjabi: "reminder fer ton bhejya karo", "phir se message bhejo"
     _MSG + r" (?:\w+ ){0,2}?(?:fer|phir|dobara|dubara)(?: se| ton| to)? (?:\w+ )?bhej\w*",
     r"(?:fer|phir|dobara|dubara)(?: se| ton| to)? (?:\w+ )?" + _MSG + r" bhej\w*",
@@ -417,7 +419,7 @@ _NEUTRAL = _rx(
     r"(?:a|the|any|your) cancel (?:spot|list|fee|slot|policy|waitlist|wait list|charge|times?)s?",
     # "is it at the old clinic or the new one?", "can my GP email you a new one?" (a referral): a thing
     # named, not another appointment
-    r"(?:or|at|to) the new one",
+    r"(?:or|at|to|need|bring|use) the new one",
     r"(?:email|send|fax|post|bring|write|give) (?:\w+ ){0,2}?a new one",
 )
 # "I'll call to rebook": a booking the patient will make later, after cancelling this one. Read past it,
@@ -445,6 +447,9 @@ _TIMEISH = _rx(
 )
 # "Can I bring my 3 year old?", "can I have a coffee in the morning": asking leave, not another time.
 _MAY_I = _rx(
+    r"(?:can|could|may) (?:i|we) (?:please )?(?:stop|skip|pause) (?:taking )?(?:my |the )?"
+    r"(?:medications?|meds|medicines?|tablets?|pills?|insulin|thinners|warfarin|aspirin|metformin)",
+    r"(?:stop|pop|swing|come|drop) (?:by|in) (?:\w+ ){0,3}?to (?:drop|pick|bring|collect|hand)",
     r"(?:can|could|may) (?:i|we) (?:please )?(?:bring|eat|drink|wear|take|drive|park|drop|use"
     r"|get changed|come (?:in )?with"
     r"|have (?:a |my )?(?:coffee|tea|water|breakfast|food|snack|drink|meal|something to eat))",

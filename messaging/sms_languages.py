@@ -163,6 +163,8 @@ def reply_language(text: str, tokens: list[str], languages: tuple[str, ...]) -> 
 # --- what the words mean -----------------------------------------------------------------------------------
 
 _MSG_ZH = "(?:短信|短訊|信息|訊息|消息|簡訊|短讯|讯息|sms|send|text|嘢|提醒)"
+# not right after a refusal ("不要", "别", "唔好") or a "still / again" of complaint ("还", "又")
+_NOT_REFUSED_ZH = "(?<!不要)(?<!不想)(?<!唔想)(?<!唔好)(?<!不用)(?<!唔使)(?<!不需要)(?<![别別还還又勿])"
 
 
 @dataclass(frozen=True)
@@ -366,6 +368,11 @@ _CHINESE_CUES = (
             f"(?:恢复|恢復).{{0,4}}{_MSG_ZH}",
             f"(?:继续|繼續)(?:send|发|發|传|傳)?{_MSG_ZH}",
             f"(?:想|要)(?:再|继续|繼續|重新)(?:收|接收|收到)(?:返|回)?.{{0,3}}{_MSG_ZH}",
+            # "请再给我发提醒短信", "请继续给我发提醒短信": asked to send again / go on sending; not after a
+            # refusal ("不要继续给我发短信") or in a complaint ("你们为什么还再给我发短信？")
+            f"^(?!.*(?:为什么|為什麼|点解|點解|干嘛|幹嘛|怎么又|怎麼又)).*?{_NOT_REFUSED_ZH}"
+            f"(?:再|继续|繼續|重新)(?:给|給|俾|畀)我(?:发|發|send)(?:返)?.{{0,3}}{_MSG_ZH}",
+            f"{_NOT_REFUSED_ZH}(?:开始|開始)(?:接收|收)(?:返)?.{{0,2}}{_MSG_ZH}",
         ),
     ),
     (

@@ -441,3 +441,20 @@ def test_running_late_or_arrived_is_for_the_desk_unless_a_yes_comes_with_it() ->
         )
     with patch.object(reply_model, "trained", lambda: Sure("other", 0.9)):
         _read_as(Intent.RESCHEDULE, "Running late today, can we move it to Friday?")
+
+
+def test_asking_to_be_added_back_is_an_opt_in_and_refusing_it_is_not() -> None:
+    with patch.object(reply_model, "trained", lambda: Sure("other", 0.9)):
+        _read_as(
+            Intent.OPT_IN,
+            "Add me back to your list",
+            "Sign me back up for reminders",
+            "Can you add my number back for reminders?",
+            "请再给我发提醒短信",
+            "請繼續給我發短信",
+            "開始接收簡訊",
+            "Έστειλα STOP κατά λάθος, θέλω τις υπενθυμίσεις",
+        )
+        assert classify("Dont add me back to your list").intent is not Intent.OPT_IN
+        _read_as(Intent.OPT_OUT, "不要继续给我发短信", "别再给我发短信了")
+        assert classify("你们为什么还再给我发短信？").intent is not Intent.OPT_IN
