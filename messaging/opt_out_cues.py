@@ -39,11 +39,13 @@ _MESSAGES = [
     "短信", "信息", "消息", "讯息", "訊息", "短訊", "通知", "提醒", "订阅", "訂閱",
 ]  # fmt: skip
 _ON_A_LIST = [  # removing only: "take my number off your list"
-    "number", "list", "numero", "lista", "listahan", "λιστα", "danh sach", "नंबर", "लिस्ट", "सूची", "ਨੰਬਰ",
+    "number", "list", "numero", "lista", "listahan", "λιστα", "αριθμο", "arithmo", "noumero", "danh sach",
+    "नंबर", "लिस्ट", "सूची", "ਨੰਬਰ",
     "ਲਿਸਟ", "رقم", "قائمه", "号码", "號碼", "名单", "名單", "电话",
 ]  # fmt: skip
 _REMOVING = [
-    "remove", "delete", "take me off", "take my number off", "unsubscribe", "opt out", "quitar", "quiten",
+    "remove", "delete", "take me off", "take my number off", "get off", "unsubscribe", "opt out", "quitar",
+    "quiten", "diagrap", "svhste", "sviste",
     "saquen", "sacar", "borr", "elimin", "togli", "rimuov", "cancellate il", "διαγραψ", "αφαιρεσ", "βγαλτε",
     "xoa", "tanggal", "burahin", "हटा", "ਹਟਾ", "hata", "احذف", "امسح", "شيل", "删", "刪", "移除", "退订",
     "退訂",
@@ -157,7 +159,8 @@ _AGAIN = [
 _MISTAKE = [
     "mistake", "accident", "by error", "in error", "didnt mean", "did not mean", "por error", "sin querer",
     "per sbaglio", "per errore", "κατα λαθος", "kata lathos", "lo bam", "lo gui", "lo nhan", "vo tinh",
-    "by mistake", "without thinking",
+    "by mistake", "without thinking", "oops", "toddler", "my child", "my kids", "my baby", "my grandkids",
+    "playing with my phone", "played with my phone",
     "aksidente", "di sinasadya", "nagkamali", "गलती से", "galti", "ਗਲਤੀ", "بالغلط", "بالخطا", "غلطه",
     "不小心", "唔小心", "误按", "誤按", "按错", "按錯", "撳錯", "手滑", "覆錯", "回错", "回錯",
     "乱按", "亂按", "乱咁", "亂咁", "χωρις να με ρωτησ", "sin preguntarme", "senza chiedermi",
@@ -175,7 +178,8 @@ _STOP_SAID = ["stop", "unsub", "退订", "退訂", "停止", *STOP_IN_OTHER_SCRI
 # While excusing a stop, "keep sending" / "continue" asks for the messages back too.
 _CONTINUE = [
     "keep", "continue", "still", "pa rin", "sigan", "continu", "συνεχισ", "tiep tuc", "استمر", "الاستمرار",
-    "继续", "繼續", "还是想", "還是想", "还是要", "還是要", "van muon", "रहो", "ਰਹੋ", "raho", "reho",
+    "继续", "繼續", "还是想", "還是想", "还是要", "還是要", "van muon", "रहो", "ਰਹੋ", "raho", "reho", "रहिए",
+    "रहें", "ਰਹਿਣਾ", "ਰਹਿਓ", "rahiye", "rahein", "tuloy", "تستمر", "استمروا", "كملوا",
     # "I want the reminders" (in the reply that excuses the STOP)
     "θελω τις", "θελω τα", "θελω να παιρνω", "θελω να λαμβανω", "quiero recibir", "voglio ricevere",
 ]  # fmt: skip
@@ -231,20 +235,23 @@ def stop_was_a_mistake(folded: str) -> bool:
 # "I unsubscribed last year but I'd like to get your updates again": a stop in the past, and the messages
 # wished for again now, with no refusal between the wish and the "again" ("I'd like to never get them again").
 _LEFT_BEFORE_RX = re.compile(
-    r"\b(?:unsubscribed|opted out|(?:sent|replied|texted|typed|said|replied with) (?:a |the )?\W?stop)\b"
+    r"\b(?:unsubscribed|unsubscribing|opted out|opting out|"
+    r"(?:sent|replied|texted|typed|said|replied with) (?:a |the )?\W?stop)\b"
 )
 _WISHED_BACK_RX = re.compile(
-    r"\b(?:i ?'?d like|i would like|i want|i wanna|i ?'?d love|i would love|please)(?: to)? "
-    r"(?:get|receive|have|start getting|start receiving|be sent|hear from you|send me|send)\b"
+    r"\b(?:i ?'?d like|i would like|i want|i wanna|i ?'?d love|i would love|please|pls|plz)(?: to)? "
+    r"(?:get|receive|have|start getting|start receiving|start texting|start sending|text|be sent"
+    r"|hear from you|send me|send)\b"
     r"(?:(?!\b(?:not|never|no|dont|don't|stop)\b)[^.!?]){0,40}?"
     r"\b(?:again|(?:texts?|messages?|reminders?|updates?|sms|notifications?|them|these) back)\b"
+    r"|\b(?:add|put|sign) me back\b|\bswitch (?:\w+ ){0,2}?back on\b"
 )
 
 
 # The same in the replies' other languages ("之前退订了，现在想重新收到预约短信", "pehle unsubscribe kiya
-# tha, ab phir se booking sms chahiye"): a word of "before" close before the stop word, then a wish close to a
-# word of "again" after it, and no refusal or stopping word after the stop word ("之前退订了，为什么还再发？"
-# has no wish; "之前退订了，不想再收到" refuses).
+# tha, ab phir se booking sms chahiye"): a word of "before" close before the stop word, a wish close to a
+# word of "again", and no refusal or stopping word besides the stop word ("之前退订了，为什么还再发？" has no
+# wish; "之前退订了，不想再收到" refuses).
 _BEFORE = [
     "之前", "以前", "早前", "先前", "truoc", "pehle", "pahle", "ਪਹਿਲਾਂ", "पहले", "πριν", "prima", "antes",
     "dati", "noon", "قبل", "من قبل",
@@ -279,14 +286,17 @@ def asks_back_after_leaving(folded: str) -> bool:
     left = _starts_and_ends(_LEFT_RX, folded)
     if not left or not _close(_starts_and_ends(_BEFORE_RX, folded), left, in_order=True):
         return False
-    after = folded[left[-1][1] :]
-    if _REFUSING_AFTER_RX.search(after) or _STOPPING_RX.search(after):  # "...otra vez me llegan, que paren"
+    # the reply with its stop words blanked: the wish may come first ("想再收返你哋嘅提醒，之前unsub咗")
+    rest = folded
+    for start, end in left:
+        rest = rest[:start] + "~" * (end - start) + rest[end:]
+    if _REFUSING_AFTER_RX.search(rest) or _STOPPING_RX.search(rest):  # "...otra vez me llegan, que paren"
         return False
-    wishes = _starts_and_ends(_WISH_RX, after)
+    wishes = _starts_and_ends(_WISH_RX, rest)
     return any(  # the wish before its "again" ("现在想重新收到") or after it ("phir se sms chahiye")
         0 <= again_start - wish_end <= _WISH_GAP or 0 <= wish_start - again_end <= _WISH_GAP
         for wish_start, wish_end in wishes
-        for again_start, again_end in _starts_and_ends(_AGAIN_RX, after)
+        for again_start, again_end in _starts_and_ends(_AGAIN_RX, rest)
     )
 
 

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
@@ -196,6 +197,12 @@ _MSG = (
 )
 _STOP_WORDS = _words("stop stopall unsubscribe optout revoke cease desist")
 _BARE_OPT_OUT = _STOP_WORDS | _words("end quit remove block td")  # TD: the Chinese carriers' STOP
+# "Dừng", "Tama na", "Basta" alone (perhaps with a "?" or "please"): stop in the replies' other languages
+_STOP_ALONE = frozenset(
+    sms_languages.fold(phrase)
+    for phrase in ("dừng", "dừng lại", "ngừng", "ngừng lại", "tama na", "tigil", "itigil", "basta", "σταμάτα",
+                   "σταματήστε")
+)  # fmt: skip
 _STOP_OTHER_SENSE_NEXT = _words("by in into over past at off taking eating drinking using")
 _STOP_OTHER_SENSE_PREVIOUS = _words("bus train tram pit non full")  # "... please full stop"
 # "stop feeling sore", "stop bleeding": a gerund after stop is what stops, unless it is our messaging.
@@ -411,7 +418,13 @@ _R_AS_ARE = _words("you u ya we they there the these those your ur")
 _QUESTION_STARTS = _words("what where when why how who which is are does did do has have am")
 
 # Phrases that must be taken before single words: "no worries" is a yes, "can't make it" is a no.
-_YES_DESPITE_NO = _rx(r"no (?:worries|worry|wukkas|dramas?|probs?|problems?|stress|issues?)", "not a problem")
+_YES_DESPITE_NO = _rx(
+    r"no (?:worries|worry|wukkas|dramas?|probs?|problems?|stress|issues?)",
+    "not a problem",
+    r"no (?:i|we) (?:dont|do not) (?:need|want) to (?:reschedule|cancel|change)",  # the no answers that
+)
+# "Any cancellations sooner?", "any openings earlier": asking for an earlier place
+_EARLIER_PLACE = _rx(r"any (?:cancel|spots?|openings?)s? (?:\w+ )?(?:sooner|earlier|before)")
 _NEUTRAL = _rx(
     r"not sure",
     r"(?:is|be) (?:that |it |this )?ok",
@@ -420,6 +433,14 @@ _NEUTRAL = _rx(
     # "is it at the old clinic or the new one?", "can my GP email you a new one?" (a referral): a thing
     # named, not another appointment
     r"(?:or|at|to|need|bring|use) the new one",
+    # "had to cancel a work meeting", "not cancelling", "I don't need to reschedule": no request of ours
+    r"cancel (?:a|my|our|the) (?:work |school |other )?"
+    r"(?:meeting|shift|lunch|trip|class|plans?|holiday|flight|dinner|game|training|lesson)s?",
+    r"(?:not|never|no need to|dont need to|do not need to|wont|wont need to|dont want to) "
+    r"(?:cancel|reschedule|rebook|change)\w*",
+    # "can you send the report to my new GP instead": where results go, not another time
+    r"(?:send|email|fax|forward) (?:\w+ ){0,2}?(?:report|results?|images?|films?|referral|letter)s?"
+    r"(?: \w+){0,10}",
     r"(?:email|send|fax|post|bring|write|give) (?:\w+ ){0,2}?a new one",
 )
 # "I'll call to rebook": a booking the patient will make later, after cancelling this one. Read past it,
@@ -461,6 +482,7 @@ _REQUEST = _rx(
     r"could (?:i|we|you|she|he|they)",
     r"is there",
     r"do you have",
+    r"would (?:the )?(?:following|next|another|other)",
     r"possible",
     r"any chance",
     r"anything",
@@ -542,8 +564,12 @@ _MODEL_READS = 0.5
 _OVERRULABLE = frozenset({Intent.CONFIRM, Intent.CANCEL, Intent.RESCHEDULE, Intent.HELP})
 _RULES_WEAK = 0.85  # a strong cue (0.85 and up: "N, I'm away that week") is never overruled
 _MODEL_OVERRULES = 0.7
-# Punctuation before the first word: ASCII and the replies' own, not emoji (🛑 is an opt-out)
-_LEADING_PUNCTUATION = re.compile(r"^[\s!-/:-@\[-`{-~¿¡؟？！。，、]+")
+# Punctuation, spaces and emoji around the words (not a stop sign: 🛑 is an opt-out)
+_STOP_SIGNS = frozenset("🛑⛔🚫✋")
+# A question mark at the end stays: "इस मैसेज का क्या मतलब है?" is a question, and without it the model
+# suspected an opt-out in questions about our messages
+_ASKING = frozenset("?？؟;")
+_SUSPECTED_AT_ALL = 0.15  # P(opt_out) from which the model reads the reply again without its edges
 _CUED_OPT_IN = 0.8  # an opt-in read from cues (messages asked for again): unsure
 # "I sent STOP by mistake", "START. My husband sent the stop": an opt-in only a model sure of an opt-out
 # (_OPT_OUT_SUSPECTED) overrules
@@ -573,7 +599,8 @@ def classify(text: str) -> Classification:
 _YES_FIRST = re.compile(
     r"\s*(?:y|yes|yep|yeah|yup|sure|ok|okay|confirmed?|si|certo|claro|oo|opo|oho|co|vang|da|ναι|نعم|اكيد|"
     r"مؤكد|تاكيد|aywa|na3am|haan|han|ha ji|haanji|हां|हाँ|जी हां|ਹਾਂ|ਹਾਂ ਜੀ|是|是的|好|好的|好嘅|好啊|好呀|好喇|"
-    r"係|得|啱|confermo|confermato|confirmo|confirmado|επιβεβαιωνω|επιβεβαιωση|可以|可以可以|没问题|冇問題|tamam)"
+    r"係|得|啱|confermo|confermato|confirmo|confirmado|επιβεβαιωνω|επιβεβαιωση|可以|可以可以|没问题|冇問題|tamam|"
+    r"اوكد|اكد|duoc|dc)"
     r"(?:\s+(?:po|ji|a|na))?"  # a politeness particle: "Y po, kailangan ba mag-fasting?"
     r"(?:\s*[.,!:;\-–—،，。！、]|\s+(?=[^\x00-\x7f]))"  # punctuation, or a space and another script
 )
@@ -586,15 +613,21 @@ def _classify(text: str) -> tuple[Intent, float, str | None]:
     raw = sms_languages.words(folded)
     if not raw:
         return (*_symbols_only(text), None)
-    # "幫我cancel咗佢": English words inside another script's run are read as English words too.
-    tokens = [_canonical(t) for token in raw for t in _LATIN_RUNS.findall(token)]
     languages = sms_languages.detect(text, raw)
+    # "幫我cancel咗佢": English words inside another script's run are read as English words too. In Spanish
+    # "ya" is "already" ("Ya me hice el estudio"), not "yeah".
+    spanish = "es" in languages
+    tokens = [
+        t if spanish and t == "ya" else _canonical(t) for token in raw for t in _LATIN_RUNS.findall(token)
+    ]
     language = sms_languages.reply_language(text, raw, languages)
     foreign = sms_languages.read(raw, languages, folded)
     intent, confidence = _read(text, folded, raw, tokens, foreign)
     # "Please don't stop the reminders": the words a model counts towards an opt-out, saying the opposite
     kept = "keep" in foreign or bool(_KEEP_PHRASES.search(" ".join(tokens)))
-    excused = intent is Intent.OPT_OUT or confidence < _RULES_SURE  # "Na-send ko yung STOP by mistake": a no
+    # "Na-send ko yung STOP by mistake" (read as a no), "Yes please text me again, I regret opting out" (an
+    # opt-in in a sentence): read again for a stop excused or left behind
+    excused = intent in (Intent.OPT_OUT, Intent.OPT_IN) or confidence < _RULES_SURE
     if excused and (opt_out_cues.stop_was_a_mistake(folded) or opt_out_cues.asks_back_after_leaving(folded)):
         # "Mandé STOP por error, reactiven los mensajes": the stop word is excused, and the messages asked
         # back, in words the rules read. Only a model sure of an opt-out overrules it below.
@@ -605,11 +638,16 @@ def _classify(text: str) -> tuple[Intent, float, str | None]:
         if intent is not Intent.OPT_IN and not kept and opt_out_cues.asks_to_stop_messages(folded):
             return Intent.OPT_OUT, 0.75, language
         probabilities = reply_model.trained().probabilities(text, folded=folded)
-        if (bare := _LEADING_PUNCTUATION.sub("", folded)) != folded and bare:
-            # "?den thelo alla minimata?": punctuation before the first word means nothing to a patient but
-            # moves the model; the reading that suspects an opt-out more is the one kept.
+        suspected = probabilities.get(Intent.OPT_OUT, 0.0)
+        if (
+            _SUSPECTED_AT_ALL <= suspected < _OPT_OUT_SUSPECTED
+            and (bare := _edges_off(folded)) != folded
+            and bare
+        ):
+            # "?den thelo alla minimata?", "😀咪再發啦?": punctuation and emoji around the words mean nothing
+            # to a patient but move the model; the reading that suspects an opt-out more is the one kept.
             unpunctuated = reply_model.trained().probabilities(bare, folded=bare)
-            if unpunctuated.get(Intent.OPT_OUT, 0.0) > probabilities.get(Intent.OPT_OUT, 0.0):
+            if unpunctuated.get(Intent.OPT_OUT, 0.0) > suspected:
                 probabilities = unpunctuated
         if (
             intent is not Intent.OPT_IN
@@ -623,6 +661,20 @@ def _classify(text: str) -> tuple[Intent, float, str | None]:
             probabilities = {**probabilities, Intent.OPT_OUT: 0.0}
         intent, confidence = _second_opinion(probabilities, intent, confidence)
     return intent, confidence, language
+
+
+def _edges_off(folded: str) -> str:
+    """The reply without punctuation, spaces, symbols and emoji at either end (a stop sign stays)."""
+    start, end = 0, len(folded)
+    while start < end and _edge(folded[start]):
+        start += 1
+    while end > start and _edge(folded[end - 1]) and folded[end - 1] not in _ASKING:
+        end -= 1
+    return folded[start:end]
+
+
+def _edge(char: str) -> bool:
+    return unicodedata.category(char)[0] in "PSZC" and char not in _STOP_SIGNS
 
 
 def _second_opinion(
@@ -650,9 +702,8 @@ def _second_opinion(
     )
     if probabilities.get(Intent.OPT_OUT, 0.0) >= (_OPT_OUT_POSSIBLE if unsure else _OPT_OUT_SUSPECTED):
         return Intent.OPT_OUT, 0.75
-    if label in (intent, Intent.OPT_IN) or (
-        intent is Intent.OTHER and confidence == _ASKED and label is Intent.CONFIRM
-    ):
+    asked = intent is Intent.OTHER and confidence == _ASKED  # a question the rules found no answer in
+    if label in (intent, Intent.OPT_IN) or (asked and label is Intent.CONFIRM):
         return intent, confidence
     if intent is Intent.OTHER and confidence < _RULES_SURE and probabilities[label] >= _MODEL_READS:
         return label, round(0.5 + 0.35 * probabilities[label], 3)
@@ -678,7 +729,8 @@ def _read(
         canonical = _MISTAKEN_STOP.sub("~", canonical)
         tokens = canonical.split()
 
-    opt_out = max(_opt_out(tokens, canonical) or 0.0, foreign.get(Intent.OPT_OUT, 0.0))
+    alone = 0.9 if " ".join(t for t in raw if t not in _FILLERS) in _STOP_ALONE else 0.0  # as written
+    opt_out = max(_opt_out(tokens, canonical) or 0.0, foreign.get(Intent.OPT_OUT, 0.0), alone)
     if opt_out:
         return Intent.OPT_OUT, opt_out
     if mistaken:
@@ -810,6 +862,8 @@ def _opt_out(tokens: list[str], canonical: str) -> float | None:
                 continue
             if previous in {"i", "we"} and not about_messages:
                 continue  # "or do I stop on the street?": the patient stops, we are not asked to
+            if previous in {"wont", "doesnt", "didnt", "never", "cant", "cannot"} and not about_messages:
+                continue  # "the pain won't stop": something else that goes on
             if previous in _STOP_OTHER_SENSE_PREVIOUS or (
                 words & _TREATMENTS and not words & _MESSAGING_CONTEXT
             ):
@@ -842,6 +896,9 @@ def _appointment_scores(tokens: list[str], canonical: str) -> dict[Intent, float
     if _YES_DESPITE_NO.search(text):
         note(Intent.CONFIRM, 0.85)
         text = _YES_DESPITE_NO.sub(" ~ ", text)
+    if _EARLIER_PLACE.search(text):  # its "cancellations" are someone else's
+        note(Intent.RESCHEDULE, 0.9)
+        text = _EARLIER_PLACE.sub(" ~ ", text)
     text = _NEUTRAL.sub(" ~ ", text)
     if "cancel" in words and _LATER_BOOKING.search(text):
         text = _LATER_BOOKING.sub(" ~ ", text)

@@ -267,6 +267,8 @@ _CHINESE_CUES = (
             "取消訂閱",
             f"(?:不要|别|別|唔好|勿|不用|唔使|唔需要|不需要|唔該唔好)再?(?:发|發|寄|send|传|傳|給我發|给我发)?{_MSG_ZH}",
             "(?:不要|别|別|唔好|勿|请勿|請勿)再?(?:发|發|寄|send|传|傳|打扰|打擾)",
+            "咪再(?:发|發|寄|send|传|傳|打扰|打擾|俾我)",  # Cantonese 咪 ("don't") before 再 ("again")
+            "(?:不要|别|別|唔好|咪)(?:再)?(?:烦|煩|联系|聯繫|联络|聯絡|搵)我",  # "don't bother / contact me"
             "(?:不要|别|別|唔好)(?:再)?(?:给|給|俾)我(?:发|發|send)",
             f"停止(?:发送|發送|发|發|send)?{_MSG_ZH}?",
             f"(?:不想|唔想|不再)(?:再)?(?:收|接收|接收到|收到){_MSG_ZH}?",
@@ -881,6 +883,8 @@ _ES = Lexicon(
                 r"no (?:puedo|podre|voy a poder|podemos) (?:ir|asistir|llegar|venir)",
                 r"no (?:voy|vamos) a (?:ir|asistir)",
                 r"no (?:voy|vamos|asistire)",
+                # "Ya me hice el estudio en el hospital, no lo necesito"
+                r"(?:ya )?no (?:lo |la )?(?:necesito|necesitare|hace falta)",
             ),
         ),
         (

@@ -458,3 +458,42 @@ def test_asking_to_be_added_back_is_an_opt_in_and_refusing_it_is_not() -> None:
         assert classify("Dont add me back to your list").intent is not Intent.OPT_IN
         _read_as(Intent.OPT_OUT, "不要继续给我发短信", "别再给我发短信了")
         assert classify("你们为什么还再给我发短信？").intent is not Intent.OPT_IN
+
+
+def test_held_out_set_11s_misses_in_their_own_words() -> None:
+    """Set 11's first run read 8 of its 41 opt-ins as opt-outs (a toddler's STOP, "I regret opting out", a
+    wish written before the unsubscribe, "keep sending" in Hindi, Arabic and Tagalog), and "the pain won't
+    stop" as an opt-out; and took a cancelled work meeting, "not cancelling" and "any cancellations sooner?"
+    for cancels, "ya" in Spanish for a yes."""
+    with patch.object(reply_model, "trained", lambda: Sure("opt_out", 0.9)):
+        _read_as(
+            Intent.OPT_IN,
+            "Oops that STOP was my toddler playing with my phone, please switch the texts back on",
+            "I replied stop last year but now I need reminders for dad's scans, please add me back",
+            "pls start texting me again, havent had any since I replied stop",
+            "Yes please text me again, I regret opting out",
+            "想再收返你哋嘅預約提醒，之前unsubscribe咗",
+            "أرسلت STOP بالخطأ، أرجو أن تستمروا بإرسال التذكيرات",
+            "गलती से STOP भेज दिया था, कृपया रिमाइंडर भेजते रहिए",
+            "Na-send ko yung STOP by mistake, paki-tuloy po ang reminders",
+        )
+        _read_as(
+            Intent.OPT_OUT, "Your texts won't stop, remove me", "I never stop getting your texts, enough"
+        )
+    with patch.object(reply_model, "trained", lambda: Sure("other", 0.9)):
+        assert classify("Is there anything earlier? The pain won't stop and I can barely walk").intent is (
+            Intent.RESCHEDULE
+        )
+        _read_as(
+            Intent.CONFIRM,
+            "yes will be there, had to cancel a work meeting but all good",
+            "Not cancelling, see you Monday",
+            "No I don't need to reschedule, Thursday is fine",
+            "أؤكد الموعد. هل يجب أن أكون صائماً؟ ومن أي ساعة؟",
+            "Được, hẹn gặp thứ Năm. Có chỗ đậu xe không?",
+        )
+        _read_as(Intent.RESCHEDULE, "Any cancellations sooner? Happy to take one at short notice")
+        _read_as(Intent.CANCEL, "Ya me hice el estudio en el hospital, no lo necesito")
+        _read_as(Intent.OTHER, "Can you send the report to my new GP instead, Dr Wong at Doncaster")
+    with patch.object(reply_model, "trained", lambda: Sure("confirm", 0.45)):  # a model that decides nothing
+        _read_as(Intent.RESCHEDULE, "Sorry can't make Friday, would the following Friday be ok")

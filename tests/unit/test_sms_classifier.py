@@ -233,6 +233,20 @@ def test_opt_outs_survive_case_punctuation_and_emoji(text: str, case: Any, befor
     assert classify(before + case(text) + after).intent is Intent.OPT_OUT
 
 
+def test_every_listed_opt_out_survives_a_question_mark_emoji_or_dash_around_it() -> None:
+    """Deterministic beside the sampled test above, which found "咪再發啦?" read as `other` (a "?" moved the
+    model) and, run over every listed opt-out, 22 more such replies: each, with the edges patients type."""
+    edges = [("", "?"), ("😀", "??"), ("-", " 🙏"), ("?", "!"), (".", " ?"), ("", "\t")]
+    missed = [
+        before + case(text) + after
+        for text in OPT_OUTS
+        for case in (str, str.upper)
+        for before, after in edges
+        if classify(before + case(text) + after).intent is not Intent.OPT_OUT
+    ]
+    assert missed == []
+
+
 # --- the model fallback against a fake OpenAI-compatible server ------------------------------------------
 
 
