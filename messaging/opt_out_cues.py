@@ -32,7 +32,7 @@ _MESSAGES = [
     # Vietnamese (as typed with or without accents)
     "tin nhan", "nhan tin", "nhac nho", "thong bao",
     # Hindi, Punjabi
-    "मैसेज", "मेसेज", "संदेश", "एसएमएस", "रिमाइंडर", "ਮੈਸੇਜ", "ਸੁਨੇਹ", "ਐਸਐਮਐਸ", "ਰਿਮਾਈਂਡਰ",
+    "मैसेज", "मेसेज", "संदेश", "एसएमएस", "रिमाइंडर", "टेक्स्ट", "ਮੈਸੇਜ", "ਸੁਨੇਹ", "ਐਸਐਮਐਸ", "ਰਿਮਾਈਂਡਰ", "ਟੈਕਸਟ",
     # Arabic, Arabizi
     "رسائل", "رساله", "رسايل", "مسجات", "اشتراك", "تذكير", "rasayel", "rasa2el", "masajat",
     # Chinese, Cantonese
@@ -57,7 +57,8 @@ _STOPPING = [
     "dont want", "do not want", "no longer want", "no quiero", "no deseo", "non desidero",
     "dejen", "deja de", "paren", "para de", "basta", "desactiv", "no me manden", "no me envien", "no manden",
     "no envien", "ya no", "smett", "disattiv", "non mandate", "non inviate", "non voglio",
-    "σταματ", "μη μου", "μην μου", "δεν θελω", "dung", "ngung", "khong muon", "thoi",
+    "σταματ", "μη μου", "μην μου", "δεν θελω", "den thelo", "den thelw", "min mou", "mi mou", "dung", "ngung",
+    "khong muon", "thoi",
     "itigil", "tigil", "huwag", "wag", "ayoko", "ayaw ko", "बंद", "मत", "नहीं चाहिए", "रोक", "band",
     "mat bhejo", "nahi chahiye", "ਬੰਦ", "ਨਾ ਭੇਜ", "ਨਹੀਂ ਚਾਹੀਦ", "ਰੋਕ", "na bhejo", "وقف", "توقف", "اوقف",
     "لا ترسل", "لا تبعت", "لا تتواصل", "بطل", "كفايه", "ما بدي", "bala", "wa2ef", "khalas", "不要",
@@ -160,7 +161,8 @@ _MISTAKE = [
     "mistake", "accident", "by error", "in error", "didnt mean", "did not mean", "por error", "sin querer",
     "per sbaglio", "per errore", "κατα λαθος", "kata lathos", "lo bam", "lo gui", "lo nhan", "vo tinh",
     "by mistake", "without thinking", "oops", "toddler", "my child", "my kids", "my baby", "my grandkids",
-    "playing with my phone", "played with my phone",
+    "playing with my phone", "played with my phone", "पोते", "पोती", "बेटे ने", "बेटी ने", "ਪੋਤੇ", "ਪੋਤੀ",
+    "pote ne", "beta ne", "beti ne",
     "aksidente", "di sinasadya", "nagkamali", "गलती से", "galti", "ਗਲਤੀ", "بالغلط", "بالخطا", "غلطه",
     "不小心", "唔小心", "误按", "誤按", "按错", "按錯", "撳錯", "手滑", "覆錯", "回错", "回錯",
     "乱按", "亂按", "乱咁", "亂咁", "χωρις να με ρωτησ", "sin preguntarme", "senza chiedermi",
@@ -182,6 +184,7 @@ _CONTINUE = [
     "रहें", "ਰਹਿਣਾ", "ਰਹਿਓ", "rahiye", "rahein", "tuloy", "تستمر", "استمروا", "كملوا",
     # "I want the reminders" (in the reply that excuses the STOP)
     "θελω τις", "θελω τα", "θελω να παιρνω", "θελω να λαμβανω", "quiero recibir", "voglio ricevere",
+    "li voglio", "le voglio", "मैसेज चाहिए", "message chahiye", "messages chahiye", "ضل", "يضل",
 ]  # fmt: skip
 _START_FIRST = {"start", "unstop"}
 # Politeness words that may follow a bare START in the reply's own language ("START po", "START 唔該").
@@ -244,7 +247,7 @@ _WISHED_BACK_RX = re.compile(
     r"|hear from you|send me|send)\b"
     r"(?:(?!\b(?:not|never|no|dont|don't|stop)\b)[^.!?]){0,40}?"
     r"\b(?:again|(?:texts?|messages?|reminders?|updates?|sms|notifications?|them|these) back)\b"
-    r"|\b(?:add|put|sign) me back\b|\bswitch (?:\w+ ){0,2}?back on\b"
+    r"|\b(?:add|put|sign) me back\b|\bswitch (?:\w+ ){0,2}?back on\b|\bchanged my mind\b"
 )
 
 
@@ -254,18 +257,20 @@ _WISHED_BACK_RX = re.compile(
 # wish; "之前退订了，不想再收到" refuses).
 _BEFORE = [
     "之前", "以前", "早前", "先前", "truoc", "pehle", "pahle", "ਪਹਿਲਾਂ", "पहले", "πριν", "prima", "antes",
-    "dati", "noon", "قبل", "من قبل",
+    "dati", "noon", "قبل", "من قبل", "περσι", "περυσι", "ειχα", "el ano pasado", "l anno scorso", "去年",
+    "pichle saal", "nam ngoai",
 ]  # fmt: skip
 _LEFT = [
     *_STOP_SAID, "unsubscribe", "huy dang ky", "停咗", "停了", "取消订阅", "取消訂閱", "ακυρωσα", "απεγγραφ",
+    "διαγραφη", "di de baja", "darme de baja", "disiscritt", "cancellat",
 ]  # fmt: skip
 _WISH = [
     "想", "要", "muon", "chahiye", "chahta", "chahti", "चाहिए", "चाहता", "चाहती", "ਚਾਹੀਦ", "θελω", "vorrei",
     "voglio", "quiero", "quisiera", "gusto", "اريد", "بدي", "ابغى", "ابي",
 ]  # fmt: skip
 _REFUSING_AFTER = [
-    "不想", "唔想", "不要", "唔要", "khong", "nahi", "nahin", "mat", "नहीं", "ਨਹੀਂ", "δεν", "μη", "non", "no ",
-    "ayoko", "ayaw", "لا", "ما بدي", "مش",
+    "不想", "唔想", "不要", "唔要", "khong", "nahi", "nahin", "mat", "नहीं", "ਨਹੀਂ", "δεν ", "μη ", "μην ",
+    "non ", "no ", "ayoko", "ayaw", "لا ", "ما بدي", "مش ",
     # a complaint asks why: "之前退订了，我想知道为什么又再收到短信"
     "为什么", "為什麼", "点解", "點解", "怎么", "怎麼", "why", "tai sao", "kyun", "kyon", "γιατι", "perche",
     "por que", "porque", "bakit", "ليش", "لماذا", "ليه",
@@ -277,6 +282,20 @@ _BEFORE_RX, _LEFT_RX, _WISH_RX, _REFUSING_AFTER_RX = (
     _alternation(_REFUSING_AFTER),
 )
 _WISH_GAP = 25  # characters between the wish and its "again"
+_NOW_WANTED_RX = _alternation(
+    [
+        "ahora si quiero",
+        "ahora quiero",
+        "τωρα θελω",
+        "ora voglio",
+        "ora li voglio",
+        "ora vorrei",
+        "now i want",
+        "now i do want",
+        "ab chahiye",
+        "ngayon gusto ko",
+    ]
+)
 
 
 def asks_back_after_leaving(folded: str) -> bool:
@@ -284,7 +303,7 @@ def asks_back_after_leaving(folded: str) -> bool:
     if _LEFT_BEFORE_RX.search(folded) and _WISHED_BACK_RX.search(folded):
         return True
     left = _starts_and_ends(_LEFT_RX, folded)
-    if not left or not _close(_starts_and_ends(_BEFORE_RX, folded), left, in_order=True):
+    if not left or not _close(_starts_and_ends(_BEFORE_RX, folded), left):  # "me di de baja el año pasado"
         return False
     # the reply with its stop words blanked: the wish may come first ("想再收返你哋嘅提醒，之前unsub咗")
     rest = folded
@@ -292,6 +311,8 @@ def asks_back_after_leaving(folded: str) -> bool:
         rest = rest[:start] + "~" * (end - start) + rest[end:]
     if _REFUSING_AFTER_RX.search(rest) or _STOPPING_RX.search(rest):  # "...otra vez me llegan, que paren"
         return False
+    if _NOW_WANTED_RX.search(rest):  # "pero ahora sí quiero los recordatorios"
+        return True
     wishes = _starts_and_ends(_WISH_RX, rest)
     return any(  # the wish before its "again" ("现在想重新收到") or after it ("phir se sms chahiye")
         0 <= again_start - wish_end <= _WISH_GAP or 0 <= wish_start - again_end <= _WISH_GAP

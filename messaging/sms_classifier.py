@@ -285,6 +285,7 @@ _OPT_IN_PLAINLY = _rx(
     _MSG + r" (?:\w+ ){0,2}?(?:fer|phir|dobara|dubara)(?: se| ton| to)? (?:\w+ )?bhej\w*",
     r"(?:fer|phir|dobara|dubara)(?: se| ton| to)? (?:\w+ )?" + _MSG + r" bhej\w*",
 )
+_UNDO_STOP = _rx(r"(?:undo|reverse|take back|withdraw) (?:my |the |that )?(?:stop|opt out|unsubscribe)\w*")
 _NEGATIONS = _words("no not dont never nah nope stop mat na nahi nahin band")
 _OPT_IN_PHRASES = _rx(
     r"opt (?:me )?(?:back )?in",
@@ -435,7 +436,8 @@ _NEUTRAL = _rx(
     r"(?:or|at|to|need|bring|use) the new one",
     # "had to cancel a work meeting", "not cancelling", "I don't need to reschedule": no request of ours
     r"cancel (?:a|my|our|the) (?:work |school |other )?"
-    r"(?:meeting|shift|lunch|trip|class|plans?|holiday|flight|dinner|game|training|lesson)s?",
+    r"(?:meeting|shift|lunch|trip|class|plans?|holiday|flight|dinner|game|training|lesson|dentist|doctor|physio"
+    r"|gp|hairdresser)s?",
     r"(?:not|never|no need to|dont need to|do not need to|wont|wont need to|dont want to) "
     r"(?:cancel|reschedule|rebook|change)\w*",
     # "can you send the report to my new GP instead": where results go, not another time
@@ -600,11 +602,33 @@ _YES_FIRST = re.compile(
     r"\s*(?:y|yes|yep|yeah|yup|sure|ok|okay|confirmed?|si|certo|claro|oo|opo|oho|co|vang|da|ναι|نعم|اكيد|"
     r"مؤكد|تاكيد|aywa|na3am|haan|han|ha ji|haanji|हां|हाँ|जी हां|ਹਾਂ|ਹਾਂ ਜੀ|是|是的|好|好的|好嘅|好啊|好呀|好喇|"
     r"係|得|啱|confermo|confermato|confirmo|confirmado|επιβεβαιωνω|επιβεβαιωση|可以|可以可以|没问题|冇問題|tamam|"
-    r"اوكد|اكد|duoc|dc)"
+    r"اوكد|اكد|duoc|dc|συμφωνοι|συμφωνω)"
     r"(?:\s+(?:po|ji|a|na))?"  # a politeness particle: "Y po, kailangan ba mag-fasting?"
     r"(?:\s*[.,!:;\-–—،，。！、]|\s+(?=[^\x00-\x7f]))"  # punctuation, or a space and another script
 )
 _LATIN_RUNS = re.compile(r"[a-z0-9]+|[^a-z0-9]+")
+# "Don't cancel, I'm coming", "No need to reschedule, Wednesday works", in any of the languages: the booking
+# kept. Read apart from the rest (its cancel word is none), and a yes unless the rest asks for something else.
+# Never a cancel of our messages ("don't cancel my reminders", "不要取消短信": opt-out look-alikes, read
+# elsewhere); "can't come, no need to rebook" is a cancel.
+_KEEPS_THE_BOOKING = _any_language(
+    r"\b(?:pls |please )?(?:dont|do not|no need to|dont need to|do not need to|theres no need to)"
+    r" (?:cancel|reschedule|change|move)\w*"
+    r"(?! (?:\w+ )?(?:reminders?|texts?|messages?|sms|notifications?|msgs?))"
+    r"(?: (?:it|my|the|this|that|appointment|appt|booking|time|date|scan|me))*\b",
+    r"\bno (?:me )?(?:lo |la )?(?:cancelen|cancele|anulen|anule|cancelar)\b",
+    r"\bno (?:hace falta|es necesario) (?:cambiar|reprogramar|mover)\w*\b",
+    r"\bnon (?:la |lo )?(?:cancellate|cancellare|annullate|annullare|disdite)\b",
+    r"\bnon (?:serve|c ?e bisogno di) (?:cambiare|spostare)\w*\b",
+    r"\bμη(?:ν)? (?:το |τo )?ακυρωσ\w*", r"\bδεν χρειαζεται (?:να )?(?:αλλαξ|μετακιν|ακυρ)\w*",
+    r"\bmin (?:to )?akyrws\w*",
+    r"\bdung huy\b", r"\b(?:ko|khong) can (?:doi|huy) (?:lich|ngay|gio)?\b",
+    r"\b(?:wag|huwag) (?:niyo |nyo |po |nyong )*(?:i ?-?cancel|ikansela|kanselahin|ipa ?-?cancel)\w*",
+    "कैंसल मत कर\\w*", "कैंसिल मत कर\\w*", r"\bcancel mat kar\w*", "ਕੈਂਸਲ ਨਾ ਕਰ\\w*", r"\bcancel na kar\w*",
+    "(?:不要|别|別|唔好|咪|唔該唔好)取消(?:呀|啊|喔|啦|哦)?(?=[，,。!！ ~]|$)",
+    "(?:不用|唔使|唔需要|不需要|不必)(?:改|换|換|调|調)(?:时间|時間|日子|日期|期)?",
+    "لا (?:تلغوا|تلغي|تلغو)(?: الموعد)?",
+)  # fmt: skip
 
 
 def _classify(text: str) -> tuple[Intent, float, str | None]:
@@ -621,14 +645,26 @@ def _classify(text: str) -> tuple[Intent, float, str | None]:
         t if spanish and t == "ya" else _canonical(t) for token in raw for t in _LATIN_RUNS.findall(token)
     ]
     language = sms_languages.reply_language(text, raw, languages)
+    kept_booking = bool(_KEEPS_THE_BOOKING.search(folded))
+    if kept_booking:  # "No cancelen, sí voy": read what else it says
+        folded = _KEEPS_THE_BOOKING.sub(" ~ ", folded)
+        raw = sms_languages.words(folded)
+        tokens = [
+            t if spanish and t == "ya" else _canonical(t) for token in raw for t in _LATIN_RUNS.findall(token)
+        ]
+        if not raw:
+            return Intent.CONFIRM, _STRONG, language
     foreign = sms_languages.read(raw, languages, folded)
     intent, confidence = _read(text, folded, raw, tokens, foreign)
+    if kept_booking and intent in (Intent.OTHER, Intent.CANCEL, Intent.CONFIRM):
+        intent, confidence = Intent.CONFIRM, _STRONG
     # "Please don't stop the reminders": the words a model counts towards an opt-out, saying the opposite
     kept = "keep" in foreign or bool(_KEEP_PHRASES.search(" ".join(tokens)))
     # "Na-send ko yung STOP by mistake" (read as a no), "Yes please text me again, I regret opting out" (an
     # opt-in in a sentence): read again for a stop excused or left behind
     excused = intent in (Intent.OPT_OUT, Intent.OPT_IN) or confidence < _RULES_SURE
-    if excused and (opt_out_cues.stop_was_a_mistake(folded) or opt_out_cues.asks_back_after_leaving(folded)):
+    # (a stop left behind is read whatever the rules made of the rest: "me di de baja, pero ahora sí quiero")
+    if (excused and opt_out_cues.stop_was_a_mistake(folded)) or opt_out_cues.asks_back_after_leaving(folded):
         # "Mandé STOP por error, reactiven los mensajes": the stop word is excused, and the messages asked
         # back, in words the rules read. Only a model sure of an opt-out overrules it below.
         intent, confidence = Intent.OPT_IN, _OPT_IN_SAID
@@ -729,6 +765,8 @@ def _read(
         canonical = _MISTAKEN_STOP.sub("~", canonical)
         tokens = canonical.split()
 
+    if _UNDO_STOP.search(canonical):  # "Undo my stop request"
+        return Intent.OPT_IN, _OPT_IN_SAID
     alone = 0.9 if " ".join(t for t in raw if t not in _FILLERS) in _STOP_ALONE else 0.0  # as written
     opt_out = max(_opt_out(tokens, canonical) or 0.0, foreign.get(Intent.OPT_OUT, 0.0), alone)
     if opt_out:

@@ -497,3 +497,41 @@ def test_held_out_set_11s_misses_in_their_own_words() -> None:
         _read_as(Intent.OTHER, "Can you send the report to my new GP instead, Dr Wong at Doncaster")
     with patch.object(reply_model, "trained", lambda: Sure("confirm", 0.45)):  # a model that decides nothing
         _read_as(Intent.RESCHEDULE, "Sorry can't make Friday, would the following Friday be ok")
+
+
+def test_held_out_set_12s_misses_in_their_own_words() -> None:
+    """Set 12's first run read "don't cancel, I'm coming" as a cancel in seven languages and "no need to
+    reschedule" as a reschedule in four; and 8 of its 40 opt-ins as opt-outs (an unsubscribe last year with
+    the reminders wanted now, "changed my mind", a grandson's STOP in Hindi, "undo my stop request")."""
+    with patch.object(reply_model, "trained", lambda: Sure("other", 0.9)):
+        _read_as(
+            Intent.CONFIRM,
+            "Đừng hủy nhé, tôi vẫn đến mà",
+            "No cancelen, sí voy",
+            "कैंसल मत करना, मैं आ रहा हूँ",
+            "Wag niyo i-cancel, pupunta po ako",
+            "Μην το ακυρώσετε, θα έρθω κανονικά",
+            "唔好取消呀，我一定嚟㗎",
+            "Non cancellate, vengo sicuro",
+            "不用改时间，那天我有空，到时见",
+            "no need to reschedule, wednesday works fine",
+            "Had to cancel my dentist to make this one, but yes I'll be there",
+            "Σύμφωνοι 👍",
+        )
+        _read_as(Intent.OTHER, "Please don't cancel my texts, I rely on them")  # keeps the texts: not a yes
+        _read_as(Intent.CANCEL, "Sorry can't come, no need to rebook")
+    with patch.object(reply_model, "trained", lambda: Sure("opt_out", 0.9)):
+        _read_as(
+            Intent.OPT_IN,
+            "Είχα κάνει διαγραφή πέρσι, τώρα θέλω πάλι τις υπενθυμίσεις με μήνυμα",
+            "i unsubscribed but changed my mind, text me again",
+            "पोते ने मेरे फ़ोन से STOP भेज दिया, मुझे आपके मैसेज चाहिए",
+            "Me di de baja el año pasado pero ahora sí quiero los recordatorios",
+            "Undo my stop request",
+        )
+        _read_as(
+            Intent.OPT_OUT,
+            "Είχα κάνει διαγραφή πέρσι, γιατί μου στέλνετε πάλι μηνύματα;",
+            "Είχα κάνει διαγραφή πέρσι, δεν θέλω πάλι μηνύματα",
+            "Me di de baja el año pasado y otra vez me llegan, no quiero",
+        )
