@@ -40,6 +40,7 @@ _MESSAGES = [
 ]  # fmt: skip
 _ON_A_LIST = [  # removing only: "take my number off your list"
     "number", "list", "numero", "lista", "listahan", "λιστα", "αριθμο", "arithmo", "noumero", "danh sach",
+    "so dien thoai",
     "नंबर", "लिस्ट", "सूची", "ਨੰਬਰ",
     "ਲਿਸਟ", "رقم", "قائمه", "号码", "號碼", "名单", "名單", "电话",
 ]  # fmt: skip
@@ -60,7 +61,8 @@ _STOPPING = [
     "σταματ", "μη μου", "μην μου", "δεν θελω", "den thelo", "den thelw", "min mou", "mi mou", "dung", "ngung",
     "khong muon", "thoi",
     "itigil", "tigil", "huwag", "wag", "ayoko", "ayaw ko", "बंद", "मत", "नहीं चाहिए", "रोक", "band",
-    "mat bhejo", "nahi chahiye", "ਬੰਦ", "ਨਾ ਭੇਜ", "ਨਹੀਂ ਚਾਹੀਦ", "ਰੋਕ", "na bhejo", "وقف", "توقف", "اوقف",
+    "mat bhejo", "nahi chahiye", "nahi chahide", "nahin chahide", "ni chahide", "complaint kar",
+    "shikayat kar", "ਬੰਦ", "ਨਾ ਭੇਜ", "ਨਹੀਂ ਚਾਹੀਦ", "ਰੋਕ", "na bhejo", "وقف", "توقف", "اوقف",
     "لا ترسل", "لا تبعت", "لا تتواصل", "بطل", "كفايه", "ما بدي", "bala", "wa2ef", "khalas", "不要",
     "别", "別", "停", "唔好", "唔要", "唔使", "不需要", "唔需要", "取消发送", "取消發送",
     "patayin", "pakipatay", "i off", "ioff",
