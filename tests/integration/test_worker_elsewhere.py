@@ -138,7 +138,14 @@ def test_a_worker_started_from_another_clone_runs_the_deployed_flows(db: str, tm
                 assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()[-4000:]
                 time.sleep(1)
             assert state.is_completed(), f"{state!r}\n" + (tmp_path / "worker.log").read_text()[-4000:]
-            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+            # The flow run's own logs reach the server in batches, after its state may already be final: the
+            # worker's two lines alone were read once (a CI run). Ask again for a while.
+            deadline = time.monotonic() + 60
+            while True:
+                logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+                if any("pull step" in log.message for log in logs) or time.monotonic() > deadline:
+                    break
+                time.sleep(1)
             assert any("pull step" in log.message for log in logs), [log.message for log in logs]
 
     with session_scope() as session:
