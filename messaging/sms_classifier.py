@@ -620,7 +620,7 @@ _KEEPS_THE_BOOKING = _any_language(
     r"\bno (?:hace falta|es necesario) (?:cambiar|reprogramar|mover)\w*\b",
     r"\bnon (?:la |lo )?(?:cancellate|cancellare|annullate|annullare|disdite)\b",
     r"\bnon (?:serve|c ?e bisogno di) (?:cambiare|spostare)\w*\b",
-    r"\bμη(?:ν)? (?:το |τo )?ακυρωσ\w*", r"\bδεν χρειαζεται (?:να )?(?:αλλαξ|μετακιν|ακυρ)\w*",
+    r"\bμη(?:ν)? (?:το )?ακυρωσ\w*", r"\bδεν χρειαζεται (?:να )?(?:αλλαξ|μετακιν|ακυρ)\w*",
     r"\bmin (?:to )?akyrws\w*",
     r"\bdung huy\b", r"\b(?:ko|khong) can (?:doi|huy) (?:lich|ngay|gio)?\b",
     r"\b(?:wag|huwag) (?:niyo |nyo |po |nyong )*(?:i ?-?cancel|ikansela|kanselahin|ipa ?-?cancel)\w*",
@@ -641,17 +641,13 @@ def _classify(text: str) -> tuple[Intent, float, str | None]:
     # "幫我cancel咗佢": English words inside another script's run are read as English words too. In Spanish
     # "ya" is "already" ("Ya me hice el estudio"), not "yeah".
     spanish = "es" in languages
-    tokens = [
-        t if spanish and t == "ya" else _canonical(t) for token in raw for t in _LATIN_RUNS.findall(token)
-    ]
+    tokens = _tokens(raw, spanish)
     language = sms_languages.reply_language(text, raw, languages)
     kept_booking = bool(_KEEPS_THE_BOOKING.search(folded))
     if kept_booking:  # "No cancelen, sí voy": read what else it says
         folded = _KEEPS_THE_BOOKING.sub(" ~ ", folded)
         raw = sms_languages.words(folded)
-        tokens = [
-            t if spanish and t == "ya" else _canonical(t) for token in raw for t in _LATIN_RUNS.findall(token)
-        ]
+        tokens = _tokens(raw, spanish)
         if not raw:
             return Intent.CONFIRM, _STRONG, language
     foreign = sms_languages.read(raw, languages, folded)
@@ -697,6 +693,13 @@ def _classify(text: str) -> tuple[Intent, float, str | None]:
             probabilities = {**probabilities, Intent.OPT_OUT: 0.0}
         intent, confidence = _second_opinion(probabilities, intent, confidence)
     return intent, confidence, language
+
+
+def _tokens(raw: list[str], spanish: bool) -> list[str]:
+    """The reply's words in canonical form, Latin runs inside another script's words apart."""
+    return [
+        t if spanish and t == "ya" else _canonical(t) for token in raw for t in _LATIN_RUNS.findall(token)
+    ]
 
 
 def _edges_off(folded: str) -> str:

@@ -57,16 +57,19 @@ def ring(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
 def _sealed_by(url: str, frozen: bool = False) -> dict[str, int]:
     """Values per sealing key. `frozen`: a stopped process may hold SQLite's write lock, which a CRM session
     takes at BEGIN (`models.db`), so read through a plain read-only connection (WAL readers never wait)."""
-    engine = get_engine(url)
-    if frozen and make_url(url).get_backend_name() == "sqlite":
-        engine = create_engine(f"sqlite:///file:{make_url(url).database}?mode=ro&uri=true")
+    read_only = frozen and make_url(url).get_backend_name() == "sqlite"
+    engine = (
+        create_engine(f"sqlite:///file:{make_url(url).database}?mode=ro&uri=true")
+        if read_only
+        else get_engine(url)
+    )
     totals: dict[str, int] = {}
     try:
         for column in count_by_key(engine):
             for key, n in column.by_key.items():
                 totals[key] = totals.get(key, 0) + n
     finally:
-        if engine is not get_engine(url):
+        if read_only:  # the shared engine stays; this one was made for the look
             engine.dispose()
     return totals
 
