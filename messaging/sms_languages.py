@@ -112,6 +112,12 @@ _LATIN_MARKERS: dict[str, frozenset[str]] = {
     ),
 }
 
+# word -> the languages it marks, in `_LATIN_MARKERS` order: one lookup per word, not one per language
+_MARKED_BY: dict[str, tuple[str, ...]] = {
+    word: tuple(lang for lang, markers in _LATIN_MARKERS.items() if word in markers)
+    for word in set().union(*_LATIN_MARKERS.values())
+}
+
 
 def _script(chars: set[str]) -> str | None:
     """The first of `_SCRIPTS` (in its order) that any of the characters is written in. Characters below
@@ -136,7 +142,10 @@ def detect(text: str, tokens: list[str]) -> tuple[str, ...]:
         return (language,)
     if not text.isascii() and set(text.lower()) & _VIETNAMESE:
         return ("vi",)
-    counts = {lang: sum(token in markers for token in tokens) for lang, markers in _LATIN_MARKERS.items()}
+    counts = dict.fromkeys(_LATIN_MARKERS, 0)
+    for token in tokens:
+        for lang in _MARKED_BY.get(token, ()):
+            counts[lang] += 1
     best = max(counts.values())
     if best == 0:
         return ()
