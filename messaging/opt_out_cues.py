@@ -36,7 +36,7 @@ _MESSAGES = [
     # Arabic, Arabizi
     "رسائل", "رساله", "رسايل", "مسجات", "اشتراك", "تذكير", "rasayel", "rasa2el", "masajat",
     # Chinese, Cantonese
-    "短信", "信息", "消息", "讯息", "訊息", "短訊", "通知", "提醒", "订阅", "訂閱",
+    "短信", "信息", "消息", "讯息", "訊息", "短訊", "通知", "提醒", "提示", "订阅", "訂閱",
 ]  # fmt: skip
 _ON_A_LIST = [  # removing only: "take my number off your list"
     "number", "list", "numero", "lista", "listahan", "λιστα", "αριθμο", "arithmo", "noumero", "danh sach",
@@ -241,7 +241,9 @@ def stop_was_a_mistake(folded: str) -> bool:
 # wished for again now, with no refusal between the wish and the "again" ("I'd like to never get them again").
 _LEFT_BEFORE_RX = re.compile(
     r"\b(?:unsubscribed|unsubscribing|opted out|opting out|"
-    r"(?:sent|replied|texted|typed|said|replied with) (?:a |the )?\W?stop)\b"
+    r"(?:sent|replied|texted|typed|said|replied with) (?:a |the )?\W?stop|"
+    r"(?:stopped|blocked|turned off|switched off) (?:your |the |all |my |these )?"
+    r"(?:texts?|messages?|sms|reminders?|notifications?))\b"
 )
 _WISHED_BACK_RX = re.compile(
     r"\b(?:i ?'?d like|i would like|i want|i wanna|i ?'?d love|i would love|please|pls|plz)(?: to)? "

@@ -1,7 +1,7 @@
 """What a patient meant by an SMS reply: confirm, cancel, reschedule, opt out, opt in, help or something else.
 
 Deterministic rules come first because they are instant, free, explainable and testable against labelled
-replies (`messaging/training/`, labelled per LABELS.md; held out: tests/fixtures/sms_replies_heldout_13.tsv).
+replies (`messaging/training/`, labelled per LABELS.md; held out: tests/fixtures/sms_replies_heldout_14.tsv).
 A model learned from the same replies (`messaging.reply_model`, naive Bayes and a perceptron over character
 n-grams, averaged) reads every reply too; it decides where the rules are unsure, and a likely opt-out (see
 `_second_opinion`). Asking for the messages back in another language ("Mándenme los mensajes otra vez",
@@ -240,6 +240,7 @@ _OPT_OUT_PHRASES = tuple(
                 r"(?:rather|prefer) not (?:\w+ ){0,3}?" + _MSG,
                 r"(?:enough|sick|tired) (?:of |with )?(?:\w+ )?" + _MSG,
                 r"(?:dont|do not|no longer) (?:wish|want) to be (?:contacted|texted|messaged|reminded)",
+                r"(?:dont|do not|no longer) (?:wish|want) to hear from (?:you|u|your clinic|avatar)",
                 r"lose (?:my|this) number",
                 r"no (?:need|use) (?:for|of) (?:\w+ )?" + _MSG,
                 r"no (?:need|reason) to (?:keep |continue )?(?:text|txt|messag|sms|remind|contact)\w*",
@@ -262,6 +263,8 @@ _KEEP = re.compile(r"(?:^|\b)(?:dont|do not)(?: please)? $")
 _KEEP_PHRASES = _rx(
     r"(?:dont|do not) (?:please )?(?:stop|cancel|end|unsubscribe|remove)",
     r"keep (?:\w+ ){0,2}?" + _MSG,
+    r"(?:text|sms|message) (?:me|us) (?:\w+ )?(?:instead|rather)",
+    r"(?:rather|prefer) (?:a |to get )?(?:texts?|sms)",
 )
 # "I sent STOP by mistake": the STOP is quoted, and the patient wants the messages back.
 _MISTAKEN_STOP = _rx(
@@ -414,6 +417,7 @@ _HOW_TO = _rx(
     r"how (?:do|can|should|would) (?:i|we) (?:confirm|cancel|reschedule|reply|respond|answer|use)",
     r"what (?:am|are|do|should) (?:i|we) (?:meant to |supposed to |need to |have to )?"
     r"(?:reply|respond|answer|say|send back|text back|write)",
+    r"(?:type|write|send|text|reply with) (?:just )?the (?:whole |full )?(?:letter|word)",
 )
 _R_AS_ARE = _words("you u ya we they there the these those your ur")
 _QUESTION_STARTS = _words("what where when why how who which is are does did do has have am")
@@ -444,6 +448,9 @@ _NEUTRAL = _rx(
     r"(?:send|email|fax|forward) (?:\w+ ){0,2}?(?:report|results?|images?|films?|referral|letter)s?"
     r"(?: \w+){0,10}",
     r"(?:email|send|fax|post|bring|write|give) (?:\w+ ){0,2}?a new one",
+    # "should I go to emergency instead?": care elsewhere, not another time with us; "moved last month": past
+    r"(?:go|going|head|went) (?:to )?(?:the )?(?:emergency|ed|er|hospital|a ?e|gp|doctors?)(?: instead)?",
+    r"(?:last|past) (?:week|month|year|fortnight|night)",
 )
 # "I'll call to rebook": a booking the patient will make later, after cancelling this one. Read past it,
 # but a cancel that comes with one is not sure enough to act on alone.
@@ -599,13 +606,16 @@ def classify(text: str) -> Classification:
 # A yes, then a separate side question: "Y. Do I need to fast?", "Yes, is the entrance on Main St?", "Sì. Dove
 # posso parcheggiare?", "Có, tôi có cần nhịn ăn không?". Matched on the folded reply (accents gone).
 _YES_FIRST = re.compile(
-    r"\s*(?:y|yes|yep|yeah|yup|sure|ok|okay|confirmed?|si|certo|claro|oo|opo|oho|co|vang|da|ναι|نعم|اكيد|"
-    r"مؤكد|تاكيد|aywa|na3am|haan|han|ha ji|haanji|हां|हाँ|जी हां|ਹਾਂ|ਹਾਂ ਜੀ|是|是的|好|好的|好嘅|好啊|好呀|好喇|"
-    r"係|得|啱|confermo|confermato|confirmo|confirmado|επιβεβαιωνω|επιβεβαιωση|可以|可以可以|没问题|冇問題|tamam|"
-    r"اوكد|اكد|duoc|dc|συμφωνοι|συμφωνω)"
-    r"(?:\s+(?:po|ji|a|na))?"  # a politeness particle: "Y po, kailangan ba mag-fasting?"
-    r"(?:\s*[.,!:;\-–—،，。！、]|\s+(?=[^\x00-\x7f]))"  # punctuation, or a space and another script
-)
+    sms_languages.fold(  # as the replies are: "مؤكد" folds to "موكد"
+        r"\s*(?:y|yes|yep|yeah|yup|sure|ok|okay|confirmed?|si|certo|claro|oo|opo|oho|co|vang|da|ναι|نعم|اكيد|"
+        r"مؤكد|تاكيد|aywa|na3am|haan|han|ha ji|haanji|हां|हाँ|जी हां|ਹਾਂ|ਹਾਂ ਜੀ|"
+        r"是|是的|好|好的|好嘅|好啊|好呀|好喇|"
+        r"係|得|啱|confermo|confermato|confirmo|confirmado|επιβεβαιωνω|επιβεβαιωση|可以|可以可以|没问题|冇問題|tamam|"
+        r"اوكد|اكد|duoc|dc|συμφωνοι|συμφωνω)"
+        r"(?:\s+(?:po|ji|a|na))?"  # a politeness particle: "Y po, kailangan ba mag-fasting?"
+        r"(?:\s*[.,!:;\-–—،，。！、(（]|\s+(?=[^\x00-\x7f]))"  # punctuation, or a space and another script
+    )
+)  # fmt: skip
 _LATIN_RUNS = re.compile(r"[a-z0-9]+|[^a-z0-9]+")
 # "Don't cancel, I'm coming", "No need to reschedule, Wednesday works", in any of the languages: the booking
 # kept. Read apart from the rest (its cancel word is none), and a yes unless the rest asks for something else.
@@ -619,11 +629,13 @@ _KEEPS_THE_BOOKING = _any_language(
     r"\bno (?:me )?(?:lo |la )?(?:cancelen|cancele|anulen|anule|cancelar)\b",
     r"\bno (?:hace falta|es necesario) (?:cambiar|reprogramar|mover)\w*\b",
     r"\bnon (?:la |lo )?(?:cancellate|cancellare|annullate|annullare|disdite)\b",
-    r"\bnon (?:serve|c ?e bisogno di) (?:cambiare|spostare)\w*\b",
-    r"\bμη(?:ν)? (?:το )?ακυρωσ\w*", r"\bδεν χρειαζεται (?:να )?(?:αλλαξ|μετακιν|ακυρ)\w*",
+    r"\bnon (?:serve|c ?e bisogno di) (?:cambiar|spostar)\w*\b",
+    r"\bμη(?:ν)? (?:το )?ακυρωσ\w*",
+    r"\bδεν χρειαζεται (?:να |καμια |καμμια )?(?:αλλαξ|αλλαγ|μετακιν|ακυρ)\w*",
     r"\bmin (?:to )?akyrws\w*",
     r"\bdung huy\b", r"\b(?:ko|khong) can (?:doi|huy) (?:lich|ngay|gio)?\b",
     r"\b(?:wag|huwag) (?:niyo |nyo |po |nyong )*(?:i ?-?cancel|ikansela|kanselahin|ipa ?-?cancel)\w*",
+    r"\b(?:di|hindi) na (?:po )?(?:kailangan|kelangan) (?:na )?(?:i ?-?(?:resched|cancel)|ilipat|palitan)\w*",
     "कैंसल मत कर\\w*", "कैंसिल मत कर\\w*", r"\bcancel mat kar\w*", "ਕੈਂਸਲ ਨਾ ਕਰ\\w*", r"\bcancel na kar\w*",
     "(?:不要|别|別|唔好|咪|唔該唔好)取消(?:呀|啊|喔|啦|哦)?(?=[，,。!！ ~]|$)",
     "(?:不用|唔使|唔需要|不需要|不必)(?:改|换|換|调|調)(?:时间|時間|日子|日期|期)?",
@@ -905,9 +917,7 @@ def _opt_out(tokens: list[str], canonical: str) -> float | None:
                 continue  # "or do I stop on the street?": the patient stops, we are not asked to
             if previous in {"wont", "doesnt", "didnt", "never", "cant", "cannot"} and not about_messages:
                 continue  # "the pain won't stop": something else that goes on
-            if previous in _STOP_OTHER_SENSE_PREVIOUS or (
-                words & _TREATMENTS and not words & _MESSAGING_CONTEXT
-            ):
+            if previous in _STOP_OTHER_SENSE_PREVIOUS or (words & _TREATMENTS and not about_messages):
                 continue
         return 0.95 if words & _MESSAGING_CONTEXT else 0.85
     return None

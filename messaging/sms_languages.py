@@ -86,9 +86,9 @@ _LATIN_MARKERS: dict[str, frozenset[str]] = {
         "makakarating tutuloy paki ayaw pakitigil dadalhin magkano ano naman tayo sa maintindihan "
         "naiintindihan pakitanggal tanggalin listahan pakibalik ibalik hapon umaga"
     ),
-    "vi": _markers(
+    "vi": _markers(  # not "a" (also English)
         "toi khong ko duoc dc nhan tin nua huy lich hen doi ngay khac gio vang da cam xin loi di dung gui "
-        "ngung muon lai vay cho sang tuan sau se xac giup cuoc dang ky dia chi dau nhe a oi roi hieu gi"
+        "ngung muon lai vay cho sang tuan sau se xac giup cuoc dang ky dia chi dau nhe oi roi hieu gi"
     ),
     "hi": _markers(
         "haan han ji theek thik hai aaunga aaungi jaunga jaungi nahi nahin paunga sakta sakti kar karo "
@@ -102,9 +102,9 @@ _LATIN_MARKERS: dict[str, frozenset[str]] = {
     ),
     "ar": _markers(  # Arabizi: Arabic in Latin letters, digits for the sounds Latin lacks (3 ع, 7 ح, 2 ء)
         "aywa na3am inshallah insha2allah inshalla shukran shokran tamam momken mumkin maw3ed ma3ad mawed "
-        "sama7t sama7ti msh mish baddi 3ayez 3ayza rasayel ba2a khalas ha2dar 2ader ba2der a2dar "
-        "aji aagi eje a7dar bokra ya3tikom 3afye el8i elghi ilghi alghi tany tani n2a5ar na2ajjel ne2ajel "
-        "ne8ayar n8ayer ghayer 8ayer meen enta inta ento"
+        "la2 ra7 ejee sama7t sama7ti msh mish baddi 3ayez 3ayza rasayel ba2a khalas ha2dar 2ader ba2der "
+        "a2dar aji aagi eje a7dar bokra ya3tikom 3afye el8i elghi ilghi alghi tany tani n2a5ar na2ajjel "
+        "ne2ajel ne8ayar n8ayer ghayer 8ayer meen enta inta ento"
     ),
     "el": _markers(
         "nai entaxei entaksei efxaristo eyxaristw akyrosi akurosi tha eimai ime ekei den mporo erthw ertho "
@@ -161,8 +161,8 @@ def reply_language(text: str, tokens: list[str], languages: tuple[str, ...]) -> 
     language = languages[0]
     if language in ("zh", "yue"):
         return "zh-Hant" if language == "yue" or set(text) & _TRADITIONAL else "zh-Hans"
-    if language == "vi" or _script(set(text)) is not None:
-        return language
+    if _script(set(text)) is not None or (language == "vi" and set(text.lower()) & _VIETNAMESE):
+        return language  # the script, or letters only Vietnamese has, say so; unaccented words must agree
     markers = _LATIN_MARKERS[language]
     if 2 * sum(token in markers for token in tokens) >= len(tokens):
         return language
@@ -257,8 +257,17 @@ _CHINESE_CUES = (
             r"停(?:药|藥)",
         ),
     ),
-    # "wrong number", as in English (0.8): "打错号码了", "打錯電話", "搵錯人"
-    ("opt_out", 0.8, ("(?:打错|打錯)(?:了)?(?:号码|號碼|电话|電話|号|號)", "(?:搵錯|找错|找錯)人")),
+    # "wrong number", as in English (0.8): "打错号码了", "打錯電話", "搵錯人", "打錯咗，我唔係呢個人"
+    (
+        "opt_out",
+        0.8,
+        (
+            "(?:打错|打錯)(?:了)?(?:号码|號碼|电话|電話|号|號)",
+            "(?:搵錯|找错|找錯)人",
+            "(?:打錯|打错)咗",
+            "(?:我)?(?:唔係|不是)(?:呢個|呢个|这个|這個)人",
+        ),
+    ),
     (
         "opt_out",
         0.97,
@@ -600,6 +609,9 @@ _AR = Lexicon(
             (
                 r"(?:msh|mish|mesh|mush|ma|mo) (?:ha2dar|2ader|2adar|ba2der|a2dar|a2der|2dar|adar|ader) "
                 r"(?:aji|aagi|eje|ajy|aaji|a7dar|a7der|a7daar|ago|agi)",
+                # "la2 ma ra7 ejee": "no, I won't come" (ra7 / ha: the future)
+                r"(?:msh|mish|mesh|mush|ma|mo) (?:ra7|rah|ha|7a) "
+                r"(?:aji|eje|ejee|ajee|ije|ijee|ajy|aagi|a7dar|a7der)",
                 r"(?:el8i|elghi|ilghi|alghi|2lghi|el8oo|elghoo|ilghu)",
             ),
         ),
@@ -651,6 +663,7 @@ _EL = Lexicon(
                 r"(?:φτανει|φτανουν|αρκετα) (?:\w+ ){0,2}?μηνυματα",
                 r"διαγραφ\w*",
                 r"αφαιρεστε με",
+                r"μη(?:ν)? (?:\w+ )?(?:επικοινωνειτε|επικοινωνησετε|ενοχλειτε)",  # do not contact / bother me
             ),
         ),
         ("opt_in", 0.9, (r"(?:θελω|ξεκινηστε) (?:\w+ ){0,3}?ξανα", r"μηνυματα ξανα")),
@@ -691,6 +704,7 @@ _EL = Lexicon(
                 r"metafer\w*",
                 r"allag\w* (?:wras|oras|meras|imeras|hmeras)",
                 r"υπαρχει (?:κατι|τιποτα|θεση|αλλη ωρα)",
+                r"(?:εχετε|εχεις|μηπως εχετε) (?:κατι|τιποτα|θεση) (?:αλλο|αλλη|αλλες|αλλα|αλλιως)",
                 r"pio (?:noris|nwris|arga)",
                 r"(?:allh|alli|allo) (?:mera|wra|ora|imera)",
                 r"αναβολ\w*",
@@ -865,7 +879,7 @@ _ES = Lexicon(
                 r"(?:no|ya no) (?:quiero|deseo) (?:\w+ ){0,4}?"
                 r"(?:mensajes?|sms|recordatorios?|textos?|comunicaciones)",
                 r"(?:darme|darse|dar|dame|denme) de baja",
-                r"basta de (?:mensajes|sms)",
+                r"(?:basta|nada) de (?:mensajes|sms|textos|recordatorios)",
                 r"paren (?:\w+ )?(?:mensajes|sms)",
                 r"ya no me (?:escriban|manden|envien|contacten)",
                 r"no mas (?:mensajes|sms|recordatorios)",
@@ -1148,6 +1162,7 @@ _HI = Lexicon(
                 r"भेजना बंद",
                 r"(?:मैसेज|मेसेज|संदेश|एसएमएस|सन्देश)(?: \w+){0,2}? (?:बंद|नहीं चाहिए|नहीं)",
                 r"बंद (?:करो|करें|कर दो|कर दीजिए|कीजिए|करिए)",
+                r"संपर्क (?:न|मत|ना) कर\w*",  # "मुझसे मैसेज से संपर्क न करें": do not contact me
                 r"अनसब्सक्राइब",  # "unsubscribe" written in Devanagari
                 *_HI_PA_ROMAN,
             ),
