@@ -40,7 +40,7 @@ _MESSAGES = [
 ]  # fmt: skip
 _ON_A_LIST = [  # removing only: "take my number off your list"
     "number", "list", "numero", "lista", "listahan", "λιστα", "αριθμο", "arithmo", "noumero", "danh sach",
-    "so dien thoai",
+    "so dien thoai", "so toi", "he thong",
     "नंबर", "लिस्ट", "सूची", "ਨੰਬਰ",
     "ਲਿਸਟ", "رقم", "قائمه", "号码", "號碼", "名单", "名單", "电话",
 ]  # fmt: skip
@@ -48,8 +48,8 @@ _REMOVING = [
     "remove", "delete", "take me off", "take my number off", "get off", "unsubscribe", "opt out", "quitar",
     "quiten", "diagrap", "svhste", "sviste",
     "saquen", "sacar", "borr", "elimin", "togli", "rimuov", "cancellate il", "διαγραψ", "αφαιρεσ", "βγαλτε",
-    "xoa", "tanggal", "burahin", "हटा", "ਹਟਾ", "hata", "احذف", "امسح", "شيل", "删", "刪", "移除", "退订",
-    "退訂",
+    "xoa", "bo so", "ra khoi", "tanggal", "burahin", "हटा", "ਹਟਾ", "hata", "احذف", "امسح", "شيل", "删", "刪",
+    "移除", "退订", "退訂",
 ]  # fmt: skip
 _STOPPING = [
     *_REMOVING,
@@ -154,7 +154,7 @@ _AGAIN = [
     "फिर से", "फिर", "दोबारा", "चालू", "phir", "fer", "dobara", "dubara", "chalu", "shuru", "ਦੁਬਾਰਾ", "ਫਿਰ",
     "ਚਾਲੂ", "ਸ਼ੁਰੂ", "ਫੇਰ", "rimandatemi",
     "مره ثانيه", "رجعولي", "رجعلي", "ارجعولي", "مره اخري", "مره اخرى", "من جديد", "رجعوا", "ارجعوا",
-    "ترجع", "فعلوا", "send返", "发返", "發返",
+    "ترجع", "فعلوا", "send返", "发返", "發返", "yerja3", "yirja3", "terja3", "tirja3", "rja3", "raja3",
     "اعيدوا", "اعاده", "استئناف", "恢复", "恢復", "重新", "再发", "再發", "再send", "再收", "收返", "開返",
     "开启", "開啟", "开始接收", "開始接收",
 ]  # fmt: skip
@@ -174,6 +174,10 @@ _MISTAKE = [
     "con toi", "con tui", "η κορη μου", "ο γιος μου", "ο εγγονος μου", "η εγγονη μου", "ο αντρας μου",
     "η γυναικα μου", "mi hijo", "mi hija", "mi nieto", "mi nieta", "mio figlio", "mia figlia", "mio nipote",
     "anak ko", "apo ko", "mera beta", "meri beti", "mere pote", "ਮੇਰੇ ਪੋਤੇ", "ਮੇਰੇ ਮੁੰਡੇ", "ابني", "بنتي", "حفيدي",
+    "個仔", "个仔", "個女", "个女", "我先生", "我太太", "mere munde", "munde ne", "kudi ne", "ਕੁੜੀ ਨੇ",
+    "mere bete", "kori mou", "gios mou", "eggonos mou", "eggoni mou", "antras mou", "mio marito",
+    "mia moglie", "mi esposo", "mi esposa", "mi marido", "asawa ko", "chau toi", "ibni", "binti", "زوجي",
+    "زوجتي",
 ]  # fmt: skip
 # STOP and START written in the reply's own script: the carriers' keywords, transliterated
 STOP_IN_OTHER_SCRIPTS = frozenset(map(fold, ("ਸਟਾਪ", "ਸਟੌਪ", "स्टॉप", "स्टाप", "στοπ", "ستوب")))
@@ -229,12 +233,54 @@ def refuses_messages(folded: str) -> bool:
 
 def stop_was_a_mistake(folded: str) -> bool:
     """Whether the folded reply excuses a stop word ("Mandé STOP por error", "我不小心发了退订") and asks for
-    the messages back (again, resume, keep sending). One stop word only: "I sent stop by mistake, but now do
-    stop texting me" says it again, and means it."""
+    the messages back (again, resume, keep sending, "I want the messages"). One stop word only: "I sent stop
+    by mistake, but now do stop texting me" says it again, and means it."""
     stops = _starts_and_ends(_STOP_SAID_RX, folded)
     if len(stops) != 1 or not _close(_starts_and_ends(_MISTAKE_RX, folded), stops):
         return False
-    return bool(_AGAIN_RX.search(folded) or _CONTINUE_RX.search(folded) or _GO_ON_RX.search(folded))
+    if _AGAIN_RX.search(folded) or _CONTINUE_RX.search(folded) or _GO_ON_RX.search(folded):
+        return True
+    return _wants_the_messages(folded, stops[0])
+
+
+def _wants_the_messages(folded: str, stop: tuple[int, int]) -> bool:
+    """ "Mi hijo respondió STOP por mí, pero yo sí quiero los mensajes", "ابني رد بـ STOP عني، بس أنا بدي
+    الرسائل": a wish close to our messages, and no refusal or stopping word anywhere but the excused stop
+    ("my son sent STOP because I don't want texts" refuses)."""
+    rest = folded[: stop[0]] + "~" * (stop[1] - stop[0]) + folded[stop[1] :]
+    return not _refuses(rest) and _close(
+        _starts_and_ends(_WANTING_RX, rest), _starts_and_ends(_MESSAGES_RX, rest)
+    )
+
+
+def only_the_stop_refuses(folded: str) -> bool:
+    """Whether the reply's one stop word (excused: `stop_was_a_mistake`) is its only word of refusing or
+    stopping messages. Then the patient's own words decide, and the learned model is not asked: it reads
+    "STOP" beside "messages" as an opt-out whatever the sentence says."""
+    rest = _without_the_stop(folded)
+    return rest is not None and not _refuses(rest)
+
+
+def refuses_besides_the_stop(folded: str) -> bool:
+    """Whether, its one stop word (excused) aside, the reply still refuses or stops some of our messages:
+    "my son sent STOP by mistake, send the reminders again but no promos" opts out of the promos."""
+    rest = _without_the_stop(folded)
+    return rest is not None and (refuses_messages(rest) or asks_to_stop_messages(rest))
+
+
+def _without_the_stop(folded: str) -> str | None:
+    """The reply with its one stop word blanked; None if it has none or several."""
+    stops = _starts_and_ends(_STOP_SAID_RX, folded)
+    if len(stops) != 1:
+        return None
+    (start, end) = stops[0]
+    return folded[:start] + "~" * (end - start) + folded[end:]
+
+
+def _refuses(folded: str) -> bool:
+    return bool(
+        _REFUSING_AFTER_RX.search(folded) or _STOPPING_RX.search(folded) or _NOT_WANTED_RX.search(folded)
+    )
 
 
 # "I unsubscribed last year but I'd like to get your updates again": a stop in the past, and the messages
@@ -286,6 +332,15 @@ _BEFORE_RX, _LEFT_RX, _WISH_RX, _REFUSING_AFTER_RX = (
     _alternation(_REFUSING_AFTER),
 )
 _WISH_GAP = 25  # characters between the wish and its "again"
+# The wish for our messages after an excused stop: the wishes above, English and romanised ones too.
+_WANTING_RX = _alternation(
+    [*_WISH, "i want", "i need", "i would like", "id like", "i still want", "i do want", "thelw", "thelo",
+     "chahide", "chahida", "ਚਾਹੀਦੇ", "baddi", "bade", "3ayez", "3ayza", "gusto ko", "kailangan ko"]
+)  # fmt: skip
+_NOT_WANTED_RX = _alternation(
+    ["dont", "do not", "not ", "never", "no longer", "didnt want", "did not want", "end", "cease", "quit",
+     "finish", "unsubscrib", "opt out", "opted out", "alone", "remove", "off "]
+)  # fmt: skip
 _NOW_WANTED_RX = _alternation(
     [
         "ahora si quiero",

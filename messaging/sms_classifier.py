@@ -1,7 +1,7 @@
 """What a patient meant by an SMS reply: confirm, cancel, reschedule, opt out, opt in, help or something else.
 
 Deterministic rules come first because they are instant, free, explainable and testable against labelled
-replies (`messaging/training/`, labelled per LABELS.md; held out: tests/fixtures/sms_replies_heldout_14.tsv).
+replies (`messaging/training/`, labelled per LABELS.md; held out: tests/fixtures/sms_replies_heldout_15.tsv).
 A model learned from the same replies (`messaging.reply_model`, naive Bayes and a perceptron over character
 n-grams, averaged) reads every reply too; it decides where the rules are unsure, and a likely opt-out (see
 `_second_opinion`). Asking for the messages back in another language ("Mándenme los mensajes otra vez",
@@ -395,6 +395,10 @@ _HOW_TO_ANY = _any_language(
     r"trả lời (?:chữ|số) gì\b", r"tra loi (?:chu|so|gi)\b", r"nhắn (?:chữ|số) gì\b",
     r"nhan (?:chu|so) gi\b",
     r"qu[ée] (?:letra|tengo que (?:responder|contestar))", "che lettera", r"cosa (?:devo )?rispond",
+    # "min wein jibtu ra2mi?", "tuhanu mera number kithon milya?": where did you get my number
+    r"\b(?:min|mn|mnin) (?:wein|wen|ween|fein|fen|wain) (?:jibtu|jebtu|jibto|jabtu|akhadtu|5adtu)\w* "
+    r"(?:ra2mi|raqmi|rakmi|nemrti|nimrti)\b",
+    r"\b(?:mera|meraa) (?:number|nambar|no) (?:\w+ )?(?:kithon|kitho|kithe|kahan se|kaha se|kidhar se)\b",
     r"τι (?:πρεπει να )?απαντ", r"anong (?:letra|isasagot|sasagot|ire-reply|irereply)", "kya reply",
     r"क्या (?:जवाब|रिप्लाई)", r"(?:شو|ايش|ماذا) (?:ابعت|برد|ارد|اكتب)", "ਕੀ ਜਵਾਬ",
 )  # fmt: skip
@@ -531,6 +535,13 @@ _CUES: tuple[tuple[Intent, float, re.Pattern[str]], ...] = (
         ),
     ),
     (Intent.RESCHEDULE, 0.85, _rx("instead", r"any (?:other )?(?:times|days|availability|openings|spots)")),
+    # "9 is no good, 11 or after is fine": a time of their own, with a range
+    (
+        Intent.RESCHEDULE,
+        0.9,
+        _rx(r"(?:\w*\d\w*|morning|afternoon|arvo|lunch|lunchtime) (?:or (?:after|later|earlier)|onwards)"),
+    ),
+    (Intent.CANCEL, 0.9, _rx(r"count (?:me|us) out")),
     (Intent.CANCEL, 0.95, _rx("cancel")),
     (Intent.CONFIRM, 0.95, _rx("yes", "confirm")),
     (Intent.CONFIRM, 0.9, _rx(r"(?:ill|i will|will|well|we will) (?:definitely )?be (?:there|in)")),
@@ -674,7 +685,12 @@ def _classify(text: str) -> tuple[Intent, float, str | None]:
     # (a stop left behind is read whatever the rules made of the rest: "me di de baja, pero ahora sí quiero")
     if (excused and opt_out_cues.stop_was_a_mistake(folded)) or opt_out_cues.asks_back_after_leaving(folded):
         # "Mandé STOP por error, reactiven los mensajes": the stop word is excused, and the messages asked
-        # back, in words the rules read. Only a model sure of an opt-out overrules it below.
+        # back, in words the rules read. Only a model sure of an opt-out overrules it below, and only where
+        # the reply has another word of refusing or stopping besides the excused one.
+        if opt_out_cues.only_the_stop_refuses(folded):
+            return Intent.OPT_IN, _OPT_IN_SAID, language
+        if not kept and opt_out_cues.refuses_besides_the_stop(folded):
+            return Intent.OPT_OUT, 0.75, language  # unsure: the patient is told the way back (START)
         intent, confidence = Intent.OPT_IN, _OPT_IN_SAID
     if intent is not Intent.OPT_OUT and not (intent is Intent.OTHER and confidence == _KEPT):
         # Messages named close to stopping them ("cancel the SMS notices too"): a likely opt-out, unless the

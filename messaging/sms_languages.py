@@ -755,6 +755,18 @@ _EL = Lexicon(
     ),
 )
 
+# "Sì" / "sí" typed without its accent is "si", which is also Italian's impersonal "si" ("si è fermato") and
+# Spanish "if" ("si hace falta"): a yes when it opens the reply (and no verb follows), ends it, or comes with
+# another word of agreeing.
+_SI_AS_YES = (
+    r"(?:(?<! )si(?! (?:e|puo|possono|deve|devono|fa|fanno|era|trova|sente|vede|chiama|tratta|ferm\w*|no"
+    r"|es|hace|puedo|puede|pueden|tengo|tiene|hay|necesito|necesita|quieren|quiere)(?: |$))"
+    r"|si(?=$| (?:si|grazie|gracias|claro|certo|certamente|ok|okay|va|vale|perfetto|perfecto|por|per|senor"
+    r"|senora|signora|signore|dottore|doctor|doctora|muchas|mille|confermo|confirmo|ci|alli|ahi|voy|vengo"
+    r"|estare|saro|bene|bien|esta bien|de acuerdo|d accordo)(?: |$)))"
+)
+
+
 _IT = Lexicon(
     "it",
     True,
@@ -775,6 +787,7 @@ _IT = Lexicon(
             (
                 r"non (?:\w+ ){0,3}?(?:messaggi|sms|messaggini)",
                 r"basta (?:\w+ )?(?:messaggi|sms)",
+                r"basta(?: cosi| adesso| ora)?$",  # "Chi vi ha dato il mio numero? Basta!": the last word
                 r"smett\w* di (?:scriver\w*|mandar\w*|inviar\w*|contattar\w*)",
                 r"non (?:mandatemi|inviatemi|scrivetemi|contattatemi)",
                 r"non mi (?:mandate|scrivete|inviate|contattate)",
@@ -831,7 +844,7 @@ _IT = Lexicon(
             "confirm",
             0.9,
             (
-                "si",
+                _SI_AS_YES,
                 "certo",
                 r"conferm\w*",
                 "va bene",
@@ -946,7 +959,7 @@ _ES = Lexicon(
             "confirm",
             0.9,
             (
-                "si",
+                _SI_AS_YES,
                 "claro",
                 "vale",
                 r"confirm\w*",
@@ -1036,7 +1049,13 @@ _TL = Lexicon(
         (
             "reschedule",
             0.9,
-            (r"(?:hapon|umaga|tanghali|gabi|lunes|martes|miyerkules|huwebes|biyernes|sabado|bukas) na lang",),
+            (
+                r"(?:hapon|umaga|tanghali|gabi|lunes|martes|miyerkules|huwebes|biyernes|sabado|bukas)"
+                r" na lang",
+                # "May hapon po ba kayo?": do you have an afternoon (another time)?
+                r"may (?:\w+ )?(?:hapon|umaga|tanghali|gabi|bakante|slot|ibang oras|ibang araw)"
+                r"(?: \w+)?(?: po)? ba",
+            ),
         ),
         (
             "confirm",

@@ -166,19 +166,20 @@ def test_a_yes_then_a_side_question_stays_a_yes_whatever_the_model_reads() -> No
         assert classify("Is the entrance on the main street?").intent is Intent.OTHER  # no yes: a question
 
 
-def test_an_excused_stop_is_an_opt_in_unless_the_model_is_sure_of_an_opt_out() -> None:
+def test_an_excused_stop_is_an_opt_in_and_only_another_refusal_lets_a_sure_model_overrule_it() -> None:
     """ "I sent STOP by mistake, keep sending": the stop word excused is an opt-in, also with the stop word
-    right after Chinese characters ("发了STOP": no word boundary there). A model that merely suspects an
-    opt-out (0.8) does not overrule it; one sure of it (0.97) still does."""
-    replies = (
-        "我不小心发了STOP，请继续给我发提醒",
-        "我唔小心撳咗STOP，唔該繼續send",
-        "I didn't mean to unsubscribe",
-    )
+    right after Chinese characters ("发了STOP": no word boundary there). With no other word of refusing in
+    the reply, no model overrules the patient's words (it reads "STOP" beside "send" as an opt-out whatever
+    the sentence says: set 14). Another refusal of messages the rules read is an opt-out ("... but no
+    promos"), unless the reply keeps the messages ("don't stop the reminders")."""
+    excused = ("我不小心发了STOP，请继续给我发提醒", "我唔小心撳咗STOP，唔該繼續send")
     with patch.object(reply_model, "trained", lambda: Sure("opt_out", 0.8)):
-        _read_as(Intent.OPT_IN, *replies)
-    with patch.object(reply_model, "trained", lambda: Sure("opt_out", 0.97)):
-        _read_as(Intent.OPT_OUT, *replies)
+        _read_as(Intent.OPT_IN, *excused, "I didn't mean to unsubscribe")
+    with patch.object(reply_model, "trained", lambda: Sure("opt_out", 0.99)):
+        _read_as(Intent.OPT_IN, *excused)
+    with patch.object(reply_model, "trained", lambda: Sure("opt_in", 0.99)):  # the rules read the refusal
+        _read_as(Intent.OPT_OUT, "My son sent STOP by mistake, send the reminders again but no promos please")
+        _read_as(Intent.OPT_IN, "My son sent STOP by mistake. Please don't stop the reminders")
     with patch.object(reply_model, "trained", lambda: Sure("opt_in", 0.9)):  # a second stop means it
         assert classify("我不小心发了STOP，请继续... 算了，还是退订吧").intent is Intent.OPT_OUT
         assert classify("Mandé STOP sin querer, sigan... no, mejor STOP").intent is Intent.OPT_OUT
@@ -577,3 +578,41 @@ def test_held_out_set_13s_misses_in_their_own_words() -> None:
             "we do not want to hear from you",
             "打錯咗，我唔係呢個人??",
         )
+
+
+def test_held_out_set_14s_misses_in_their_own_words() -> None:
+    """Set 14's first run (95.1 %) read 7 of its 33 opt-ins as opt-outs: "my son replied STOP for me, but I
+    want the messages" in six languages. The rules excused the STOP only when "again" or "keep" came with it,
+    and a model sure of an opt-out overruled them; a STOP excused in the patient's words, with no other word
+    of refusing, is now theirs to decide. Also: "count me out", "11 or after", "do you have an afternoon?" in
+    Tagalog, "where did you get my number" in Arabizi and romanised Hindi / Punjabi, and "si" that is not a
+    yes in Italian ("si è fermato") and Spanish ("si hace falta")."""
+    with patch.object(
+        reply_model, "trained", lambda: Sure("opt_out", 0.99)
+    ):  # the model cannot overrule these
+        _read_as(
+            Intent.OPT_IN,
+            "Mi marido mandó STOP, pero yo sí quiero los recordatorios",
+            "我個女幫我覆咗STOP，我要收提醒㗎",
+            "زوجي رد STOP بدالي، أنا بدي الرسائل",
+            "mere bete ne STOP bhej diya, mujhe reminders chahiye",
+            "o gios mou esteile STOP, thelw ta minimata",
+            "Asawa ko nag-text ng STOP, pero gusto ko po ng mga text",
+        )
+        _read_as(  # another word of refusing: not excused, or left to the model
+            Intent.OPT_OUT,
+            "My son sent STOP and I don't want the texts either",
+            "My daughter replied STOP for me, I want the texts to end",
+            "Mi hijo mandó STOP por error, pero ya no quiero mensajes",
+        )
+    with patch.object(reply_model, "trained", lambda: Sure("other", 0.9)):
+        _read_as(Intent.CANCEL, "count me out for thursday, sorry")
+        _read_as(
+            Intent.RESCHEDULE, "10 doesn't suit me, 2pm or later is fine", "May umaga po ba kayo sa Sabado?"
+        )
+        _read_as(Intent.HELP, "min wen jibtu ra2mi?", "mera number kahan se mila?")
+        _read_as(Intent.OTHER, "La ferita si è chiusa, devo venire lo stesso?", "Llámenme si hace falta")
+        # opt-outs the edge test and cross-validation found left to the model once set 14 was training
+        _read_as(Intent.OPT_OUT, "Xin bỏ số tôi ra khỏi hệ thống?", "Ma chi vi ha dato il numero? Basta così")
+    with patch.object(reply_model, "trained", lambda: Sure("opt_in", 0.9)):
+        _read_as(Intent.OPT_IN, "baddi el rasayel yerja3o")
