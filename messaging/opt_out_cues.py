@@ -148,7 +148,8 @@ def asks_to_stop_messages(folded: str) -> bool:
 # and a likely opt-out still wins.
 _AGAIN = [
     "again", "resume", "restart", "reactivat", "re activat", "re enable", "reenable", "resubscrib", "back on",
-    "turn on", "switch on", "unblock", "add me back", "put me back", "sign me up",
+    "turn on", "switch on", "unblock", "add me back", "put me back", "sign me up", "undo", "start",
+    "rimettet", "rimetter", "riaccend",
     "otra vez", "de nuevo", "reactiv", "vuelvan a", "volver a", "di nuovo", "riattiv", "ricominc",
     "ξανα", "παλι", "ενεργοποιηστε", "pali", "ksana", "xana", "lai", "bat lai", "ulit", "muli",
     "फिर से", "फिर", "दोबारा", "चालू", "phir", "fer", "dobara", "dubara", "chalu", "shuru", "ਦੁਬਾਰਾ", "ਫਿਰ",
@@ -178,6 +179,10 @@ _MISTAKE = [
     "mere bete", "kori mou", "gios mou", "eggonos mou", "eggoni mou", "antras mou", "mio marito",
     "mia moglie", "mi esposo", "mi esposa", "mi marido", "asawa ko", "chau toi", "ibni", "binti", "زوجي",
     "زوجتي",
+    # a slip, or the stop denied: "fat fingers", "meant to type START", "it was my husband, not me"
+    "fat finger", "meant to type", "meant to send", "meant to say", "meant to press", "meant to write",
+    "meant to reply", "not me", "start not", "start, not", "instead of start", "wrong message", "wrong text",
+    "wrong chat", "galat message", "galat msg", "误回", "誤回", "误发", "誤發",
 ]  # fmt: skip
 # STOP and START written in the reply's own script: the carriers' keywords, transliterated
 STOP_IN_OTHER_SCRIPTS = frozenset(map(fold, ("ਸਟਾਪ", "ਸਟੌਪ", "स्टॉप", "स्टाप", "στοπ", "ستوب")))
@@ -191,6 +196,7 @@ _CONTINUE = [
     # "I want the reminders" (in the reply that excuses the STOP)
     "θελω τις", "θελω τα", "θελω να παιρνω", "θελω να λαμβανω", "quiero recibir", "voglio ricevere",
     "li voglio", "le voglio", "मैसेज चाहिए", "message chahiye", "messages chahiye", "ضل", "يضل",
+    "要收", "想收", "还想收", "還想收", "仲想收", "仲要收",
 ]  # fmt: skip
 _START_FIRST = {"start", "unstop"}
 # Politeness words that may follow a bare START in the reply's own language ("START po", "START 唔該").
@@ -240,16 +246,18 @@ def stop_was_a_mistake(folded: str) -> bool:
         return False
     if _AGAIN_RX.search(folded) or _CONTINUE_RX.search(folded) or _GO_ON_RX.search(folded):
         return True
-    return _wants_the_messages(folded, stops[0])
+    return _wants_the_messages(folded)
 
 
-def _wants_the_messages(folded: str, stop: tuple[int, int]) -> bool:
+def _wants_the_messages(folded: str) -> bool:
     """ "Mi hijo respondió STOP por mí, pero yo sí quiero los mensajes", "ابني رد بـ STOP عني، بس أنا بدي
     الرسائل": a wish close to our messages, and no refusal or stopping word anywhere but the excused stop
     ("my son sent STOP because I don't want texts" refuses)."""
-    rest = folded[: stop[0]] + "~" * (stop[1] - stop[0]) + folded[stop[1] :]
-    return not _refuses(rest) and _close(
-        _starts_and_ends(_WANTING_RX, rest), _starts_and_ends(_MESSAGES_RX, rest)
+    rest = _without_the_stop(folded)
+    return (
+        rest is not None
+        and not _refuses(rest)
+        and _close(_starts_and_ends(_WANTING_RX, rest), _starts_and_ends(_MESSAGES_RX, rest))
     )
 
 
@@ -269,12 +277,14 @@ def refuses_besides_the_stop(folded: str) -> bool:
 
 
 def _without_the_stop(folded: str) -> str | None:
-    """The reply with its one stop word blanked; None if it has none or several."""
+    """The reply with its one stop word and the words excusing it blanked ("it was my husband who texted
+    stop, not me": its "not" excuses); None if it has no stop word or several."""
     stops = _starts_and_ends(_STOP_SAID_RX, folded)
     if len(stops) != 1:
         return None
-    (start, end) = stops[0]
-    return folded[:start] + "~" * (end - start) + folded[end:]
+    for start, end in stops + _starts_and_ends(_MISTAKE_RX, folded):
+        folded = folded[:start] + "~" * (end - start) + folded[end:]
+    return folded
 
 
 def _refuses(folded: str) -> bool:
@@ -309,6 +319,8 @@ _BEFORE = [
     "之前", "以前", "早前", "先前", "truoc", "pehle", "pahle", "ਪਹਿਲਾਂ", "पहले", "πριν", "prima", "antes",
     "dati", "noon", "قبل", "من قبل", "περσι", "περυσι", "ειχα", "el ano pasado", "l anno scorso", "去年",
     "pichle saal", "nam ngoai",
+    # regret says the stop was before: "me arrepentí de darme de baja"
+    "me arrepenti", "me arrepiento", "pentit", "ho cambiato idea", "cambie de opinion", "后悔", "後悔",
 ]  # fmt: skip
 _LEFT = [
     *_STOP_SAID, "unsubscribe", "huy dang ky", "停咗", "停了", "取消订阅", "取消訂閱", "ακυρωσα", "απεγγραφ",
@@ -316,7 +328,8 @@ _LEFT = [
 ]  # fmt: skip
 _WISH = [
     "想", "要", "muon", "chahiye", "chahta", "chahti", "चाहिए", "चाहता", "चाहती", "ਚਾਹੀਦ", "θελω", "vorrei",
-    "voglio", "quiero", "quisiera", "gusto", "اريد", "بدي", "ابغى", "ابي",
+    "voglio", "quiero", "quisiera", "gusto", "اريد", "بدي", "ابغى", "ابي", "me pueden", "me podrian",
+    "potete", "potreste",
 ]  # fmt: skip
 _REFUSING_AFTER = [
     "不想", "唔想", "不要", "唔要", "khong", "nahi", "nahin", "mat", "नहीं", "ਨਹੀਂ", "δεν ", "μη ", "μην ",

@@ -218,6 +218,10 @@ _TREATMENTS = _words(
     " aspirin"
     " metformin treatment drugs"
 )
+_MESSAGE_NOUNS = _words(
+    "text texts txt txts message messages msg msgs sms reminder reminders notification notifications spam"
+    " promo promos promotions marketing alerts updates emails calls newsletter newsletters ads"
+)
 _MESSAGING_CONTEXT = _words("text texts texting message messages messaging sms sending send me list")
 # (confidence, phrase): the reply asks for no more messages in its own words.
 _OPT_OUT_PHRASES = tuple(
@@ -284,6 +288,10 @@ _OPT_IN_PLAINLY = _rx(
     r"unblock (?:me|my (?:phone |mobile )?number|this number|us)",
     r"(?:add|put|sign) (?:me|my number|my mobile|us) back(?: up| on)?",
     r"sign (?:me|us) (?:back )?up (?:for|to) (?:\w+ )?" + _MSG,
+    # "I'd like to receive text messages from Avatar again"
+    r"(?:id like|i would like|i want|i wanna|id love|i would love) to (?:receive|get|have) (?:\w+ ){0,3}?"
+    + _MSG
+    + r"(?: \w+){0,3}? (?:again|back)",
     # romanised Hindi and Punjabi: "reminder fer ton bhejya karo", "phir se message bhejo"
     _MSG + r" (?:\w+ ){0,2}?(?:fer|phir|dobara|dubara)(?: se| ton| to)? (?:\w+ )?bhej\w*",
     r"(?:fer|phir|dobara|dubara)(?: se| ton| to)? (?:\w+ )?" + _MSG + r" bhej\w*",
@@ -387,6 +395,21 @@ _WEEKDAY = _any_language(
     "ਸ਼ੁੱਕਰਵਾਰ", "ਸ਼ਨੀਵਾਰ", "ਐਤਵਾਰ",
 )  # fmt: skip
 
+# "Όχι Δευτέρα ... Τετάρτη μπορώ" ("not Monday ... Wednesday I can"): a day offered, as a question would
+_CAN_DO = _any_language(
+    r"\b(?:i can|can do|works|is fine|suits|is good|is ok)\b",
+    r"\bμπορω\b",
+    r"\bmporo\b",
+    r"\bpuedo\b",
+    r"\bposso\b",
+    r"\bkaya ko\b",
+    r"\bduoc\b",
+    "可以",
+    "得",
+    r"\bho sakta\b",
+    r"\bho sakdi\b",
+)
+
 # "What letter do I send to confirm?" in the replies' languages: a question about the messages (help), even
 # though it names an intent, as the English _HOW_TO.
 _HOW_TO_ANY = _any_language(
@@ -455,6 +478,12 @@ _NEUTRAL = _rx(
     # "should I go to emergency instead?": care elsewhere, not another time with us; "moved last month": past
     r"(?:go|going|head|went) (?:to )?(?:the )?(?:emergency|ed|er|hospital|a ?e|gp|doctors?)(?: instead)?",
     r"(?:last|past) (?:week|month|year|fortnight|night)",
+    # "can you stop the music next time", "tell me if I need to stop eating the night before", "anything I
+    # need to bring": a question about the visit, not another time
+    r"next time",
+    r"(?:if|whether|do|should) (?:i|we) (?:need|have|should)(?: to)? "
+    r"(?:stop|start|fast|eat|drink|take|bring|wear)(?: \w+){0,8}",
+    r"anything (?:else )?(?:i|we) (?:need|have|should) (?:to )?(?:bring|do|know|wear|take)(?: \w+){0,6}",
 )
 # "I'll call to rebook": a booking the patient will make later, after cancelling this one. Read past it,
 # but a cancel that comes with one is not sure enough to act on alone.
@@ -542,6 +571,12 @@ _CUES: tuple[tuple[Intent, float, re.Pattern[str]], ...] = (
         _rx(r"(?:\w*\d\w*|morning|afternoon|arvo|lunch|lunchtime) (?:or (?:after|later|earlier)|onwards)"),
     ),
     (Intent.CANCEL, 0.9, _rx(r"count (?:me|us) out")),
+    # "Are sorry I mean R": the letter meant
+    (Intent.RESCHEDULE, 0.9, _rx(r"(?:i mean|i meant|meant to (?:say|type|send|press)) r")),
+    (Intent.CANCEL, 0.9, _rx(r"(?:i mean|i meant|meant to (?:say|type|send|press)) n")),
+    (Intent.CONFIRM, 0.9, _rx(r"(?:i mean|i meant|meant to (?:say|type|send|press)) (?:y|yes)")),
+    # "any time after 1 is fine", "anything from 2": a range of their own
+    (Intent.RESCHEDULE, 0.9, _rx(r"(?:any ?time|anything|any day) (?:after|before|from|past) \w+")),
     (Intent.CANCEL, 0.95, _rx("cancel")),
     (Intent.CONFIRM, 0.95, _rx("yes", "confirm")),
     (Intent.CONFIRM, 0.9, _rx(r"(?:ill|i will|will|well|we will) (?:definitely )?be (?:there|in)")),
@@ -622,9 +657,10 @@ _YES_FIRST = re.compile(
         r"مؤكد|تاكيد|aywa|na3am|haan|han|ha ji|haanji|हां|हाँ|जी हां|ਹਾਂ|ਹਾਂ ਜੀ|"
         r"是|是的|好|好的|好嘅|好啊|好呀|好喇|"
         r"係|得|啱|confermo|confermato|confirmo|confirmado|επιβεβαιωνω|επιβεβαιωση|可以|可以可以|没问题|冇問題|tamam|"
-        r"اوكد|اكد|duoc|dc|συμφωνοι|συμφωνω)"
+        r"اوكد|اكد|duoc|dc|συμφωνοι|συμφωνω|da duoc|da vang|vang a|duoc a|da co|"
+        r"theek hai|thik hai|ठीक है|ਠੀਕ ਹੈ)"
         r"(?:\s+(?:po|ji|a|na))?"  # a politeness particle: "Y po, kailangan ba mag-fasting?"
-        r"(?:\s*[.,!:;\-–—،，。！、(（]|\s+(?=[^\x00-\x7f]))"  # punctuation, or a space and another script
+        r"(?:\s*[.,!:;\-–—،，。！、(（।]|\s+(?=[^\x00-\x7f]))"  # punctuation, or a space and another script
     )
 )  # fmt: skip
 _LATIN_RUNS = re.compile(r"[a-z0-9]+|[^a-z0-9]+")
@@ -692,7 +728,7 @@ def _classify(text: str) -> tuple[Intent, float, str | None]:
         if not kept and opt_out_cues.refuses_besides_the_stop(folded):
             return Intent.OPT_OUT, 0.75, language  # unsure: the patient is told the way back (START)
         intent, confidence = Intent.OPT_IN, _OPT_IN_SAID
-    if intent is not Intent.OPT_OUT and not (intent is Intent.OTHER and confidence == _KEPT):
+    if intent is not Intent.OPT_OUT and not (intent is Intent.OTHER and kept):
         # Messages named close to stopping them ("cancel the SMS notices too"): a likely opt-out, unless the
         # rules read it as asking for the messages back ("I sent STOP by mistake, resume the texts").
         if intent is not Intent.OPT_IN and not kept and opt_out_cues.asks_to_stop_messages(folded):
@@ -841,7 +877,11 @@ def _read(
     for intent, weight in theirs.items():
         scores[intent] = max(scores.get(intent, 0.0), weight)
     asks = question or _REQUEST.search(canonical)
-    if Intent.CANCEL in scores and asks and len(set(_WEEKDAY.findall(folded))) >= 2:
+    if (
+        Intent.CANCEL in scores
+        and (asks or _CAN_DO.search(folded))
+        and len(set(_WEEKDAY.findall(folded))) >= 2
+    ):
         scores[Intent.RESCHEDULE] = max(scores.get(Intent.RESCHEDULE, 0.0), _STRONG)  # "not Tue, Thu?"
     if keep and not any(score >= _STRONG for score in scores.values()):
         return Intent.OTHER, _KEPT  # "No dejen de mandarme recordatorios": its "no" is not a cancel
@@ -919,6 +959,9 @@ def _opt_out(tokens: list[str], canonical: str) -> float | None:
             if following[:1] and following[0] in _STOP_OTHER_SENSE_NEXT | {"doing"}:
                 continue
             about_messages = bool(words & _MESSAGING_CONTEXT - {"me", "list"})
+            named = tokens[index + 1 : index + 4]
+            if named[:1] == ["the"] and not about_messages and not set(named) & _MESSAGE_NOUNS:
+                continue  # "can you stop the music in the waiting room": a thing of ours, not our texts
             if (
                 following[:1]
                 and following[0].endswith("ing")

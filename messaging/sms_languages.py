@@ -55,7 +55,9 @@ _SCRIPTS = (  # (first, last, language)
 _CANTONESE = frozenset("唔係冇嘅咗啲乜嘢喺佢哋咁嚟嗰俾畀邊咩喇㗎啱諗噉睇嘥")
 _VIETNAMESE = frozenset("ăđơưạảấầẩẫậắằẳẵặẹẻẽếềểễệỉịọỏốồổỗộớờởỡợụủứừửữựỳỵỷỹ")
 # Chinese written in traditional characters is answered in traditional characters.
-_TRADITIONAL = frozenset("個們這預約訊發來時會謝對嗎確認間問題沒請訂閱號碼無嗰應該麼裡從點會吧過還車")
+_TRADITIONAL = frozenset(
+    "個們這預約訊發來時會謝對嗎確認間問題沒請訂閱號碼無嗰應該麼裡從點會過還車"
+)  # not 吧: both scripts
 
 
 def _markers(spaced: str) -> frozenset[str]:
@@ -302,6 +304,9 @@ _CHINESE_CUES = (
             f"恢复{_MSG_ZH}",
             f"恢復{_MSG_ZH}",
             f"(?:想|要)(?:再|继续|繼續|重新)(?:收|接收|收到){_MSG_ZH}",
+            # "麻烦把短信通知重新打开": turned back on
+            f"{_MSG_ZH}.{{0,4}}(?:重新|再)(?:打开|打開|开启|開啟|开通|開通|開返)",
+            f"(?:重新|再)(?:打开|打開|开启|開啟|开通|開通)(?:返)?.{{0,4}}{_MSG_ZH}",
             f"再(?:send|发|發)(?:返)?(?:啲|d)?(?:{_MSG_ZH}|提示)",
         ),
     ),
@@ -317,7 +322,7 @@ _CHINESE_CUES = (
             "這是誰",
             "你係邊個",
             "邊位",
-            "邊個",
+            "邊個(?=$| |呀|啊|嚟|黎|㗎|咧|嘅|先)",
             "哪里发来",
             "哪裡發來",
             "你哋係邊",
@@ -357,6 +362,8 @@ _CHINESE_CUES = (
         0.9,
         (
             "改期",
+            # "那个时间去不了，不过下午四点以后都行": any time after, a range of their own
+            "(?:以后|以後|之后|之後)(?:都|也)(?:行|可以|得|ok|冇問題|没问题)",
             "改(?:个|個)?时间",
             "改(?:个|個)?時間",
             "改日子",
@@ -644,6 +651,7 @@ _EL = Lexicon(
                 r"σταματ\w* (?:\w+ )?(?:τα |το |την |τις )?"
                 r"(?:φαρμακ\w*|χαπι\w*|αγωγη|φαγητο|τροφη|ινσουλινη|αντιπηκτικ\w*|ασπιριν\w*)",
                 r"σταματ\w* (?:\w+ )?(?:το |τα )?(?:λεωφορει\w*|τρενο|τραμ)",  # "does the bus stop in front?"
+                r"σταματ\w* (?:η|ο) \w+",  # "σταμάτησε η αιμορραγία": something that stopped (our texts: τα)
             ),
         ),
         (
@@ -909,7 +917,11 @@ _ES = Lexicon(
                 r"volver a recibir",
             ),
         ),
-        ("help", 0.9, (r"quien (?:es|habla|me escribe|escribe|eres|son)", r"quienes (?:son|es)")),
+        (
+            "help",
+            0.9,
+            (r"quien (?:es|habla|me escribe|escribe|eres|son)", r"quienes (?:son|es)", r"de parte de quien"),
+        ),
         (
             "cancel",
             0.9,
@@ -1028,6 +1040,8 @@ _TL = Lexicon(
             0.9,
             (
                 r"ilipat",
+                r"(?:pa)?agahan",
+                r"mas (?:maaga|late|huli)",
                 r"lipat\w*",
                 r"palitan (?:\w+ )?(?:oras|araw|petsa|schedule)",
                 r"ibang (?:araw|oras|petsa)",

@@ -616,3 +616,46 @@ def test_held_out_set_14s_misses_in_their_own_words() -> None:
         _read_as(Intent.OPT_OUT, "Xin bỏ số tôi ra khỏi hệ thống?", "Ma chi vi ha dato il numero? Basta così")
     with patch.object(reply_model, "trained", lambda: Sure("opt_in", 0.9)):
         _read_as(Intent.OPT_IN, "baddi el rasayel yerja3o")
+
+
+def test_held_out_set_15s_misses_in_their_own_words() -> None:
+    """Set 15's first run (93.0 %) missed an opt-out ("wrong person, delete this number from your system":
+    its rules reading was `other` at 0.85, the value that also meant "keeps the messages", so neither the
+    opt-out cues nor the model were asked) and read 10 of 38 opt-ins as opt-outs: a STOP excused by a slip
+    ("fat fingers", "meant to type START", "误回"), denied ("my husband, not me"), or regretted ("me
+    arrepentí"); messages wished back with no stop word at all. Also a time range offered ("any time after
+    1", "四点以后都行"), a correction ("I mean R"), a yes first in Vietnamese and Punjabi, "stop the music",
+    "the bleeding stopped" in Greek, "which bus stop" in Cantonese, "¿de parte de quién?"."""
+    with patch.object(reply_model, "trained", lambda: Sure("other", 0.9)):
+        _read_as(Intent.OPT_OUT, "打错人了，我不是你们要找的人，请从系统里删除这个号码")
+    with patch.object(reply_model, "trained", lambda: Sure("opt_out", 0.99)):
+        _read_as(
+            Intent.OPT_IN,
+            "oops fat finger hit STOP, please undo",
+            "I meant to type START, not STOP",
+            "It was my wife who replied stop, not me. I want the reminders.",
+            "我误回了退订，还想收提醒",
+            "Mia moglie ha risposto STOP, rimettetemi i messaggi",
+        )
+        _read_as(Intent.OPT_OUT, "My wife replied STOP for me and I don't want the reminders either")
+    with patch.object(reply_model, "trained", lambda: Sure("opt_in", 0.9)):
+        _read_as(
+            Intent.OPT_IN,
+            "I'd like to get your reminder texts again",
+            "麻烦把提醒短信重新开启",
+            "Me arrepentí de darme de baja, ¿me pueden volver a mandar los recordatorios?",
+        )
+    with patch.object(reply_model, "trained", lambda: Sure("confirm", 0.45)):  # a model that decides nothing
+        _read_as(
+            Intent.RESCHEDULE, "Can't do mornings, anytime after 2 works", "那天不行，下午三点以后都可以"
+        )
+        _read_as(Intent.RESCHEDULE, "Sorry I mean R", "Pwede po bang agahan?")
+        _read_as(Intent.CONFIRM, "Dạ được, có cần mang giấy giới thiệu không ạ?", "ठीक है। खाली पेट आना है?")
+        _read_as(Intent.HELP, "¿De parte de quién es?")
+        _read_as(
+            Intent.OTHER,
+            "could you stop the radio in the waiting room next time",
+            "Σταμάτησε ο πόνος, χρειάζεται ακόμα η εξέταση;",
+            "搭邊個巴士最近？",
+            "do I need to stop eating the night before?",
+        )

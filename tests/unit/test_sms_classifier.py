@@ -115,6 +115,7 @@ def test_a_foreign_question_about_confirming_does_not_break_the_rules(caplog) ->
         # "a" is English too: an English reply is not answered in Vietnamese for it (set 13 was)
         ("My pain has gotten a lot worse, should I go to emergency instead?", None),
         ("Can I get a later time", None),
+        ("发错人了吧？我不是陈先生", "zh-Hans"),  # 吧 is written the same in both scripts
     ],
 )
 def test_the_reply_language(text: str, language: str | None) -> None:
