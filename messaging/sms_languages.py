@@ -1017,6 +1017,9 @@ _TL = Lexicon(
                 r"(?:wag|huwag|pakitigil|tigilan|tigil|itigil|ayoko|ayaw) (?:\w+ ){0,6}?"
                 r"(?:text|texts|mag text|magtext|i text|itext|padalhan|mensahe|message|messages|msg|sms|txt)",
                 r"(?:pakitigil|itigil)(?: \w+)*",
+                # "Tama na ang reminders": enough of them
+                r"tama na (?:po )?(?:ang |sa |yung |mga |ang mga |sa mga )?"
+                r"(?:reminders?|texts?|mensahe|messages?|msgs?|sms|paalala|txt)",
             ),
         ),
         (
@@ -1317,6 +1320,7 @@ _PA = Lexicon(
                 r"(?:ਮੈਸੇਜ|ਮੈਸਜ|ਸੁਨੇਹੇ|ਸੁਨੇਹਾ|ਮੈਸਿਜ|ਐਸਐਮਐਸ|message|msg|sms)(?: \w+){0,3}? (?:ਨਾ|ਨ) ਭੇਜ\w*",
                 r"(?:ਨਾ|ਨ) ਭੇਜ\w*",
                 r"ਬੰਦ ਕਰ\w*",
+                r"ਸੰਪਰਕ (?:ਨਾ|ਨ|ਮਤ) ਕਰ\w*",  # "ਮੈਸੇਜ ਰਾਹੀਂ ਸੰਪਰਕ ਨਾ ਕਰੋ": do not contact me
                 r"(?:ਮੈਸੇਜ|ਸੁਨੇਹੇ|ਸੁਨੇਹਾ)(?: \w+){0,2}? ਨਹੀਂ ਚਾਹੀਦੇ",
                 *_HI_PA_ROMAN,
             ),

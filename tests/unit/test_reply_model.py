@@ -659,3 +659,5 @@ def test_held_out_set_15s_misses_in_their_own_words() -> None:
             "搭邊個巴士最近？",
             "do I need to stop eating the night before?",
         )
+    with patch.object(reply_model, "trained", lambda: Sure("other", 0.9)):  # found once set 15 was training
+        _read_as(Intent.OPT_OUT, "Tama na po ang mga text?", "ਕਿਰਪਾ ਕਰਕੇ ਸੰਪਰਕ ਨਾ ਕਰੋ")
