@@ -182,7 +182,8 @@ _MISTAKE = [
     # a slip, or the stop denied: "fat fingers", "meant to type START", "it was my husband, not me"
     "fat finger", "meant to type", "meant to send", "meant to say", "meant to press", "meant to write",
     "meant to reply", "not me", "start not", "start, not", "instead of start", "wrong message", "wrong text",
-    "wrong chat", "galat message", "galat msg", "误回", "誤回", "误发", "誤發",
+    "wrong chat", "galat message", "galat msg", "误回", "誤回", "误发", "誤發", "con trai", "con gai",
+    "bam nham", "bam lon", "giùm",
 ]  # fmt: skip
 # STOP and START written in the reply's own script: the carriers' keywords, transliterated
 STOP_IN_OTHER_SCRIPTS = frozenset(map(fold, ("ਸਟਾਪ", "ਸਟੌਪ", "स्टॉप", "स्टाप", "στοπ", "ستوب")))
@@ -285,6 +286,12 @@ def _without_the_stop(folded: str) -> str | None:
     for start, end in stops + _starts_and_ends(_MISTAKE_RX, folded):
         folded = folded[:start] + "~" * (end - start) + folded[end:]
     return folded
+
+
+def refuses_nothing(folded: str) -> bool:
+    """Whether the reply has no word of refusing or stopping messages at all, and no stop word: an opt-in
+    the rules read in it ("mi rimettete nella lista degli sms?") is then the patient's own word."""
+    return not _refuses(folded) and not _STOP_SAID_RX.search(folded)
 
 
 def _refuses(folded: str) -> bool:

@@ -248,6 +248,8 @@ _OPT_OUT_PHRASES = tuple(
                 r"lose (?:my|this) number",
                 r"no (?:need|use) (?:for|of) (?:\w+ )?" + _MSG,
                 r"no (?:need|reason) to (?:keep |continue )?(?:text|txt|messag|sms|remind|contact)\w*",
+                r"no (?:need|reason) to (?:keep |continue )?send (?:me |us )?"
+                r"(?:anything|any more|anymore|more|" + _MSG + ")",
                 r"(?:be |get |been )?(?:removed|deleted|taken off|unsubscribed) (?:from|off)",
                 r"too (?:many|much|often) (?:\w+ )?" + _MSG,
                 r"(?:dont|do not|never) (?:\w+ )?(?:resume|restart|reactivate|start|turn on) (?:\w+ ){0,2}?"
@@ -415,6 +417,8 @@ _CAN_DO = _any_language(
 _HOW_TO_ANY = _any_language(
     "(?:回复|回覆|覆|回)(?:什么|甚麼|咩|哪个|哪個|邊個)(?:字母|字)?",
     "(?:什么|甚麼|咩|哪个|哪個|邊個)字母",
+    "(?:怎么|怎麼|点样|點樣|如何)(?:回复|回覆|覆)",
+    r"\b(?:kif|keef|kef|kaif) (?:bred|brud|rud|arod|arud|barod|a3mel reply)\b", r"\bshu el (?:7arf|harf)\b",
     r"trả lời (?:chữ|số) gì\b", r"tra loi (?:chu|so|gi)\b", r"nhắn (?:chữ|số) gì\b",
     r"nhan (?:chu|so) gi\b",
     r"qu[ée] (?:letra|tengo que (?:responder|contestar))", "che lettera", r"cosa (?:devo )?rispond",
@@ -481,6 +485,7 @@ _NEUTRAL = _rx(
     # "can you stop the music next time", "tell me if I need to stop eating the night before", "anything I
     # need to bring": a question about the visit, not another time
     r"next time",
+    r"(?:i|we) (?:have |ve |just )?moved (?:to|house|interstate|away|overseas|out)(?: \w+){0,2}",
     r"(?:if|whether|do|should) (?:i|we) (?:need|have|should)(?: to)? "
     r"(?:stop|start|fast|eat|drink|take|bring|wear)(?: \w+){0,8}",
     r"anything (?:else )?(?:i|we) (?:need|have|should) (?:to )?(?:bring|do|know|wear|take)(?: \w+){0,6}",
@@ -571,6 +576,7 @@ _CUES: tuple[tuple[Intent, float, re.Pattern[str]], ...] = (
         _rx(r"(?:\w*\d\w*|morning|afternoon|arvo|lunch|lunchtime) (?:or (?:after|later|earlier)|onwards)"),
     ),
     (Intent.CANCEL, 0.9, _rx(r"count (?:me|us) out")),
+    (Intent.RESCHEDULE, 0.9, _rx(r"what else (?:have you got|do you have|is there|is available|you got)")),
     # "Are sorry I mean R": the letter meant
     (Intent.RESCHEDULE, 0.9, _rx(r"(?:i mean|i meant|meant to (?:say|type|send|press)) r")),
     (Intent.CANCEL, 0.9, _rx(r"(?:i mean|i meant|meant to (?:say|type|send|press)) n")),
@@ -728,6 +734,10 @@ def _classify(text: str) -> tuple[Intent, float, str | None]:
         if not kept and opt_out_cues.refuses_besides_the_stop(folded):
             return Intent.OPT_OUT, 0.75, language  # unsure: the patient is told the way back (START)
         intent, confidence = Intent.OPT_IN, _OPT_IN_SAID
+    if intent is Intent.OPT_IN and opt_out_cues.refuses_nothing(folded):
+        # the model reads "list", "sms", "again" as an opt-out's words; with no word of refusing, the
+        # rules' reading of a request for the messages stands
+        return intent, confidence, language
     if intent is not Intent.OPT_OUT and not (intent is Intent.OTHER and kept):
         # Messages named close to stopping them ("cancel the SMS notices too"): a likely opt-out, unless the
         # rules read it as asking for the messages back ("I sent STOP by mistake, resume the texts").

@@ -671,7 +671,7 @@ _EL = Lexicon(
                 r"(?:φτανει|φτανουν|αρκετα) (?:\w+ ){0,2}?μηνυματα",
                 r"διαγραφ\w*",
                 r"αφαιρεστε με",
-                r"μη(?:ν)? (?:\w+ )?(?:επικοινωνειτε|επικοινωνησετε|ενοχλειτε)",  # do not contact / bother me
+                r"μη(?:ν)? (?:\w+ )?(?:ξανα)?(?:επικοινων|ενοχλ)\w*",  # do not contact / bother me (again)
             ),
         ),
         ("opt_in", 0.9, (r"(?:θελω|ξεκινηστε) (?:\w+ ){0,3}?ξανα", r"μηνυματα ξανα")),
@@ -732,7 +732,7 @@ _EL = Lexicon(
             0.9,
             (
                 r"τι (?:ειναι|σημαινει) (?:αυτο|αυτα|αυτη)",
-                r"δεν (?:καταλαβαινω|καταλαβα|καταλαβε)",
+                r"δεν (?:καταλαβαινω|καταλαβα)",  # I (not she: "δεν καταλαβαινει")
             ),
         ),
         (
@@ -807,7 +807,13 @@ _IT = Lexicon(
         (
             "opt_in",
             0.9,
-            (r"riattiv\w*", r"(?:ricevere|mandatemi|inviatemi) (?:\w+ ){0,2}?(?:di nuovo|ancora|nuovamente)"),
+            (
+                r"riattiv\w*",
+                r"(?:ricevere|mandatemi|inviatemi) (?:\w+ ){0,2}?(?:di nuovo|ancora|nuovamente)",
+                # "mi rimettete nella lista degli sms?": put me back on the list
+                r"(?:rimettete|rimettetemi|riaggiungete|riaggiungetemi|reinserite|reinseritemi)(?: \w+){0,4}?"
+                r" (?:lista|sms|messaggi|promemoria)",
+            ),
         ),
         ("help", 0.9, (r"chi (?:e|siete|sei|scrive|parla|e lei)",)),
         (
@@ -1167,6 +1173,12 @@ _VI = Lexicon(
     ),
 )
 
+# Romanised "haan" is "yes", and in Punjabi also "(we) are" after a verb ("India ja rahe haan", "main bhul
+# jaanda haan"): a yes when it opens the reply or comes with another word of agreeing.
+_HAAN_AS_YES = (
+    r"(?:(?<! )haan|haan(?= (?:ji|jee|bilkul|theek|thik|pakka|sahi|ok)(?: |$))|(?<=ok )haan|(?<=ji )haan)"
+)
+
 _HI_PA_ROMAN = (
     r"(?:msg|msgs|message|messages|sms|masej|mesej|text)"
     r" (?:\w+ )?(?:mat|na|band|nahi|nai) (?:bhejo|bhejiye|bhejna|bhejen|karo|kar|kijiye|chahiye|bhejo ji)",
@@ -1285,7 +1297,7 @@ _HI = Lexicon(
                 r"(?:आऊँगा|आऊंगा|आऊँगी|आऊंगी|आ जाऊँगा|आ जाऊंगा|आ जाऊँगी|आ जाऊंगी)",
                 "ज़रूर",
                 "जरूर",
-                "haan",
+                _HAAN_AS_YES,
                 r"(?:theek|thik) hai",
                 r"(?:aaunga|aaungi|aa jaunga|aa jaungi|aunga)",
                 "pakka",
@@ -1382,7 +1394,7 @@ _PA = Lexicon(
                 r"ਆਵਾਂਗ\w*",
                 r"ਆ ਜਾਵਾਂਗ\w*",
                 "ਜ਼ਰੂਰ",
-                "haan",
+                _HAAN_AS_YES,
                 r"(?:theek|thik) hai",
                 r"(?:aavanga|aavangi|aa javanga)",
             ),

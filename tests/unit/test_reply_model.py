@@ -661,3 +661,31 @@ def test_held_out_set_15s_misses_in_their_own_words() -> None:
         )
     with patch.object(reply_model, "trained", lambda: Sure("other", 0.9)):  # found once set 15 was training
         _read_as(Intent.OPT_OUT, "Tama na po ang mga text?", "ਕਿਰਪਾ ਕਰਕੇ ਸੰਪਰਕ ਨਾ ਕਰੋ")
+
+
+def test_held_out_set_16s_misses_in_their_own_words() -> None:
+    """Set 16's first run read 97.3 % (the bar's accuracy, for the first time) but missed two opt-outs: "I
+    moved to Melbourne, no need to send me anything anymore" (a reschedule: "moved to") and "cancel and don't
+    bother me again with messages" in Greek. Also an opt-in in a sentence ("mi rimettete nella lista degli
+    sms?") overruled by a model reading "list" and "sms" as an opt-out: with no word of refusing or stopping
+    in the reply, the rules' opt-in stands. Romanised Punjabi "haan" after a verb is "(we) are", no yes."""
+    with patch.object(reply_model, "trained", lambda: Sure("reschedule", 0.9)):
+        _read_as(
+            Intent.OPT_OUT,
+            "We've moved interstate, no need to send us any more texts",
+            "Ακυρώστε το ραντεβού και μην ξαναεπικοινωνήσετε μαζί μου",
+        )
+    with patch.object(reply_model, "trained", lambda: Sure("opt_out", 0.99)):
+        _read_as(
+            Intent.OPT_IN,
+            "Riaggiungetemi alla lista sms per favore",
+            "Con gái tôi bấm STOP giùm, tôi vẫn muốn nhận tin nhắn",
+        )
+        # a word of refusing, and the model is asked: "rimettetemi nella lista" with "non" in it
+        _read_as(Intent.OPT_OUT, "non rimettetemi nella lista degli sms")
+    with patch.object(reply_model, "trained", lambda: Sure("other", 0.9)):
+        _read_as(Intent.HELP, "怎么回复才算确认？", "kif bred 3ala hal message?")
+    with patch.object(reply_model, "trained", lambda: Sure("confirm", 0.45)):  # a model that decides nothing
+        _read_as(Intent.RESCHEDULE, "can't do the 3rd, what else have you got?")
+        _read_as(Intent.OTHER, "reminder band na karna ji, main bhul jaanda haan")
+        _read_as(Intent.CONFIRM, "haan ji, aa jaavanga")
