@@ -183,10 +183,19 @@ class _Cue:
     intent: str
     weight: float
     pattern: re.Pattern[str]
+    body: str  # the alternatives, without the word edges a spaced language's cue adds around them
+    spaced: bool
 
 
-def _union(patterns: Iterable[re.Pattern[str]]) -> re.Pattern[str]:
-    return re.compile("|".join(f"(?:{pattern.pattern})" for pattern in patterns))
+def _union(cues: Iterable[_Cue]) -> re.Pattern[str]:
+    """One pattern matching wherever any of the cues would. The spaced cues share one pair of word edges
+    ("(?:^| )(?:a|b|...)(?= |$)"): Python's regex engine tries every alternative at every position, and with
+    the edge first in each it tried ~200 alternatives at each character of every reply (23 µs a reply)."""
+    cues = list(cues)
+    spaced = "|".join(cue.body for cue in cues if cue.spaced)
+    parts = [f"(?:^| )(?:{spaced})(?= |$)"] if spaced else []
+    parts += [f"(?:{cue.body})" for cue in cues if not cue.spaced]
+    return re.compile("|".join(parts))
 
 
 class Lexicon:
@@ -202,7 +211,7 @@ class Lexicon:
             # A word is whatever lies between spaces: Indic vowel signs are not `\\w`.
             body = "|".join(fold(a) for a in alternatives).replace(r"\w", "[^ ~]")
             source = f"(?:^| )(?:{body})(?= |$)" if spaced else f"(?:{body})"
-            compiled.append(_Cue(intent, weight, re.compile(source)))
+            compiled.append(_Cue(intent, weight, re.compile(source), body, spaced))
         self.keeps = tuple(cue for cue in compiled if cue.intent == "keep")
         self.cues = tuple(cue for cue in compiled if cue.intent != "keep")
         self.opt_outs = tuple(cue for cue in self.cues if cue.intent == "opt_out")
@@ -210,10 +219,9 @@ class Lexicon:
         # alternation (per weight), for speed: most replies match none.
         weights = sorted({cue.weight for cue in self.opt_outs}, reverse=True)
         self._opt_out_by_weight = tuple(
-            (weight, _union(cue.pattern for cue in self.opt_outs if cue.weight == weight))
-            for weight in weights
+            (weight, _union(cue for cue in self.opt_outs if cue.weight == weight)) for weight in weights
         )
-        self._any_keep = _union(cue.pattern for cue in self.keeps) if self.keeps else None
+        self._any_keep = _union(self.keeps) if self.keeps else None
 
     def read(self, spaced_text: str) -> dict[str, float]:
         scores: dict[str, float] = {}
@@ -1416,11 +1424,11 @@ _OPT_OUT_ONLY = tuple(
 _ALL_OPT_OUTS = tuple(
     (
         weight,
-        _union(cue.pattern for lexicon in _OPT_OUT_ONLY for cue in lexicon.opt_outs if cue.weight == weight),
+        _union(cue for lexicon in _OPT_OUT_ONLY for cue in lexicon.opt_outs if cue.weight == weight),
     )
     for weight in sorted({cue.weight for lexicon in _OPT_OUT_ONLY for cue in lexicon.opt_outs}, reverse=True)
 )
-_ANY_KEEP = _union(cue.pattern for lexicon in _OPT_OUT_ONLY for cue in lexicon.keeps)
+_ANY_KEEP = _union(cue for lexicon in _OPT_OUT_ONLY for cue in lexicon.keeps)
 
 
 _PUNCTUATED = re.compile(_TOKEN.pattern + r"|[^\w\s]")
