@@ -1,7 +1,7 @@
 """What a patient meant by an SMS reply: confirm, cancel, reschedule, opt out, opt in, help or something else.
 
 Deterministic rules come first because they are instant, free, explainable and testable against labelled
-replies (`messaging/training/`, labelled per LABELS.md; held out: tests/fixtures/sms_replies_heldout_16.tsv).
+replies (`messaging/training/`, labelled per LABELS.md; held out: tests/fixtures/sms_replies_heldout_17.tsv).
 A model learned from the same replies (`messaging.reply_model`, naive Bayes and a perceptron over character
 n-grams, averaged) reads every reply too; it decides where the rules are unsure, and a likely opt-out (see
 `_second_opinion`). Asking for the messages back in another language ("Mándenme los mensajes otra vez",
@@ -245,7 +245,9 @@ _OPT_OUT_PHRASES = tuple(
                 r"leave me alone",
                 r"cancel (?:(?:all|my|the|these|future|your|any|of) )*" + _MSG,
                 r"(?:end|quit) (?:(?:all|the|these|your|my) )?" + _MSG,
-                r"quit (?:texting|messaging|sending|bothering|contacting|spamming|harassing)",
+                r"quit (?:texting|messaging|sending|bothering|contacting|spamming|harassing|pinging|pestering"
+                r"|bugging|hassling|annoying)",
+                r"(?:the )?last " + _MSG + r" (?:i|we) (?:want|need|wish)",
                 r"(?:dont|do not|no longer|never|not) (?:really |even )?(?:want|need|wish|like|require)"
                 r"(?: \w+){0,4}? " + _MSG,
                 r"(?:rather|prefer) not (?:\w+ ){0,3}?" + _MSG,

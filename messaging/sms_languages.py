@@ -281,7 +281,10 @@ _CHINESE_CUES = (
     (
         "opt_out",
         0.97,
-        (f"(?:不要|唔要|不想|唔想|不再)再?(?:收|接收)(?:到)?.{{0,4}}{_MSG_ZH}",),
+        (
+            f"(?:不要|唔要|不想|唔想|不再)再?(?:收|接收)(?:到)?.{{0,4}}{_MSG_ZH}",
+            "(?:唔使|不用|不需要|唔需要|毋須|无须|無須)再(?:聯絡|联络|聯繫|联系|搵|找)(?:我|我哋|我们|我們)",
+        ),
     ),
     (
         "opt_out",
@@ -915,6 +918,7 @@ _ES = Lexicon(
                 r"(?:mensajes?|sms|recordatorios?|textos?|comunicaciones)",
                 r"(?:darme|darse|dar|dame|denme) de baja",
                 r"(?:basta|nada) de (?:mensajes|sms|textos|recordatorios)",
+                r"no hace falta que (?:me |nos )?(?:escriban|manden|envien|contacten|sigan)\w*",
                 r"paren (?:\w+ )?(?:mensajes|sms)",
                 r"ya no me (?:escriban|manden|envien|contacten)",
                 r"no mas (?:mensajes|sms|recordatorios)",
@@ -1031,6 +1035,9 @@ _TL = Lexicon(
                 r"(?:wag|huwag|pakitigil|tigilan|tigil|itigil|ayoko|ayaw) (?:\w+ ){0,6}?"
                 r"(?:text|texts|mag text|magtext|i text|itext|padalhan|mensahe|message|messages|msg|sms|txt)",
                 r"(?:pakitigil|itigil)(?: \w+)*",
+                # "di nyo na ako kailangang i-contact": you need not contact me any more
+                r"(?:di|hindi) (?:\w+ ){0,3}?(?:kailangang|kailangan) (?:na )?(?:i )?"
+                r"(?:contact|text|itext|tawagan|padalhan|message|imessage)",
                 # "Tama na ang reminders": enough of them
                 r"tama na (?:po )?(?:ang |sa |yung |mga |ang mga |sa mga )?"
                 r"(?:reminders?|texts?|mensahe|messages?|msgs?|sms|paalala|txt)",
@@ -1129,6 +1136,7 @@ _VI = Lexicon(
                 r"huy dang ky",
                 r"(?:khong|ko|k) (?:\w+ ){0,2}?(?:nhan|gui) (?:tin|sms|nt)(?: \w+){0,3}",
                 r"(?:khong|ko) (?:muon|can) (?:\w+ ){0,2}?(?:tin nhan|sms)",
+                r"(?:khong|ko) can (?:\w+ )?(?:lien lac|lien he|nhan tin|gui tin)",  # "no need to contact me"
             ),
         ),
         ("opt_in", 0.9, (r"(?:nhan|gui) (?:\w+ ){0,2}?lai", "dang ky lai")),

@@ -688,4 +688,14 @@ def test_held_out_set_16s_misses_in_their_own_words() -> None:
     with patch.object(reply_model, "trained", lambda: Sure("confirm", 0.45)):  # a model that decides nothing
         _read_as(Intent.RESCHEDULE, "can't do the 3rd, what else have you got?")
         _read_as(Intent.OTHER, "reminder band na karna ji, main bhul jaanda haan")
+    with patch.object(reply_model, "trained", lambda: Sure("other", 0.9)):  # found once set 16 was training
+        _read_as(
+            Intent.OPT_OUT,
+            "Ya no hace falta que me manden nada?",
+            "Tôi chuyển nhà rồi, không cần liên hệ nữa?",
+            "Hindi niyo na ako kailangang i-text?",
+            "quit bugging me with these",
+            "我哋搬咗走，唔使再聯絡我哋?",
+            "yes ok but that's the last message I want",
+        )
         _read_as(Intent.CONFIRM, "haan ji, aa jaavanga")
