@@ -25,7 +25,8 @@ _MESSAGES = [
     "text", "txt", "sms", "message", "msg", "reminder", "notification", "subscription", "promo", "marketing",
     "mensahe", "paalala",
     # Spanish, Italian
-    "mensaje", "mensajito", "msj", "recordatorio", "notificacion", "suscripcion", "publicidad", "promocion",
+    "mensaje", "mensajito", "msj", "recordatorio", "aviso", "notificacion", "suscripcion", "publicidad",
+    "promocion",
     "messagg", "promemoria", "notifich", "iscrizione", "pubblicita",
     # Greek, Greeklish
     "μηνυμα", "υπενθυμισ", "ειδοποιησ", "minima",
@@ -149,6 +150,7 @@ def asks_to_stop_messages(folded: str) -> bool:
 _AGAIN = [
     "again", "resume", "restart", "reactivat", "re activat", "re enable", "reenable", "resubscrib", "back on",
     "turn on", "switch on", "unblock", "add me back", "put me back", "sign me up", "undo", "start",
+    "reinstate", "restore", "reconnect", "返收",
     "rimettet", "rimetter", "riaccend",
     "otra vez", "de nuevo", "reactiv", "vuelvan a", "volver a", "di nuovo", "riattiv", "ricominc",
     "ξανα", "παλι", "ενεργοποιηστε", "pali", "ksana", "xana", "lai", "bat lai", "ulit", "muli",
@@ -182,7 +184,8 @@ _MISTAKE = [
     # a slip, or the stop denied: "fat fingers", "meant to type START", "it was my husband, not me"
     "fat finger", "meant to type", "meant to send", "meant to say", "meant to press", "meant to write",
     "meant to reply", "not me", "start not", "start, not", "instead of start", "wrong message", "wrong text",
-    "wrong chat", "galat message", "galat msg", "误回", "誤回", "误发", "誤發", "con trai", "con gai",
+    "wrong chat", "meant for a different", "was meant for", "galat message", "galat msg", "误回", "誤回",
+    "误发", "誤發", "con trai", "con gai",
     "bam nham", "bam lon", "giùm",
 ]  # fmt: skip
 # STOP and START written in the reply's own script: the carriers' keywords, transliterated
@@ -330,7 +333,8 @@ _BEFORE = [
     "me arrepenti", "me arrepiento", "pentit", "ho cambiato idea", "cambie de opinion", "后悔", "後悔",
 ]  # fmt: skip
 _LEFT = [
-    *_STOP_SAID, "unsubscribe", "huy dang ky", "停咗", "停了", "取消订阅", "取消訂閱", "ακυρωσα", "απεγγραφ",
+    *_STOP_SAID, "unsubscribe", "huy dang ky", "停咗", "停了", "叫你哋停", "叫你們停", "叫你们停", "取消订阅",
+    "取消訂閱", "ακυρωσα", "απεγγραφ",
     "διαγραφη", "di de baja", "darme de baja", "disiscritt", "cancellat",
 ]  # fmt: skip
 _WISH = [

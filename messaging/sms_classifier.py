@@ -494,6 +494,8 @@ _NEUTRAL = _rx(
     # "can you stop the music next time", "tell me if I need to stop eating the night before", "anything I
     # need to bring": a question about the visit, not another time
     r"next time",
+    r"is there (?:a |any )?"
+    r"(?:shuttle|bus|train|tram|parking|car park|carpark|lift|elevator|toilet|ramp|wheelchair)s?",
     r"(?:i|we) (?:have |ve |just )?moved (?:to|house|interstate|away|overseas|out)(?: \w+){0,2}",
     r"(?:if|whether|do|should) (?:i|we) (?:need|have|should)(?: to)? "
     r"(?:stop|start|fast|eat|drink|take|bring|wear)(?: \w+){0,8}",
@@ -684,7 +686,7 @@ _YES_FIRST = re.compile(
         r"是|是的|好|好的|好嘅|好啊|好呀|好喇|"
         r"係|得|啱|confermo|confermato|confirmo|confirmado|επιβεβαιωνω|επιβεβαιωση|可以|可以可以|没问题|冇問題|tamam|"
         r"اوكد|اكد|duoc|dc|συμφωνοι|συμφωνω|da duoc|da vang|vang a|duoc a|da co|"
-        r"theek hai|thik hai|ठीक है|ਠੀਕ ਹੈ)"
+        r"theek hai|thik hai|ठीक है|ਠੀਕ ਹੈ|co toi se (?:toi|den)|toi se (?:toi|den))"
         r"(?:\s+(?:po|ji|a|na))?"  # a politeness particle: "Y po, kailangan ba mag-fasting?"
         r"(?:\s*[.,!:;\-–—،，。！、(（।]|\s+(?=[^\x00-\x7f]))"  # punctuation, or a space and another script
     )

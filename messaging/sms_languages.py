@@ -432,10 +432,11 @@ _CHINESE_CUES = (
         (
             "确认",
             "確認",
-            "没问题",
-            "沒問題",
-            "冇問題",
-            "冇问题",
+            # not "有冇問題？" ("is there a problem?")
+            "(?<!有)没问题",
+            "(?<!有)沒問題",
+            "(?<!有)冇問題",
+            "(?<!有)冇问题",
             "会去",
             "會去",
             "会到",
@@ -443,7 +444,8 @@ _CHINESE_CUES = (
             "会来",
             "會來",
             "會嚟",
-            "(?:一起|陪(?:她|他|妈妈|媽媽|爸爸|妈|媽|我妈|我媽)(?:一起)?)(?:过去|過去|去|来|來|嚟)",
+            # not a question ("我可以带孩子一起去吗？": may I bring my child?)
+            "(?:一起|陪(?:她|他|妈妈|媽媽|爸爸|妈|媽|我妈|我媽)(?:一起)?)(?:过去|過去|去|来|來|嚟)(?!.{0,2}(?:吗|嗎|么|麼))",
             "准时",
             "準時",
             "到时见",
@@ -663,6 +665,7 @@ _EL = Lexicon(
                 r"(?:φαρμακ\w*|χαπι\w*|αγωγη|φαγητο|τροφη|ινσουλινη|αντιπηκτικ\w*|ασπιριν\w*)",
                 r"σταματ\w* (?:\w+ )?(?:το |τα )?(?:λεωφορει\w*|τρενο|τραμ)",  # "does the bus stop in front?"
                 r"σταματ\w* (?:η|ο) \w+",  # "σταμάτησε η αιμορραγία": something that stopped (our texts: τα)
+                r"(?:η|ο) \w+ σταματ\w*",  # "ο πόνος σταμάτησε μόνος του"
             ),
         ),
         (
@@ -683,6 +686,8 @@ _EL = Lexicon(
                 r"διαγραφ\w*",
                 r"αφαιρεστε με",
                 r"μη(?:ν)? (?:\w+ )?(?:ξανα)?(?:επικοινων|ενοχλ)\w*",  # do not contact / bother me (again)
+                # "δεν χρειάζεται να επικοινωνείτε πια μαζί μου": no need to contact me
+                r"δεν χρειαζεται (?:να )?(?:μου |με )?(?:ξανα)?(?:επικοινων|ενοχλ|στελν|γραφ)\w*",
             ),
         ),
         ("opt_in", 0.9, (r"(?:θελω|ξεκινηστε) (?:\w+ ){0,3}?ξανα", r"μηνυματα ξανα")),
@@ -807,6 +812,9 @@ _IT = Lexicon(
                 r"non (?:\w+ ){0,3}?(?:messaggi|sms|messaggini)",
                 r"basta (?:\w+ )?(?:messaggi|sms)",
                 r"basta(?: cosi| adesso| ora)?$",  # "Chi vi ha dato il mio numero? Basta!": the last word
+                # "non c'è bisogno di contattarmi": no need to contact me
+                r"non (?:c ?e bisogno di|serve|e necessario) (?:\w+ )?"
+                r"(?:contattar|scriver|mandar|messaggiar)\w*",
                 r"smett\w* di (?:scriver\w*|mandar\w*|inviar\w*|contattar\w*)",
                 r"non (?:mandatemi|inviatemi|scrivetemi|contattatemi)",
                 r"non mi (?:mandate|scrivete|inviate|contattate)",
@@ -1183,7 +1191,7 @@ _VI = Lexicon(
             ),
         ),
         ("other", 0.9, (r"(?:den|toi) tre", r"tre (?:\w+ )?phut")),  # "sẽ đến trễ 10 phút": late, not a yes
-        ("confirm", 0.9, ("vang", "da vang", r"se (?:den|toi|di)", "xac nhan", "dong y")),
+        ("confirm", 0.9, ("vang", "da vang", r"(?:toi )?se (?:den|toi|di|co mat)", "xac nhan", "dong y")),
         ("confirm", 0.9, (_bare("co", "duoc", "dc", fillers="a|da|vang|cam on|nhe|ok|roi"),)),
         ("confirm", 0.65, ("cam on",)),
     ),
@@ -1227,6 +1235,7 @@ _HI = Lexicon(
                 r"(?:मैसेज|मेसेज|संदेश|एसएमएस|सन्देश)(?: \w+){0,2}? (?:बंद|नहीं चाहिए|नहीं)",
                 r"बंद (?:करो|करें|कर दो|कर दीजिए|कीजिए|करिए)",
                 r"संपर्क (?:न|मत|ना) कर\w*",  # "मुझसे मैसेज से संपर्क न करें": do not contact me
+                r"संपर्क (?:करने )?(?:की )?(?:ज़रूरत|जरूरत|आवश्यकता) नहीं",  # no need to contact me
                 r"अनसब्सक्राइब",  # "unsubscribe" written in Devanagari
                 *_HI_PA_ROMAN,
             ),
@@ -1349,6 +1358,7 @@ _PA = Lexicon(
                 r"(?:ਨਾ|ਨ) ਭੇਜ\w*",
                 r"ਬੰਦ ਕਰ\w*",
                 r"ਸੰਪਰਕ (?:ਨਾ|ਨ|ਮਤ) ਕਰ\w*",  # "ਮੈਸੇਜ ਰਾਹੀਂ ਸੰਪਰਕ ਨਾ ਕਰੋ": do not contact me
+                r"ਸੰਪਰਕ (?:ਕਰਨ )?(?:ਦੀ )?(?:ਲੋੜ|ਜ਼ਰੂਰਤ|ਜਰੂਰਤ) ਨਹੀਂ",  # no need to contact me
                 r"(?:ਮੈਸੇਜ|ਸੁਨੇਹੇ|ਸੁਨੇਹਾ)(?: \w+){0,2}? ਨਹੀਂ ਚਾਹੀਦੇ",
                 *_HI_PA_ROMAN,
             ),
