@@ -1,7 +1,7 @@
 """What a patient meant by an SMS reply: confirm, cancel, reschedule, opt out, opt in, help or something else.
 
 Deterministic rules come first because they are instant, free, explainable and testable against labelled
-replies (`messaging/training/`, labelled per LABELS.md; held out: tests/fixtures/sms_replies_heldout_17.tsv).
+replies (`messaging/training/`, labelled per LABELS.md; held out: tests/fixtures/sms_replies_heldout_18.tsv).
 A model learned from the same replies (`messaging.reply_model`, naive Bayes and a perceptron over character
 n-grams, averaged) reads every reply too; it decides where the rules are unsure, and a likely opt-out (see
 `_second_opinion`). Asking for the messages back in another language ("Mándenme los mensajes otra vez",

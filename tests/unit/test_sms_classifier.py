@@ -51,14 +51,14 @@ def test_the_labelled_sets_are_big_disjoint_and_cover_every_intent_and_language(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 13, open: the bar (every opt-out, >= 97 %) is not met on held-out set 17; figures printed",
+    reason="issue 13, open: the bar (every opt-out, >= 97 %) is not met on held-out set 18; figures printed",
 )
 def test_held_out_no_opt_out_is_missed_and_accuracy_is_at_least_97_percent(figures) -> None:
     """The bar of issue 13, on replies the reader was never tuned on, without the LLM. Not met yet: strict,
     so the day it holds this test says so (and the xfail must go)."""
     report = sms_corpus.evaluate(HELD_OUT)
     _, opt_out_recall, _ = report.per_intent[Intent.OPT_OUT]
-    figures(f"held-out set 17: accuracy {report.accuracy:.1%}, opt-out recall {opt_out_recall:.1%}")
+    figures(f"held-out set 18: accuracy {report.accuracy:.1%}, opt-out recall {opt_out_recall:.1%}")
     assert opt_out_recall == 1.0, report.text()
     assert report.accuracy >= 0.97, report.text()
 
