@@ -49,13 +49,11 @@ def test_the_labelled_sets_are_big_disjoint_and_cover_every_intent_and_language(
         assert opt_out_languages == LANGUAGES
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13, open: the bar (every opt-out, >= 97 %) is not met on held-out set 18; figures printed",
-)
 def test_held_out_no_opt_out_is_missed_and_accuracy_is_at_least_97_percent(figures) -> None:
-    """The bar of issue 13, on replies the reader was never tuned on, without the LLM. Not met yet: strict,
-    so the day it holds this test says so (and the xfail must go)."""
+    """The bar of issue 13, on replies the reader was never tuned on, without the LLM: met on held-out set
+    18's first run (386/396 = 97.5 %, 56/56 opt-outs; sets 14-17 read 93.0-97.3 % and missed up to 4
+    opt-outs each on theirs). A regression on it fails here. When this set is tuned on and a fresh one takes
+    its place, its first run decides whether the bar still holds (docs/benchmarks.md)."""
     report = sms_corpus.evaluate(HELD_OUT)
     _, opt_out_recall, _ = report.per_intent[Intent.OPT_OUT]
     figures(f"held-out set 18: accuracy {report.accuracy:.1%}, opt-out recall {opt_out_recall:.1%}")
@@ -70,12 +68,13 @@ def test_cross_validated_on_the_training_replies(figures) -> None:
     with held-out sets 4 and 5 as training replies and the rules of 2026-12-07; 94.6 %, 99.4 % on 6,068 with
     set 6 too; 95.1 %, 99.5 % on 6,451 with set 7; 95.3 %, 99.5 % on 6,824 with set 8; 95.5 %, 99.5 % on 7,237
     with set 9; 96.8 %, 99.9 % on 7,599 with set 10; 96.9 %, 99.9 % on 7,990 with set 11; 96.9 %, 99.9 % on
-    8,407 with set 12), so a change that makes the reader worse on replies it was not fitted to fails."""
+    8,407 with set 12; 97.4 %, 100 % on 10,407 with sets 13-17), so a change that makes the reader worse on
+    replies it was not fitted to fails."""
     report = sms_corpus.cross_validate(folds=5)
     _, opt_out_recall, _ = report.per_intent[Intent.OPT_OUT]
     figures(f"5-fold: accuracy {report.accuracy:.1%}, opt-out recall {opt_out_recall:.1%}")
-    assert report.accuracy >= 0.96, report.text()
-    assert opt_out_recall >= 0.995, report.text()
+    assert report.accuracy >= 0.97, report.text()
+    assert opt_out_recall >= 0.998, report.text()
 
 
 def test_every_training_opt_out_the_rules_were_written_for_is_read() -> None:
