@@ -139,3 +139,24 @@ def csrf(client: Any) -> dict[str, str]:
     if "avatar_crm_console_csrf" not in client.cookies:
         client.get("/console/login")
     return {"x-csrftoken": client.cookies["avatar_crm_console_csrf"]}
+
+
+def replaced(element: Any) -> Any:
+    """A wait condition: the page holding `element` has been replaced (a form posted, a link followed).
+    Selenium's `staleness_of` knows only StaleElementReferenceException; Chromium at times answers a look at
+    a node of the document being replaced with "Node with given id does not belong to the document" (a proving
+    CI failed on it), which says the same."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
+    def check(_driver: Any) -> bool:
+        try:
+            element.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:
+            if "does not belong to the document" in str(exc):
+                return True
+            raise
+        return False
+
+    return check

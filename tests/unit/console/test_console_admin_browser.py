@@ -11,7 +11,7 @@ from sqlmodel import select
 
 from models import StaffMember, StaffRole, get_settings, session_scope
 from providers.google_oidc import CACHE
-from tests.console_env import ARTIFACTS, STAFF, add_staff, audit_rows, console_settings
+from tests.console_env import ARTIFACTS, STAFF, add_staff, audit_rows, console_settings, replaced
 from tests.fakes.google import FakeGoogle
 from tests.fakes.google_oidc import FakeGoogleOIDC
 from tests.google_env import fake_google_fixture, google_fixture  # noqa: F401 (fixtures)
@@ -45,7 +45,7 @@ def test_an_admin_adds_promotes_and_removes_a_member_and_reads_the_keys(
         """Click a form's button and wait for the page the redirect lands on; its one-time notice."""
         old = driver.find_element(By.TAG_NAME, "html")
         driver.find_element(By.ID, button_id).click()
-        wait.until(until.staleness_of(old))
+        wait.until(replaced(old))
         return str(wait.until(until.presence_of_element_located((By.ID, "flash"))).text)
 
     def hire() -> StaffMember:

@@ -25,7 +25,7 @@ from models import (
     session_scope,
 )
 from providers.google_oidc import CACHE
-from tests.console_env import ARTIFACTS, STAFF, add_staff, audit_rows, console_settings
+from tests.console_env import ARTIFACTS, STAFF, add_staff, audit_rows, console_settings, replaced
 from tests.fakes.google_oidc import FakeGoogleOIDC
 from tests.servers import ThreadedServer, free_port
 from webhook_gateway.app import create_app
@@ -152,7 +152,7 @@ def test_ops_filters_the_inbox_replays_a_failed_event_and_cannot_lift_a_stop(
             shown = driver.find_element(By.ID, "error")  # the lift's refusal, until the next page replaces it
             driver.find_element(By.ID, "marketing-note").send_keys("ticked the SMS offers box")
             driver.find_element(By.ID, "marketing-grant").click()
-            wait.until(until.staleness_of(shown))
+            wait.until(replaced(shown))
             wait.until(until.presence_of_element_located((By.ID, "error")))
             assert "refused, nothing changed" in driver.find_element(By.ID, "error").text
             assert _suppressions() == stopped
